@@ -1,0 +1,188 @@
+// Package session keeps browser sessions and pending logins on the server.
+// Browsers hold only an opaque random ID; stores key everything by a hash
+// of it. It knows nothing of HTTP: proxy reads and sets the cookies.
+package session
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/wxgate/wxgate/wechat"
+)
+
+// Config is the [session] section of gateway.toml.
+type Config struct {
+	// Store is where sessions live: "memory" (one replica). Default: memory.
+	Store string `toml:"store"`
+	// TTL is a session's absolute lifetime. Default: 168h.
+	TTL time.Duration `toml:"ttl"`
+	// IdleTTL ends a session unused this long. Default: 24h.
+	IdleTTL time.Duration `toml:"idle_ttl"`
+}
+
+// SetDefaults fills zero fields with their defaults.
+func (c *Config) SetDefaults() {
+	if c.Store == "" {
+		c.Store = "memory"
+	}
+	if c.TTL == 0 {
+		c.TTL = 168 * time.Hour
+	}
+	if c.IdleTTL == 0 {
+		c.IdleTTL = 24 * time.Hour
+	}
+}
+
+// Validate reports every problem with the section, one per line.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Store != "memory" {
+		errs = append(errs, fmt.Errorf("session.store: %q is not a known store (memory)", c.Store))
+	}
+	if c.TTL < time.Minute {
+		errs = append(errs, fmt.Errorf("session.ttl: %s is below the 1m minimum", c.TTL))
+	}
+	if c.IdleTTL < time.Minute {
+		errs = append(errs, fmt.Errorf("session.idle_ttl: %s is below the 1m minimum", c.IdleTTL))
+	}
+	return errors.Join(errs...)
+}
+
+// Identity is who a session or token belongs to.
+type Identity struct {
+	OpenID  string `json:"openid"`
+	UnionID string `json:"unionid,omitempty"`
+	AppID   string `json:"appid"`
+	// Scope is how the identity was obtained: snsapi_base, snsapi_userinfo,
+	// snsapi_login, miniprogram or app.
+	Scope    string `json:"scope"`
+	Nickname string `json:"nickname,omitempty"`
+	Avatar   string `json:"avatar,omitempty"`
+	Phone    string `json:"phone,omitempty"`
+}
+
+// User is the identity's stable key: the unionid when known, else the openid
+// (the X-Forwarded-User value).
+func (id *Identity) User() string {
+	if id.UnionID != "" {
+		return id.UnionID
+	}
+	return id.OpenID
+}
+
+// Tokens are a session's WeChat user tokens. They never leave the server
+// unless a route sets pass_wechat_token.
+type Tokens struct {
+	AccessToken      wechat.Secret `json:"access_token"`
+	ExpiresAt        time.Time     `json:"expires_at"`
+	RefreshToken     wechat.Secret `json:"refresh_token"`
+	RefreshExpiresAt time.Time     `json:"refresh_expires_at"`
+}
+
+// Session is one browser's login.
+type Session struct {
+	// ID is the raw session ID, the cookie value. It is never stored.
+	ID       string    `json:"-"`
+	Identity Identity  `json:"identity"`
+	Tokens   *Tokens   `json:"tokens,omitempty"`
+	Created  time.Time `json:"created"`
+	LastSeen time.Time `json:"last_seen"`
+}
+
+// Manager creates, finds and ends sessions and pending logins in a Store.
+type Manager struct {
+	store Store
+	ttl   time.Duration
+	idle  time.Duration
+	// Now is the clock; tests replace it. Default: time.Now.
+	Now func() time.Time
+}
+
+// NewManager returns a Manager over store. cfg must have its defaults set.
+func NewManager(store Store, cfg Config) *Manager {
+	return &Manager{store: store, ttl: cfg.TTL, idle: cfg.IdleTTL, Now: time.Now}
+}
+
+// Key prefixes in the store.
+const (
+	sessionPrefix = "sess:"
+	pendingPrefix = "login:"
+	claimPrefix   = "claim:"
+	resultPrefix  = "result:"
+)
+
+// touchEvery bounds how often a session's last-seen time is written back, so
+// a busy session does not cost a store write per request.
+const touchEvery = time.Minute
+
+// Create stores a new session for id with a fresh ID (no fixation).
+func (m *Manager) Create(ctx context.Context, id Identity, tokens *Tokens) (*Session, error) {
+	now := m.Now()
+	s := &Session{ID: NewID(), Identity: id, Tokens: tokens, Created: now, LastSeen: now}
+	if err := m.save(ctx, s); err != nil {
+		return nil, fmt.Errorf("creating session: %w", err)
+	}
+	return s, nil
+}
+
+// Get returns the session with raw ID, or ErrNotFound if the ID is malformed,
+// unknown, or past its absolute or idle lifetime.
+func (m *Manager) Get(ctx context.Context, rawID string) (*Session, error) {
+	if !ValidID(rawID) {
+		return nil, ErrNotFound
+	}
+	b, err := m.store.Get(ctx, sessionPrefix+Hash(rawID))
+	if err != nil {
+		return nil, err
+	}
+	var s Session
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("decoding session: %w", err)
+	}
+	s.ID = rawID
+	now := m.Now()
+	if !now.Before(s.Created.Add(m.ttl)) || !now.Before(s.LastSeen.Add(m.idle)) {
+		return nil, ErrNotFound
+	}
+	if now.Sub(s.LastSeen) >= touchEvery {
+		s.LastSeen = now
+		if err := m.save(ctx, &s); err != nil {
+			return nil, fmt.Errorf("touching session: %w", err)
+		}
+	}
+	return &s, nil
+}
+
+// Delete ends the session with raw ID. Malformed or unknown IDs are ignored,
+// so a bad cookie can never end someone else's session.
+func (m *Manager) Delete(ctx context.Context, rawID string) error {
+	if !ValidID(rawID) {
+		return nil
+	}
+	return m.store.Delete(ctx, sessionPrefix+Hash(rawID))
+}
+
+func (m *Manager) save(ctx context.Context, s *Session) error {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	ttl := m.expiry(s)
+	if ttl <= 0 {
+		return m.store.Delete(ctx, sessionPrefix+Hash(s.ID))
+	}
+	return m.store.Set(ctx, sessionPrefix+Hash(s.ID), b, ttl)
+}
+
+// expiry is how long the store keeps s: the nearer of its absolute end and
+// its idle end.
+func (m *Manager) expiry(s *Session) time.Duration {
+	end := s.Created.Add(m.ttl)
+	if idle := s.LastSeen.Add(m.idle); idle.Before(end) {
+		end = idle
+	}
+	return end.Sub(m.Now())
+}

@@ -1,0 +1,95 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+func newManager(t *testing.T) (*Manager, *time.Time) {
+	t.Helper()
+	cfg := Config{TTL: 10 * time.Hour, IdleTTL: time.Hour}
+	cfg.SetDefaults()
+	m := NewManager(NewMemory(0), cfg)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	m.Now = func() time.Time { return now }
+	return m, &now
+}
+
+func TestSessionLifetimes(t *testing.T) {
+	ctx := context.Background()
+	m, now := newManager(t)
+	s, err := m.Create(ctx, Identity{OpenID: "o1", Scope: "snsapi_base"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, _ := m.Create(ctx, Identity{OpenID: "o1"}, nil)
+	if s.ID == s2.ID || !ValidID(s.ID) {
+		t.Fatalf("IDs %q and %q: want distinct valid IDs", s.ID, s2.ID)
+	}
+	// Used every 50 minutes, it lives until the absolute end.
+	for i := 0; i < 11; i++ {
+		*now = now.Add(50 * time.Minute)
+		_, err := m.Get(ctx, s.ID)
+		if at := time.Duration(i+1) * 50 * time.Minute; at < 10*time.Hour {
+			if err != nil {
+				t.Fatalf("Get at %s: %v", at, err)
+			}
+		} else if !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Get past the absolute ttl (%s): %v, want ErrNotFound", at, err)
+		}
+	}
+	// Idle for over an hour, it ends.
+	s3, _ := m.Create(ctx, Identity{OpenID: "o3"}, nil)
+	*now = now.Add(61 * time.Minute)
+	if _, err := m.Get(ctx, s3.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get after idle: %v, want ErrNotFound", err)
+	}
+}
+
+func TestMalformedIDsNeverTouchSessions(t *testing.T) {
+	ctx := context.Background()
+	m, _ := newManager(t)
+	s, _ := m.Create(ctx, Identity{OpenID: "o1"}, nil)
+	for _, bad := range []string{"", "x", s.ID + "x", s.ID[:len(s.ID)-1] + "!", Hash(s.ID), "../../etc/passwd"} {
+		if _, err := m.Get(ctx, bad); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Get(%q) = %v, want ErrNotFound", bad, err)
+		}
+		if err := m.Delete(ctx, bad); err != nil {
+			t.Errorf("Delete(%q) = %v", bad, err)
+		}
+	}
+	if _, err := m.Get(ctx, s.ID); err != nil {
+		t.Errorf("the real session was lost: %v", err)
+	}
+}
+
+func TestPendingAndClaim(t *testing.T) {
+	ctx := context.Background()
+	m, _ := newManager(t)
+	state := NewState()
+	if !ValidState(state) {
+		t.Fatalf("NewState() = %q, not 32 alphanumerics", state)
+	}
+	binding := NewID()
+	if err := m.SavePending(ctx, state, &Pending{ReturnURL: "/x", Scope: "snsapi_base", Binding: Hash(binding)}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := m.Pending(ctx, state)
+	if err != nil || p.ReturnURL != "/x" {
+		t.Fatalf("Pending = %+v, %v", p, err)
+	}
+	if !p.BoundTo(binding) || p.BoundTo(NewID()) || p.BoundTo("") {
+		t.Error("BoundTo accepts the wrong cookie or refuses the right one")
+	}
+	if ok, _ := m.Claim(ctx, state); !ok {
+		t.Error("first Claim = false")
+	}
+	if ok, _ := m.Claim(ctx, state); ok {
+		t.Error("second Claim = true: a state was usable twice")
+	}
+	if _, err := m.Pending(ctx, "short"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Pending(malformed) = %v", err)
+	}
+}

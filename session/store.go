@@ -1,0 +1,28 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned by a Store for a key it does not hold (never set,
+// deleted, or expired).
+var ErrNotFound = errors.New("session: not found")
+
+// Store holds opaque values by key with a time to live. Keys are chosen by
+// the Manager and are never raw session IDs. Implementations must be safe for
+// concurrent use. The memory store is the first implementation; Redis, for
+// many replicas, is the second.
+type Store interface {
+	// Get returns the value of key, or ErrNotFound.
+	Get(ctx context.Context, key string) ([]byte, error)
+	// Set stores value under key for ttl.
+	Set(ctx context.Context, key string, value []byte, ttl time.Duration) error
+	// SetNX stores value under key for ttl only if key is absent, and
+	// reports whether it did. It is what makes a state usable once across
+	// concurrent callbacks.
+	SetNX(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error)
+	// Delete removes key; deleting an absent key is not an error.
+	Delete(ctx context.Context, key string) error
+}
