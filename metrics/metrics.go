@@ -1,0 +1,102 @@
+// Package metrics defines wxgate's Prometheus collectors. Other packages
+// report through func hooks or the methods here; the admin listener (in
+// proxy) serves Handler at /metrics.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics holds the collectors of one gateway, in a registry of its own so
+// that several gateways can run in one test process.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	requests         *prometheus.CounterVec
+	requestDuration  *prometheus.HistogramVec
+	upstreamDuration *prometheus.HistogramVec
+	logins           *prometheus.CounterVec
+	wechatCalls      *prometheus.CounterVec
+	wechatDuration   *prometheus.HistogramVec
+}
+
+// New registers wxgate's collectors. activeSessions, if not nil, is read at
+// every scrape for wxgate_active_sessions.
+func New(activeSessions func() float64) *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxgate_requests_total",
+			Help: "Requests on the public listener by route and status code.",
+		}, []string{"route", "code"}),
+		requestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "wxgate_request_duration_seconds",
+			Help:    "Time to answer a request on the public listener, by route.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"route"}),
+		upstreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "wxgate_upstream_duration_seconds",
+			Help:    "Time until an upstream's response headers, by upstream and outcome.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"upstream", "outcome"}),
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxgate_logins_total",
+			Help: "Completed login attempts by flow (oa, qr, miniprogram, app) and result.",
+		}, []string{"flow", "result"}),
+		wechatCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxgate_wechat_api_calls_total",
+			Help: "WeChat API calls by endpoint and errcode (0 success, unavailable when no answer).",
+		}, []string{"endpoint", "errcode"}),
+		wechatDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "wxgate_wechat_api_duration_seconds",
+			Help:    "WeChat API call duration by endpoint.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"endpoint"}),
+	}
+	m.Registry.MustRegister(
+		m.requests, m.requestDuration, m.upstreamDuration, m.logins, m.wechatCalls, m.wechatDuration,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	if activeSessions != nil {
+		m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "wxgate_active_sessions",
+			Help: "Browser sessions currently stored.",
+		}, activeSessions))
+	}
+	return m
+}
+
+// Request records one answered request.
+func (m *Metrics) Request(route string, code int, d time.Duration) {
+	m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	m.requestDuration.WithLabelValues(route).Observe(d.Seconds())
+}
+
+// Upstream records the time an upstream took to answer (outcome: ok,
+// timeout, error).
+func (m *Metrics) Upstream(name, outcome string, d time.Duration) {
+	m.upstreamDuration.WithLabelValues(name, outcome).Observe(d.Seconds())
+}
+
+// Login records the end of a login attempt.
+func (m *Metrics) Login(flow, result string) {
+	m.logins.WithLabelValues(flow, result).Inc()
+}
+
+// WeChatCall is the wechat.Config.OnCall hook.
+func (m *Metrics) WeChatCall(endpoint, result string, d time.Duration) {
+	m.wechatCalls.WithLabelValues(endpoint, result).Inc()
+	m.wechatDuration.WithLabelValues(endpoint).Observe(d.Seconds())
+}
+
+// Handler serves the registry in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+}
