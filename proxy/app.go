@@ -1,0 +1,358 @@
+// Package proxy is wxgate's HTTP face: the public listener (the proxied app
+// and the /_wxgate endpoints) and the admin listener. It asks policies for a
+// decision, session for the identity and wechat for tokens, and forwards
+// allowed requests to upstreams with identity headers.
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/gofiber/fiber/v2/middleware/recover"
+
+	"github.com/wxgate/wxgate/metrics"
+	"github.com/wxgate/wxgate/policies"
+	"github.com/wxgate/wxgate/session"
+	"github.com/wxgate/wxgate/wechat"
+)
+
+// Server is one gateway: its public and admin fiber apps and everything they
+// depend on. Build it with New.
+type Server struct {
+	cfg       *Config
+	log       *slog.Logger
+	engine    *policies.Engine
+	sessions  *session.Manager
+	wechat    *wechat.Client
+	metrics   *metrics.Metrics
+	upstreams map[string]*upstream
+
+	oa      wechat.App // the official account; AppID empty when not configured
+	public  *url.URL
+	prefix  string
+	trusted []netip.Prefix
+	cookies cookieNames
+	verify  verifyFile
+
+	app   *fiber.App
+	admin *fiber.App
+	// draining is set at shutdown so /readyz fails while requests drain.
+	draining atomic.Bool
+}
+
+// Options are New's dependencies that do not come from gateway.toml.
+type Options struct {
+	// Logger receives the access and error log. Nil means slog.Default().
+	Logger *slog.Logger
+	// Store holds sessions. Nil means a memory store.
+	Store session.Store
+}
+
+// New builds a gateway from a validated cfg (Config.Validate).
+func New(cfg *Config, opts Options) (*Server, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	engine, err := policies.New(cfg.Routes, cfg.Policy)
+	if err != nil {
+		return nil, err
+	}
+	public, err := url.Parse(cfg.Server.PublicURL)
+	if err != nil {
+		return nil, fmt.Errorf("server.public_url: %w", err)
+	}
+	store := opts.Store
+	if store == nil {
+		store = session.NewMemory(0)
+	}
+	s := &Server{
+		cfg:       cfg,
+		log:       log,
+		engine:    engine,
+		sessions:  session.NewManager(store, cfg.Session),
+		upstreams: map[string]*upstream{},
+		public:    public,
+		prefix:    cfg.Server.Prefix,
+		cookies:   newCookieNames(public.Scheme == "https"),
+	}
+	s.metrics = metrics.New(func() float64 { return float64(s.sessions.Count()) })
+	wcfg := cfg.WeChat
+	wcfg.OnCall = s.metrics.WeChatCall
+	s.wechat = wechat.New(wcfg)
+	if oa := cfg.WeChat.OfficialAccount; oa.Configured() {
+		secret, err := oa.ResolveSecret()
+		if err != nil {
+			return nil, fmt.Errorf("wechat.official_account: %w", err)
+		}
+		s.oa = wechat.App{AppID: oa.AppID, Secret: secret}
+	}
+	for _, p := range cfg.Server.TrustedProxies {
+		pfx, err := parsePrefix(p)
+		if err != nil {
+			return nil, fmt.Errorf("server.trusted_proxies: %w", err)
+		}
+		s.trusted = append(s.trusted, pfx)
+	}
+	for _, u := range cfg.Upstreams {
+		up, err := newUpstream(u)
+		if err != nil {
+			return nil, err
+		}
+		s.upstreams[u.Name] = up
+	}
+	if f := cfg.WeChat.OfficialAccount.VerifyFile; f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("wechat.official_account.verify_file: %w", err)
+		}
+		s.verify = verifyFile{path: "/" + baseName(f), body: b}
+	}
+	s.app = s.newPublicApp()
+	s.admin = s.newAdminApp()
+	return s, nil
+}
+
+type verifyFile struct {
+	path string
+	body []byte
+}
+
+func baseName(p string) string {
+	if i := strings.LastIndexAny(p, `/\`); i >= 0 {
+		return p[i+1:]
+	}
+	return p
+}
+
+// App is the public listener's fiber app.
+func (s *Server) App() *fiber.App { return s.app }
+
+// AdminApp is the admin listener's fiber app.
+func (s *Server) AdminApp() *fiber.App { return s.admin }
+
+// Metrics returns the gateway's collectors.
+func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
+
+func (s *Server) newPublicApp() *fiber.App {
+	app := fiber.New(fiber.Config{
+		DisableStartupMessage: true,
+		ErrorHandler:          s.handleError,
+		// Bodies stream to the upstream instead of sitting in memory.
+		StreamRequestBody: true,
+		// WeChat's User-Agent and cookies make headers long.
+		ReadBufferSize:               16 << 10,
+		ReadTimeout:                  2 * time.Minute,
+		IdleTimeout:                  2 * time.Minute,
+		Network:                      fiber.NetworkTCP,
+		DisablePreParseMultipartForm: true,
+		DisableDefaultContentType:    true,
+	})
+	// Order: recover, request ID, access log and metrics, then the
+	// endpoints and the proxy (STYLE.md 9).
+	app.Use(recover.New())
+	app.Use(s.requestIDMiddleware)
+	app.Use(s.observe)
+	p := s.prefix
+	app.Get(p+"/start", s.start)
+	app.Get(p+"/callback", s.callback)
+	app.Get(p+"/logout", s.logoutPage)
+	app.Post(p+"/logout", s.logout)
+	app.Get(p+"/userinfo", s.userinfo)
+	app.All(p, s.notFound)
+	app.All(p+"/*", s.notFound)
+	if s.verify.path != "" {
+		app.Get(s.verify.path, func(c *fiber.Ctx) error {
+			c.Set(fiber.HeaderContentType, fiber.MIMETextPlainCharsetUTF8)
+			return c.Send(s.verify.body)
+		})
+	}
+	app.Use(s.forward)
+	return app
+}
+
+func (s *Server) notFound(*fiber.Ctx) error { return fiber.ErrNotFound }
+
+func (s *Server) newAdminApp() *fiber.App {
+	app := fiber.New(fiber.Config{DisableStartupMessage: true, ErrorHandler: s.handleError, Network: fiber.NetworkTCP})
+	app.Use(recover.New())
+	app.Get("/metrics", adaptor.HTTPHandler(s.metrics.Handler()))
+	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	app.Get("/readyz", s.readyz)
+	return app
+}
+
+func (s *Server) readyz(c *fiber.Ctx) error {
+	if s.draining.Load() {
+		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "draining"})
+	}
+	ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
+	defer cancel()
+	if _, err := s.sessions.Pending(ctx, strings.Repeat("0", 32)); err != nil && !isNotFound(err) {
+		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "store unavailable"})
+	}
+	return c.JSON(fiber.Map{"status": "ready"})
+}
+
+// Serve runs the public app on pub and the admin app on admin until one
+// fails or Shutdown is called.
+func (s *Server) Serve(pub, admin net.Listener) error {
+	errc := make(chan error, 2)
+	go func() { errc <- s.app.Listener(pub) }()
+	go func() { errc <- s.admin.Listener(admin) }()
+	return <-errc
+}
+
+// Shutdown stops accepting connections and waits for in-flight requests, up
+// to ctx's deadline.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	return errors.Join(s.app.ShutdownWithContext(ctx), s.admin.ShutdownWithContext(ctx))
+}
+
+// ctxKey types keep fiber Locals keys private (STYLE.md 9).
+type ctxKey int
+
+const (
+	routeKey ctxKey = iota
+	requestIDKey
+)
+
+func requestID(c *fiber.Ctx) string {
+	v, _ := c.Locals(requestIDKey).(string)
+	return v
+}
+
+func setRoute(c *fiber.Ctx, name string) { c.Locals(routeKey, name) }
+
+// requestIDMiddleware keeps a well-formed X-Request-ID from a trusted proxy
+// and otherwise makes one, then sets it on the request (for the upstream)
+// and the response.
+func (s *Server) requestIDMiddleware(c *fiber.Ctx) error {
+	rid := ""
+	if s.trustedPeer(c) {
+		if v := c.Get(fiber.HeaderXRequestID); validRequestID(v) {
+			rid = strings.Clone(v)
+		}
+	}
+	if rid == "" {
+		rid = newRequestID()
+	}
+	c.Locals(requestIDKey, rid)
+	c.Request().Header.Set(fiber.HeaderXRequestID, rid)
+	c.Set(fiber.HeaderXRequestID, rid)
+	return c.Next()
+}
+
+func validRequestID(v string) bool {
+	if v == "" || len(v) > 128 {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] <= ' ' || v[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// observe logs and counts every request. It hands errors to handleError
+// itself so the status it records is the one sent.
+func (s *Server) observe(c *fiber.Ctx) error {
+	start := time.Now()
+	if err := c.Next(); err != nil {
+		if herr := s.handleError(c, err); herr != nil {
+			return herr
+		}
+	}
+	d := time.Since(start)
+	route, _ := c.Locals(routeKey).(string)
+	if route == "" {
+		route = "wxgate"
+	}
+	status := c.Response().StatusCode()
+	s.metrics.Request(route, status, d)
+	if s.log.Enabled(c.UserContext(), slog.LevelInfo) {
+		s.log.LogAttrs(c.UserContext(), slog.LevelInfo, "request",
+			slog.String("request_id", requestID(c)),
+			slog.String("method", c.Method()),
+			// The path only: queries carry codes and states.
+			slog.String("path", string(c.Request().URI().PathOriginal())),
+			slog.String("route", route),
+			slog.Int("status", status),
+			slog.Duration("duration", d))
+	}
+	return nil
+}
+
+// clientAddr is the client's address: the peer's, or, from a trusted proxy,
+// the right-most untrusted address of X-Forwarded-For.
+func (s *Server) clientAddr(c *fiber.Ctx) netip.Addr {
+	peer := remoteAddr(c)
+	if !s.isTrusted(peer) {
+		return peer
+	}
+	xff := c.Get(fiber.HeaderXForwardedFor)
+	parts := strings.Split(xff, ",")
+	for i := len(parts) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(parts[i]))
+		if err != nil {
+			break
+		}
+		a = a.Unmap()
+		if !s.isTrusted(a) {
+			return a
+		}
+		peer = a
+	}
+	return peer
+}
+
+func remoteAddr(c *fiber.Ctx) netip.Addr {
+	a, _ := netip.AddrFromSlice(c.Context().RemoteIP())
+	return a.Unmap()
+}
+
+func (s *Server) trustedPeer(c *fiber.Ctx) bool { return s.isTrusted(remoteAddr(c)) }
+
+func (s *Server) isTrusted(a netip.Addr) bool {
+	for _, p := range s.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("%q is not debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// LogLevel returns the configured log level.
+func (c *Config) LogLevel() slog.Level {
+	l, _ := parseLevel(c.Server.LogLevel)
+	return l
+}

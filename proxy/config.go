@@ -1,0 +1,344 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/wxgate/wxgate/policies"
+	"github.com/wxgate/wxgate/session"
+	"github.com/wxgate/wxgate/wechat"
+)
+
+// Config is gateway.toml: one struct, decoded strictly.
+type Config struct {
+	Server    ServerConfig    `toml:"server"`
+	Session   session.Config  `toml:"session"`
+	WeChat    wechat.Config   `toml:"wechat"`
+	Policy    policies.Config `toml:"policy"`
+	Routes    []policies.Rule `toml:"route"`
+	Upstreams []Upstream      `toml:"upstream"`
+}
+
+// ServerConfig is the [server] section.
+type ServerConfig struct {
+	// Listen is the public listener's address. Default: ":8080".
+	Listen string `toml:"listen"`
+	// AdminListen is the admin listener's address (/metrics, /healthz,
+	// /readyz). Default: "127.0.0.1:9090". Keep it off public interfaces.
+	AdminListen string `toml:"admin_listen"`
+	// PublicURL is the URL browsers use to reach wxgate, scheme and host
+	// (the callback URL is built on it). Required. With https, cookies are
+	// Secure and take the __Host- prefix.
+	PublicURL string `toml:"public_url"`
+	// Prefix is where wxgate's own endpoints live. Default: "/_wxgate".
+	Prefix string `toml:"prefix"`
+	// AllowedRedirectHosts lists hosts that rd may name besides the public
+	// URL's: exact, or ".example.com" for its subdomains. Default: none.
+	AllowedRedirectHosts []string `toml:"allowed_redirect_hosts"`
+	// TrustedProxies lists CIDRs whose X-Forwarded-* and X-Request-ID
+	// headers are believed. Default: none (every peer is a client).
+	TrustedProxies []string `toml:"trusted_proxies"`
+	// LogLevel is debug, info, warn or error. Default: info.
+	LogLevel string `toml:"log_level"`
+
+	// Dev turns on what only `wxgate dev` may do: the "continue as if inside
+	// WeChat" link. Never set from the file.
+	Dev bool `toml:"-"`
+}
+
+// Upstream is one [[upstream]]: an app wxgate forwards to.
+type Upstream struct {
+	// Name is what routes refer to. Required.
+	Name string `toml:"name"`
+	// URL is the upstream's base, http or https, scheme and host only
+	// ("http://127.0.0.1:9400"). Required.
+	URL string `toml:"url"`
+	// Timeout is how long the upstream may stay silent, waiting for its
+	// headers or between body bytes, before the request fails with 504.
+	// Default: 30s.
+	Timeout time.Duration `toml:"timeout"`
+}
+
+// EnvPrefix starts the environment variables that override keys:
+// WXGATE_SERVER_LISTEN overrides [server] listen, and so on.
+const EnvPrefix = "WXGATE_"
+
+// LoadConfig reads path, applies environment overrides from env (KEY=VALUE
+// pairs, as os.Environ gives), and fills defaults. It does not validate.
+// Unknown or misspelt keys are errors naming them; warnings are returned
+// for things that work but should not be done (literal secrets).
+func LoadConfig(path string, env []string) (*Config, []string, error) {
+	var cfg Config
+	md, err := toml.DecodeFile(path, &cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var errs []error
+	for _, k := range md.Undecoded() {
+		errs = append(errs, fmt.Errorf("%s: unknown key %s", path, k))
+	}
+	if err := applyEnv(&cfg, env); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return nil, nil, errors.Join(errs...)
+	}
+	cfg.SetDefaults()
+	return &cfg, cfg.warnings(), nil
+}
+
+// SetDefaults fills zero fields with their defaults.
+func (c *Config) SetDefaults() {
+	s := &c.Server
+	if s.Listen == "" {
+		s.Listen = ":8080"
+	}
+	if s.AdminListen == "" {
+		s.AdminListen = "127.0.0.1:9090"
+	}
+	if s.Prefix == "" {
+		s.Prefix = "/_wxgate"
+	}
+	if s.LogLevel == "" {
+		s.LogLevel = "info"
+	}
+	c.Session.SetDefaults()
+	c.WeChat.SetDefaults()
+	for i := range c.Upstreams {
+		if c.Upstreams[i].Timeout == 0 {
+			c.Upstreams[i].Timeout = 30 * time.Second
+		}
+	}
+	if c.Policy.Upstream == "" && len(c.Upstreams) > 0 {
+		c.Policy.Upstream = c.Upstreams[0].Name
+	}
+}
+
+func (c *Config) apps() map[string]*wechat.AppConfig {
+	return map[string]*wechat.AppConfig{
+		"wechat.official_account": &c.WeChat.OfficialAccount,
+		"wechat.website":          &c.WeChat.Website,
+		"wechat.miniprogram":      &c.WeChat.MiniProgram,
+		"wechat.app":              &c.WeChat.MobileApp,
+	}
+}
+
+func (c *Config) warnings() []string {
+	var w []string
+	for name, a := range c.apps() {
+		if a.Secret != "" && a.SecretEnv == "" && a.SecretFile == "" {
+			w = append(w, name+".secret: a literal secret in the config file; prefer secret_env or secret_file")
+		}
+	}
+	return w
+}
+
+// Validate reports every problem, one per line, each naming its key. It
+// reads secret files and variables to check they resolve, and changes
+// nothing.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	s := c.Server
+	if u, err := url.Parse(s.PublicURL); s.PublicURL == "" {
+		add("server.public_url: required (the URL browsers use to reach wxgate)")
+	} else if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		add("server.public_url: %q must be http(s)://host[:port] with no path", s.PublicURL)
+	}
+	if !strings.HasPrefix(s.Prefix, "/") || strings.HasSuffix(s.Prefix, "/") || len(s.Prefix) < 2 {
+		add("server.prefix: %q must start with / and not end with /", s.Prefix)
+	}
+	if s.Listen == s.AdminListen {
+		add("server.admin_listen: must differ from server.listen")
+	}
+	for _, p := range s.TrustedProxies {
+		if _, err := parsePrefix(p); err != nil {
+			add("server.trusted_proxies: %q is not an IP or CIDR", p)
+		}
+	}
+	for _, h := range s.AllowedRedirectHosts {
+		if h == "" || strings.ContainsAny(h, "/:@\\ ") {
+			add("server.allowed_redirect_hosts: %q is not a host name", h)
+		}
+	}
+	if _, err := parseLevel(s.LogLevel); err != nil {
+		add("server.log_level: %v", err)
+	}
+	if err := c.Session.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	for _, base := range []struct{ key, v string }{{"wechat.api_base", c.WeChat.APIBase}, {"wechat.open_base", c.WeChat.OpenBase}} {
+		if u, err := url.Parse(base.v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add("%s: %q is not an http(s) URL", base.key, base.v)
+		}
+	}
+	if c.WeChat.Timeout < 0 {
+		add("wechat.timeout: must not be negative")
+	}
+	configured := 0
+	for name, a := range c.apps() {
+		if !a.Configured() {
+			if a.SecretEnv != "" || a.SecretFile != "" || a.Secret != "" {
+				add("%s.appid: required when a secret is given", name)
+			}
+			continue
+		}
+		configured++
+		if !strings.HasPrefix(a.AppID, "wx") {
+			add("%s.appid: %q does not look like an appid (wx...)", name, a.AppID)
+		}
+		if _, err := a.ResolveSecret(); err != nil {
+			add("%s: %v", name, err)
+		}
+		if a.VerifyFile != "" && name != "wechat.official_account" {
+			add("%s.verify_file: only the official account has one", name)
+		}
+	}
+	if v := c.WeChat.OfficialAccount.VerifyFile; v != "" {
+		if _, err := os.Stat(v); err != nil {
+			add("wechat.official_account.verify_file: %v", err)
+		}
+	}
+	if configured == 0 {
+		add("wechat: no app configured (set [wechat.official_account] appid)")
+	}
+	names := map[string]bool{}
+	for i, u := range c.Upstreams {
+		key := fmt.Sprintf("upstream[%d]", i)
+		if u.Name == "" {
+			add("%s.name: required", key)
+		} else if names[u.Name] {
+			add("%s.name: duplicate upstream %q", key, u.Name)
+		}
+		names[u.Name] = true
+		if pu, err := url.Parse(u.URL); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || (pu.Path != "" && pu.Path != "/") {
+			add("%s.url: %q must be http(s)://host[:port]", key, u.URL)
+		}
+		if u.Timeout < 0 {
+			add("%s.timeout: must not be negative", key)
+		}
+	}
+	if len(c.Upstreams) == 0 {
+		add("upstream: at least one [[upstream]] is required")
+	}
+	if _, err := policies.New(c.Routes, c.Policy); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Policy.Upstream != "" && !names[c.Policy.Upstream] && len(c.Upstreams) > 0 {
+		add("policy.upstream: no [[upstream]] named %q", c.Policy.Upstream)
+	}
+	for i, r := range c.Routes {
+		if r.Upstream != "" && !names[r.Upstream] {
+			add("route[%d] (%s).upstream: no [[upstream]] named %q", i, r.Name, r.Upstream)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return a.Prefix(a.BitLen())
+}
+
+// applyEnv sets every key that has a WXGATE_<SECTION>_<KEY> variable in env.
+// Keys inside [[route]] and [[upstream]] have no variables: an array of
+// tables has no stable name to give one.
+func applyEnv(cfg *Config, env []string) error {
+	vars := map[string]string{}
+	for _, kv := range env {
+		k, v, ok := strings.Cut(kv, "=")
+		if ok && strings.HasPrefix(k, EnvPrefix) {
+			vars[k] = v
+		}
+	}
+	if len(vars) == 0 {
+		return nil
+	}
+	var errs []error
+	walkKeys(reflect.ValueOf(cfg).Elem(), nil, func(path []string, f reflect.Value) {
+		name := EnvPrefix + strings.ToUpper(strings.Join(path, "_"))
+		v, ok := vars[name]
+		if !ok {
+			return
+		}
+		if err := setFromString(f, v); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// walkKeys calls fn for every settable scalar or string-list key under v.
+func walkKeys(v reflect.Value, path []string, fn func([]string, reflect.Value)) {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		sf := t.Field(i)
+		tag := strings.Split(sf.Tag.Get("toml"), ",")[0]
+		if tag == "" || tag == "-" || !sf.IsExported() {
+			continue
+		}
+		f := v.Field(i)
+		p := append(append([]string{}, path...), tag)
+		switch {
+		case f.Kind() == reflect.Struct:
+			walkKeys(f, p, fn)
+		case f.Kind() == reflect.Slice && f.Type().Elem().Kind() != reflect.String:
+			// [[route]], [[upstream]]: no variables.
+		default:
+			fn(p, f)
+		}
+	}
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+func setFromString(f reflect.Value, s string) error {
+	switch {
+	case f.Type() == durationType:
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		f.SetInt(int64(d))
+	case f.Kind() == reflect.String:
+		f.SetString(s)
+	case f.Kind() == reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return err
+		}
+		f.SetBool(b)
+	case f.Kind() == reflect.Int:
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return err
+		}
+		f.SetInt(int64(n))
+	case f.Kind() == reflect.Slice:
+		var items []string
+		for _, it := range strings.Split(s, ",") {
+			if it = strings.TrimSpace(it); it != "" {
+				items = append(items, it)
+			}
+		}
+		f.Set(reflect.ValueOf(items))
+	default:
+		return fmt.Errorf("cannot be set from the environment")
+	}
+	return nil
+}

@@ -1,0 +1,116 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/wxgate/wxgate/session"
+	"github.com/wxgate/wxgate/wechat"
+)
+
+// Error is a failure with the answer the browser or API client gets. Handlers
+// return it; handleError turns it (and every other error) into a response.
+type Error struct {
+	Status int
+	// Page is the message shown to browsers (a key of messages).
+	Page string
+	// Code is the "error" member of the JSON answer (DESIGN.md "API clients").
+	Code string
+	// Err is the cause, logged with the error ID and never shown.
+	Err error
+	// Link, if set, is offered on the page (try again, log in).
+	Link string
+	// JSON forces a JSON answer; otherwise it follows Accept.
+	JSON bool
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return e.Page + ": " + e.Err.Error()
+	}
+	return e.Page
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// classify maps any error to the Error the client sees.
+func classify(err error) *Error {
+	var pe *Error
+	if errors.As(err, &pe) {
+		return pe
+	}
+	var fe *fiber.Error
+	if errors.As(err, &fe) {
+		switch fe.Code {
+		case http.StatusNotFound:
+			return &Error{Status: fe.Code, Page: "not_found", Code: "not_found", Err: err}
+		case http.StatusMethodNotAllowed:
+			return &Error{Status: fe.Code, Page: "bad_request", Code: "invalid_request", Err: err}
+		case http.StatusRequestEntityTooLarge, http.StatusRequestHeaderFieldsTooLarge:
+			return &Error{Status: fe.Code, Page: "bad_request", Code: "invalid_request", Err: err}
+		}
+		if fe.Code >= 400 && fe.Code < 500 {
+			return &Error{Status: fe.Code, Page: "bad_request", Code: "invalid_request", Err: err}
+		}
+	}
+	var we *wechat.Error
+	switch {
+	case errors.As(err, &we):
+		return &Error{Status: http.StatusBadGateway, Page: "wechat_error", Code: "wechat_error", Err: err}
+	case errors.Is(err, wechat.ErrUnavailable):
+		return &Error{Status: http.StatusServiceUnavailable, Page: "wechat_unavailable", Code: "wechat_unavailable", Err: err}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &Error{Status: http.StatusServiceUnavailable, Page: "unavailable", Code: "unavailable", Err: err}
+	}
+	return &Error{Status: http.StatusInternalServerError, Page: "internal", Code: "server_error", Err: err}
+}
+
+// handleError is the one place errors become responses: it logs the detail
+// with the request ID and sends a generic page or JSON carrying that ID.
+// It replaces fiber's DefaultErrorHandler, which echoes err.Error().
+func (s *Server) handleError(c *fiber.Ctx, err error) error {
+	e := classify(err)
+	rid := requestID(c)
+	level := slog.LevelInfo
+	if e.Status >= 500 {
+		level = slog.LevelError
+	}
+	if s.log.Enabled(c.UserContext(), level) {
+		s.log.LogAttrs(c.UserContext(), level, "request failed",
+			slog.String("request_id", rid),
+			slog.Int("status", e.Status),
+			slog.String("error", e.Page),
+			slog.Any("cause", e.Err))
+	}
+	// Whatever an upstream had started to send is dropped.
+	c.Response().Reset()
+	noStore(c)
+	c.Set(fiber.HeaderXRequestID, rid)
+	c.Status(e.Status)
+	if e.JSON || wantsJSON(c) {
+		body := fiber.Map{"error": e.Code, "error_description": describe(e.Page, "en"), "request_id": rid}
+		if e.Link != "" {
+			body["login_url"] = e.Link
+		}
+		if we := (*wechat.Error)(nil); errors.As(e.Err, &we) {
+			body["errcode"] = we.Code
+		}
+		if e.Status == http.StatusUnauthorized {
+			c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="wxgate"`)
+		}
+		return c.JSON(body)
+	}
+	return s.renderMessage(c, e.Page, e.Link, rid)
+}
+
+// errNoSession etc. are the stock answers; the cause is in Err.
+func storeError(err error) *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Page: "unavailable", Code: "unavailable", Err: err}
+}
+
+// isNotFound reports whether err means "no such session/state".
+func isNotFound(err error) bool { return errors.Is(err, session.ErrNotFound) }

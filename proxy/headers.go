@@ -1,0 +1,170 @@
+package proxy
+
+import (
+	"bytes"
+	"net/url"
+	"strings"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/wxgate/wxgate/session"
+)
+
+// cookieNames are wxgate's cookies. On https they take the __Host- prefix,
+// which browsers only accept Secure, host-only and with Path=/.
+type cookieNames struct {
+	session string // the session ID
+	binding string // binds a pending login's state to this browser
+	secure  bool
+}
+
+func newCookieNames(secure bool) cookieNames {
+	if secure {
+		return cookieNames{session: "__Host-wxgate_session", binding: "__Host-wxgate_login", secure: true}
+	}
+	return cookieNames{session: "wxgate_session", binding: "wxgate_login"}
+}
+
+// ownCookies are removed from the Cookie header whatever the scheme, so an
+// upstream never sees a session ID.
+var ownCookies = []string{"wxgate_session", "__Host-wxgate_session", "wxgate_login", "__Host-wxgate_login"}
+
+// hopHeaders are hop-by-hop headers, removed before forwarding in either
+// direction (RFC 9110 7.6.1; the list of net/http/httputil).
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// Headers wxgate sets. Incoming copies are removed before forwarding.
+const (
+	hOpenID      = "X-WeChat-OpenID"
+	hUnionID     = "X-WeChat-UnionID"
+	hAppID       = "X-WeChat-AppID"
+	hScope       = "X-WeChat-Scope"
+	hNickname    = "X-WeChat-Nickname"
+	hAvatar      = "X-WeChat-Avatar"
+	hPhone       = "X-WeChat-Phone"
+	hAccessToken = "X-WeChat-Access-Token"
+	hUser        = "X-Forwarded-User"
+)
+
+// spoofable reports whether a client-sent header named name must be removed
+// because wxgate sets it (or a proxy would). Names compare case-insensitively
+// with "_" and "-" alike: some servers (nginx with underscores_in_headers,
+// CGI, WSGI) treat X_WeChat_OpenID as X-WeChat-OpenID.
+func spoofable(name []byte, trusted bool) bool {
+	n := make([]byte, len(name))
+	for i, c := range name {
+		switch {
+		case c == '_':
+			c = '-'
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		n[i] = c
+	}
+	if bytes.HasPrefix(n, []byte("x-wechat-")) {
+		return true
+	}
+	switch string(n) {
+	case "x-forwarded-user", "x-forwarded-email", "x-forwarded-preferred-username",
+		"x-auth-request-user", "x-remote-user", "remote-user", "x-real-ip":
+		return true
+	case "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port",
+		"x-forwarded-method", "x-forwarded-uri", "x-original-url", "forwarded", "x-request-id":
+		// Believed only from trusted proxies; wxgate sets its own either way.
+		return !trusted
+	}
+	return false
+}
+
+// removeHopByHop deletes the headers named in Connection, then the fixed
+// hop-by-hop list (the order of httputil.ReverseProxy).
+func removeHopByHop(h interface {
+	Peek(string) []byte
+	Del(string)
+}) {
+	for _, f := range strings.Split(string(h.Peek("Connection")), ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			h.Del(f)
+		}
+	}
+	for _, name := range hopHeaders {
+		h.Del(name)
+	}
+}
+
+// sanitizeRequest prepares an incoming request's headers for the upstream:
+// hop-by-hop headers, spoofed identity headers and wxgate's cookies go.
+func sanitizeRequest(h *fasthttp.RequestHeader, trusted bool) {
+	removeHopByHop(h)
+	var drop [][]byte
+	h.VisitAll(func(k, _ []byte) {
+		if spoofable(k, trusted) {
+			drop = append(drop, append([]byte(nil), k...))
+		}
+	})
+	for _, k := range drop {
+		h.DelBytes(k)
+	}
+	for _, c := range ownCookies {
+		h.DelCookie(c)
+	}
+}
+
+// setForwarded sets X-Forwarded-For/Proto/Host. From a trusted proxy the
+// chain is extended and its proto and host kept; otherwise they are the
+// connection's own.
+func setForwarded(h *fasthttp.RequestHeader, client, proto, host string, trusted bool) {
+	if prior := h.Peek("X-Forwarded-For"); trusted && len(prior) > 0 {
+		h.Set("X-Forwarded-For", string(prior)+", "+client)
+	} else {
+		h.Set("X-Forwarded-For", client)
+	}
+	if !trusted || len(h.Peek("X-Forwarded-Proto")) == 0 {
+		h.Set("X-Forwarded-Proto", proto)
+	}
+	if !trusted || len(h.Peek("X-Forwarded-Host")) == 0 {
+		h.Set("X-Forwarded-Host", host)
+	}
+}
+
+// identityOptions are the route's choices of what to pass.
+type identityOptions struct {
+	phone, wechatToken bool
+}
+
+// setIdentity sets the identity headers of DESIGN.md for id.
+func setIdentity(h *fasthttp.RequestHeader, s *session.Session, opt identityOptions) {
+	id := &s.Identity
+	setIf(h, hOpenID, id.OpenID)
+	setIf(h, hUnionID, id.UnionID)
+	setIf(h, hAppID, id.AppID)
+	setIf(h, hScope, id.Scope)
+	if id.Nickname != "" {
+		h.Set(hNickname, url.PathEscape(id.Nickname))
+	}
+	setIf(h, hAvatar, id.Avatar)
+	setIf(h, hUser, id.User())
+	if opt.phone {
+		setIf(h, hPhone, id.Phone)
+	}
+	if opt.wechatToken && s.Tokens != nil {
+		setIf(h, hAccessToken, s.Tokens.AccessToken.Reveal())
+	}
+}
+
+// setIf sets a header only when v is non-empty and safe in a header: a
+// value from WeChat with a control character is dropped, not forwarded.
+func setIf(h *fasthttp.RequestHeader, name, v string) {
+	if v == "" {
+		return
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 || v[i] == 0x7f {
+			return
+		}
+	}
+	h.Set(name, v)
+}

@@ -1,0 +1,294 @@
+package proxy
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/wxgate/wxgate/policies"
+	"github.com/wxgate/wxgate/session"
+	"github.com/wxgate/wxgate/wechat"
+)
+
+// WeChat scopes of the official-account flow.
+const (
+	scopeBase     = "snsapi_base"
+	scopeUserinfo = "snsapi_userinfo"
+)
+
+// refreshTokenLife is how long WeChat's sns refresh_token lives
+// (WECHAT-API.md section 3).
+const refreshTokenLife = 30 * 24 * time.Hour
+
+// client kinds by User-Agent (WECHAT-API.md section 7).
+type uaKind int
+
+const (
+	uaBrowser uaKind = iota // desktop or mobile browser outside WeChat
+	uaWeChat                // WeChat's in-app browser (phone or PC)
+	uaWeCom                 // WeCom: has its own OAuth, not this flow
+)
+
+func classifyUA(ua string) uaKind {
+	switch {
+	case strings.Contains(ua, "wxwork/"):
+		return uaWeCom
+	case strings.Contains(ua, "MicroMessenger/"):
+		return uaWeChat
+	}
+	return uaBrowser
+}
+
+// start begins a browser login: GET /_wxgate/start?rd=&scope=base|userinfo.
+func (s *Server) start(c *fiber.Ctx) error {
+	rd := s.safeRedirect(c.Query("rd"))
+	scope := scopeBase
+	if c.Query("scope") == policies.Userinfo {
+		scope = scopeUserinfo
+	}
+	kind := classifyUA(c.Get(fiber.HeaderUserAgent))
+	// Only `wxgate dev` lets a desktop browser run the in-WeChat flow, so the
+	// dance can be watched against the simulator.
+	if s.cfg.Server.Dev && c.Query("flow") == "oa" {
+		kind = uaWeChat
+	}
+	if kind != uaWeChat || s.oa.AppID == "" {
+		return s.openInWeChat(c, kind, rd, scope)
+	}
+	return s.beginOA(c, rd, scope, 0)
+}
+
+// openInWeChat shows the "open this page in WeChat" page. The QR flow for
+// desktop browsers comes with the website app.
+func (s *Server) openInWeChat(c *fiber.Ctx, kind uaKind, rd, scope string) error {
+	page := "open_in_wechat"
+	if kind == uaWeCom {
+		page = "wecom"
+	}
+	d := s.page(c, page)
+	d.Footer = s.public.String() + strings.TrimPrefix(rd, "/")
+	if s.cfg.Server.Dev && s.oa.AppID != "" {
+		q := url.Values{"rd": {rd}, "scope": {map[string]string{scopeBase: policies.Base, scopeUserinfo: policies.Userinfo}[scope]}, "flow": {"oa"}}
+		d.Links = append(d.Links, pageLink{URL: s.prefix + "/start?" + q.Encode(), Label: label(c, "dev"), Primary: true})
+	}
+	return s.render(c, d)
+}
+
+// beginOA stores a pending login and redirects to WeChat's authorize page.
+func (s *Server) beginOA(c *fiber.Ctx, rd, scope string, attempt int) error {
+	binding := c.Cookies(s.cookies.binding)
+	if !session.ValidID(binding) {
+		binding = session.NewID()
+	} else {
+		binding = strings.Clone(binding)
+	}
+	state := session.NewState()
+	err := s.sessions.SavePending(c.UserContext(), state, &session.Pending{
+		ReturnURL: rd, Scope: scope, Flow: "oa", Binding: session.Hash(binding), Attempt: attempt,
+	})
+	if err != nil {
+		return storeError(err)
+	}
+	s.setCookie(c, s.cookies.binding, binding, session.PendingTTL)
+	noStore(c)
+	return c.Redirect(s.wechat.AuthorizeURL(s.oa.AppID, s.callbackURL(), scope, state), http.StatusFound)
+}
+
+func (s *Server) callbackURL() string {
+	return strings.TrimSuffix(s.public.String(), "/") + s.prefix + "/callback"
+}
+
+// callback completes the official-account login: GET /_wxgate/callback.
+func (s *Server) callback(c *fiber.Ctx) error {
+	ctx := c.UserContext()
+	state, code := c.Query("state"), c.Query("code")
+	retry := s.prefix + "/start"
+	if !session.ValidState(state) {
+		s.metrics.Login("oa", "bad_state")
+		return &Error{Status: http.StatusBadRequest, Page: "login_expired", Code: "invalid_request", Link: retry}
+	}
+	p, err := s.sessions.Pending(ctx, state)
+	if isNotFound(err) {
+		s.metrics.Login("oa", "bad_state")
+		return &Error{Status: http.StatusBadRequest, Page: "login_expired", Code: "invalid_request", Link: retry}
+	} else if err != nil {
+		return storeError(err)
+	}
+	retry = s.prefix + "/start?" + url.Values{"rd": {p.ReturnURL}}.Encode()
+	// The state must come back to the browser that started it, checked
+	// before the code is touched: a state or code carried to another browser
+	// logs nobody in there.
+	if !p.BoundTo(c.Cookies(s.cookies.binding)) {
+		s.metrics.Login("oa", "other_browser")
+		return &Error{Status: http.StatusForbidden, Page: "other_browser", Code: "invalid_request", Link: retry}
+	}
+	// A second callback (Android double redirect, refresh, back button)
+	// lands on the first one's outcome.
+	if done, err := s.remembered(c, state); err != nil || done {
+		return err
+	}
+	if code == "" {
+		s.metrics.Login("oa", "refused")
+		return &Error{Status: http.StatusForbidden, Page: "refused", Code: "access_denied", Link: retry}
+	}
+	first, err := s.sessions.Claim(ctx, state)
+	if err != nil {
+		return storeError(err)
+	}
+	if !first {
+		// Used by a concurrent or earlier callback that left no result.
+		return s.restart(c, p, "replayed")
+	}
+	tok, err := s.wechat.ExchangeCode(ctx, s.oa, code)
+	switch {
+	case wechat.HasCode(err, wechat.CodeInvalidCode, wechat.CodeCodeUsed, 42003):
+		return s.restart(c, p, "code_invalid")
+	case err != nil:
+		s.metrics.Login("oa", "wechat_error")
+		return err
+	}
+	if tok.IsSnapshotUser == 1 {
+		// A snapshot page gives a virtual identity: ask for a real
+		// authorization and never treat it as logged in.
+		s.metrics.Login("oa", "snapshot")
+		d := s.page(c, "snapshot")
+		q := url.Values{"rd": {p.ReturnURL}, "scope": {policies.Userinfo}}
+		d.Links = []pageLink{{URL: s.prefix + "/start?" + q.Encode(), Label: label(c, "authorize"), Primary: true}}
+		c.Status(http.StatusForbidden)
+		return s.render(c, d)
+	}
+	id := session.Identity{OpenID: tok.OpenID, UnionID: tok.UnionID, AppID: s.oa.AppID, Scope: scopeBase}
+	if strings.Contains(tok.Scope, scopeUserinfo) {
+		id.Scope = scopeUserinfo
+		info, err := s.wechat.UserInfo(ctx, tok.AccessToken, tok.OpenID, wechatLang(c))
+		if err != nil {
+			s.metrics.Login("oa", "wechat_error")
+			return err
+		}
+		id.Nickname, id.Avatar = info.Nickname, info.HeadImgURL
+		if id.UnionID == "" {
+			id.UnionID = info.UnionID
+		}
+	}
+	now := time.Now()
+	tokens := &session.Tokens{
+		AccessToken:      tok.AccessToken,
+		ExpiresAt:        now.Add(time.Duration(tok.ExpiresIn) * time.Second),
+		RefreshToken:     tok.RefreshToken,
+		RefreshExpiresAt: now.Add(refreshTokenLife),
+	}
+	// A login replaces whatever session the browser had (escalation, or a
+	// different user), under a new ID.
+	if old := c.Cookies(s.cookies.session); session.ValidID(old) {
+		if err := s.sessions.Delete(ctx, old); err != nil {
+			return storeError(err)
+		}
+	}
+	sess, err := s.sessions.Create(ctx, id, tokens)
+	if err != nil {
+		return storeError(err)
+	}
+	if err := s.sessions.SaveResult(ctx, state, &session.Result{SessionHash: session.Hash(sess.ID), ReturnURL: p.ReturnURL}); err != nil {
+		return storeError(err)
+	}
+	s.setCookie(c, s.cookies.session, sess.ID, s.cfg.Session.TTL)
+	s.metrics.Login("oa", "ok")
+	noStore(c)
+	return c.Redirect(p.ReturnURL, http.StatusFound)
+}
+
+// remembered continues to the return URL when state's callback already
+// logged this browser in, and reports whether it answered.
+func (s *Server) remembered(c *fiber.Ctx, state string) (bool, error) {
+	r, err := s.sessions.Result(c.UserContext(), state)
+	if isNotFound(err) {
+		return false, nil
+	} else if err != nil {
+		return true, storeError(err)
+	}
+	cur := c.Cookies(s.cookies.session)
+	if session.ValidID(cur) && session.Hash(cur) == r.SessionHash {
+		if _, err := s.sessions.Get(c.UserContext(), cur); err == nil {
+			noStore(c)
+			return true, c.Redirect(r.ReturnURL, http.StatusFound)
+		}
+	}
+	return false, nil
+}
+
+// restart begins the login again once after a bad or reused code, then
+// gives up with an error page.
+func (s *Server) restart(c *fiber.Ctx, p *session.Pending, why string) error {
+	if p.Attempt >= 1 {
+		s.metrics.Login("oa", why)
+		return &Error{Status: http.StatusBadRequest, Page: "code_invalid", Code: "invalid_grant",
+			Link: s.prefix + "/start?" + url.Values{"rd": {p.ReturnURL}}.Encode()}
+	}
+	s.metrics.Login("oa", "restarted")
+	return s.beginOA(c, p.ReturnURL, p.Scope, p.Attempt+1)
+}
+
+// wechatLang maps the page language to /sns/userinfo's lang.
+func wechatLang(c *fiber.Ctx) string {
+	if lang(c) == "en" {
+		return "en"
+	}
+	return "zh_CN"
+}
+
+// setCookie sets one of wxgate's cookies: HttpOnly, SameSite=Lax, Path=/,
+// Secure (and __Host-) on https.
+func (s *Server) setCookie(c *fiber.Ctx, name, value string, ttl time.Duration) {
+	c.Cookie(&fiber.Cookie{
+		Name: name, Value: value, Path: "/", MaxAge: int(ttl / time.Second),
+		HTTPOnly: true, Secure: s.cookies.secure, SameSite: fiber.CookieSameSiteLaxMode,
+	})
+}
+
+func (s *Server) clearCookie(c *fiber.Ctx, name string) {
+	c.Cookie(&fiber.Cookie{
+		Name: name, Value: "", Path: "/", MaxAge: -1, Expires: time.Unix(1, 0),
+		HTTPOnly: true, Secure: s.cookies.secure, SameSite: fiber.CookieSameSiteLaxMode,
+	})
+}
+
+// logoutPage asks for confirmation: a GET must not end a session (link
+// prefetchers and cross-site images would).
+func (s *Server) logoutPage(c *fiber.Ctx) error {
+	d := s.page(c, "logout_confirm")
+	d.Form = &pageForm{Action: s.prefix + "/logout", Label: label(c, "logout"), Hidden: map[string]string{"rd": s.safeRedirect(c.Query("rd"))}}
+	return s.render(c, d)
+}
+
+// logout ends the session server side: POST /_wxgate/logout.
+func (s *Server) logout(c *fiber.Ctx) error {
+	rd := s.safeRedirect(c.FormValue("rd"))
+	if id := c.Cookies(s.cookies.session); session.ValidID(id) {
+		if err := s.sessions.Delete(c.UserContext(), id); err != nil {
+			return storeError(err)
+		}
+	}
+	s.clearCookie(c, s.cookies.session)
+	noStore(c)
+	return c.Redirect(rd, http.StatusSeeOther)
+}
+
+// userinfo answers the current identity as JSON: GET /_wxgate/userinfo.
+func (s *Server) userinfo(c *fiber.Ctx) error {
+	sess, err := s.currentSession(c)
+	if err != nil {
+		return err
+	}
+	if sess == nil {
+		return &Error{Status: http.StatusUnauthorized, Page: "login_required", Code: "login_required", JSON: true, Link: s.prefix + "/start"}
+	}
+	id := sess.Identity
+	noStore(c)
+	return c.JSON(fiber.Map{
+		"openid": id.OpenID, "unionid": id.UnionID, "appid": id.AppID, "scope": id.Scope,
+		"nickname": id.Nickname, "avatar": id.Avatar, "user": id.User(),
+	})
+}
