@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/wxgate/wxgate/proxy"
+	"github.com/wxgate/wxgate/wechat"
+	"github.com/wxgate/wxgate/wechat/wechatsim"
+)
+
+// openPlatformID binds every app the simulator registers from a config to
+// one open-platform account, so a user has one unionid across them.
+const openPlatformID = "wxgate-simulated-open-platform"
+
+// simApps registers the config's apps with the simulator: same appids and
+// secrets, the public URL's host as the authorization domain.
+func simApps(cfg *proxy.Config) ([]wechatsim.App, error) {
+	pu, err := url.Parse(cfg.Server.PublicURL)
+	if err != nil {
+		return nil, err
+	}
+	kinds := []struct {
+		app *wechat.AppConfig
+		typ wechatsim.AppType
+	}{
+		{&cfg.WeChat.OfficialAccount, wechatsim.OfficialAccount},
+		{&cfg.WeChat.Website, wechatsim.Website},
+		{&cfg.WeChat.MiniProgram, wechatsim.MiniProgram},
+		{&cfg.WeChat.MobileApp, wechatsim.MobileApp},
+	}
+	var apps []wechatsim.App
+	for _, k := range kinds {
+		if !k.app.Configured() {
+			continue
+		}
+		secret, err := k.app.ResolveSecret()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", k.typ, err)
+		}
+		apps = append(apps, wechatsim.App{
+			AppID: k.app.AppID, Secret: secret.Reveal(), Type: k.typ,
+			OpenPlatformID: openPlatformID, Domain: pu.Hostname(),
+		})
+	}
+	return apps, nil
+}
+
+// devSecrets gives every configured app whose secret does not resolve a
+// random one: in dev the simulator is WeChat, so any secret both sides
+// share will do.
+func devSecrets(cfg *proxy.Config) {
+	for _, a := range []*wechat.AppConfig{&cfg.WeChat.OfficialAccount, &cfg.WeChat.Website, &cfg.WeChat.MiniProgram, &cfg.WeChat.MobileApp} {
+		if !a.Configured() {
+			continue
+		}
+		if _, err := a.ResolveSecret(); err == nil {
+			continue
+		}
+		b := make([]byte, 16)
+		_, _ = rand.Read(b)
+		*a = wechat.AppConfig{AppID: a.AppID, Secret: hex.EncodeToString(b), VerifyFile: a.VerifyFile}
+	}
+}
+
+func dev(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("dev", stderr)
+	path := fs.String("config", "gateway.toml", "configuration file")
+	simAddr := fs.String("sim-listen", "localhost:9300", "simulator address")
+	demoAddr := fs.String("demo-listen", "127.0.0.1:9400", "demo upstream address")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	simBase := "http://" + *simAddr
+	cfg, ok := loadAndValidate(*path, stderr, func(c *proxy.Config) {
+		c.Server.Dev = true
+		c.WeChat.APIBase, c.WeChat.OpenBase = simBase, simBase
+		devSecrets(c)
+	})
+	if !ok {
+		return 1
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel()}))
+	apps, err := simApps(cfg)
+	if err != nil {
+		log.Error("registering apps with the simulator", "error", err)
+		return 1
+	}
+	sim := wechatsim.New(apps...)
+	simLn, err := net.Listen("tcp", *simAddr)
+	if err != nil {
+		log.Error("simulator listener", "error", err)
+		return 1
+	}
+	demoLn, err := net.Listen("tcp", *demoAddr)
+	if err != nil {
+		log.Error("demo upstream listener", "error", err)
+		return 1
+	}
+	simSrv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
+	demoSrv := &http.Server{Handler: DemoUpstream(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = simSrv.Serve(simLn) }()
+	go func() { _ = demoSrv.Serve(demoLn) }()
+
+	gw, err := proxy.New(cfg, proxy.Options{Logger: log})
+	if err != nil {
+		log.Error("starting", "error", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, `
+wxgate dev is running:
+  open            %s/
+  simulator       %s   (WeChat stand-in; apps: %d)
+  demo upstream   http://%s
+  metrics         http://%s/metrics
+
+In a desktop browser you get the "open in WeChat" page with a dev-only link
+that runs the in-WeChat login against the simulator. Or, as WeChat's browser:
+  curl -i -A 'Mozilla/5.0 MicroMessenger/8.0.49' %s/
+Press Ctrl-C to stop.
+`, cfg.Server.PublicURL, simBase, len(apps), *demoAddr, cfg.Server.AdminListen, cfg.Server.PublicURL)
+	err = runGateway(gw, cfg, log)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = simSrv.Shutdown(ctx)
+	_ = demoSrv.Shutdown(ctx)
+	if err != nil {
+		log.Error("serving", "error", err)
+		return 1
+	}
+	return 0
+}
+
+func simulate(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("simulate", stderr)
+	listen := fs.String("listen", "localhost:9300", "address to listen on")
+	path := fs.String("config", "gateway.toml", "configuration whose apps to register")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	cfg, warnings, err := proxy.LoadConfig(*path, os.Environ())
+	if err != nil {
+		printLines(stderr, err)
+		return 1
+	}
+	for _, w := range warnings {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
+	apps, err := simApps(cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "wxgate simulate:", err)
+		return 1
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintln(stderr, "wxgate simulate:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "WeChat simulator on http://%s with %d apps\n", ln.Addr(), len(apps))
+	srv := &http.Server{Handler: wechatsim.New(apps...), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+		<-sig
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		fmt.Fprintln(stderr, "wxgate simulate:", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,156 @@
+// Command wxgate is a reverse-proxy authentication gateway for WeChat login.
+//
+//	wxgate serve    --config gateway.toml   run the gateway
+//	wxgate dev      [--config gateway.toml] gateway + WeChat simulator + demo upstream
+//	wxgate simulate --listen ADDR --config gateway.toml   the simulator alone
+//	wxgate check    --config gateway.toml [--explain "GET https://host/path"]
+//	wxgate version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/wxgate/wxgate/proxy"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `usage: wxgate <command> [flags]
+
+commands:
+  serve     run the gateway (--config gateway.toml)
+  dev       run gateway, WeChat simulator and demo upstream together
+  simulate  run the WeChat simulator alone (--listen ADDR --config FILE)
+  check     validate a config (--config FILE [--explain "GET https://host/path"])
+  version   print the version
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return serve(rest, stderr)
+	case "dev":
+		return dev(rest, stdout, stderr)
+	case "simulate":
+		return simulate(rest, stdout, stderr)
+	case "check":
+		return check(rest, stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "wxgate", version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "wxgate: unknown command %q\n\n%s", cmd, usage)
+	return 2
+}
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("wxgate "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// loadAndValidate loads a config and validates it, printing warnings and one
+// line per problem.
+func loadAndValidate(path string, stderr io.Writer, adjust func(*proxy.Config)) (*proxy.Config, bool) {
+	cfg, warnings, err := proxy.LoadConfig(path, os.Environ())
+	if err != nil {
+		printLines(stderr, err)
+		return nil, false
+	}
+	if adjust != nil {
+		adjust(cfg)
+	}
+	for _, w := range warnings {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
+	if err := cfg.Validate(); err != nil {
+		printLines(stderr, err)
+		return nil, false
+	}
+	return cfg, true
+}
+
+func printLines(w io.Writer, err error) {
+	for _, line := range strings.Split(err.Error(), "\n") {
+		fmt.Fprintln(w, line)
+	}
+}
+
+func serve(args []string, stderr io.Writer) int {
+	fs := newFlags("serve", stderr)
+	path := fs.String("config", "gateway.toml", "configuration file")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	cfg, ok := loadAndValidate(*path, stderr, nil)
+	if !ok {
+		return 1
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel()}))
+	gw, err := proxy.New(cfg, proxy.Options{Logger: log})
+	if err != nil {
+		log.Error("starting", "error", err)
+		return 1
+	}
+	if err := runGateway(gw, cfg, log); err != nil {
+		log.Error("serving", "error", err)
+		return 1
+	}
+	return 0
+}
+
+// runGateway listens, serves until SIGINT or SIGTERM, then stops accepting
+// and drains in-flight requests.
+func runGateway(gw *proxy.Server, cfg *proxy.Config, log *slog.Logger) error {
+	pub, err := net.Listen("tcp", cfg.Server.Listen)
+	if err != nil {
+		return fmt.Errorf("public listener: %w", err)
+	}
+	adm, err := net.Listen("tcp", cfg.Server.AdminListen)
+	if err != nil {
+		pub.Close()
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	log.Info("wxgate listening", "public", pub.Addr().String(), "admin", adm.Addr().String(), "public_url", cfg.Server.PublicURL)
+	errc := make(chan error, 1)
+	go func() { errc <- gw.Serve(pub, adm) }()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	select {
+	case err := <-errc:
+		return err
+	case s := <-sig:
+		log.Info("shutting down", "signal", s.String())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := gw.Shutdown(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}

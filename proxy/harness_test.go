@@ -1,0 +1,301 @@
+package proxy_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wxgate/wxgate/proxy"
+	"github.com/wxgate/wxgate/wechat/wechatsim"
+)
+
+const (
+	oaID     = "wx00000000000000a1"
+	oaSecret = "integration-oa-secret"
+	weChatUA = "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 Mobile Safari/537.36 MicroMessenger/8.0.49.2600 NetType/WIFI Language/zh_CN"
+)
+
+// echo is what the test upstream answers: exactly what it received.
+type echo struct {
+	Method  string              `json:"method"`
+	URI     string              `json:"uri"`
+	Headers map[string][]string `json:"headers"`
+}
+
+// env is one gateway, one simulator and one upstream on real sockets.
+type env struct {
+	t        *testing.T
+	sim      *wechatsim.Server
+	simURL   string
+	gw       *proxy.Server
+	url      string // the gateway's public URL
+	adminURL string
+	upstream *httptest.Server
+}
+
+// baseTOML is the test gateway's config; %s are the public URL, the
+// simulator URL (twice) and the upstream URL.
+const baseTOML = `
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:1"
+public_url = "%s"
+allowed_redirect_hosts = ["good.example.com", ".trusted.example"]
+log_level = "error"
+
+[wechat]
+api_base = "%s"
+open_base = "%s"
+timeout = "2s"
+
+[wechat.official_account]
+appid = "` + oaID + `"
+secret_env = "WXGATE_TEST_OA_SECRET"
+
+[[upstream]]
+name = "app"
+url = "%s"
+
+[[upstream]]
+name = "down"
+url = "http://127.0.0.1:1"
+timeout = "1s"
+
+[[upstream]]
+name = "slow"
+url = "%s"
+timeout = "300ms"
+
+[[route]]
+name = "public"
+path = "/public/**"
+action = "public"
+
+[[route]]
+name = "profile"
+path = "/profile/**"
+scope = "userinfo"
+
+[[route]]
+name = "api"
+path = "/api/**"
+api = true
+
+[[route]]
+name = "down"
+path = "/down/**"
+action = "public"
+upstream = "down"
+
+[[route]]
+name = "slow"
+path = "/slow/**"
+action = "public"
+upstream = "slow"
+
+[[route]]
+name = "denied"
+path = "/denied/**"
+action = "deny"
+`
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	t.Setenv("WXGATE_TEST_OA_SECRET", oaSecret)
+	e := &env{t: t}
+	e.upstream = httptest.NewServer(http.HandlerFunc(upstreamHandler))
+	t.Cleanup(e.upstream.Close)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(5 * time.Second):
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(slow.Close)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.url = "http://" + ln.Addr().String()
+	e.adminURL = "http://" + admin.Addr().String()
+
+	e.sim = wechatsim.New(wechatsim.App{
+		AppID: oaID, Secret: oaSecret, Type: wechatsim.OfficialAccount,
+		OpenPlatformID: "open-1", Domain: "127.0.0.1",
+	})
+	simSrv := httptest.NewServer(e.sim)
+	t.Cleanup(simSrv.Close)
+	e.simURL = simSrv.URL
+
+	path := filepath.Join(t.TempDir(), "gateway.toml")
+	conf := fmt.Sprintf(baseTOML, e.url, simSrv.URL, simSrv.URL, e.upstream.URL, slow.URL)
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := proxy.LoadConfig(path, os.Environ())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	e.gw, err = proxy.New(cfg, proxy.Options{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = e.gw.Serve(ln, admin) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = e.gw.Shutdown(ctx)
+	})
+	return e
+}
+
+func upstreamHandler(w http.ResponseWriter, r *http.Request) {
+	h := map[string][]string{}
+	for k, v := range r.Header {
+		h[k] = v
+	}
+	h["Host"] = []string{r.Host}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(echo{Method: r.Method, URI: r.RequestURI, Headers: h})
+}
+
+// browser is a cookie-keeping client that does not follow redirects, so
+// each hop can be checked.
+type browser struct {
+	e    *env
+	c    *http.Client
+	ua   string
+	lang string
+}
+
+func (e *env) browser(ua string) *browser {
+	jar, _ := cookiejar.New(nil)
+	return &browser{e: e, ua: ua, c: &http.Client{
+		Jar:           jar,
+		Timeout:       10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+}
+
+func (b *browser) do(method, rawURL string, body io.Reader, hdr map[string]string) *http.Response {
+	b.e.t.Helper()
+	if strings.HasPrefix(rawURL, "/") {
+		rawURL = b.e.url + rawURL
+	}
+	req, err := http.NewRequest(method, rawURL, body)
+	if err != nil {
+		b.e.t.Fatal(err)
+	}
+	req.Header.Set("User-Agent", b.ua)
+	if b.lang != "" {
+		req.Header.Set("Accept-Language", b.lang)
+	}
+	for k, v := range hdr {
+		req.Header[k] = []string{v} // exact spelling, not canonicalized
+	}
+	resp, err := b.c.Do(req)
+	if err != nil {
+		b.e.t.Fatal(err)
+	}
+	return resp
+}
+
+// get fetches and reads a URL, returning the response with its body read.
+func (b *browser) get(rawURL string, hdr map[string]string) (*http.Response, string) {
+	b.e.t.Helper()
+	resp := b.do(http.MethodGet, rawURL, nil, hdr)
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, string(body)
+}
+
+// expectRedirect fetches rawURL and returns its Location, resolved.
+func (b *browser) expectRedirect(rawURL string) string {
+	b.e.t.Helper()
+	resp, body := b.get(rawURL, nil)
+	if resp.StatusCode != http.StatusFound && resp.StatusCode != http.StatusSeeOther {
+		b.e.t.Fatalf("GET %s: status %d, want a redirect; body: %.300s", rawURL, resp.StatusCode, body)
+	}
+	loc, err := resp.Request.URL.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		b.e.t.Fatal(err)
+	}
+	return loc.String()
+}
+
+// authorize answers the simulator's authorize page for user with decision
+// and returns where WeChat sends the browser (the callback URL).
+func (b *browser) authorize(authURL, user, decision string) string {
+	b.e.t.Helper()
+	u := strings.TrimSuffix(authURL, "#wechat_redirect") + "&sim_user=" + user + "&sim_decision=" + decision
+	return b.expectRedirect(u)
+}
+
+// login runs the whole flow from a protected path and returns the URL the
+// callback sends the browser to.
+func (b *browser) login(path, user string) string {
+	b.e.t.Helper()
+	start := b.expectRedirect(path)
+	auth := b.expectRedirect(start)
+	cb := b.authorize(auth, user, "allow")
+	return b.expectRedirect(cb)
+}
+
+// upstreamView fetches path through the gateway and decodes what the
+// upstream received.
+func (b *browser) upstreamView(path string, hdr map[string]string) echo {
+	b.e.t.Helper()
+	resp, body := b.get(path, hdr)
+	if resp.StatusCode != http.StatusOK {
+		b.e.t.Fatalf("GET %s: status %d, want 200; body %.300s", path, resp.StatusCode, body)
+	}
+	var got echo
+	if err := json.Unmarshal([]byte(body), &got); err != nil {
+		b.e.t.Fatalf("GET %s: upstream answer %q: %v", path, body, err)
+	}
+	return got
+}
+
+func (b *browser) cookie(name string) string {
+	u, _ := url.Parse(b.e.url)
+	for _, c := range b.c.Jar.Cookies(u) {
+		if c.Name == name {
+			return c.Value
+		}
+	}
+	return ""
+}
+
+func (b *browser) setCookie(name, value string) {
+	u, _ := url.Parse(b.e.url)
+	b.c.Jar.SetCookies(u, []*http.Cookie{{Name: name, Value: value, Path: "/"}})
+}
+
+func (e *env) user(name string) wechatsim.User {
+	u, ok := e.sim.User(oaID, name)
+	if !ok {
+		e.t.Fatalf("no sim user %s", name)
+	}
+	return u
+}
