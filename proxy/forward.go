@@ -53,10 +53,16 @@ func newUpstream(u Upstream) (*upstream, error) {
 		MaxIdemponentCallAttempts: 1,
 		MaxIdleConnDuration:       30 * time.Second,
 		MaxConns:                  4096,
-		MaxResponseBodySize:       0, // no limit: bodies stream
+		// fasthttp reads a body whole unless its Content-Length exceeds this;
+		// past it the body streams. Small answers stay on the fast path.
+		MaxResponseBodySize: streamAbove,
 	}
 	return &upstream{name: u.Name, hc: hc}, nil
 }
+
+// streamAbove is the body size above which upstream answers stream rather
+// than being read whole.
+const streamAbove = 256 << 10
 
 // idleConn gives an upstream connection an idle timeout: every read and
 // write may wait at most idle. fasthttp's own deadlines cover the whole
