@@ -96,7 +96,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	if oa := cfg.WeChat.OfficialAccount; oa.Configured() {
 		secret, err := oa.ResolveSecret()
 		if err != nil {
-			return nil, fmt.Errorf("wechat.official_account: %w", err)
+			return nil, fmt.Errorf("wechat.official_account.%w", err)
 		}
 		s.oa = wechat.App{AppID: oa.AppID, Secret: secret}
 	}

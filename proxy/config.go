@@ -123,18 +123,25 @@ func (c *Config) SetDefaults() {
 	}
 }
 
-func (c *Config) apps() map[string]*wechat.AppConfig {
-	return map[string]*wechat.AppConfig{
-		"wechat.official_account": &c.WeChat.OfficialAccount,
-		"wechat.website":          &c.WeChat.Website,
-		"wechat.miniprogram":      &c.WeChat.MiniProgram,
-		"wechat.app":              &c.WeChat.MobileApp,
+// namedApp is an app section with its key path.
+type namedApp struct {
+	key string
+	app *wechat.AppConfig
+}
+
+func (c *Config) apps() []namedApp {
+	return []namedApp{
+		{"wechat.official_account", &c.WeChat.OfficialAccount},
+		{"wechat.website", &c.WeChat.Website},
+		{"wechat.miniprogram", &c.WeChat.MiniProgram},
+		{"wechat.app", &c.WeChat.MobileApp},
 	}
 }
 
 func (c *Config) warnings() []string {
 	var w []string
-	for name, a := range c.apps() {
+	for _, na := range c.apps() {
+		name, a := na.key, na.app
 		if a.Secret != "" && a.SecretEnv == "" && a.SecretFile == "" {
 			w = append(w, name+".secret: a literal secret in the config file; prefer secret_env or secret_file")
 		}
@@ -185,7 +192,8 @@ func (c *Config) Validate() error {
 		add("wechat.timeout: must not be negative")
 	}
 	configured := 0
-	for name, a := range c.apps() {
+	for _, na := range c.apps() {
+		name, a := na.key, na.app
 		if !a.Configured() {
 			if a.SecretEnv != "" || a.SecretFile != "" || a.Secret != "" {
 				add("%s.appid: required when a secret is given", name)
@@ -197,7 +205,7 @@ func (c *Config) Validate() error {
 			add("%s.appid: %q does not look like an appid (wx...)", name, a.AppID)
 		}
 		if _, err := a.ResolveSecret(); err != nil {
-			add("%s: %v", name, err)
+			add("%s.%v", name, err)
 		}
 		if a.VerifyFile != "" && name != "wechat.official_account" {
 			add("%s.verify_file: only the official account has one", name)

@@ -49,29 +49,30 @@ type AppConfig struct {
 func (a AppConfig) Configured() bool { return a.AppID != "" }
 
 // ResolveSecret reads the AppSecret from the first source that is set:
-// SecretEnv, SecretFile, Secret. The error names the source, never the value.
+// SecretEnv, SecretFile, Secret. The error starts with the key it concerns
+// ("secret_env: ...") and never holds the value.
 func (a AppConfig) ResolveSecret() (Secret, error) {
 	switch {
 	case a.SecretEnv != "":
 		v := os.Getenv(a.SecretEnv)
 		if v == "" {
-			return "", fmt.Errorf("environment variable %s is empty or unset", a.SecretEnv)
+			return "", fmt.Errorf("secret_env: environment variable %s is empty or unset", a.SecretEnv)
 		}
 		return Secret(v), nil
 	case a.SecretFile != "":
 		b, err := os.ReadFile(a.SecretFile)
 		if err != nil {
-			return "", fmt.Errorf("reading secret_file: %w", err)
+			return "", fmt.Errorf("secret_file: %w", err)
 		}
 		v := strings.TrimSpace(string(b))
 		if v == "" {
-			return "", fmt.Errorf("secret_file %s is empty", a.SecretFile)
+			return "", fmt.Errorf("secret_file: %s is empty", a.SecretFile)
 		}
 		return Secret(v), nil
 	case a.Secret != "":
 		return Secret(a.Secret), nil
 	}
-	return "", fmt.Errorf("no secret: set secret_env or secret_file")
+	return "", fmt.Errorf("secret_env: required (or secret_file)")
 }
 
 // App is a configured WeChat app with its secret resolved.

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// good is a minimal valid config.
+const good = `
+[server]
+public_url = "https://app.example.com"
+[wechat.official_account]
+appid = "wx1234567890abcdef"
+secret_env = "WXGATE_CHECK_TEST_SECRET"
+[[upstream]]
+name = "app"
+url = "http://127.0.0.1:3000"
+[[route]]
+name = "admin"
+path = "/admin/**"
+scope = "userinfo"
+`
+
+func runCheck(t *testing.T, conf string, extra ...string) (int, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "gateway.toml")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	code := run(append([]string{"check", "--config", path}, extra...), &out, &errb)
+	return code, out.String() + errb.String()
+}
+
+func TestCheck(t *testing.T) {
+	t.Setenv("WXGATE_CHECK_TEST_SECRET", "s3cret-value")
+	tests := []struct {
+		name  string
+		conf  string
+		code  int
+		lines []string // each must appear, one per problem
+	}{
+		{"good", good, 0, []string{"ok"}},
+		{"misspelt key", strings.Replace(good, "public_url", "publc_url", 1), 1,
+			[]string{"unknown key server.publc_url"}},
+		{"unknown section key", good + "\n[session]\nttl = \"1h\"\nidle = \"1h\"\n", 1,
+			[]string{"unknown key session.idle"}},
+		{"unknown route key", good + "\n[[route]]\nname = \"x\"\nacton = \"deny\"\n", 1,
+			[]string{"unknown key route.acton"}},
+		{"bad toml", good + "\n[server\n", 1, []string{"gateway.toml"}},
+		{"many problems", `
+[server]
+public_url = "ftp://x/y"
+prefix = "nope/"
+trusted_proxies = ["10.0.0.0/99"]
+log_level = "loud"
+[session]
+store = "disk"
+ttl = "10s"
+[wechat.official_account]
+appid = "abc"
+secret_env = "WXGATE_CHECK_TEST_UNSET"
+[[upstream]]
+name = "app"
+url = "app:3000"
+[[route]]
+name = "r"
+path = "admin"
+action = "allow"
+upstream = "ghost"
+`, 1, []string{
+			`server.public_url: "ftp://x/y"`,
+			`server.prefix: "nope/"`,
+			`server.trusted_proxies: "10.0.0.0/99"`,
+			`server.log_level:`,
+			`session.store: "disk"`,
+			`session.ttl: 10s`,
+			`wechat.official_account.appid: "abc"`,
+			`wechat.official_account.secret_env: environment variable WXGATE_CHECK_TEST_UNSET is empty or unset`,
+			`upstream[0].url: "app:3000"`,
+			`route[0] (r).path: "admin" must start with /`,
+			`route[0] (r).action: "allow"`,
+			`route[0] (r).upstream: no [[upstream]] named "ghost"`,
+		}},
+		{"no app no upstream", "[server]\npublic_url = \"http://localhost:8080\"\n", 1,
+			[]string{"wechat: no app configured", "upstream: at least one"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out := runCheck(t, tc.conf)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d; output:\n%s", code, tc.code, out)
+			}
+			for _, l := range tc.lines {
+				if !strings.Contains(out, l) {
+					t.Errorf("output lacks %q:\n%s", l, out)
+				}
+			}
+			if strings.Contains(out, "s3cret-value") {
+				t.Error("check printed a secret")
+			}
+			if tc.code != 0 {
+				if n := strings.Count(strings.TrimSpace(out), "\n") + 1; n < len(tc.lines) {
+					t.Errorf("%d lines for %d problems:\n%s", n, len(tc.lines), out)
+				}
+			}
+		})
+	}
+}
+
+func TestCheckEnvOverride(t *testing.T) {
+	t.Setenv("WXGATE_CHECK_TEST_SECRET", "x")
+	t.Setenv("WXGATE_SERVER_PUBLIC_URL", "not a url")
+	code, out := runCheck(t, good)
+	if code != 1 || !strings.Contains(out, `server.public_url: "not a url"`) {
+		t.Errorf("env override not applied: exit %d\n%s", code, out)
+	}
+	t.Setenv("WXGATE_SERVER_PUBLIC_URL", "https://other.example.com")
+	t.Setenv("WXGATE_SESSION_TTL", "forever")
+	code, out = runCheck(t, good)
+	if code != 1 || !strings.Contains(out, "WXGATE_SESSION_TTL") {
+		t.Errorf("bad env value: exit %d\n%s", code, out)
+	}
+}
+
+func TestCheckExplain(t *testing.T) {
+	t.Setenv("WXGATE_CHECK_TEST_SECRET", "x")
+	code, out := runCheck(t, good, "--explain", "GET https://app.example.com/admin/../admin/users")
+	if code != 0 || !strings.Contains(out, `route "admin"`) || !strings.Contains(out, "scope=userinfo") || !strings.Contains(out, "/admin/users") {
+		t.Errorf("explain admin: exit %d\n%s", code, out)
+	}
+	code, out = runCheck(t, good, "--explain", "POST https://app.example.com/other")
+	if code != 0 || !strings.Contains(out, "[policy] default") {
+		t.Errorf("explain default: exit %d\n%s", code, out)
+	}
+}
+
+// TestShippedConfig checks that gateway.toml as shipped is valid once its
+// secrets exist, documents every key it sets, and runs in dev as is.
+func TestShippedConfig(t *testing.T) {
+	for _, v := range []string{"WXGATE_OA_SECRET", "WXGATE_WEBSITE_SECRET", "WXGATE_MINIPROGRAM_SECRET", "WXGATE_APP_SECRET"} {
+		t.Setenv(v, "x")
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"check", "--config", "../../gateway.toml"}, &out, &errb); code != 0 {
+		t.Fatalf("shipped gateway.toml: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+}
