@@ -98,10 +98,10 @@ type Outcome int
 
 // Outcomes.
 const (
-	Allow        Outcome = iota // forward
-	NeedLogin                   // no identity: log in
-	NeedScope                   // identity with too small a scope: authorize userinfo
-	Forbidden                   // deny rule, or identity not in the allow lists
+	Allow     Outcome = iota // forward
+	NeedLogin                // no identity: log in
+	NeedScope                // identity with too small a scope: authorize userinfo
+	Forbidden                // deny rule, or identity not in the allow lists
 )
 
 func (o Outcome) String() string {
