@@ -145,7 +145,7 @@ func (s *Server) hookFault(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.InjectFault(f)
-	w.WriteHeader(http.StatusNoContent)
+	writeJSON(w, http.StatusOK, map[string]any{"queued": f.Path})
 }
 
 func (s *Server) hookClock(w http.ResponseWriter, r *http.Request) {
