@@ -83,11 +83,31 @@ func dev(args []string, stdout, stderr io.Writer) int {
 	if fs.Parse(args) != nil {
 		return 2
 	}
-	simBase := "http://" + *simAddr
+	// Listen first, so the simulator's and demo's real addresses (with
+	// ":0", a free port) go into the config.
+	simLn, err := net.Listen("tcp", *simAddr)
+	if err != nil {
+		fmt.Fprintln(stderr, "wxgate dev: simulator listener:", err)
+		return 1
+	}
+	defer simLn.Close()
+	demoLn, err := net.Listen("tcp", *demoAddr)
+	if err != nil {
+		fmt.Fprintln(stderr, "wxgate dev: demo upstream listener:", err)
+		return 1
+	}
+	defer demoLn.Close()
+	simBase := "http://" + listenerHost(*simAddr, simLn)
+	demoURL := "http://" + demoLn.Addr().String()
 	cfg, ok := loadAndValidate(*path, stderr, func(c *proxy.Config) {
 		c.Server.Dev = true
 		c.WeChat.APIBase, c.WeChat.OpenBase = simBase, simBase
 		devSecrets(c)
+		for i := range c.Upstreams {
+			if c.Upstreams[i].Name == "demo" {
+				c.Upstreams[i].URL = demoURL
+			}
+		}
 	})
 	if !ok {
 		return 1
@@ -99,16 +119,6 @@ func dev(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	sim := wechatsim.New(apps...)
-	simLn, err := net.Listen("tcp", *simAddr)
-	if err != nil {
-		log.Error("simulator listener", "error", err)
-		return 1
-	}
-	demoLn, err := net.Listen("tcp", *demoAddr)
-	if err != nil {
-		log.Error("demo upstream listener", "error", err)
-		return 1
-	}
 	simSrv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
 	demoSrv := &http.Server{Handler: DemoUpstream(), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = simSrv.Serve(simLn) }()
@@ -119,19 +129,21 @@ func dev(args []string, stdout, stderr io.Writer) int {
 		log.Error("starting", "error", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, `
+	banner := func() {
+		fmt.Fprintf(stdout, `
 wxgate dev is running:
   open            %s/
   simulator       %s   (WeChat stand-in; apps: %d)
-  demo upstream   http://%s
+  demo upstream   %s
   metrics         http://%s/metrics
 
 In a desktop browser you get the "open in WeChat" page with a dev-only link
 that runs the in-WeChat login against the simulator. Or, as WeChat's browser:
   curl -i -A 'Mozilla/5.0 MicroMessenger/8.0.49' %s/
 Press Ctrl-C to stop.
-`, cfg.Server.PublicURL, simBase, len(apps), *demoAddr, cfg.Server.AdminListen, cfg.Server.PublicURL)
-	err = runGateway(gw, cfg, log)
+`, cfg.Server.PublicURL, simBase, len(apps), demoURL, cfg.Server.AdminListen, cfg.Server.PublicURL)
+	}
+	err = runGateway(gw, cfg, log, banner)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = simSrv.Shutdown(ctx)
@@ -141,6 +153,17 @@ Press Ctrl-C to stop.
 		return 1
 	}
 	return 0
+}
+
+// listenerHost is the address to tell browsers: the host as the flag gave
+// it (localhost stays localhost) with the port actually bound.
+func listenerHost(flagAddr string, ln net.Listener) string {
+	host, _, err := net.SplitHostPort(flagAddr)
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 func simulate(args []string, stdout, stderr io.Writer) int {

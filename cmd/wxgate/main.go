@@ -116,16 +116,17 @@ func serve(args []string, stderr io.Writer) int {
 		log.Error("starting", "error", err)
 		return 1
 	}
-	if err := runGateway(gw, cfg, log); err != nil {
+	if err := runGateway(gw, cfg, log, nil); err != nil {
 		log.Error("serving", "error", err)
 		return 1
 	}
 	return 0
 }
 
-// runGateway listens, serves until SIGINT or SIGTERM, then stops accepting
-// and drains in-flight requests.
-func runGateway(gw *proxy.Server, cfg *proxy.Config, log *slog.Logger) error {
+// runGateway listens, calls ready (if not nil) once both listeners are
+// bound, serves until SIGINT or SIGTERM, then stops accepting and drains
+// in-flight requests.
+func runGateway(gw *proxy.Server, cfg *proxy.Config, log *slog.Logger, ready func()) error {
 	pub, err := net.Listen("tcp", cfg.Server.Listen)
 	if err != nil {
 		return fmt.Errorf("public listener: %w", err)
@@ -136,6 +137,9 @@ func runGateway(gw *proxy.Server, cfg *proxy.Config, log *slog.Logger) error {
 		return fmt.Errorf("admin listener: %w", err)
 	}
 	log.Info("wxgate listening", "public", pub.Addr().String(), "admin", adm.Addr().String(), "public_url", cfg.Server.PublicURL)
+	if ready != nil {
+		ready()
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- gw.Serve(pub, adm) }()
 	sig := make(chan os.Signal, 1)
