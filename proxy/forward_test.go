@@ -287,6 +287,14 @@ func newEnvWithUpstream(t *testing.T, upstreamURL string) *env {
 	return e
 }
 
+func TestVerifyFile(t *testing.T) {
+	e := newEnv(t)
+	resp, body := e.browser("curl/8").get("/MP_verify_test123.txt", nil)
+	if resp.StatusCode != http.StatusOK || body != "test123" {
+		t.Errorf("verify file: %d %q", resp.StatusCode, body)
+	}
+}
+
 func TestMetrics(t *testing.T) {
 	e := newEnv(t)
 	b := e.browser(weChatUA)

@@ -46,7 +46,7 @@ type env struct {
 }
 
 // baseTOML is the test gateway's config; %s are the public URL, the
-// simulator URL (twice) and the upstream URL.
+// simulator URL (twice), the verify file, and the two upstream URLs.
 const baseTOML = `
 [server]
 listen = "127.0.0.1:0"
@@ -63,6 +63,7 @@ timeout = "2s"
 [wechat.official_account]
 appid = "` + oaID + `"
 secret_env = "WXGATE_TEST_OA_SECRET"
+verify_file = "%s"
 
 [[upstream]]
 name = "app"
@@ -144,8 +145,13 @@ func newEnv(t *testing.T) *env {
 	t.Cleanup(simSrv.Close)
 	e.simURL = simSrv.URL
 
-	path := filepath.Join(t.TempDir(), "gateway.toml")
-	conf := fmt.Sprintf(baseTOML, e.url, simSrv.URL, simSrv.URL, e.upstream.URL, slow.URL)
+	dir := t.TempDir()
+	verify := filepath.Join(dir, "MP_verify_test123.txt")
+	if err := os.WriteFile(verify, []byte("test123"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "gateway.toml")
+	conf := fmt.Sprintf(baseTOML, e.url, simSrv.URL, simSrv.URL, verify, e.upstream.URL, slow.URL)
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
