@@ -314,7 +314,7 @@ func TestMiniProgram(t *testing.T) {
 	enc := s.call("POST", "/_sim/encrypt", map[string]string{"appid": mp, "user": "alice"})
 	plain := decrypt(t, key, enc["iv"].(string), enc["encrypted_data"].(string))
 	var info struct {
-		OpenID    string `json:"openId"`
+		OpenID    string                 `json:"openId"`
 		Watermark struct{ AppID string } `json:"watermark"`
 	}
 	if err := json.Unmarshal(plain, &info); err != nil || info.OpenID != alice.OpenID || info.Watermark.AppID != mp {
