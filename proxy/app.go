@@ -306,9 +306,9 @@ func (s *Server) observe(c *fiber.Ctx) error {
 
 // clientAddr is the client's address: the peer's, or, from a trusted proxy,
 // the right-most untrusted address of X-Forwarded-For.
-func (s *Server) clientAddr(c *fiber.Ctx) netip.Addr {
+func (s *Server) clientAddr(c *fiber.Ctx, trusted bool) netip.Addr {
 	peer := remoteAddr(c)
-	if !s.isTrusted(peer) {
+	if !trusted {
 		return peer
 	}
 	xff := c.Get(fiber.HeaderXForwardedFor)

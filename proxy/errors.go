@@ -107,7 +107,8 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	return s.renderMessage(c, e.Page, e.Link, rid)
 }
 
-// errNoSession etc. are the stock answers; the cause is in Err.
+// storeError is the answer when the session store fails: 503, never a
+// logout.
 func storeError(err error) *Error {
 	return &Error{Status: http.StatusServiceUnavailable, Page: "unavailable", Code: "unavailable", Err: err}
 }

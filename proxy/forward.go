@@ -18,8 +18,9 @@ import (
 
 // upstream is one [[upstream]] and its connection pool.
 type upstream struct {
-	name string
-	hc   *fasthttp.HostClient
+	name   string
+	scheme string // "http" or "https"
+	hc     *fasthttp.HostClient
 }
 
 func newUpstream(u Upstream) (*upstream, error) {
@@ -57,7 +58,7 @@ func newUpstream(u Upstream) (*upstream, error) {
 		// past it the body streams. Small answers stay on the fast path.
 		MaxResponseBodySize: streamAbove,
 	}
-	return &upstream{name: u.Name, hc: hc}, nil
+	return &upstream{name: u.Name, scheme: pu.Scheme, hc: hc}, nil
 }
 
 // streamAbove is the body size above which upstream answers stream rather
@@ -103,16 +104,15 @@ func (s *Server) forward(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	host := s.requestHost(c)
-	client := s.clientAddr(c)
+	trusted := s.trustedPeer(c)
+	host := s.requestHost(c, trusted)
+	client := s.clientAddr(c, trusted)
 	d := s.engine.Decide(c.Method(), host, path, client, policyIdentity(sess))
 	rule := d.Rule
 	setRoute(c, rule.Name)
 	switch d.Outcome {
-	case policies.NeedLogin:
-		return s.needLogin(c, rule, path)
-	case policies.NeedScope:
-		return s.needScope(c, rule, path)
+	case policies.NeedLogin, policies.NeedScope:
+		return s.needLogin(c, rule, path, d.Outcome)
 	case policies.Forbidden:
 		return &Error{Status: http.StatusForbidden, Page: "forbidden", Code: "forbidden", JSON: rule.API}
 	}
@@ -122,7 +122,6 @@ func (s *Server) forward(c *fiber.Ctx) error {
 	}
 
 	req := c.Request()
-	trusted := s.trustedPeer(c)
 	sanitizeRequest(&req.Header, trusted)
 	if !rule.PassAuthorization {
 		// Bearer tokens are for wxgate (a later issue); upstreams get identity headers.
@@ -132,13 +131,13 @@ func (s *Server) forward(c *fiber.Ctx) error {
 		}
 	}
 	req.Header.Set(fiber.HeaderXRequestID, requestID(c))
-	setForwarded(&req.Header, client.String(), s.connScheme(c), host, trusted)
+	setForwarded(&req.Header, client.String(), connScheme(c, trusted), host, trusted)
 	if sess != nil {
 		setIdentity(&req.Header, sess, identityOptions{phone: rule.PassPhone, wechatToken: rule.PassWeChatToken})
 	}
 	// Forward the path the policy matched, escaped once; the query as sent.
 	req.URI().SetPath((&url.URL{Path: path}).EscapedPath())
-	req.URI().SetScheme(map[bool]string{true: "https", false: "http"}[up.hc.IsTLS])
+	req.URI().SetScheme(up.scheme)
 	req.UseHostHeader = true
 	req.Header.SetHost(host)
 	req.URI().SetHost(up.hc.Addr)
@@ -166,8 +165,8 @@ func isTimeout(err error) bool {
 
 // requestHost is the host the client asked for: X-Forwarded-Host from a
 // trusted proxy, else Host.
-func (s *Server) requestHost(c *fiber.Ctx) string {
-	if s.trustedPeer(c) {
+func (s *Server) requestHost(c *fiber.Ctx, trusted bool) string {
+	if trusted {
 		if h := c.Get(fiber.HeaderXForwardedHost); h != "" {
 			return h
 		}
@@ -177,8 +176,8 @@ func (s *Server) requestHost(c *fiber.Ctx) string {
 
 // connScheme is the scheme the client used: X-Forwarded-Proto from a
 // trusted proxy, else the connection's.
-func (s *Server) connScheme(c *fiber.Ctx) string {
-	if s.trustedPeer(c) {
+func connScheme(c *fiber.Ctx, trusted bool) string {
+	if trusted {
 		if p := c.Get(fiber.HeaderXForwardedProto); p == "https" || p == "http" {
 			return p
 		}
@@ -221,26 +220,20 @@ func policyIdentity(s *session.Session) *policies.Identity {
 	return &policies.Identity{OpenID: s.Identity.OpenID, UnionID: s.Identity.UnionID, Scope: scope}
 }
 
-// needLogin answers a request that needs a login it does not have: a
-// redirect to start for page loads, 401 otherwise.
-func (s *Server) needLogin(c *fiber.Ctx, rule *policies.Rule, path string) error {
-	start := s.startURL(c, path, rule.Scope)
+// needLogin answers a request whose identity is missing (NeedLogin) or
+// has too small a scope (NeedScope): page loads go to start, keeping their
+// place; other requests get 401, or 403 for a missing scope.
+func (s *Server) needLogin(c *fiber.Ctx, rule *policies.Rule, path string, outcome policies.Outcome) error {
+	scope, e := rule.Scope, &Error{Status: http.StatusUnauthorized, Page: "login_required", Code: "login_required", JSON: rule.API}
+	if outcome == policies.NeedScope {
+		scope, e = policies.Userinfo, &Error{Status: http.StatusForbidden, Page: "insufficient_scope", Code: "insufficient_scope", JSON: rule.API}
+	}
+	e.Link = s.startURL(c, path, scope)
 	if !rule.API && !wantsJSON(c) && (c.Method() == http.MethodGet || c.Method() == http.MethodHead) {
 		noStore(c)
-		return c.Redirect(start, http.StatusFound)
+		return c.Redirect(e.Link, http.StatusFound)
 	}
-	return &Error{Status: http.StatusUnauthorized, Page: "login_required", Code: "login_required", Link: start, JSON: rule.API}
-}
-
-// needScope sends a base-scope session through the userinfo authorization,
-// keeping its place.
-func (s *Server) needScope(c *fiber.Ctx, rule *policies.Rule, path string) error {
-	start := s.startURL(c, path, policies.Userinfo)
-	if !rule.API && !wantsJSON(c) && (c.Method() == http.MethodGet || c.Method() == http.MethodHead) {
-		noStore(c)
-		return c.Redirect(start, http.StatusFound)
-	}
-	return &Error{Status: http.StatusForbidden, Page: "insufficient_scope", Code: "insufficient_scope", Link: start, JSON: rule.API}
+	return e
 }
 
 // startURL is the login URL that returns to path (normalized) and the

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"net/url"
 	"strings"
 
@@ -54,17 +53,16 @@ const (
 // with "_" and "-" alike: some servers (nginx with underscores_in_headers,
 // CGI, WSGI) treat X_WeChat_OpenID as X-WeChat-OpenID.
 func spoofable(name []byte, trusted bool) bool {
-	n := make([]byte, len(name))
-	for i, c := range name {
-		switch {
-		case c == '_':
-			c = '-'
-		case 'A' <= c && c <= 'Z':
-			c += 'a' - 'A'
-		}
-		n[i] = c
+	// Fold into a stack buffer: this runs for every header of every request.
+	var buf [32]byte
+	if len(name) > len(buf) {
+		return len(name) >= len(wechatPrefix) && foldEqual(name[:len(wechatPrefix)], wechatPrefix)
 	}
-	if bytes.HasPrefix(n, []byte("x-wechat-")) {
+	n := buf[:len(name)]
+	for i, c := range name {
+		n[i] = fold(c)
+	}
+	if len(n) >= len(wechatPrefix) && string(n[:len(wechatPrefix)]) == wechatPrefix {
 		return true
 	}
 	switch string(n) {
@@ -77,6 +75,28 @@ func spoofable(name []byte, trusted bool) bool {
 		return !trusted
 	}
 	return false
+}
+
+const wechatPrefix = "x-wechat-"
+
+// fold lowercases ASCII and maps "_" to "-".
+func fold(c byte) byte {
+	switch {
+	case c == '_':
+		return '-'
+	case 'A' <= c && c <= 'Z':
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+func foldEqual(b []byte, s string) bool {
+	for i := range b {
+		if fold(b[i]) != s[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // removeHopByHop deletes the headers named in Connection, then the fixed

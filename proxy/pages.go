@@ -162,7 +162,11 @@ func label(c *fiber.Ctx, key string) string {
 func (s *Server) render(c *fiber.Ctx, d pageData) error {
 	noStore(c)
 	c.Set(fiber.HeaderContentType, fiber.MIMETextHTMLCharsetUTF8)
-	c.Set(fiber.HeaderContentLanguage, map[bool]string{true: "en", false: "zh-CN"}[d.Lang == "en"])
+	contentLang := "zh-CN"
+	if d.Lang == "en" {
+		contentLang = "en"
+	}
+	c.Set(fiber.HeaderContentLanguage, contentLang)
 	c.Vary(fiber.HeaderAcceptLanguage)
 	return pageTmpl.Execute(c.Response().BodyWriter(), d)
 }

@@ -48,14 +48,7 @@ type Result struct {
 // SavePending stores p under state for PendingTTL.
 func (m *Manager) SavePending(ctx context.Context, state string, p *Pending) error {
 	p.Created = m.Now()
-	b, err := json.Marshal(p)
-	if err != nil {
-		return err
-	}
-	if err := m.store.Set(ctx, pendingPrefix+state, b, PendingTTL); err != nil {
-		return fmt.Errorf("saving pending login: %w", err)
-	}
-	return nil
+	return m.put(ctx, "saving pending login", pendingPrefix+state, p, PendingTTL)
 }
 
 // Pending returns the login in progress for state, or ErrNotFound.
@@ -63,13 +56,9 @@ func (m *Manager) Pending(ctx context.Context, state string) (*Pending, error) {
 	if !ValidState(state) {
 		return nil, ErrNotFound
 	}
-	b, err := m.store.Get(ctx, pendingPrefix+state)
-	if err != nil {
-		return nil, err
-	}
 	var p Pending
-	if err := json.Unmarshal(b, &p); err != nil {
-		return nil, fmt.Errorf("decoding pending login: %w", err)
+	if err := m.get(ctx, "pending login", pendingPrefix+state, &p); err != nil {
+		return nil, err
 	}
 	return &p, nil
 }
@@ -86,25 +75,14 @@ func (m *Manager) Claim(ctx context.Context, state string) (bool, error) {
 
 // SaveResult remembers the outcome of state's callback for ResultTTL.
 func (m *Manager) SaveResult(ctx context.Context, state string, r *Result) error {
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	if err := m.store.Set(ctx, resultPrefix+state, b, ResultTTL); err != nil {
-		return fmt.Errorf("saving login result: %w", err)
-	}
-	return nil
+	return m.put(ctx, "saving login result", resultPrefix+state, r, ResultTTL)
 }
 
 // Result returns the remembered outcome of state's callback, or ErrNotFound.
 func (m *Manager) Result(ctx context.Context, state string) (*Result, error) {
-	b, err := m.store.Get(ctx, resultPrefix+state)
-	if err != nil {
-		return nil, err
-	}
 	var r Result
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("decoding login result: %w", err)
+	if err := m.get(ctx, "login result", resultPrefix+state, &r); err != nil {
+		return nil, err
 	}
 	return &r, nil
 }
@@ -116,4 +94,28 @@ func (m *Manager) Count() int {
 		return c.Count(sessionPrefix)
 	}
 	return -1
+}
+
+// put stores v as JSON under key for ttl.
+func (m *Manager) put(ctx context.Context, action, key string, v any, ttl time.Duration) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("%s: %w", action, err)
+	}
+	if err := m.store.Set(ctx, key, b, ttl); err != nil {
+		return fmt.Errorf("%s: %w", action, err)
+	}
+	return nil
+}
+
+// get decodes the JSON under key into v; ErrNotFound passes through.
+func (m *Manager) get(ctx context.Context, what, key string, v any) error {
+	b, err := m.store.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("decoding %s: %w", what, err)
+	}
+	return nil
 }
