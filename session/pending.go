@@ -96,21 +96,29 @@ func (m *Manager) Count() int {
 	return -1
 }
 
-// put stores v as JSON under key for ttl.
 func (m *Manager) put(ctx context.Context, action, key string, v any, ttl time.Duration) error {
+	return putJSON(ctx, m.store, action, key, v, ttl)
+}
+
+func (m *Manager) get(ctx context.Context, what, key string, v any) error {
+	return getJSON(ctx, m.store, what, key, v)
+}
+
+// putJSON stores v as JSON under key for ttl.
+func putJSON(ctx context.Context, s Store, action, key string, v any, ttl time.Duration) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("%s: %w", action, err)
 	}
-	if err := m.store.Set(ctx, key, b, ttl); err != nil {
+	if err := s.Set(ctx, key, b, ttl); err != nil {
 		return fmt.Errorf("%s: %w", action, err)
 	}
 	return nil
 }
 
-// get decodes the JSON under key into v; ErrNotFound passes through.
-func (m *Manager) get(ctx context.Context, what, key string, v any) error {
-	b, err := m.store.Get(ctx, key)
+// getJSON decodes the JSON under key into v; ErrNotFound passes through.
+func getJSON(ctx context.Context, s Store, what, key string, v any) error {
+	b, err := s.Get(ctx, key)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,384 @@
+package session
+
+import (
+	"context"
+	"crypto/hmac"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwt"
+	"github.com/patrickmn/go-cache"
+
+	"github.com/wxgate/wxgate/wechat"
+)
+
+// TokenConfig is the [tokens] section: API clients' token pairs.
+type TokenConfig struct {
+	// SigningKeyFile holds the PEM signing keys (the first signs, all
+	// verify). Generated with an ES256 key on first start when missing.
+	// Default: ".wxgate/signing-key.pem".
+	SigningKeyFile string `toml:"signing_key_file"`
+	// AccessTTL is an access token's lifetime. Default: 2h.
+	AccessTTL time.Duration `toml:"access_ttl"`
+	// RefreshTTL is a refresh token's lifetime; a family lives as long as it
+	// keeps rotating. Default: 720h (30 days).
+	RefreshTTL time.Duration `toml:"refresh_ttl"`
+	// ReuseGrace: a rotated-out refresh token presented again within this
+	// long of its rotation is refused without revoking its family, so that
+	// a client's racing requests do not log it out. Later reuse revokes the
+	// family. Default: 2s. Zero would make any race a revocation.
+	ReuseGrace time.Duration `toml:"reuse_grace"`
+}
+
+// SetDefaults fills zero fields with their defaults.
+func (c *TokenConfig) SetDefaults() {
+	if c.SigningKeyFile == "" {
+		c.SigningKeyFile = ".wxgate/signing-key.pem"
+	}
+	if c.AccessTTL == 0 {
+		c.AccessTTL = 2 * time.Hour
+	}
+	if c.RefreshTTL == 0 {
+		c.RefreshTTL = 720 * time.Hour
+	}
+	if c.ReuseGrace == 0 {
+		c.ReuseGrace = 2 * time.Second
+	}
+}
+
+// Validate reports every problem with the section, one per line.
+func (c *TokenConfig) Validate() error {
+	var errs []error
+	if c.AccessTTL < time.Minute || c.AccessTTL > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("tokens.access_ttl: %s is outside 1m..24h", c.AccessTTL))
+	}
+	if c.RefreshTTL < c.AccessTTL {
+		errs = append(errs, fmt.Errorf("tokens.refresh_ttl: %s is shorter than access_ttl", c.RefreshTTL))
+	}
+	if c.ReuseGrace < 0 || c.ReuseGrace > time.Minute {
+		errs = append(errs, fmt.Errorf("tokens.reuse_grace: %s is outside 0..1m", c.ReuseGrace))
+	}
+	return errors.Join(errs...)
+}
+
+// ErrInvalidGrant is a refresh token that is unknown, expired, revoked or
+// already used.
+var ErrInvalidGrant = errors.New("session: invalid grant")
+
+// Family is one API login: every refresh token rotated from it shares it,
+// and revoking it ends them all and their access tokens.
+type Family struct {
+	ID       string    `json:"id"`
+	Identity Identity  `json:"identity"`
+	Tokens   *Tokens   `json:"tokens,omitempty"` // the user's WeChat tokens (app login)
+	Current  string    `json:"current"`          // Hash of the live refresh token
+	Revoked  bool      `json:"revoked,omitempty"`
+	Created  time.Time `json:"created"`
+	Rotated  time.Time `json:"rotated"`
+}
+
+// Pair is the token pair answer (DESIGN.md "API clients").
+type Pair struct {
+	AccessToken      string `json:"access_token"`
+	TokenType        string `json:"token_type"`
+	ExpiresIn        int    `json:"expires_in"`
+	RefreshToken     string `json:"refresh_token"`
+	RefreshExpiresIn int    `json:"refresh_expires_in"`
+	OpenID           string `json:"openid"`
+	UnionID          string `json:"unionid,omitempty"`
+}
+
+// Issuer issues and checks API tokens and identity assertions.
+type Issuer struct {
+	store    Store
+	keys     *KeySet
+	issuer   string
+	cfg      TokenConfig
+	assert   *cache.Cache // signed identity assertions by session and audience
+	assertTT time.Duration
+	// Now is the clock; tests replace it. Default: time.Now.
+	Now func() time.Time
+}
+
+// NewIssuer returns an Issuer whose tokens carry iss = issuer (the public
+// URL). cfg must have its defaults set.
+func NewIssuer(store Store, keys *KeySet, issuer string, cfg TokenConfig) *Issuer {
+	return &Issuer{
+		store: store, keys: keys, issuer: issuer, cfg: cfg,
+		assert:   cache.New(AssertionTTL, time.Minute),
+		assertTT: AssertionTTL,
+		Now:      time.Now,
+	}
+}
+
+// Keys returns the issuer's key set.
+func (is *Issuer) Keys() *KeySet { return is.keys }
+
+const (
+	familyPrefix   = "fam:"
+	refreshPrefix  = "rt:"
+	rotatedPrefix  = "rot:"
+	sessionKeyPref = "sk:"
+)
+
+// Login starts a family for id and returns its first token pair.
+func (is *Issuer) Login(ctx context.Context, id Identity, tokens *Tokens) (*Pair, error) {
+	now := is.Now()
+	f := &Family{ID: NewID(), Identity: id, Tokens: tokens, Created: now, Rotated: now}
+	refresh := NewID()
+	f.Current = Hash(refresh)
+	if err := is.saveFamily(ctx, f); err != nil {
+		return nil, err
+	}
+	if err := is.saveRefresh(ctx, f.Current, f.ID, now); err != nil {
+		return nil, err
+	}
+	return is.pair(f, refresh)
+}
+
+// Refresh rotates a refresh token: the old one dies and a new pair comes
+// back. Of concurrent refreshes with one token exactly one succeeds. A
+// rotated-out token presented after the reuse grace revokes its family.
+func (is *Issuer) Refresh(ctx context.Context, refresh string) (*Pair, error) {
+	f, h, err := is.familyOf(ctx, refresh)
+	if err != nil {
+		return nil, err
+	}
+	now := is.Now()
+	won, err := is.store.SetNX(ctx, rotatedPrefix+h, []byte(strconv.FormatInt(now.UnixNano(), 10)), is.cfg.RefreshTTL)
+	if err != nil {
+		return nil, fmt.Errorf("rotating refresh token: %w", err)
+	}
+	if !won || !hmac.Equal([]byte(f.Current), []byte(h)) {
+		if is.withinGrace(ctx, h, now) {
+			return nil, fmt.Errorf("%w: refresh token already used", ErrInvalidGrant)
+		}
+		// Reuse of a rotated-out token: someone else holds the family.
+		if err := is.revoke(ctx, f); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: refresh token reused; family revoked", ErrInvalidGrant)
+	}
+	next := NewID()
+	f.Current, f.Rotated = Hash(next), now
+	if err := is.saveRefresh(ctx, f.Current, f.ID, now); err != nil {
+		return nil, err
+	}
+	if err := is.saveFamily(ctx, f); err != nil {
+		return nil, err
+	}
+	return is.pair(f, next)
+}
+
+func (is *Issuer) withinGrace(ctx context.Context, h string, now time.Time) bool {
+	b, err := is.store.Get(ctx, rotatedPrefix+h)
+	if err != nil {
+		return false
+	}
+	ns, err := strconv.ParseInt(string(b), 10, 64)
+	return err == nil && now.Sub(time.Unix(0, ns)) <= is.cfg.ReuseGrace
+}
+
+// Revoke ends the family of a refresh token. Unknown tokens are ignored
+// (RFC 7009: the answer does not tell an attacker which tokens exist).
+func (is *Issuer) Revoke(ctx context.Context, refresh string) error {
+	f, _, err := is.familyOf(ctx, refresh)
+	if errors.Is(err, ErrInvalidGrant) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return is.revoke(ctx, f)
+}
+
+func (is *Issuer) revoke(ctx context.Context, f *Family) error {
+	f.Revoked = true
+	return is.saveFamily(ctx, f)
+}
+
+// familyOf finds the live family of a refresh token.
+func (is *Issuer) familyOf(ctx context.Context, refresh string) (*Family, string, error) {
+	if !ValidID(refresh) {
+		return nil, "", fmt.Errorf("%w: malformed refresh token", ErrInvalidGrant)
+	}
+	h := Hash(refresh)
+	var rt refreshRecord
+	err := getJSON(ctx, is.store, "refresh token", refreshPrefix+h, &rt)
+	if errors.Is(err, ErrNotFound) {
+		return nil, "", fmt.Errorf("%w: unknown refresh token", ErrInvalidGrant)
+	} else if err != nil {
+		return nil, "", err
+	}
+	if !is.Now().Before(rt.Issued.Add(is.cfg.RefreshTTL)) {
+		return nil, "", fmt.Errorf("%w: refresh token expired", ErrInvalidGrant)
+	}
+	f, err := is.Family(ctx, rt.Family)
+	if errors.Is(err, ErrNotFound) {
+		return nil, "", fmt.Errorf("%w: family expired", ErrInvalidGrant)
+	} else if err != nil {
+		return nil, "", err
+	}
+	if f.Revoked {
+		return nil, "", fmt.Errorf("%w: family revoked", ErrInvalidGrant)
+	}
+	return f, h, nil
+}
+
+// refreshRecord is what the store keeps of a refresh token, under its hash.
+type refreshRecord struct {
+	Family string    `json:"family"`
+	Issued time.Time `json:"issued"`
+}
+
+func (is *Issuer) saveRefresh(ctx context.Context, h, family string, now time.Time) error {
+	return putJSON(ctx, is.store, "storing refresh token", refreshPrefix+h, refreshRecord{Family: family, Issued: now}, is.cfg.RefreshTTL)
+}
+
+// Family returns a family by ID, revoked or not, or ErrNotFound.
+func (is *Issuer) Family(ctx context.Context, sid string) (*Family, error) {
+	var f Family
+	if err := getJSON(ctx, is.store, "token family", familyPrefix+sid, &f); err != nil {
+		return nil, err
+	}
+	return &f, nil
+}
+
+// UpdateFamily applies change to a live family and stores it.
+func (is *Issuer) UpdateFamily(ctx context.Context, sid string, change func(*Family)) (*Family, error) {
+	f, err := is.Family(ctx, sid)
+	if err != nil {
+		return nil, err
+	}
+	if f.Revoked {
+		return nil, fmt.Errorf("%w: family revoked", ErrInvalidToken)
+	}
+	change(f)
+	return f, is.saveFamily(ctx, f)
+}
+
+func (is *Issuer) saveFamily(ctx context.Context, f *Family) error {
+	ttl := f.Rotated.Add(is.cfg.RefreshTTL).Sub(is.Now())
+	return putJSON(ctx, is.store, "saving token family", familyPrefix+f.ID, f, ttl)
+}
+
+// Authenticate verifies an access token and returns its live family. A
+// token whose family was revoked stops working here, before its exp.
+func (is *Issuer) Authenticate(ctx context.Context, access string) (*Family, error) {
+	t, err := is.keys.Verify(access, is.issuer, is.issuer, is.Now)
+	if err != nil {
+		return nil, err
+	}
+	sid, _ := t.PrivateClaims()["sid"].(string)
+	if sid == "" {
+		return nil, fmt.Errorf("%w: no sid", ErrInvalidToken)
+	}
+	f, err := is.Family(ctx, sid)
+	if errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("%w: family expired", ErrInvalidToken)
+	} else if err != nil {
+		return nil, err
+	}
+	if f.Revoked {
+		return nil, fmt.Errorf("%w: family revoked", ErrInvalidToken)
+	}
+	return f, nil
+}
+
+func (is *Issuer) pair(f *Family, refresh string) (*Pair, error) {
+	now := is.Now()
+	id := &f.Identity
+	t, err := jwt.NewBuilder().
+		Issuer(is.issuer).
+		Audience([]string{is.issuer}).
+		Subject(id.User()).
+		IssuedAt(now).
+		NotBefore(now).
+		Expiration(now.Add(is.cfg.AccessTTL)).
+		JwtID(NewID()).
+		Claim("openid", id.OpenID).
+		Claim("unionid", id.UnionID).
+		Claim("appid", id.AppID).
+		Claim("scope", id.Scope).
+		Claim("sid", f.ID).
+		Build()
+	if err != nil {
+		return nil, err
+	}
+	access, err := is.keys.Sign(t)
+	if err != nil {
+		return nil, err
+	}
+	return &Pair{
+		AccessToken: access, TokenType: "Bearer", ExpiresIn: int(is.cfg.AccessTTL / time.Second),
+		RefreshToken: refresh, RefreshExpiresIn: int(is.cfg.RefreshTTL / time.Second),
+		OpenID: id.OpenID, UnionID: id.UnionID,
+	}, nil
+}
+
+// SaveSessionKey keeps a mini-program user's session_key on the server. A
+// newer login replaces it, as a newer wx.login does at WeChat.
+func (is *Issuer) SaveSessionKey(ctx context.Context, appID, openID string, key wechat.Secret) error {
+	return is.store.Set(ctx, sessionKeyPref+appID+":"+openID, []byte(key.Reveal()), is.cfg.RefreshTTL)
+}
+
+// SessionKey returns a mini-program user's session_key, or ErrNotFound.
+func (is *Issuer) SessionKey(ctx context.Context, appID, openID string) (wechat.Secret, error) {
+	b, err := is.store.Get(ctx, sessionKeyPref+appID+":"+openID)
+	if err != nil {
+		return "", err
+	}
+	return wechat.Secret(b), nil
+}
+
+// AssertionTTL is the lifetime of an X-WeChat-Identity assertion (DESIGN.md:
+// at most 5 minutes).
+const AssertionTTL = 5 * time.Minute
+
+// assertionRenew: a cached assertion with less than this left is re-signed,
+// so upstreams never receive one about to expire.
+const assertionRenew = time.Minute
+
+type assertion struct {
+	token string
+	exp   time.Time
+}
+
+// Assertion returns the signed identity assertion of id for audience (an
+// upstream name). holder identifies the session or family (never a raw
+// session ID); the assertion is cached per holder, audience and identity and
+// re-signed only near its expiry, because signing on every request is too
+// slow for the hot path.
+func (is *Issuer) Assertion(holder string, id *Identity, audience string) (string, error) {
+	key := holder + "\x00" + audience + "\x00" + id.OpenID + "\x00" + id.UnionID + "\x00" + id.Scope
+	now := is.Now()
+	if v, ok := is.assert.Get(key); ok {
+		if a := v.(*assertion); a.exp.Sub(now) > assertionRenew {
+			return a.token, nil
+		}
+	}
+	exp := now.Add(is.assertTT)
+	t, err := jwt.NewBuilder().
+		Issuer(is.issuer).
+		Audience([]string{audience}).
+		Subject(id.User()).
+		IssuedAt(now).
+		Expiration(exp).
+		JwtID(NewID()).
+		Claim("openid", id.OpenID).
+		Claim("unionid", id.UnionID).
+		Claim("appid", id.AppID).
+		Claim("scope", id.Scope).
+		Build()
+	if err != nil {
+		return "", err
+	}
+	s, err := is.keys.Sign(t)
+	if err != nil {
+		return "", err
+	}
+	is.assert.Set(key, &assertion{token: s, exp: exp}, exp.Sub(now))
+	return s, nil
+}
