@@ -36,16 +36,21 @@ type Server struct {
 	log       *slog.Logger
 	engine    *policies.Engine
 	sessions  *session.Manager
+	issuer    *session.Issuer
 	wechat    *wechat.Client
 	metrics   *metrics.Metrics
 	upstreams map[string]*upstream
 
-	oa      wechat.App // the official account; AppID empty when not configured
-	public  *url.URL
-	prefix  string
-	trusted []netip.Prefix
-	cookies cookieNames
-	verify  verifyFile
+	oa     wechat.App // the official account; AppID empty when not configured
+	mp     wechat.App // the mini program; AppID empty when not configured
+	mobile wechat.App // the mobile app; AppID empty when not configured
+	// mpTokens holds the mini program's app access token; nil without one.
+	mpTokens *wechat.AppTokens
+	public   *url.URL
+	prefix   string
+	trusted  []netip.Prefix
+	cookies  cookieNames
+	verify   verifyFile
 
 	app   *fiber.App
 	admin *fiber.App
@@ -59,6 +64,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Store holds sessions. Nil means a memory store.
 	Store session.Store
+	// Keys signs tokens. Nil means load (or create) [tokens]
+	// signing_key_file.
+	Keys *session.KeySet
 }
 
 // New builds a gateway from a validated cfg (Config.Validate).
@@ -93,13 +101,40 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	wcfg := cfg.WeChat
 	wcfg.OnCall = s.metrics.WeChatCall
 	s.wechat = wechat.New(wcfg)
-	if oa := cfg.WeChat.OfficialAccount; oa.Configured() {
-		secret, err := oa.ResolveSecret()
-		if err != nil {
-			return nil, fmt.Errorf("wechat.official_account.%w", err)
+	for _, a := range []struct {
+		key string
+		cfg wechat.AppConfig
+		app *wechat.App
+	}{
+		{"wechat.official_account", cfg.WeChat.OfficialAccount, &s.oa},
+		{"wechat.miniprogram", cfg.WeChat.MiniProgram, &s.mp},
+		{"wechat.app", cfg.WeChat.MobileApp, &s.mobile},
+	} {
+		if !a.cfg.Configured() {
+			continue
 		}
-		s.oa = wechat.App{AppID: oa.AppID, Secret: secret}
+		secret, err := a.cfg.ResolveSecret()
+		if err != nil {
+			return nil, fmt.Errorf("%s.%w", a.key, err)
+		}
+		*a.app = wechat.App{AppID: a.cfg.AppID, Secret: secret}
 	}
+	if s.mp.AppID != "" {
+		s.mpTokens = wechat.NewAppTokens(s.wechat, s.mp)
+	}
+	keys := opts.Keys
+	if keys == nil {
+		var created bool
+		keys, created, err = session.LoadKeys(cfg.Tokens.SigningKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tokens.signing_key_file: %w", err)
+		}
+		if created {
+			log.Warn("generated a new signing key; keep this file, and give every replica the same one",
+				"file", cfg.Tokens.SigningKeyFile, "alg", keys.Algorithm())
+		}
+	}
+	s.issuer = session.NewIssuer(store, keys, strings.TrimSuffix(public.String(), "/"), cfg.Tokens)
 	for _, p := range cfg.Server.TrustedProxies {
 		pfx, err := parsePrefix(p)
 		if err != nil {
@@ -172,6 +207,13 @@ func (s *Server) newPublicApp() *fiber.App {
 	app.Get(p+"/logout", s.logoutPage)
 	app.Post(p+"/logout", s.logout)
 	app.Get(p+"/userinfo", s.userinfo)
+	app.Get(p+"/jwks.json", s.jwks)
+	app.Post(p+"/miniprogram/login", s.miniprogramLogin)
+	app.Post(p+"/miniprogram/decrypt", s.miniprogramDecrypt)
+	app.Post(p+"/miniprogram/phone", s.miniprogramPhone)
+	app.Post(p+"/app/login", s.appLogin)
+	app.Post(p+"/token/refresh", s.tokenRefresh)
+	app.Post(p+"/token/revoke", s.tokenRevoke)
 	app.All(p, s.notFound)
 	app.All(p+"/*", s.notFound)
 	if s.verify.path != "" {

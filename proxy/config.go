@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -20,12 +21,13 @@ import (
 
 // Config is gateway.toml: one struct, decoded strictly.
 type Config struct {
-	Server    ServerConfig    `toml:"server"`
-	Session   session.Config  `toml:"session"`
-	WeChat    wechat.Config   `toml:"wechat"`
-	Policy    policies.Config `toml:"policy"`
-	Routes    []policies.Rule `toml:"route"`
-	Upstreams []Upstream      `toml:"upstream"`
+	Server    ServerConfig        `toml:"server"`
+	Session   session.Config      `toml:"session"`
+	Tokens    session.TokenConfig `toml:"tokens"`
+	WeChat    wechat.Config       `toml:"wechat"`
+	Policy    policies.Config     `toml:"policy"`
+	Routes    []policies.Rule     `toml:"route"`
+	Upstreams []Upstream          `toml:"upstream"`
 }
 
 // ServerConfig is the [server] section.
@@ -67,6 +69,8 @@ type Upstream struct {
 	// Default: 30s.
 	Timeout time.Duration `toml:"timeout"`
 }
+
+var upstreamNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
 // EnvPrefix starts the environment variables that override keys:
 // WXGATE_SERVER_LISTEN overrides [server] listen, and so on.
@@ -112,6 +116,7 @@ func (c *Config) SetDefaults() {
 		s.LogLevel = "info"
 	}
 	c.Session.SetDefaults()
+	c.Tokens.SetDefaults()
 	c.WeChat.SetDefaults()
 	for i := range c.Upstreams {
 		if c.Upstreams[i].Timeout == 0 {
@@ -183,6 +188,9 @@ func (c *Config) Validate() error {
 	if err := c.Session.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.Tokens.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	for _, base := range []struct{ key, v string }{{"wechat.api_base", c.WeChat.APIBase}, {"wechat.open_base", c.WeChat.OpenBase}} {
 		if u, err := url.Parse(base.v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			add("%s: %q is not an http(s) URL", base.key, base.v)
@@ -224,6 +232,9 @@ func (c *Config) Validate() error {
 		key := fmt.Sprintf("upstream[%d]", i)
 		if u.Name == "" {
 			add("%s.name: required", key)
+		} else if !upstreamNameRE.MatchString(u.Name) {
+			// The name is the identity assertion's aud; keep it a plain word.
+			add("%s.name: %q must be letters, digits, '.', '_' or '-'", key, u.Name)
 		} else if names[u.Name] {
 			add("%s.name: duplicate upstream %q", key, u.Name)
 		}

@@ -59,6 +59,14 @@ func classify(err error) *Error {
 	}
 	var we *wechat.Error
 	switch {
+	case errors.Is(err, session.ErrTokenExpired):
+		return &Error{Status: http.StatusUnauthorized, Page: "login_required", Code: "token_expired", Err: err, JSON: true}
+	case errors.Is(err, session.ErrInvalidToken):
+		return &Error{Status: http.StatusUnauthorized, Page: "login_required", Code: "invalid_token", Err: err, JSON: true}
+	case errors.Is(err, session.ErrInvalidGrant):
+		return &Error{Status: http.StatusUnauthorized, Page: "login_required", Code: "invalid_grant", Err: err, JSON: true}
+	case errors.Is(err, wechat.ErrBadEncryptedData):
+		return &Error{Status: http.StatusBadRequest, Page: "bad_request", Code: "invalid_request", Err: err, JSON: true}
 	case errors.As(err, &we):
 		return &Error{Status: http.StatusBadGateway, Page: "wechat_error", Code: "wechat_error", Err: err}
 	case errors.Is(err, wechat.ErrUnavailable):
@@ -92,19 +100,47 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	c.Set(fiber.HeaderXRequestID, rid)
 	c.Status(e.Status)
 	if e.JSON || wantsJSON(c) {
-		body := fiber.Map{"error": e.Code, "error_description": describe(e.Page, "en"), "request_id": rid}
+		desc := describeCode(e.Code)
+		if desc == "" {
+			desc = describe(e.Page, "en")
+		}
+		body := fiber.Map{"error": e.Code, "error_description": desc, "request_id": rid}
 		if e.Link != "" {
 			body["login_url"] = e.Link
 		}
 		if we := (*wechat.Error)(nil); errors.As(e.Err, &we) {
 			body["errcode"] = we.Code
 		}
-		if e.Status == http.StatusUnauthorized {
+		switch {
+		case e.Code == "invalid_token" || e.Code == "token_expired":
+			c.Set(fiber.HeaderWWWAuthenticate, `Bearer error="invalid_token", error_description="`+describeCode(e.Code)+`"`)
+		case e.Status == http.StatusUnauthorized:
 			c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="wxgate"`)
 		}
 		return c.JSON(body)
 	}
 	return s.renderMessage(c, e.Page, e.Link, rid)
+}
+
+// isTokenError reports whether err is a bearer token's verification
+// failure (as opposed to a store failure).
+func isTokenError(err error) bool {
+	return errors.Is(err, session.ErrInvalidToken) || errors.Is(err, session.ErrTokenExpired)
+}
+
+// describeCode is the error_description of API error codes.
+func describeCode(code string) string {
+	switch code {
+	case "token_expired":
+		return "the access token has expired; refresh it"
+	case "invalid_token":
+		return "the access token is invalid"
+	case "invalid_grant":
+		return "the refresh token is invalid, expired, revoked or already used; log in again"
+	case "invalid_request":
+		return "the request is malformed"
+	}
+	return ""
 }
 
 // storeError is the answer when the session store fails: 503, never a

@@ -100,18 +100,23 @@ func (s *Server) forward(c *fiber.Ctx) error {
 		setRoute(c, "invalid")
 		return &Error{Status: http.StatusBadRequest, Page: "bad_request", Code: "invalid_request", Err: err}
 	}
-	sess, err := s.currentSession(c)
+	who, authErr, err := s.currentCaller(c)
 	if err != nil {
 		return err
 	}
 	trusted := s.trustedPeer(c)
 	host := s.requestHost(c, trusted)
 	client := s.clientAddr(c, trusted)
-	d := s.engine.Decide(c.Method(), host, path, client, policyIdentity(sess))
+	d := s.engine.Decide(c.Method(), host, path, client, policyIdentity(who))
 	rule := d.Rule
 	setRoute(c, rule.Name)
 	switch d.Outcome {
 	case policies.NeedLogin, policies.NeedScope:
+		if authErr != nil {
+			// A client that sent a bad or expired bearer token gets the
+			// answer that tells it whether to refresh.
+			return authErr
+		}
 		return s.needLogin(c, rule, path, d.Outcome)
 	case policies.Forbidden:
 		return &Error{Status: http.StatusForbidden, Page: "forbidden", Code: "forbidden", JSON: rule.API}
@@ -124,16 +129,20 @@ func (s *Server) forward(c *fiber.Ctx) error {
 	req := c.Request()
 	sanitizeRequest(&req.Header, trusted)
 	if !rule.PassAuthorization {
-		// Bearer tokens are for wxgate (a later issue); upstreams get identity headers.
-		// Basic credentials meant for the upstream pass untouched.
+		// Bearer tokens are wxgate's; upstreams get identity headers and the
+		// signed assertion. Basic credentials meant for the upstream pass.
 		if auth := req.Header.Peek(fiber.HeaderAuthorization); len(auth) > 7 && strings.EqualFold(string(auth[:7]), "Bearer ") {
 			req.Header.Del(fiber.HeaderAuthorization)
 		}
 	}
 	req.Header.Set(fiber.HeaderXRequestID, requestID(c))
 	setForwarded(&req.Header, client.String(), connScheme(c, trusted), host, trusted)
-	if sess != nil {
-		setIdentity(&req.Header, sess, identityOptions{phone: rule.PassPhone, wechatToken: rule.PassWeChatToken})
+	if who != nil {
+		assertion, err := s.issuer.Assertion(who.holder, who.id, up.name)
+		if err != nil {
+			return err
+		}
+		setIdentity(&req.Header, who, assertion, identityOptions{phone: rule.PassPhone, wechatToken: rule.PassWeChatToken})
 	}
 	// Forward the path the policy matched, escaped once; the query as sent.
 	req.URI().SetPath((&url.URL{Path: path}).EscapedPath())
@@ -205,19 +214,6 @@ func (s *Server) currentSession(c *fiber.Ctx) (*session.Session, error) {
 	}
 	sess.ID = string([]byte(id)) // c.Cookies aliases fasthttp's buffer
 	return sess, nil
-}
-
-// policyIdentity is what policies needs to know of a session.
-func policyIdentity(s *session.Session) *policies.Identity {
-	if s == nil {
-		return nil
-	}
-	scope := policies.Base
-	switch s.Identity.Scope {
-	case "snsapi_userinfo", "snsapi_login", "app":
-		scope = policies.Userinfo
-	}
-	return &policies.Identity{OpenID: s.Identity.OpenID, UnionID: s.Identity.UnionID, Scope: scope}
 }
 
 // needLogin answers a request whose identity is missing (NeedLogin) or

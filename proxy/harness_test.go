@@ -22,8 +22,12 @@ import (
 )
 
 const (
-	oaID     = "wx00000000000000a1"
-	oaSecret = "integration-oa-secret"
+	oaID      = "wx00000000000000a1"
+	oaSecret  = "integration-oa-secret"
+	mpID      = "wx00000000000000c3"
+	mpSecret  = "integration-mp-secret"
+	appID     = "wx00000000000000d4"
+	appSecret = "integration-app-secret"
 	weChatUA = "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 Mobile Safari/537.36 MicroMessenger/8.0.49.2600 NetType/WIFI Language/zh_CN"
 )
 
@@ -46,7 +50,8 @@ type env struct {
 }
 
 // baseTOML is the test gateway's config; %s are the public URL, the
-// simulator URL (twice), the verify file, and the two upstream URLs.
+// simulator URL (twice), the verify file, the signing key file, and the two
+// upstream URLs.
 const baseTOML = `
 [server]
 listen = "127.0.0.1:0"
@@ -64,6 +69,17 @@ timeout = "2s"
 appid = "` + oaID + `"
 secret_env = "WXGATE_TEST_OA_SECRET"
 verify_file = "%s"
+
+[wechat.miniprogram]
+appid = "` + mpID + `"
+secret_env = "WXGATE_TEST_MP_SECRET"
+
+[wechat.app]
+appid = "` + appID + `"
+secret_env = "WXGATE_TEST_APP_SECRET"
+
+[tokens]
+signing_key_file = "%s"
 
 [[upstream]]
 name = "app"
@@ -115,6 +131,8 @@ action = "deny"
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	t.Setenv("WXGATE_TEST_OA_SECRET", oaSecret)
+	t.Setenv("WXGATE_TEST_MP_SECRET", mpSecret)
+	t.Setenv("WXGATE_TEST_APP_SECRET", appSecret)
 	e := &env{t: t}
 	e.upstream = httptest.NewServer(http.HandlerFunc(upstreamHandler))
 	t.Cleanup(e.upstream.Close)
@@ -137,10 +155,11 @@ func newEnv(t *testing.T) *env {
 	e.url = "http://" + ln.Addr().String()
 	e.adminURL = "http://" + admin.Addr().String()
 
-	e.sim = wechatsim.New(wechatsim.App{
-		AppID: oaID, Secret: oaSecret, Type: wechatsim.OfficialAccount,
-		OpenPlatformID: "open-1", Domain: "127.0.0.1",
-	})
+	e.sim = wechatsim.New(
+		wechatsim.App{AppID: oaID, Secret: oaSecret, Type: wechatsim.OfficialAccount, OpenPlatformID: "open-1", Domain: "127.0.0.1"},
+		wechatsim.App{AppID: mpID, Secret: mpSecret, Type: wechatsim.MiniProgram, OpenPlatformID: "open-1"},
+		wechatsim.App{AppID: appID, Secret: appSecret, Type: wechatsim.MobileApp, OpenPlatformID: "open-1"},
+	)
 	simSrv := httptest.NewServer(e.sim)
 	t.Cleanup(simSrv.Close)
 	e.simURL = simSrv.URL
@@ -151,7 +170,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "gateway.toml")
-	conf := fmt.Sprintf(baseTOML, e.url, simSrv.URL, simSrv.URL, verify, e.upstream.URL, slow.URL)
+	conf := fmt.Sprintf(baseTOML, e.url, simSrv.URL, simSrv.URL, verify, filepath.Join(dir, "signing.pem"), e.upstream.URL, slow.URL)
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -5,8 +5,6 @@ import (
 	"strings"
 
 	"github.com/valyala/fasthttp"
-
-	"github.com/wxgate/wxgate/session"
 )
 
 // cookieNames are wxgate's cookies. On https they take the __Host- prefix,
@@ -45,6 +43,7 @@ const (
 	hAvatar      = "X-WeChat-Avatar"
 	hPhone       = "X-WeChat-Phone"
 	hAccessToken = "X-WeChat-Access-Token"
+	hIdentity    = "X-WeChat-Identity"
 	hUser        = "X-Forwarded-User"
 )
 
@@ -155,9 +154,10 @@ type identityOptions struct {
 	phone, wechatToken bool
 }
 
-// setIdentity sets the identity headers of DESIGN.md for id.
-func setIdentity(h *fasthttp.RequestHeader, s *session.Session, opt identityOptions) {
-	id := &s.Identity
+// setIdentity sets the identity headers of DESIGN.md for a caller, with
+// its signed assertion.
+func setIdentity(h *fasthttp.RequestHeader, who *caller, assertion string, opt identityOptions) {
+	id := who.id
 	setIf(h, hOpenID, id.OpenID)
 	setIf(h, hUnionID, id.UnionID)
 	setIf(h, hAppID, id.AppID)
@@ -170,8 +170,9 @@ func setIdentity(h *fasthttp.RequestHeader, s *session.Session, opt identityOpti
 	if opt.phone {
 		setIf(h, hPhone, id.Phone)
 	}
-	if opt.wechatToken && s.Tokens != nil {
-		setIf(h, hAccessToken, s.Tokens.AccessToken.Reveal())
+	setIf(h, hIdentity, assertion)
+	if opt.wechatToken && who.tokens != nil {
+		setIf(h, hAccessToken, who.tokens.AccessToken.Reveal())
 	}
 }
 

@@ -173,13 +173,7 @@ func (s *Server) callback(c *fiber.Ctx) error {
 			id.UnionID = info.UnionID
 		}
 	}
-	now := time.Now()
-	tokens := &session.Tokens{
-		AccessToken:      tok.AccessToken,
-		ExpiresAt:        now.Add(time.Duration(tok.ExpiresIn) * time.Second),
-		RefreshToken:     tok.RefreshToken,
-		RefreshExpiresAt: now.Add(refreshTokenLife),
-	}
+	tokens := userTokens(tok)
 	// A login replaces whatever session the browser had (escalation, or a
 	// different user), under a new ID.
 	if old := c.Cookies(s.cookies.session); session.ValidID(old) {
@@ -198,6 +192,17 @@ func (s *Server) callback(c *fiber.Ctx) error {
 	s.metrics.Login("oa", "ok")
 	noStore(c)
 	return c.Redirect(p.ReturnURL, http.StatusFound)
+}
+
+// userTokens is what a session keeps of WeChat's user token.
+func userTokens(tok *wechat.UserToken) *session.Tokens {
+	now := time.Now()
+	return &session.Tokens{
+		AccessToken:      tok.AccessToken,
+		ExpiresAt:        now.Add(time.Duration(tok.ExpiresIn) * time.Second),
+		RefreshToken:     tok.RefreshToken,
+		RefreshExpiresAt: now.Add(refreshTokenLife),
+	}
 }
 
 // remembered continues to the return URL when state's callback already
@@ -278,14 +283,16 @@ func (s *Server) logout(c *fiber.Ctx) error {
 
 // userinfo answers the current identity as JSON: GET /_wxgate/userinfo.
 func (s *Server) userinfo(c *fiber.Ctx) error {
-	sess, err := s.currentSession(c)
-	if err != nil {
+	who, authErr, err := s.currentCaller(c)
+	switch {
+	case err != nil:
 		return err
-	}
-	if sess == nil {
+	case authErr != nil:
+		return authErr
+	case who == nil:
 		return &Error{Status: http.StatusUnauthorized, Page: "login_required", Code: "login_required", JSON: true, Link: s.prefix + "/start"}
 	}
-	id := sess.Identity
+	id := who.id
 	noStore(c)
 	return c.JSON(fiber.Map{
 		"openid": id.OpenID, "unionid": id.UnionID, "appid": id.AppID, "scope": id.Scope,

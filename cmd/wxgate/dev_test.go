@@ -38,6 +38,7 @@ func TestDev(t *testing.T) {
 		"WXGATE_SERVER_PUBLIC_URL="+public,
 		"WXGATE_SERVER_ADMIN_LISTEN=127.0.0.1:0",
 		"WXGATE_SERVER_LOG_LEVEL=warn",
+		"WXGATE_TOKENS_SIGNING_KEY_FILE="+filepath.Join(t.TempDir(), "signing.pem"),
 	)
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
