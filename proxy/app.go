@@ -67,6 +67,9 @@ type Options struct {
 	// Keys signs tokens. Nil means load (or create) [tokens]
 	// signing_key_file.
 	Keys *session.KeySet
+	// Now is the clock of sessions and tokens; tests move it. Nil means
+	// time.Now.
+	Now func() time.Time
 }
 
 // New builds a gateway from a validated cfg (Config.Validate).
@@ -135,6 +138,9 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		}
 	}
 	s.issuer = session.NewIssuer(store, keys, strings.TrimSuffix(public.String(), "/"), cfg.Tokens)
+	if opts.Now != nil {
+		s.issuer.Now, s.sessions.Now = opts.Now, opts.Now
+	}
 	for _, p := range cfg.Server.TrustedProxies {
 		pfx, err := parsePrefix(p)
 		if err != nil {

@@ -96,6 +96,11 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	}
 	// Whatever an upstream had started to send is dropped.
 	c.Response().Reset()
+	if c.Request().IsBodyStream() {
+		// A body nobody finished reading would be parsed as the next
+		// request on this connection.
+		c.Context().SetConnectionClose()
+	}
 	noStore(c)
 	c.Set(fiber.HeaderXRequestID, rid)
 	c.Status(e.Status)

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,7 +48,16 @@ type env struct {
 	url      string // the gateway's public URL
 	adminURL string
 	upstream *httptest.Server
+	keyFile  string
+	// offset is added to real time to give the gateway's clock.
+	offset atomic.Int64
 }
+
+// clock is the gateway's clock: real time plus what advance added.
+func (e *env) clock() time.Time { return time.Now().Add(time.Duration(e.offset.Load())) }
+
+// advance moves the gateway's clock forward.
+func (e *env) advance(d time.Duration) { e.offset.Add(int64(d)) }
 
 // baseTOML is the test gateway's config; %s are the public URL, the
 // simulator URL (twice), the verify file, the signing key file, and the two
@@ -80,6 +90,7 @@ secret_env = "WXGATE_TEST_APP_SECRET"
 
 [tokens]
 signing_key_file = "%s"
+reuse_grace = "%s"
 
 [[upstream]]
 name = "app"
@@ -123,13 +134,29 @@ action = "public"
 upstream = "slow"
 
 [[route]]
+name = "phone"
+path = "/phone/**"
+api = true
+pass_phone = true
+
+[[route]]
 name = "denied"
 path = "/denied/**"
 action = "deny"
 `
 
-func newEnv(t *testing.T) *env {
+// envOptions change newEnv's gateway.
+type envOptions struct {
+	reuseGrace string // [tokens] reuse_grace; default "2s"
+}
+
+func newEnv(t *testing.T) *env { return newEnvOpts(t, envOptions{}) }
+
+func newEnvOpts(t *testing.T, o envOptions) *env {
 	t.Helper()
+	if o.reuseGrace == "" {
+		o.reuseGrace = "2s"
+	}
 	t.Setenv("WXGATE_TEST_OA_SECRET", oaSecret)
 	t.Setenv("WXGATE_TEST_MP_SECRET", mpSecret)
 	t.Setenv("WXGATE_TEST_APP_SECRET", appSecret)
@@ -169,8 +196,9 @@ func newEnv(t *testing.T) *env {
 	if err := os.WriteFile(verify, []byte("test123"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	e.keyFile = filepath.Join(dir, "signing.pem")
 	path := filepath.Join(dir, "gateway.toml")
-	conf := fmt.Sprintf(baseTOML, e.url, simSrv.URL, simSrv.URL, verify, filepath.Join(dir, "signing.pem"), e.upstream.URL, slow.URL)
+	conf := fmt.Sprintf(baseTOML, e.url, simSrv.URL, simSrv.URL, verify, e.keyFile, o.reuseGrace, e.upstream.URL, slow.URL)
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +210,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e.gw, err = proxy.New(cfg, proxy.Options{Logger: log})
+	e.gw, err = proxy.New(cfg, proxy.Options{Logger: log, Now: e.clock})
 	if err != nil {
 		t.Fatal(err)
 	}
