@@ -29,7 +29,7 @@ const (
 	mpSecret  = "integration-mp-secret"
 	appID     = "wx00000000000000d4"
 	appSecret = "integration-app-secret"
-	weChatUA = "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 Mobile Safari/537.36 MicroMessenger/8.0.49.2600 NetType/WIFI Language/zh_CN"
+	weChatUA  = "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 Mobile Safari/537.36 MicroMessenger/8.0.49.2600 NetType/WIFI Language/zh_CN"
 )
 
 // echo is what the test upstream answers: exactly what it received.
