@@ -41,7 +41,7 @@ type echo struct {
 
 // env is one gateway, one simulator and one upstream on real sockets.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	sim      *wechatsim.Server
 	simURL   string
 	gw       *proxy.Server
@@ -150,9 +150,9 @@ type envOptions struct {
 	reuseGrace string // [tokens] reuse_grace; default "2s"
 }
 
-func newEnv(t *testing.T) *env { return newEnvOpts(t, envOptions{}) }
+func newEnv(t testing.TB) *env { return newEnvOpts(t, envOptions{}) }
 
-func newEnvOpts(t *testing.T, o envOptions) *env {
+func newEnvOpts(t testing.TB, o envOptions) *env {
 	t.Helper()
 	if o.reuseGrace == "" {
 		o.reuseGrace = "2s"

@@ -98,6 +98,11 @@ type Issuer struct {
 	cfg      TokenConfig
 	assert   *cache.Cache // signed identity assertions by session and audience
 	assertTT time.Duration
+	// verified remembers access tokens whose signature and claims checked
+	// out, by the exact token string, until their exp: verifying ES256 on
+	// every request would dominate the bearer hot path. The family is still
+	// read on every request, so revocation takes effect at once.
+	verified *cache.Cache
 	// Now is the clock; tests replace it. Default: time.Now.
 	Now func() time.Time
 }
@@ -108,6 +113,7 @@ func NewIssuer(store Store, keys *KeySet, issuer string, cfg TokenConfig) *Issue
 	return &Issuer{
 		store: store, keys: keys, issuer: issuer, cfg: cfg,
 		assert:   cache.New(AssertionTTL, time.Minute),
+		verified: cache.New(time.Minute, time.Minute),
 		assertTT: AssertionTTL,
 		Now:      time.Now,
 	}
@@ -267,13 +273,9 @@ func (is *Issuer) saveFamily(ctx context.Context, f *Family) error {
 // Authenticate verifies an access token and returns its live family. A
 // token whose family was revoked stops working here, before its exp.
 func (is *Issuer) Authenticate(ctx context.Context, access string) (*Family, error) {
-	t, err := is.keys.Verify(access, is.issuer, is.issuer, is.Now)
+	sid, err := is.verify(access)
 	if err != nil {
 		return nil, err
-	}
-	sid, _ := t.PrivateClaims()["sid"].(string)
-	if sid == "" {
-		return nil, fmt.Errorf("%w: no sid", ErrInvalidToken)
 	}
 	f, err := is.Family(ctx, sid)
 	if errors.Is(err, ErrNotFound) {
@@ -285,6 +287,37 @@ func (is *Issuer) Authenticate(ctx context.Context, access string) (*Family, err
 		return nil, fmt.Errorf("%w: family revoked", ErrInvalidToken)
 	}
 	return f, nil
+}
+
+// verifiedToken is what the verification cache keeps of an access token.
+type verifiedToken struct {
+	sid string
+	exp time.Time
+}
+
+// verify checks an access token (or finds it already checked) and returns
+// its family ID.
+func (is *Issuer) verify(access string) (string, error) {
+	now := is.Now()
+	if v, ok := is.verified.Get(access); ok {
+		vt := v.(*verifiedToken)
+		if now.Before(vt.exp.Add(leeway)) {
+			return vt.sid, nil
+		}
+		is.verified.Delete(access)
+	}
+	t, err := is.keys.Verify(access, is.issuer, is.issuer, is.Now)
+	if err != nil {
+		return "", err
+	}
+	sid, _ := t.PrivateClaims()["sid"].(string)
+	if sid == "" {
+		return "", fmt.Errorf("%w: no sid", ErrInvalidToken)
+	}
+	// Kept at most until exp (checked above against the issuer's clock) and
+	// never longer than the access TTL in real time.
+	is.verified.Set(access, &verifiedToken{sid: sid, exp: t.Expiration()}, min(t.Expiration().Sub(now)+leeway, is.cfg.AccessTTL))
+	return sid, nil
 }
 
 func (is *Issuer) pair(f *Family, refresh string) (*Pair, error) {

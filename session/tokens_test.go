@@ -20,7 +20,7 @@ import (
 
 const iss = "https://app.example.com"
 
-func newIssuer(t *testing.T, alg string) (*Issuer, *time.Time) {
+func newIssuer(t testing.TB, alg string) (*Issuer, *time.Time) {
 	t.Helper()
 	pemKey, err := GenerateKey(alg)
 	if err != nil {
