@@ -4,6 +4,7 @@
 //	wxgate dev      [--config gateway.toml] gateway + WeChat simulator + demo upstream
 //	wxgate simulate --listen ADDR --config gateway.toml   the simulator alone
 //	wxgate check    --config gateway.toml [--explain "GET https://host/path"]
+//	wxgate keygen   [--alg ES256|RS256|EdDSA] [--out FILE]
 //	wxgate version
 package main
 
@@ -34,6 +35,7 @@ commands:
   dev       run gateway, WeChat simulator and demo upstream together
   simulate  run the WeChat simulator alone (--listen ADDR --config FILE)
   check     validate a config (--config FILE [--explain "GET https://host/path"])
+  keygen    write a new token signing key (--alg ES256|RS256|EdDSA, --out FILE)
   version   print the version
 `
 
@@ -56,6 +58,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return simulate(rest, stdout, stderr)
 	case "check":
 		return check(rest, stdout, stderr)
+	case "keygen":
+		return keygen(rest, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "wxgate", version)
 		return 0

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/wxgate/wxgate/session"
 )
 
 // good is a minimal valid config.
@@ -147,5 +149,29 @@ func TestShippedConfig(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := run([]string{"check", "--config", "../../gateway.toml"}, &out, &errb); code != 0 {
 		t.Fatalf("shipped gateway.toml: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+}
+
+func TestKeygen(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"keygen"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "-----BEGIN PRIVATE KEY-----") {
+		t.Fatalf("keygen: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	path := filepath.Join(t.TempDir(), "keys.pem")
+	for _, alg := range []string{"ES256", "EdDSA", "RS256"} {
+		if code := run([]string{"keygen", "--alg", alg, "--out", path}, &out, &errb); code != 0 {
+			t.Fatalf("keygen --alg %s: exit %d: %s", alg, code, errb.String())
+		}
+	}
+	b, _ := os.ReadFile(path)
+	ks, err := session.ParseKeys(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ks.Algorithm() != "ES256" || strings.Count(string(ks.JWKS()), `"kid"`) != 3 {
+		t.Errorf("after three keygens: signer %s, JWKS %s", ks.Algorithm(), ks.JWKS())
+	}
+	if code := run([]string{"keygen", "--alg", "HS256"}, &out, &errb); code != 2 {
+		t.Errorf("keygen --alg HS256: exit %d, want 2", code)
 	}
 }
