@@ -125,8 +125,40 @@ func TestDev(t *testing.T) {
 		t.Errorf("demo upstream nickname = %q, want %q", nick, alice.Nickname)
 	}
 
+	// A mini program logs in with a wx.login code and calls the API.
+	mp := "wxd0c5a1e0000000c3" // the shipped gateway.toml's mini program
+	resp, err = http.Post(simURL+"/_sim/code", "application/json", strings.NewReader(`{"appid":"`+mp+`","user":"alice"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var code struct{ Code string }
+	_ = json.NewDecoder(resp.Body).Decode(&code)
+	resp.Body.Close()
+	resp, err = http.Post(public+"/_wxgate/miniprogram/login", "application/json", strings.NewReader(`{"code":"`+code.Code+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pair struct{ AccessToken, OpenID string }
+	var raw map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&raw)
+	resp.Body.Close()
+	pair.AccessToken, _ = raw["access_token"].(string)
+	pair.OpenID, _ = raw["openid"].(string)
+	req, _ := http.NewRequest("GET", public+"/api/me", nil)
+	req.Header.Set("Authorization", "Bearer "+pair.AccessToken)
+	req.Header.Set("Accept", "application/json")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&seen)
+	resp.Body.Close()
+	if pair.OpenID == "" || seen.Headers["X-Wechat-Openid"] != pair.OpenID || seen.Headers["X-Wechat-Identity"] == "" {
+		t.Errorf("mini-program API call: openid %q, upstream saw %v", pair.OpenID, seen.Headers)
+	}
+
 	// A desktop browser gets the open-in-WeChat page with the dev link.
-	req, _ := http.NewRequest("GET", public+"/_wxgate/start?rd=/", nil)
+	req, _ = http.NewRequest("GET", public+"/_wxgate/start?rd=/", nil)
 	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
