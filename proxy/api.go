@@ -52,22 +52,25 @@ func readJSON(c *fiber.Ctx, v any) error {
 	return nil
 }
 
-type codeRequest struct {
-	Code string `json:"code"`
-}
-
-func (r *codeRequest) validate() error {
-	// WeChat codes are short printable tokens (32 alphanumerics, 64 hex for
-	// phone codes); anything else is refused before it reaches WeChat.
-	if r.Code == "" || len(r.Code) > 128 {
-		return badRequest("code: required, at most 128 characters")
+// readCode reads a {"code"} body. WeChat codes are short printable tokens
+// (32 alphanumerics, 64 hex for phone codes); anything else is refused
+// before it reaches WeChat.
+func readCode(c *fiber.Ctx) (string, error) {
+	var req struct {
+		Code string `json:"code"`
 	}
-	for i := 0; i < len(r.Code); i++ {
-		if c := r.Code[i]; c <= ' ' || c >= 0x7f {
-			return badRequest("code: printable ASCII only")
+	if err := readJSON(c, &req); err != nil {
+		return "", err
+	}
+	if req.Code == "" || len(req.Code) > 128 {
+		return "", badRequest("code: required, at most 128 characters")
+	}
+	for i := 0; i < len(req.Code); i++ {
+		if b := req.Code[i]; b <= ' ' || b >= 0x7f {
+			return "", badRequest("code: printable ASCII only")
 		}
 	}
-	return nil
+	return req.Code, nil
 }
 
 func (s *Server) jwks(c *fiber.Ctx) error {
@@ -91,15 +94,12 @@ func (s *Server) miniprogramLogin(c *fiber.Ctx) error {
 	if s.mp.AppID == "" {
 		return notConfigured("wechat.miniprogram")
 	}
-	var req codeRequest
-	if err := readJSON(c, &req); err != nil {
-		return err
-	}
-	if err := req.validate(); err != nil {
+	code, err := readCode(c)
+	if err != nil {
 		return err
 	}
 	ctx := c.UserContext()
-	ws, err := s.wechat.Code2Session(ctx, s.mp, req.Code)
+	ws, err := s.wechat.Code2Session(ctx, s.mp, code)
 	if err != nil {
 		s.metrics.Login("miniprogram", loginResult(err))
 		return apiWeChatError(err)
@@ -122,15 +122,12 @@ func (s *Server) appLogin(c *fiber.Ctx) error {
 	if s.mobile.AppID == "" {
 		return notConfigured("wechat.app")
 	}
-	var req codeRequest
-	if err := readJSON(c, &req); err != nil {
-		return err
-	}
-	if err := req.validate(); err != nil {
+	code, err := readCode(c)
+	if err != nil {
 		return err
 	}
 	ctx := c.UserContext()
-	tok, err := s.wechat.ExchangeCode(ctx, s.mobile, req.Code)
+	tok, err := s.wechat.ExchangeCode(ctx, s.mobile, code)
 	if err != nil {
 		s.metrics.Login("app", loginResult(err))
 		return apiWeChatError(err)
@@ -244,15 +241,12 @@ func (s *Server) miniprogramPhone(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	var req codeRequest
-	if err := readJSON(c, &req); err != nil {
-		return err
-	}
-	if err := req.validate(); err != nil {
+	code, err := readCode(c)
+	if err != nil {
 		return err
 	}
 	ctx := c.UserContext()
-	info, err := s.phoneNumber(c, req.Code)
+	info, err := s.phoneNumber(c, code)
 	if err != nil {
 		return apiWeChatError(err)
 	}

@@ -323,18 +323,8 @@ func (is *Issuer) verify(access string) (string, error) {
 func (is *Issuer) pair(f *Family, refresh string) (*Pair, error) {
 	now := is.Now()
 	id := &f.Identity
-	t, err := jwt.NewBuilder().
-		Issuer(is.issuer).
-		Audience([]string{is.issuer}).
-		Subject(id.User()).
-		IssuedAt(now).
+	t, err := identityClaims(id, is.issuer, is.issuer, now, now.Add(is.cfg.AccessTTL)).
 		NotBefore(now).
-		Expiration(now.Add(is.cfg.AccessTTL)).
-		JwtID(NewID()).
-		Claim("openid", id.OpenID).
-		Claim("unionid", id.UnionID).
-		Claim("appid", id.AppID).
-		Claim("scope", id.Scope).
 		Claim("sid", f.ID).
 		Build()
 	if err != nil {
@@ -349,6 +339,22 @@ func (is *Issuer) pair(f *Family, refresh string) (*Pair, error) {
 		RefreshToken: refresh, RefreshExpiresIn: int(is.cfg.RefreshTTL / time.Second),
 		OpenID: id.OpenID, UnionID: id.UnionID,
 	}, nil
+}
+
+// identityClaims starts a JWT with the claims access tokens and identity
+// assertions share.
+func identityClaims(id *Identity, issuer, audience string, iat, exp time.Time) *jwt.Builder {
+	return jwt.NewBuilder().
+		Issuer(issuer).
+		Audience([]string{audience}).
+		Subject(id.User()).
+		IssuedAt(iat).
+		Expiration(exp).
+		JwtID(NewID()).
+		Claim("openid", id.OpenID).
+		Claim("unionid", id.UnionID).
+		Claim("appid", id.AppID).
+		Claim("scope", id.Scope)
 }
 
 // SaveSessionKey keeps a mini-program user's session_key on the server. A
@@ -393,18 +399,7 @@ func (is *Issuer) Assertion(holder string, id *Identity, audience string) (strin
 		}
 	}
 	exp := now.Add(is.assertTT)
-	t, err := jwt.NewBuilder().
-		Issuer(is.issuer).
-		Audience([]string{audience}).
-		Subject(id.User()).
-		IssuedAt(now).
-		Expiration(exp).
-		JwtID(NewID()).
-		Claim("openid", id.OpenID).
-		Claim("unionid", id.UnionID).
-		Claim("appid", id.AppID).
-		Claim("scope", id.Scope).
-		Build()
+	t, err := identityClaims(id, is.issuer, audience, now, exp).Build()
 	if err != nil {
 		return "", err
 	}
