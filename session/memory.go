@@ -2,7 +2,13 @@ package session
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/patrickmn/go-cache"
@@ -10,9 +16,12 @@ import (
 
 // Memory is a Store in process memory (go-cache). Values are copied in and
 // out, so callers may reuse their buffers. It suits one replica; several
-// replicas need a shared store.
+// replicas need Redis. SaveSnapshot and LoadSnapshot carry it across a
+// restart.
 type Memory struct {
 	c *cache.Cache
+	// sets serializes the read-modify-write of set members.
+	sets sync.Mutex
 }
 
 // NewMemory returns an empty memory store whose janitor drops expired
@@ -61,6 +70,56 @@ func (m *Memory) Delete(_ context.Context, key string) error {
 	return nil
 }
 
+// AddMember implements Store. The set's expiry only ever grows.
+func (m *Memory) AddMember(_ context.Context, key, member string, ttl time.Duration) error {
+	m.sets.Lock()
+	defer m.sets.Unlock()
+	members, exp := m.members(key)
+	if !slices.Contains(members, member) {
+		members = append(members, member)
+	}
+	if until := time.Now().Add(ttl); until.After(exp) {
+		exp = until
+	}
+	b, _ := json.Marshal(members)
+	m.c.Set(key, b, time.Until(exp))
+	return nil
+}
+
+// Members implements Store.
+func (m *Memory) Members(_ context.Context, key string) ([]string, error) {
+	m.sets.Lock()
+	defer m.sets.Unlock()
+	members, _ := m.members(key)
+	return members, nil
+}
+
+// RemoveMember implements Store.
+func (m *Memory) RemoveMember(_ context.Context, key, member string) error {
+	m.sets.Lock()
+	defer m.sets.Unlock()
+	members, exp := m.members(key)
+	members = slices.DeleteFunc(members, func(s string) bool { return s == member })
+	if len(members) == 0 {
+		m.c.Delete(key)
+		return nil
+	}
+	b, _ := json.Marshal(members)
+	m.c.Set(key, b, time.Until(exp))
+	return nil
+}
+
+// members decodes a set and its expiry. Callers hold m.sets.
+func (m *Memory) members(key string) ([]string, time.Time) {
+	v, exp, ok := m.c.GetWithExpiration(key)
+	if !ok {
+		return nil, time.Time{}
+	}
+	var members []string
+	_ = json.Unmarshal(v.([]byte), &members)
+	return members, exp
+}
+
 // Count returns how many unexpired keys start with prefix.
 func (m *Memory) Count(prefix string) int {
 	n := 0
@@ -70,4 +129,72 @@ func (m *Memory) Count(prefix string) int {
 		}
 	}
 	return n
+}
+
+// snapshotEntry is one stored value in a snapshot file.
+type snapshotEntry struct {
+	Value   []byte    `json:"v"`
+	Expires time.Time `json:"e"`
+}
+
+// SaveSnapshot writes every unexpired entry to path (mode 0600; written to
+// a temporary file and renamed, so a crash leaves the old snapshot whole).
+// The file holds session tokens: keep it as private as the store.
+func (m *Memory) SaveSnapshot(path string) (int, error) {
+	items := m.c.Items()
+	out := make(map[string]snapshotEntry, len(items))
+	for k, it := range items {
+		b, ok := it.Object.([]byte)
+		if !ok || it.Expiration == 0 {
+			continue
+		}
+		out[k] = snapshotEntry{Value: b, Expires: time.Unix(0, it.Expiration)}
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return 0, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return 0, fmt.Errorf("writing snapshot: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".snapshot-*")
+	if err != nil {
+		return 0, fmt.Errorf("writing snapshot: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return 0, fmt.Errorf("writing snapshot: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return 0, fmt.Errorf("writing snapshot: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return 0, fmt.Errorf("writing snapshot: %w", err)
+	}
+	return len(out), nil
+}
+
+// LoadSnapshot reads a snapshot written by SaveSnapshot, dropping entries
+// that expired meanwhile. A missing file loads nothing and is not an error.
+func (m *Memory) LoadSnapshot(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading snapshot: %w", err)
+	}
+	var in map[string]snapshotEntry
+	if err := json.Unmarshal(b, &in); err != nil {
+		return 0, fmt.Errorf("reading snapshot %s: %w", path, err)
+	}
+	n := 0
+	for k, e := range in {
+		if ttl := time.Until(e.Expires); ttl > 0 {
+			m.c.Set(k, e.Value, ttl)
+			n++
+		}
+	}
+	return n, nil
 }

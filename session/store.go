@@ -10,6 +10,10 @@ import (
 // deleted, or expired).
 var ErrNotFound = errors.New("session: not found")
 
+// ErrUnavailable wraps every failure to reach a store (timeouts, a Redis
+// that is down). It means "try again", never "logged out".
+var ErrUnavailable = errors.New("session: store unavailable")
+
 // Store holds opaque values by key with a time to live. Keys are chosen by
 // the Manager and are never raw session IDs. Implementations must be safe for
 // concurrent use. The memory store is the first implementation; Redis, for
@@ -25,4 +29,12 @@ type Store interface {
 	SetNX(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error)
 	// Delete removes key; deleting an absent key is not an error.
 	Delete(ctx context.Context, key string) error
+
+	// AddMember adds member to the set at key and keeps the set at least
+	// ttl. Sets index sessions by user, for revoking them all.
+	AddMember(ctx context.Context, key, member string, ttl time.Duration) error
+	// Members returns the members of the set at key (none if absent).
+	Members(ctx context.Context, key string) ([]string, error)
+	// RemoveMember removes member from the set at key.
+	RemoveMember(ctx context.Context, key, member string) error
 }

@@ -1,12 +1,16 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/wxgate/wxgate/internal/redistest"
 )
 
 // testStore is the conformance suite every Store runs.
@@ -59,6 +63,25 @@ func testStore(t *testing.T, s Store) {
 			t.Errorf("a zero ttl kept the value: err = %v", err)
 		}
 	})
+	t.Run("sets", func(t *testing.T) {
+		for _, m := range []string{"a", "b", "a"} {
+			if err := s.AddMember(ctx, "set", m, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := s.Members(ctx, "set")
+		slices.Sort(got)
+		if err != nil || !slices.Equal(got, []string{"a", "b"}) {
+			t.Errorf("Members = %v, %v; want [a b]", got, err)
+		}
+		_ = s.RemoveMember(ctx, "set", "a")
+		if got, _ := s.Members(ctx, "set"); !slices.Equal(got, []string{"b"}) {
+			t.Errorf("after RemoveMember: %v", got)
+		}
+		if got, err := s.Members(ctx, "absent"); err != nil || len(got) != 0 {
+			t.Errorf("Members(absent) = %v, %v", got, err)
+		}
+	})
 	t.Run("setnx once", func(t *testing.T) {
 		var wins atomic.Int32
 		var wg sync.WaitGroup
@@ -83,3 +106,90 @@ func testStore(t *testing.T, s Store) {
 }
 
 func TestMemoryStore(t *testing.T) { testStore(t, NewMemory(10*time.Millisecond)) }
+
+func TestRedisStore(t *testing.T) {
+	srv := redistest.Start(t)
+	key := make([]byte, 32)
+	r, err := NewRedis(RedisConfig{Addrs: []string{srv.Addr}, KeyPrefix: "test:" + t.Name() + ":"}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	testStore(t, r)
+
+	ctx := context.Background()
+	t.Run("sealed at rest", func(t *testing.T) {
+		if err := r.Set(ctx, "secret", []byte("session-token-value"), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		raw, err := r.c.Get(ctx, r.prefix+"secret").Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(raw, []byte("session-token-value")) {
+			t.Error("the value is readable in Redis")
+		}
+		// A value moved under another key does not open.
+		if err := r.c.Set(ctx, r.prefix+"moved", raw, time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Get(ctx, "moved"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Get(moved value) = %v, want ErrNotFound", err)
+		}
+		// Another encryption key opens nothing.
+		other, _ := NewRedis(RedisConfig{Addrs: []string{srv.Addr}, KeyPrefix: r.prefix}, bytes.Repeat([]byte{1}, 32))
+		defer other.Close()
+		if _, err := other.Get(ctx, "secret"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Get with another key = %v, want ErrNotFound", err)
+		}
+	})
+	t.Run("down is unavailable, back is back", func(t *testing.T) {
+		if err := r.Set(ctx, "kept", []byte("v"), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		srv.Stop()
+		if _, err := r.Get(ctx, "kept"); !errors.Is(err, ErrUnavailable) {
+			t.Errorf("Get with Redis down = %v, want ErrUnavailable", err)
+		}
+		if err := r.Ping(ctx); !errors.Is(err, ErrUnavailable) {
+			t.Errorf("Ping with Redis down = %v", err)
+		}
+		srv.Restart()
+		if v, err := r.Get(ctx, "kept"); err != nil || string(v) != "v" {
+			t.Errorf("Get after restart = %q, %v", v, err)
+		}
+	})
+}
+
+func TestSnapshot(t *testing.T) {
+	ctx := context.Background()
+	m := NewMemory(0)
+	_ = m.Set(ctx, "long", []byte("kept"), time.Hour)
+	_ = m.Set(ctx, "short", []byte("gone"), 20*time.Millisecond)
+	_ = m.AddMember(ctx, "set", "x", time.Hour)
+	path := t.TempDir() + "/sub/snapshot.json"
+	if n, err := m.SaveSnapshot(path); err != nil || n != 3 {
+		t.Fatalf("SaveSnapshot = %d, %v", n, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := m.Get(ctx, "short"); errors.Is(err, ErrNotFound) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	m2 := NewMemory(0)
+	n, err := m2.LoadSnapshot(path)
+	if err != nil || n != 2 {
+		t.Fatalf("LoadSnapshot = %d, %v; want the 2 unexpired entries", n, err)
+	}
+	if v, err := m2.Get(ctx, "long"); err != nil || string(v) != "kept" {
+		t.Errorf("after load: %q %v", v, err)
+	}
+	if got, _ := m2.Members(ctx, "set"); len(got) != 1 {
+		t.Errorf("set after load: %v", got)
+	}
+	if n, err := NewMemory(0).LoadSnapshot(t.TempDir() + "/missing"); n != 0 || err != nil {
+		t.Errorf("missing snapshot: %d %v", n, err)
+	}
+}

@@ -1,0 +1,250 @@
+package session
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisConfig is the [session.redis] section.
+type RedisConfig struct {
+	// Addrs are host:port pairs: one for a standalone server, several for a
+	// Cluster, or the Sentinels when MasterName is set. Default:
+	// ["127.0.0.1:6379"].
+	Addrs []string `toml:"addrs"`
+	// MasterName selects Sentinel mode with that master.
+	MasterName string `toml:"master_name"`
+	// Username for Redis ACLs. Optional.
+	Username string `toml:"username"`
+	// PasswordEnv or PasswordFile hold the password. Optional.
+	PasswordEnv  string `toml:"password_env"`
+	PasswordFile string `toml:"password_file"`
+	// DB is the database number (standalone and Sentinel). Default: 0.
+	DB int `toml:"db"`
+	// TLS connects with TLS; TLSServerName overrides the name checked.
+	TLS           bool   `toml:"tls"`
+	TLSServerName string `toml:"tls_server_name"`
+	// Timeout bounds every call. Default: 500ms.
+	Timeout time.Duration `toml:"timeout"`
+	// KeyPrefix starts every key, so several gateways can share a Redis.
+	// Default: "wxgate:".
+	KeyPrefix string `toml:"key_prefix"`
+}
+
+// SetDefaults fills zero fields with their defaults.
+func (c *RedisConfig) SetDefaults() {
+	if len(c.Addrs) == 0 {
+		c.Addrs = []string{"127.0.0.1:6379"}
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 500 * time.Millisecond
+	}
+	if c.KeyPrefix == "" {
+		c.KeyPrefix = "wxgate:"
+	}
+}
+
+func (c *RedisConfig) password() (string, error) {
+	switch {
+	case c.PasswordEnv != "":
+		v := os.Getenv(c.PasswordEnv)
+		if v == "" {
+			return "", fmt.Errorf("password_env: environment variable %s is empty or unset", c.PasswordEnv)
+		}
+		return v, nil
+	case c.PasswordFile != "":
+		b, err := os.ReadFile(c.PasswordFile)
+		if err != nil {
+			return "", fmt.Errorf("password_file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return "", nil
+}
+
+// Redis is a Store in Redis, for many replicas. Every value is sealed with
+// AES-256-GCM under a key from the config, with the Redis key as additional
+// data, so a dump of Redis alone gives nothing usable and values cannot be
+// moved between keys. Every call has a timeout; failures wrap
+// ErrUnavailable.
+type Redis struct {
+	c       redis.UniversalClient
+	prefix  string
+	timeout time.Duration
+	aead    cipher.AEAD
+}
+
+// NewRedis connects (lazily) to Redis. key is the 32-byte encryption key.
+func NewRedis(cfg RedisConfig, key []byte) (*Redis, error) {
+	cfg.SetDefaults()
+	if len(key) != 32 {
+		return nil, errors.New("session: the Redis encryption key must be 32 bytes")
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	pw, err := cfg.password()
+	if err != nil {
+		return nil, fmt.Errorf("session.redis.%w", err)
+	}
+	opts := &redis.UniversalOptions{
+		Addrs:        cfg.Addrs,
+		MasterName:   cfg.MasterName,
+		Username:     cfg.Username,
+		Password:     pw,
+		DB:           cfg.DB,
+		DialTimeout:  cfg.Timeout,
+		ReadTimeout:  cfg.Timeout,
+		WriteTimeout: cfg.Timeout,
+		// One quick retry covers a dropped pooled connection; more would
+		// turn an outage into slow answers.
+		MaxRetries: 1,
+	}
+	if cfg.TLS {
+		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.TLSServerName}
+	}
+	return &Redis{c: redis.NewUniversalClient(opts), prefix: cfg.KeyPrefix, timeout: cfg.Timeout, aead: aead}, nil
+}
+
+// ParseEncryptionKey decodes a base64 (standard or URL) 32-byte key.
+func ParseEncryptionKey(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil && len(b) == 32 {
+			return b, nil
+		}
+	}
+	return nil, errors.New("not base64 of 32 bytes (make one with: head -c32 /dev/urandom | base64)")
+}
+
+// Close closes the connections.
+func (r *Redis) Close() error { return r.c.Close() }
+
+// Ping reports whether Redis answers.
+func (r *Redis) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	return r.wrap("ping", r.c.Ping(ctx).Err())
+}
+
+func (r *Redis) wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: redis %s: %w", ErrUnavailable, op, err)
+}
+
+func (r *Redis) seal(key string, v []byte) []byte {
+	nonce := make([]byte, r.aead.NonceSize(), r.aead.NonceSize()+len(v)+r.aead.Overhead())
+	if _, err := rand.Read(nonce); err != nil {
+		panic(err)
+	}
+	return r.aead.Seal(nonce, nonce, v, []byte(key))
+}
+
+func (r *Redis) open(key string, b []byte) ([]byte, error) {
+	n := r.aead.NonceSize()
+	if len(b) < n {
+		return nil, fmt.Errorf("session: value at %s is not sealed", key)
+	}
+	v, err := r.aead.Open(nil, b[:n], b[n:], []byte(key))
+	if err != nil {
+		// A value sealed under another key (a rotated or wrong
+		// encryption_key) is as good as absent.
+		return nil, fmt.Errorf("%w: cannot open value at %s", ErrNotFound, key)
+	}
+	return v, nil
+}
+
+// Get implements Store.
+func (r *Redis) Get(ctx context.Context, key string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	k := r.prefix + key
+	b, err := r.c.Get(ctx, k).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, r.wrap("get", err)
+	}
+	return r.open(k, b)
+}
+
+// Set implements Store.
+func (r *Redis) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	if ttl <= 0 {
+		return r.Delete(ctx, key)
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	k := r.prefix + key
+	return r.wrap("set", r.c.Set(ctx, k, r.seal(k, value), ttl).Err())
+}
+
+// SetNX implements Store.
+func (r *Redis) SetNX(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	if ttl <= 0 {
+		return false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	k := r.prefix + key
+	ok, err := r.c.SetNX(ctx, k, r.seal(k, value), ttl).Result()
+	return ok, r.wrap("setnx", err)
+}
+
+// Delete implements Store.
+func (r *Redis) Delete(ctx context.Context, key string) error {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	return r.wrap("del", r.c.Del(ctx, r.prefix+key).Err())
+}
+
+// AddMember implements Store. Members are hashes and IDs, not secrets, and
+// are stored as they are.
+func (r *Redis) AddMember(ctx context.Context, key, member string, ttl time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	k := r.prefix + key
+	_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.SAdd(ctx, k, member)
+		// Only ever lengthen the set's life.
+		p.PExpire(ctx, k, ttl).Err()
+		return nil
+	})
+	if err != nil {
+		return r.wrap("sadd", err)
+	}
+	return nil
+}
+
+// Members implements Store.
+func (r *Redis) Members(ctx context.Context, key string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	m, err := r.c.SMembers(ctx, r.prefix+key).Result()
+	return m, r.wrap("smembers", err)
+}
+
+// RemoveMember implements Store.
+func (r *Redis) RemoveMember(ctx context.Context, key, member string) error {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	return r.wrap("srem", r.c.SRem(ctx, r.prefix+key, member).Err())
+}
