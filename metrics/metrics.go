@@ -24,6 +24,11 @@ type Metrics struct {
 	logins           *prometheus.CounterVec
 	wechatCalls      *prometheus.CounterVec
 	wechatDuration   *prometheus.HistogramVec
+	storeErrors      *prometheus.CounterVec
+	refreshes        *prometheus.CounterVec
+	appTokenExpiry   *prometheus.GaugeVec
+	appTokenAge      *prometheus.GaugeVec
+	appTokenProblem  *prometheus.GaugeVec
 }
 
 // New registers wxgate's collectors. activeSessions, if not nil, is read at
@@ -58,9 +63,30 @@ func New(activeSessions func() float64) *Metrics {
 			Help:    "WeChat API call duration by endpoint.",
 			Buckets: prometheus.DefBuckets,
 		}, []string{"endpoint"}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxgate_store_errors_total",
+			Help: "Session store failures by operation (each answered 503, never a logout).",
+		}, []string{"op"}),
+		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxgate_token_refreshes_total",
+			Help: "WeChat token refreshes by kind (sns, app) and result.",
+		}, []string{"kind", "result"}),
+		appTokenExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wxgate_app_token_expiry_timestamp_seconds",
+			Help: "When the current app access token of each appid expires (Unix time).",
+		}, []string{"appid"}),
+		appTokenAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wxgate_app_token_fetched_timestamp_seconds",
+			Help: "When the current app access token of each appid was fetched (Unix time); its age is time() minus this.",
+		}, []string{"appid"}),
+		appTokenProblem: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wxgate_app_token_blocked",
+			Help: "1 while fetching an appid's app access token fails with an errcode that needs a person (40164 IP whitelist, 45009 daily quota, 40125 secret), by errcode.",
+		}, []string{"appid", "errcode"}),
 	}
 	m.Registry.MustRegister(
 		m.requests, m.requestDuration, m.upstreamDuration, m.logins, m.wechatCalls, m.wechatDuration,
+		m.storeErrors, m.refreshes, m.appTokenExpiry, m.appTokenAge, m.appTokenProblem,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -94,6 +120,27 @@ func (m *Metrics) Login(flow, result string) {
 func (m *Metrics) WeChatCall(endpoint, result string, d time.Duration) {
 	m.wechatCalls.WithLabelValues(endpoint, result).Inc()
 	m.wechatDuration.WithLabelValues(endpoint).Observe(d.Seconds())
+}
+
+// StoreError counts a failed store operation.
+func (m *Metrics) StoreError(op string) { m.storeErrors.WithLabelValues(op).Inc() }
+
+// Refresh counts a WeChat token refresh (kind "sns" or "app").
+func (m *Metrics) Refresh(kind, result string) { m.refreshes.WithLabelValues(kind, result).Inc() }
+
+// AppToken records the current app access token's fetch and expiry times.
+func (m *Metrics) AppToken(appID string, fetched, expires time.Time) {
+	m.appTokenAge.WithLabelValues(appID).Set(float64(fetched.Unix()))
+	m.appTokenExpiry.WithLabelValues(appID).Set(float64(expires.Unix()))
+}
+
+// AppTokenBlocked sets whether fetching appID's token is blocked by errcode.
+func (m *Metrics) AppTokenBlocked(appID, errcode string, blocked bool) {
+	v := 0.0
+	if blocked {
+		v = 1
+	}
+	m.appTokenProblem.WithLabelValues(appID, errcode).Set(v)
 }
 
 // Handler serves the registry in the Prometheus exposition format.

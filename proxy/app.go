@@ -32,11 +32,13 @@ import (
 // Server is one gateway: its public and admin fiber apps and everything they
 // depend on. Build it with New.
 type Server struct {
-	cfg       *Config
-	log       *slog.Logger
-	engine    *policies.Engine
-	sessions  *session.Manager
-	issuer    *session.Issuer
+	cfg      *Config
+	log      *slog.Logger
+	engine   *policies.Engine
+	sessions *session.Manager
+	issuer   *session.Issuer
+	// rawStore is the store itself, unobserved: snapshots and pings use it.
+	rawStore  session.Store
 	wechat    *wechat.Client
 	metrics   *metrics.Metrics
 	upstreams map[string]*upstream
@@ -87,20 +89,28 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("server.public_url: %w", err)
 	}
 	store := opts.Store
+	var restored int
 	if store == nil {
-		store = session.NewMemory(0)
+		if store, restored, err = cfg.Session.NewStore(); err != nil {
+			return nil, err
+		}
 	}
 	s := &Server{
+		rawStore:  store,
 		cfg:       cfg,
 		log:       log,
 		engine:    engine,
-		sessions:  session.NewManager(store, cfg.Session),
 		upstreams: map[string]*upstream{},
 		public:    public,
 		prefix:    cfg.Server.Prefix,
 		cookies:   newCookieNames(public.Scheme == "https"),
 	}
 	s.metrics = metrics.New(func() float64 { return float64(s.sessions.Count()) })
+	store = session.Observe(store, s.metrics.StoreError)
+	s.sessions = session.NewManager(store, cfg.Session)
+	if restored > 0 {
+		log.Info("restored the memory store from its snapshot", "entries", restored, "file", cfg.Session.SnapshotFile)
+	}
 	wcfg := cfg.WeChat
 	wcfg.OnCall = s.metrics.WeChatCall
 	s.wechat = wechat.New(wcfg)
@@ -249,10 +259,12 @@ func (s *Server) readyz(c *fiber.Ctx) error {
 	}
 	ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
 	defer cancel()
-	if _, err := s.sessions.Pending(ctx, strings.Repeat("0", 32)); err != nil && !isNotFound(err) {
-		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "store unavailable"})
+	if p, ok := s.rawStore.(interface{ Ping(context.Context) error }); ok {
+		if err := p.Ping(ctx); err != nil {
+			return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "store unavailable", "store": s.cfg.Session.Store})
+		}
 	}
-	return c.JSON(fiber.Map{"status": "ready"})
+	return c.JSON(fiber.Map{"status": "ready", "store": s.cfg.Session.Store})
 }
 
 // Serve runs the public app on pub and the admin app on admin until one
@@ -264,11 +276,24 @@ func (s *Server) Serve(pub, admin net.Listener) error {
 	return <-errc
 }
 
-// Shutdown stops accepting connections and waits for in-flight requests, up
-// to ctx's deadline.
+// Shutdown stops accepting connections, waits for in-flight requests (up to
+// ctx's deadline), then writes the memory store's snapshot if one is
+// configured and closes the store.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
-	return errors.Join(s.app.ShutdownWithContext(ctx), s.admin.ShutdownWithContext(ctx))
+	err := errors.Join(s.app.ShutdownWithContext(ctx), s.admin.ShutdownWithContext(ctx))
+	if m, ok := s.rawStore.(*session.Memory); ok && s.cfg.Session.SnapshotFile != "" {
+		n, serr := m.SaveSnapshot(s.cfg.Session.SnapshotFile)
+		if serr != nil {
+			err = errors.Join(err, serr)
+		} else {
+			s.log.Info("wrote the memory store's snapshot", "entries", n, "file", s.cfg.Session.SnapshotFile)
+		}
+	}
+	if c, ok := s.rawStore.(interface{ Close() error }); ok {
+		err = errors.Join(err, c.Close())
+	}
+	return err
 }
 
 // ctxKey types keep fiber Locals keys private (STYLE.md 9).

@@ -59,6 +59,8 @@ func classify(err error) *Error {
 	}
 	var we *wechat.Error
 	switch {
+	case errors.Is(err, session.ErrUnavailable):
+		return storeError(err)
 	case errors.Is(err, session.ErrTokenExpired):
 		return &Error{Status: http.StatusUnauthorized, Page: "login_required", Code: "token_expired", Err: err, JSON: true}
 	case errors.Is(err, session.ErrInvalidToken):

@@ -90,10 +90,17 @@ func (m *Manager) Result(ctx context.Context, state string) (*Result, error) {
 // Count returns the number of live sessions when the store can count them
 // (the memory store), and -1 otherwise.
 func (m *Manager) Count() int {
-	if c, ok := m.store.(interface{ Count(string) int }); ok {
-		return c.Count(sessionPrefix)
+	s := m.store
+	for {
+		if c, ok := s.(interface{ Count(string) int }); ok {
+			return c.Count(sessionPrefix)
+		}
+		u, ok := s.(interface{ Unwrap() Store })
+		if !ok {
+			return -1
+		}
+		s = u.Unwrap()
 	}
-	return -1
 }
 
 func (m *Manager) put(ctx context.Context, action, key string, v any, ttl time.Duration) error {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/wxgate/wxgate/wechat"
@@ -15,8 +16,20 @@ import (
 
 // Config is the [session] section of gateway.toml.
 type Config struct {
-	// Store is where sessions live: "memory" (one replica). Default: memory.
+	// Store is where sessions, pending logins, token families and shared
+	// WeChat tokens live: "memory" (one replica) or "redis" (many).
+	// Default: memory.
 	Store string `toml:"store"`
+	// SnapshotFile, for the memory store, is written at graceful shutdown
+	// and read at start, so a restart loses no session. Empty: no snapshot.
+	SnapshotFile string `toml:"snapshot_file"`
+	// Redis configures the Redis store.
+	Redis RedisConfig `toml:"redis"`
+	// EncryptionKeyEnv or EncryptionKeyFile hold the base64 32-byte key
+	// that seals values in Redis. Required with store = "redis"; every
+	// replica needs the same key.
+	EncryptionKeyEnv  string `toml:"encryption_key_env"`
+	EncryptionKeyFile string `toml:"encryption_key_file"`
 	// TTL is a session's absolute lifetime. Default: 168h.
 	TTL time.Duration `toml:"ttl"`
 	// IdleTTL ends a session unused this long. Default: 24h.
@@ -34,13 +47,83 @@ func (c *Config) SetDefaults() {
 	if c.IdleTTL == 0 {
 		c.IdleTTL = 24 * time.Hour
 	}
+	if c.Store == "redis" {
+		c.Redis.SetDefaults()
+	}
+}
+
+// EncryptionKey reads the Redis encryption key from its source.
+func (c *Config) EncryptionKey() ([]byte, error) {
+	var raw string
+	switch {
+	case c.EncryptionKeyEnv != "":
+		raw = os.Getenv(c.EncryptionKeyEnv)
+		if raw == "" {
+			return nil, fmt.Errorf("encryption_key_env: environment variable %s is empty or unset", c.EncryptionKeyEnv)
+		}
+	case c.EncryptionKeyFile != "":
+		b, err := os.ReadFile(c.EncryptionKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("encryption_key_file: %w", err)
+		}
+		raw = string(b)
+	default:
+		return nil, fmt.Errorf("encryption_key_env: required with store = \"redis\" (or encryption_key_file)")
+	}
+	k, err := ParseEncryptionKey(raw)
+	if err != nil {
+		return nil, fmt.Errorf("encryption_key: %w", err)
+	}
+	return k, nil
+}
+
+// NewStore opens the configured store. For the memory store it loads the
+// snapshot, if any, and reports how many entries came back.
+func (c *Config) NewStore() (Store, int, error) {
+	switch c.Store {
+	case "redis":
+		key, err := c.EncryptionKey()
+		if err != nil {
+			return nil, 0, fmt.Errorf("session.%w", err)
+		}
+		r, err := NewRedis(c.Redis, key)
+		return r, 0, err
+	default:
+		m := NewMemory(0)
+		if c.SnapshotFile == "" {
+			return m, 0, nil
+		}
+		n, err := m.LoadSnapshot(c.SnapshotFile)
+		if err != nil {
+			return nil, 0, fmt.Errorf("session.snapshot_file: %w", err)
+		}
+		return m, n, nil
+	}
 }
 
 // Validate reports every problem with the section, one per line.
 func (c *Config) Validate() error {
 	var errs []error
-	if c.Store != "memory" {
-		errs = append(errs, fmt.Errorf("session.store: %q is not a known store (memory)", c.Store))
+	switch c.Store {
+	case "memory":
+		if c.Redis.Addrs != nil || c.EncryptionKeyEnv != "" || c.EncryptionKeyFile != "" {
+			errs = append(errs, fmt.Errorf("session.redis: set, but store is \"memory\""))
+		}
+	case "redis":
+		if _, err := c.EncryptionKey(); err != nil {
+			errs = append(errs, fmt.Errorf("session.%w", err))
+		}
+		if _, err := c.Redis.password(); err != nil {
+			errs = append(errs, fmt.Errorf("session.redis.%w", err))
+		}
+		if c.SnapshotFile != "" {
+			errs = append(errs, fmt.Errorf("session.snapshot_file: only the memory store has snapshots"))
+		}
+		if c.Redis.Timeout < 0 {
+			errs = append(errs, fmt.Errorf("session.redis.timeout: must not be negative"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("session.store: %q is not a known store (memory or redis)", c.Store))
 	}
 	if c.TTL < time.Minute {
 		errs = append(errs, fmt.Errorf("session.ttl: %s is below the 1m minimum", c.TTL))

@@ -32,21 +32,26 @@ func TestDev(t *testing.T) {
 	}
 	port := freePort(t)
 	public := "http://127.0.0.1:" + port
-	cmd := exec.Command(bin, "dev", "--config", "../../gateway.toml", "--sim-listen", "127.0.0.1:0", "--demo-listen", "127.0.0.1:0")
-	cmd.Env = append(os.Environ(),
-		"WXGATE_SERVER_LISTEN=127.0.0.1:"+port,
-		"WXGATE_SERVER_PUBLIC_URL="+public,
-		"WXGATE_SERVER_ADMIN_LISTEN=127.0.0.1:0",
-		"WXGATE_SERVER_LOG_LEVEL=warn",
-		"WXGATE_TOKENS_SIGNING_KEY_FILE="+filepath.Join(t.TempDir(), "signing.pem"),
-	)
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	state := t.TempDir()
+	start := func() (*exec.Cmd, string) {
+		cmd := exec.Command(bin, "dev", "--config", "../../gateway.toml", "--sim-listen", "127.0.0.1:0", "--demo-listen", "127.0.0.1:0")
+		cmd.Env = append(os.Environ(),
+			"WXGATE_SERVER_LISTEN=127.0.0.1:"+port,
+			"WXGATE_SERVER_PUBLIC_URL="+public,
+			"WXGATE_SERVER_ADMIN_LISTEN=127.0.0.1:0",
+			"WXGATE_SERVER_LOG_LEVEL=warn",
+			"WXGATE_TOKENS_SIGNING_KEY_FILE="+filepath.Join(state, "signing.pem"),
+			"WXGATE_SESSION_SNAPSHOT_FILE="+filepath.Join(state, "sessions.snapshot"),
+		)
+		stdout, _ := cmd.StdoutPipe()
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd, readUntil(t, stdout, "Press Ctrl-C")
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	banner := readUntil(t, stdout, "Press Ctrl-C")
+	cmd, banner := start()
 	if !strings.Contains(banner, public+"/") {
 		t.Fatalf("dev did not print the URL to open:\n%s", banner)
 	}
@@ -175,6 +180,18 @@ func TestDev(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("wxgate dev after SIGTERM: %v", err)
 	}
+
+	// Started again, the memory store comes back from its snapshot: the
+	// same cookie is still logged in.
+	cmd, _ = start()
+	resp = get(public+"/", map[string]string{"Accept": "application/json"})
+	seen.Headers = nil
+	_ = json.NewDecoder(resp.Body).Decode(&seen)
+	if resp.StatusCode != 200 || seen.Headers["X-Wechat-Openid"] != alice.OpenID {
+		t.Errorf("after a restart the cookie gives %d, openid %q; want alice still logged in", resp.StatusCode, seen.Headers["X-Wechat-Openid"])
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Wait()
 }
 
 func freePort(t *testing.T) string {

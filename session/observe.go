@@ -1,0 +1,59 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Observe wraps a store so that onError hears of every failure (not
+// ErrNotFound) with the operation's name: the metrics hook.
+func Observe(s Store, onError func(op string)) Store {
+	return &observed{s: s, onError: onError}
+}
+
+type observed struct {
+	s       Store
+	onError func(op string)
+}
+
+func (o *observed) note(op string, err error) error {
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		o.onError(op)
+	}
+	return err
+}
+
+func (o *observed) Get(ctx context.Context, key string) ([]byte, error) {
+	b, err := o.s.Get(ctx, key)
+	return b, o.note("get", err)
+}
+
+func (o *observed) Set(ctx context.Context, key string, v []byte, ttl time.Duration) error {
+	return o.note("set", o.s.Set(ctx, key, v, ttl))
+}
+
+func (o *observed) SetNX(ctx context.Context, key string, v []byte, ttl time.Duration) (bool, error) {
+	ok, err := o.s.SetNX(ctx, key, v, ttl)
+	return ok, o.note("setnx", err)
+}
+
+func (o *observed) Delete(ctx context.Context, key string) error {
+	return o.note("delete", o.s.Delete(ctx, key))
+}
+
+func (o *observed) AddMember(ctx context.Context, key, m string, ttl time.Duration) error {
+	return o.note("add_member", o.s.AddMember(ctx, key, m, ttl))
+}
+
+func (o *observed) Members(ctx context.Context, key string) ([]string, error) {
+	m, err := o.s.Members(ctx, key)
+	return m, o.note("members", err)
+}
+
+func (o *observed) RemoveMember(ctx context.Context, key, m string) error {
+	return o.note("remove_member", o.s.RemoveMember(ctx, key, m))
+}
+
+// Unwrap returns the observed store.
+func (o *observed) Unwrap() Store { return o.s }
