@@ -144,7 +144,7 @@ func (s *Server) appLogin(c *fiber.Ctx) error {
 			id.UnionID = info.UnionID
 		}
 	}
-	p, err := s.issuer.Login(ctx, id, userTokens(tok))
+	p, err := s.issuer.Login(ctx, id, userTokens(tok, s.sessions.Now()))
 	if err != nil {
 		return storeError(err)
 	}

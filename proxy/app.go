@@ -22,6 +22,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/adaptor"
 	"github.com/gofiber/fiber/v2/middleware/recover"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/wxgate/wxgate/metrics"
 	"github.com/wxgate/wxgate/policies"
@@ -58,6 +59,10 @@ type Server struct {
 	admin *fiber.App
 	// draining is set at shutdown so /readyz fails while requests drain.
 	draining atomic.Bool
+	// refreshGroup keeps one WeChat token refresh in flight per login.
+	refreshGroup singleflight.Group
+	// stopSweeper ends the refresh sweeper; nil when it is off.
+	stopSweeper context.CancelFunc
 }
 
 // Options are New's dependencies that do not come from gateway.toml.
@@ -270,6 +275,11 @@ func (s *Server) readyz(c *fiber.Ctx) error {
 // Serve runs the public app on pub and the admin app on admin until one
 // fails or Shutdown is called.
 func (s *Server) Serve(pub, admin net.Listener) error {
+	if every := s.cfg.Session.RefreshAhead; every > 0 {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.stopSweeper = cancel
+		go s.runSweeper(ctx, every)
+	}
 	errc := make(chan error, 2)
 	go func() { errc <- s.app.Listener(pub) }()
 	go func() { errc <- s.admin.Listener(admin) }()
@@ -281,6 +291,9 @@ func (s *Server) Serve(pub, admin net.Listener) error {
 // configured and closes the store.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
+	if s.stopSweeper != nil {
+		s.stopSweeper()
+	}
 	err := errors.Join(s.app.ShutdownWithContext(ctx), s.admin.ShutdownWithContext(ctx))
 	if m, ok := s.rawStore.(*session.Memory); ok && s.cfg.Session.SnapshotFile != "" {
 		n, serr := m.SaveSnapshot(s.cfg.Session.SnapshotFile)

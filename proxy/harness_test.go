@@ -70,10 +70,15 @@ public_url = "%s"
 allowed_redirect_hosts = ["good.example.com", ".trusted.example"]
 log_level = "error"
 
+[session]
+ttl = "%s"
+idle_ttl = "%s"
+refresh_ahead = "%s"
+
 [wechat]
 api_base = "%s"
 open_base = "%s"
-timeout = "2s"
+timeout = "500ms"
 
 [wechat.official_account]
 appid = "` + oaID + `"
@@ -147,7 +152,9 @@ action = "deny"
 
 // envOptions change newEnv's gateway.
 type envOptions struct {
-	reuseGrace string // [tokens] reuse_grace; default "2s"
+	reuseGrace   string // [tokens] reuse_grace; default "2s"
+	sessionTTL   string // [session] ttl and idle_ttl; default "168h"
+	refreshAhead string // [session] refresh_ahead; default "0s" (off)
 }
 
 func newEnv(t testing.TB) *env { return newEnvOpts(t, envOptions{}) }
@@ -156,6 +163,12 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 	t.Helper()
 	if o.reuseGrace == "" {
 		o.reuseGrace = "2s"
+	}
+	if o.sessionTTL == "" {
+		o.sessionTTL = "168h"
+	}
+	if o.refreshAhead == "" {
+		o.refreshAhead = "0s"
 	}
 	t.Setenv("WXGATE_TEST_OA_SECRET", oaSecret)
 	t.Setenv("WXGATE_TEST_MP_SECRET", mpSecret)
@@ -198,7 +211,7 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 	}
 	e.keyFile = filepath.Join(dir, "signing.pem")
 	path := filepath.Join(dir, "gateway.toml")
-	conf := fmt.Sprintf(baseTOML, e.url, simSrv.URL, simSrv.URL, verify, e.keyFile, o.reuseGrace, e.upstream.URL, slow.URL)
+	conf := fmt.Sprintf(baseTOML, e.url, o.sessionTTL, o.sessionTTL, o.refreshAhead, simSrv.URL, simSrv.URL, verify, e.keyFile, o.reuseGrace, e.upstream.URL, slow.URL)
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
@@ -41,7 +43,17 @@ func (s *Server) currentCaller(c *fiber.Ctx) (who *caller, authErr, err error) {
 		f, verr := s.issuer.Authenticate(c.UserContext(), tok)
 		switch {
 		case verr == nil:
-			return &caller{id: &f.Identity, holder: "f:" + f.ID, tokens: f.Tokens, family: f}, nil, nil
+			tokens := f.Tokens
+			if s.needsRefresh(tokens, s.sessions.Now()) {
+				tokens, err = s.refreshTokens(c.UserContext(), s.familyRefreshable(f))
+				if errors.Is(err, errLoginEnded) {
+					// The app login is over at WeChat: the client logs in again.
+					return nil, fmt.Errorf("%w: WeChat login ended", session.ErrInvalidToken), nil
+				} else if err != nil {
+					return nil, nil, err
+				}
+			}
+			return &caller{id: &f.Identity, holder: "f:" + f.ID, tokens: tokens, family: f}, nil, nil
 		case isTokenError(verr):
 			return nil, verr, nil
 		default:
@@ -51,6 +63,17 @@ func (s *Server) currentCaller(c *fiber.Ctx) (who *caller, authErr, err error) {
 	sess, err := s.currentSession(c)
 	if err != nil || sess == nil {
 		return nil, nil, err
+	}
+	if s.needsRefresh(sess.Tokens, s.sessions.Now()) {
+		tokens, err := s.refreshTokens(c.UserContext(), s.sessionRefreshable(sess))
+		if errors.Is(err, errLoginEnded) {
+			// WeChat ended the login: no session, so the request logs in
+			// again (silently for snsapi_base) and comes back here.
+			return nil, nil, nil
+		} else if err != nil {
+			return nil, nil, err
+		}
+		sess.Tokens = tokens
 	}
 	return &caller{id: &sess.Identity, holder: "s:" + session.Hash(sess.ID), tokens: sess.Tokens}, nil, nil
 }

@@ -173,7 +173,7 @@ func (s *Server) callback(c *fiber.Ctx) error {
 			id.UnionID = info.UnionID
 		}
 	}
-	tokens := userTokens(tok)
+	tokens := userTokens(tok, s.sessions.Now())
 	// A login replaces whatever session the browser had (escalation, or a
 	// different user), under a new ID.
 	if old := c.Cookies(s.cookies.session); session.ValidID(old) {
@@ -194,9 +194,9 @@ func (s *Server) callback(c *fiber.Ctx) error {
 	return c.Redirect(p.ReturnURL, http.StatusFound)
 }
 
-// userTokens is what a session keeps of WeChat's user token.
-func userTokens(tok *wechat.UserToken) *session.Tokens {
-	now := time.Now()
+// userTokens is what a session keeps of WeChat's user token; now is the
+// gateway's clock.
+func userTokens(tok *wechat.UserToken, now time.Time) *session.Tokens {
 	return &session.Tokens{
 		AccessToken:      tok.AccessToken,
 		ExpiresAt:        now.Add(time.Duration(tok.ExpiresIn) * time.Second),

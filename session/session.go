@@ -34,6 +34,13 @@ type Config struct {
 	TTL time.Duration `toml:"ttl"`
 	// IdleTTL ends a session unused this long. Default: 24h.
 	IdleTTL time.Duration `toml:"idle_ttl"`
+	// RefreshMargin: a session's WeChat access token is refreshed when a
+	// request meets it with less than this left. Default: 5m.
+	RefreshMargin time.Duration `toml:"refresh_margin"`
+	// RefreshAhead, if set, runs a sweeper at this interval that refreshes
+	// the WeChat tokens of sessions within RefreshMargin of expiry without
+	// waiting for a request. Default: 0 (off).
+	RefreshAhead time.Duration `toml:"refresh_ahead"`
 }
 
 // SetDefaults fills zero fields with their defaults.
@@ -46,6 +53,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.IdleTTL == 0 {
 		c.IdleTTL = 24 * time.Hour
+	}
+	if c.RefreshMargin == 0 {
+		c.RefreshMargin = 5 * time.Minute
 	}
 	if c.Store == "redis" {
 		c.Redis.SetDefaults()
@@ -131,6 +141,12 @@ func (c *Config) Validate() error {
 	if c.IdleTTL < time.Minute {
 		errs = append(errs, fmt.Errorf("session.idle_ttl: %s is below the 1m minimum", c.IdleTTL))
 	}
+	if c.RefreshMargin < 0 || c.RefreshMargin > time.Hour {
+		errs = append(errs, fmt.Errorf("session.refresh_margin: %s is outside 0..1h", c.RefreshMargin))
+	}
+	if c.RefreshAhead < 0 || (c.RefreshAhead > 0 && c.RefreshAhead < time.Second) {
+		errs = append(errs, fmt.Errorf("session.refresh_ahead: %s must be 0 (off) or at least 1s", c.RefreshAhead))
+	}
 	return errors.Join(errs...)
 }
 
@@ -167,8 +183,11 @@ type Tokens struct {
 
 // Session is one browser's login.
 type Session struct {
-	// ID is the raw session ID, the cookie value. It is never stored.
-	ID       string    `json:"-"`
+	// ID is the raw session ID, the cookie value. It is never stored, and
+	// is empty for sessions found by key (the sweeper, the admin API).
+	ID string `json:"-"`
+	// Key is the Hash of ID, what the store keys the session by.
+	Key      string    `json:"-"`
 	Identity Identity  `json:"identity"`
 	Tokens   *Tokens   `json:"tokens,omitempty"`
 	Created  time.Time `json:"created"`
@@ -201,14 +220,78 @@ const (
 // a busy session does not cost a store write per request.
 const touchEvery = time.Minute
 
-// Create stores a new session for id with a fresh ID (no fixation).
+// Create stores a new session for id with a fresh ID (no fixation), and
+// indexes it by user (for revocation) and, with tokens, for the sweeper.
 func (m *Manager) Create(ctx context.Context, id Identity, tokens *Tokens) (*Session, error) {
 	now := m.Now()
 	s := &Session{ID: NewID(), Identity: id, Tokens: tokens, Created: now, LastSeen: now}
+	s.Key = Hash(s.ID)
 	if err := m.save(ctx, s); err != nil {
 		return nil, fmt.Errorf("creating session: %w", err)
 	}
+	for _, u := range []string{id.OpenID, id.UnionID} {
+		if u != "" {
+			if err := m.store.AddMember(ctx, UserIndex(u), "s:"+s.Key, m.ttl); err != nil {
+				return nil, fmt.Errorf("indexing session: %w", err)
+			}
+		}
+	}
+	if tokens != nil {
+		if err := m.store.AddMember(ctx, tokenIndex, s.Key, m.ttl); err != nil {
+			return nil, fmt.Errorf("indexing session: %w", err)
+		}
+	}
 	return s, nil
+}
+
+// UserIndex is the set of a user's sessions ("s:"+key) and token families
+// ("f:"+id), by openid or unionid.
+func UserIndex(user string) string { return "idx:user:" + user }
+
+// tokenIndex is the set of sessions that hold WeChat tokens.
+const tokenIndex = "idx:tokens"
+
+// Store returns the manager's store (for leases shared with it).
+func (m *Manager) Store() Store { return m.store }
+
+// GetByKey returns a session by its Key (no ID: it cannot be used to
+// log in), or ErrNotFound.
+func (m *Manager) GetByKey(ctx context.Context, key string) (*Session, error) {
+	var s Session
+	if err := getJSON(ctx, m.store, "session", sessionPrefix+key, &s); err != nil {
+		return nil, err
+	}
+	s.Key = key
+	now := m.Now()
+	if !now.Before(s.Created.Add(m.ttl)) || !now.Before(s.LastSeen.Add(m.idle)) {
+		return nil, ErrNotFound
+	}
+	return &s, nil
+}
+
+// Update stores a changed session (new WeChat tokens) under its key.
+func (m *Manager) Update(ctx context.Context, s *Session) error {
+	if err := m.save(ctx, s); err != nil {
+		return fmt.Errorf("updating session: %w", err)
+	}
+	return nil
+}
+
+// DeleteByKey ends a session found by key.
+func (m *Manager) DeleteByKey(ctx context.Context, key string) error {
+	_ = m.store.RemoveMember(ctx, tokenIndex, key)
+	return m.store.Delete(ctx, sessionPrefix+key)
+}
+
+// WithTokens lists the keys of sessions that hold WeChat tokens (some may
+// have ended since).
+func (m *Manager) WithTokens(ctx context.Context) ([]string, error) {
+	return m.store.Members(ctx, tokenIndex)
+}
+
+// Forget removes an ended session's key from the token index.
+func (m *Manager) Forget(ctx context.Context, key string) error {
+	return m.store.RemoveMember(ctx, tokenIndex, key)
 }
 
 // Get returns the session with raw ID, or ErrNotFound if the ID is malformed,
@@ -225,7 +308,7 @@ func (m *Manager) Get(ctx context.Context, rawID string) (*Session, error) {
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, fmt.Errorf("decoding session: %w", err)
 	}
-	s.ID = rawID
+	s.ID, s.Key = rawID, Hash(rawID)
 	now := m.Now()
 	if !now.Before(s.Created.Add(m.ttl)) || !now.Before(s.LastSeen.Add(m.idle)) {
 		return nil, ErrNotFound
@@ -245,7 +328,7 @@ func (m *Manager) Delete(ctx context.Context, rawID string) error {
 	if !ValidID(rawID) {
 		return nil
 	}
-	return m.store.Delete(ctx, sessionPrefix+Hash(rawID))
+	return m.DeleteByKey(ctx, Hash(rawID))
 }
 
 func (m *Manager) save(ctx context.Context, s *Session) error {
@@ -255,9 +338,9 @@ func (m *Manager) save(ctx context.Context, s *Session) error {
 	}
 	ttl := m.expiry(s)
 	if ttl <= 0 {
-		return m.store.Delete(ctx, sessionPrefix+Hash(s.ID))
+		return m.store.Delete(ctx, sessionPrefix+s.Key)
 	}
-	return m.store.Set(ctx, sessionPrefix+Hash(s.ID), b, ttl)
+	return m.store.Set(ctx, sessionPrefix+s.Key, b, ttl)
 }
 
 // expiry is how long the store keeps s: the nearer of its absolute end and

@@ -141,6 +141,13 @@ func (is *Issuer) Login(ctx context.Context, id Identity, tokens *Tokens) (*Pair
 	if err := is.saveRefresh(ctx, f.Current, f.ID, now); err != nil {
 		return nil, err
 	}
+	for _, u := range []string{id.OpenID, id.UnionID} {
+		if u != "" {
+			if err := is.store.AddMember(ctx, UserIndex(u), "f:"+f.ID, is.cfg.RefreshTTL); err != nil {
+				return nil, fmt.Errorf("indexing token family: %w", err)
+			}
+		}
+	}
 	return is.pair(f, refresh)
 }
 
@@ -195,6 +202,17 @@ func (is *Issuer) Revoke(ctx context.Context, refresh string) error {
 		return nil
 	}
 	if err != nil {
+		return err
+	}
+	return is.revoke(ctx, f)
+}
+
+// RevokeFamily ends a family by ID (the admin API). Unknown IDs are ignored.
+func (is *Issuer) RevokeFamily(ctx context.Context, sid string) error {
+	f, err := is.Family(ctx, sid)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	} else if err != nil {
 		return err
 	}
 	return is.revoke(ctx, f)
