@@ -234,7 +234,7 @@ func (s *Server) miniprogramDecrypt(c *fiber.Ctx) error {
 // getuserphonenumber with the app access token; the phone is stored on the
 // identity.
 func (s *Server) miniprogramPhone(c *fiber.Ctx) error {
-	if s.mpTokens == nil {
+	if s.mp.AppID == "" {
 		return notConfigured("wechat.miniprogram")
 	}
 	f, err := s.bearerFamily(c)
@@ -248,7 +248,7 @@ func (s *Server) miniprogramPhone(c *fiber.Ctx) error {
 	ctx := c.UserContext()
 	info, err := s.phoneNumber(c, code)
 	if err != nil {
-		return apiWeChatError(err)
+		return appTokenError(err)
 	}
 	if _, err := s.issuer.UpdateFamily(ctx, f.ID, func(f *session.Family) { f.Identity.Phone = info.PurePhoneNumber }); err != nil {
 		if isTokenError(err) {
@@ -268,18 +268,21 @@ func (s *Server) miniprogramPhone(c *fiber.Ctx) error {
 // drops that token (only if still current) and tries once more.
 func (s *Server) phoneNumber(c *fiber.Ctx, code string) (*wechat.PhoneInfo, error) {
 	ctx := c.UserContext()
-	for attempt := 0; ; attempt++ {
-		tok, err := s.mpTokens.Get(ctx)
-		if err != nil {
+	h := s.holders[s.mp.AppID]
+	tok, err := h.Get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	info, err := s.wechat.UserPhoneNumber(ctx, tok.AccessToken, code)
+	if err != nil && wechat.IsAppTokenError(err) {
+		// Compare-and-invalidate: only a token that is still current is
+		// replaced; then try once more.
+		if tok, _, err = h.Invalidate(ctx, tok.AccessToken); err != nil {
 			return nil, err
 		}
-		info, err := s.wechat.UserPhoneNumber(ctx, tok, code)
-		if err != nil && wechat.IsAppTokenError(err) && attempt == 0 {
-			s.mpTokens.Invalidate(tok)
-			continue
-		}
-		return info, err
+		info, err = s.wechat.UserPhoneNumber(ctx, tok.AccessToken, code)
 	}
+	return info, err
 }
 
 type refreshRequest struct {

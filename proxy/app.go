@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/gofiber/fiber/v2/middleware/adaptor"
 	"github.com/gofiber/fiber/v2/middleware/recover"
 	"golang.org/x/sync/singleflight"
 
@@ -47,13 +46,16 @@ type Server struct {
 	oa     wechat.App // the official account; AppID empty when not configured
 	mp     wechat.App // the mini program; AppID empty when not configured
 	mobile wechat.App // the mobile app; AppID empty when not configured
-	// mpTokens holds the mini program's app access token; nil without one.
-	mpTokens *wechat.AppTokens
-	public   *url.URL
-	prefix   string
-	trusted  []netip.Prefix
-	cookies  cookieNames
-	verify   verifyFile
+	// holders keep the app access tokens of the official account and the
+	// mini program, by appid.
+	holders map[string]*wechat.Holder
+	// adminToken, if set, is required by the admin API.
+	adminToken string
+	public     *url.URL
+	prefix     string
+	trusted    []netip.Prefix
+	cookies    cookieNames
+	verify     verifyFile
 
 	app   *fiber.App
 	admin *fiber.App
@@ -137,9 +139,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		}
 		*a.app = wechat.App{AppID: a.cfg.AppID, Secret: secret}
 	}
-	if s.mp.AppID != "" {
-		s.mpTokens = wechat.NewAppTokens(s.wechat, s.mp)
-	}
+	s.adminToken = os.Getenv(cfg.Server.AdminTokenEnv)
 	keys := opts.Keys
 	if keys == nil {
 		var created bool
@@ -155,6 +155,12 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	s.issuer = session.NewIssuer(store, keys, strings.TrimSuffix(public.String(), "/"), cfg.Tokens)
 	if opts.Now != nil {
 		s.issuer.Now, s.sessions.Now = opts.Now, opts.Now
+	}
+	s.holders = map[string]*wechat.Holder{}
+	for _, app := range []wechat.App{s.oa, s.mp} {
+		if app.AppID != "" {
+			s.holders[app.AppID] = s.newHolder(app)
+		}
 	}
 	for _, p := range cfg.Server.TrustedProxies {
 		pfx, err := parsePrefix(p)
@@ -248,29 +254,6 @@ func (s *Server) newPublicApp() *fiber.App {
 }
 
 func (s *Server) notFound(*fiber.Ctx) error { return fiber.ErrNotFound }
-
-func (s *Server) newAdminApp() *fiber.App {
-	app := fiber.New(fiber.Config{DisableStartupMessage: true, ErrorHandler: s.handleError, Network: fiber.NetworkTCP})
-	app.Use(recover.New())
-	app.Get("/metrics", adaptor.HTTPHandler(s.metrics.Handler()))
-	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
-	app.Get("/readyz", s.readyz)
-	return app
-}
-
-func (s *Server) readyz(c *fiber.Ctx) error {
-	if s.draining.Load() {
-		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "draining"})
-	}
-	ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
-	defer cancel()
-	if p, ok := s.rawStore.(interface{ Ping(context.Context) error }); ok {
-		if err := p.Ping(ctx); err != nil {
-			return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "store unavailable", "store": s.cfg.Session.Store})
-		}
-	}
-	return c.JSON(fiber.Map{"status": "ready", "store": s.cfg.Session.Store})
-}
 
 // Serve runs the public app on pub and the admin app on admin until one
 // fails or Shutdown is called.

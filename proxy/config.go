@@ -51,6 +51,11 @@ type ServerConfig struct {
 	TrustedProxies []string `toml:"trusted_proxies"`
 	// LogLevel is debug, info, warn or error. Default: info.
 	LogLevel string `toml:"log_level"`
+	// AdminTokenEnv names an environment variable holding a secret that
+	// /app-token and /sessions on the admin listener require as
+	// "Authorization: Bearer <secret>". Empty: no token (keep the admin
+	// listener on loopback then). /metrics, /healthz, /readyz stay open.
+	AdminTokenEnv string `toml:"admin_token_env"`
 
 	// Dev turns on what only `wxgate dev` may do: the "continue as if inside
 	// WeChat" link. Never set from the file.
@@ -198,6 +203,12 @@ func (c *Config) Validate() error {
 	}
 	if c.WeChat.Timeout < 0 {
 		add("wechat.timeout: must not be negative")
+	}
+	if src := c.WeChat.AppTokenSource; src != "stable_token" && src != "token" {
+		add("wechat.app_token_source: %q is not stable_token or token", src)
+	}
+	if e := s.AdminTokenEnv; e != "" && len(os.Getenv(e)) < 16 {
+		add("server.admin_token_env: environment variable %s must hold at least 16 characters", e)
 	}
 	configured := 0
 	for _, na := range c.apps() {

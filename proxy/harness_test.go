@@ -59,9 +59,7 @@ func (e *env) clock() time.Time { return time.Now().Add(time.Duration(e.offset.L
 // advance moves the gateway's clock forward.
 func (e *env) advance(d time.Duration) { e.offset.Add(int64(d)) }
 
-// baseTOML is the test gateway's config; %s are the public URL, the
-// simulator URL (twice), the verify file, the signing key file, and the two
-// upstream URLs.
+// baseTOML is the test gateway's config; its %s are filled in newEnvOpts.
 const baseTOML = `
 [server]
 listen = "127.0.0.1:0"
@@ -69,11 +67,13 @@ admin_listen = "127.0.0.1:1"
 public_url = "%s"
 allowed_redirect_hosts = ["good.example.com", ".trusted.example"]
 log_level = "error"
+admin_token_env = "%s"
 
 [session]
 ttl = "%s"
 idle_ttl = "%s"
 refresh_ahead = "%s"
+%s
 
 [wechat]
 api_base = "%s"
@@ -155,6 +155,16 @@ type envOptions struct {
 	reuseGrace   string // [tokens] reuse_grace; default "2s"
 	sessionTTL   string // [session] ttl and idle_ttl; default "168h"
 	refreshAhead string // [session] refresh_ahead; default "0s" (off)
+
+	// For replicas of one site: the simulator, public URL, signing key,
+	// clock and session store they share.
+	sim       *wechatsim.Server
+	simURL    string
+	publicURL string
+	keyFile   string
+	clock     func() time.Time
+	redisAddr string // store = "redis" at this address
+	adminEnv  string // [server] admin_token_env
 }
 
 func newEnv(t testing.TB) *env { return newEnvOpts(t, envOptions{}) }
@@ -195,14 +205,11 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 	e.url = "http://" + ln.Addr().String()
 	e.adminURL = "http://" + admin.Addr().String()
 
-	e.sim = wechatsim.New(
-		wechatsim.App{AppID: oaID, Secret: oaSecret, Type: wechatsim.OfficialAccount, OpenPlatformID: "open-1", Domain: "127.0.0.1"},
-		wechatsim.App{AppID: mpID, Secret: mpSecret, Type: wechatsim.MiniProgram, OpenPlatformID: "open-1"},
-		wechatsim.App{AppID: appID, Secret: appSecret, Type: wechatsim.MobileApp, OpenPlatformID: "open-1"},
-	)
-	simSrv := httptest.NewServer(e.sim)
-	t.Cleanup(simSrv.Close)
-	e.simURL = simSrv.URL
+	if o.sim != nil {
+		e.sim, e.simURL = o.sim, o.simURL
+	} else {
+		e.sim, e.simURL = newSim(t)
+	}
 
 	dir := t.TempDir()
 	verify := filepath.Join(dir, "MP_verify_test123.txt")
@@ -210,8 +217,20 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 		t.Fatal(err)
 	}
 	e.keyFile = filepath.Join(dir, "signing.pem")
+	if o.keyFile != "" {
+		e.keyFile = o.keyFile
+	}
+	public := e.url
+	if o.publicURL != "" {
+		public = o.publicURL
+	}
+	store := ""
+	if o.redisAddr != "" {
+		t.Setenv("WXGATE_TEST_SESSION_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+		store = fmt.Sprintf("store = \"redis\"\nencryption_key_env = \"WXGATE_TEST_SESSION_KEY\"\n[session.redis]\naddrs = [%q]\ntimeout = \"300ms\"\n", o.redisAddr)
+	}
 	path := filepath.Join(dir, "gateway.toml")
-	conf := fmt.Sprintf(baseTOML, e.url, o.sessionTTL, o.sessionTTL, o.refreshAhead, simSrv.URL, simSrv.URL, verify, e.keyFile, o.reuseGrace, e.upstream.URL, slow.URL)
+	conf := fmt.Sprintf(baseTOML, public, o.adminEnv, o.sessionTTL, o.sessionTTL, o.refreshAhead, store, e.simURL, e.simURL, verify, e.keyFile, o.reuseGrace, e.upstream.URL, slow.URL)
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +242,11 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e.gw, err = proxy.New(cfg, proxy.Options{Logger: log, Now: e.clock})
+	clock := e.clock
+	if o.clock != nil {
+		clock = o.clock
+	}
+	e.gw, err = proxy.New(cfg, proxy.Options{Logger: log, Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,6 +257,18 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 		_ = e.gw.Shutdown(ctx)
 	})
 	return e
+}
+
+// newSim starts a simulator with the test apps.
+func newSim(t testing.TB) (*wechatsim.Server, string) {
+	sim := wechatsim.New(
+		wechatsim.App{AppID: oaID, Secret: oaSecret, Type: wechatsim.OfficialAccount, OpenPlatformID: "open-1", Domain: "127.0.0.1"},
+		wechatsim.App{AppID: mpID, Secret: mpSecret, Type: wechatsim.MiniProgram, OpenPlatformID: "open-1"},
+		wechatsim.App{AppID: appID, Secret: appSecret, Type: wechatsim.MobileApp, OpenPlatformID: "open-1"},
+	)
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	return sim, srv.URL
 }
 
 func upstreamHandler(w http.ResponseWriter, r *http.Request) {

@@ -35,6 +35,10 @@ type Config struct {
 	// errcode or a transport failure. A code exchange is never retried.
 	// Default: 2. Negative means no retries.
 	Retries int `toml:"retries"`
+	// AppTokenSource is where app access tokens come from: "stable_token"
+	// (default; WeChat returns the same token to every caller while it is
+	// valid) or "token" (/cgi-bin/token; every call replaces the token).
+	AppTokenSource string `toml:"app_token_source"`
 
 	OfficialAccount AppConfig `toml:"official_account"`
 	Website         AppConfig `toml:"website"`
@@ -63,6 +67,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.Retries == 0 {
 		c.Retries = 2
+	}
+	if c.AppTokenSource == "" {
+		c.AppTokenSource = "stable_token"
 	}
 }
 

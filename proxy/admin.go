@@ -1,0 +1,222 @@
+package proxy
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/gofiber/fiber/v2/middleware/recover"
+
+	"github.com/wxgate/wxgate/session"
+	"github.com/wxgate/wxgate/wechat"
+)
+
+// newAdminApp builds the admin listener: metrics and probes, and the admin
+// API for internal services and operators.
+func (s *Server) newAdminApp() *fiber.App {
+	app := fiber.New(fiber.Config{DisableStartupMessage: true, ErrorHandler: s.handleError, Network: fiber.NetworkTCP})
+	app.Use(recover.New())
+	app.Get("/metrics", adaptor.HTTPHandler(s.metrics.Handler()))
+	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	app.Get("/readyz", s.readyz)
+	api := app.Group("", s.requireAdmin)
+	api.Get("/app-token", s.adminAppToken)
+	api.Post("/app-token/invalidate", s.adminInvalidate)
+	api.Get("/sessions", s.adminSessions)
+	api.Delete("/sessions", s.adminSessions)
+	return app
+}
+
+// requireAdmin checks the admin bearer secret when one is configured.
+func (s *Server) requireAdmin(c *fiber.Ctx) error {
+	if s.adminToken == "" {
+		return c.Next()
+	}
+	tok, _ := bearerToken(c)
+	if subtle.ConstantTimeCompare([]byte(tok), []byte(s.adminToken)) != 1 {
+		return &Error{Status: http.StatusUnauthorized, Page: "login_required", Code: "invalid_token", JSON: true}
+	}
+	return c.Next()
+}
+
+func (s *Server) readyz(c *fiber.Ctx) error {
+	if s.draining.Load() {
+		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "draining"})
+	}
+	ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
+	defer cancel()
+	if p, ok := s.rawStore.(interface{ Ping(context.Context) error }); ok {
+		if err := p.Ping(ctx); err != nil {
+			return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "store unavailable", "store": s.cfg.Session.Store})
+		}
+	}
+	// A blocked app token (IP whitelist, quota) needs a person, but the
+	// gateway still serves logins: report it without leaving the pool.
+	blocked := fiber.Map{}
+	for id, h := range s.holders {
+		if why := h.Blocked(ctx); why != "" {
+			blocked[id] = why
+		}
+	}
+	if len(blocked) > 0 {
+		return c.JSON(fiber.Map{"status": "degraded", "store": s.cfg.Session.Store, "app_token_blocked": blocked})
+	}
+	return c.JSON(fiber.Map{"status": "ready", "store": s.cfg.Session.Store})
+}
+
+// newHolder builds the shared app-token holder of app, reporting to logs
+// and metrics.
+func (s *Server) newHolder(app wechat.App) *wechat.Holder {
+	return wechat.NewHolder(s.wechat, app, s.sessions.Store(), wechat.HolderConfig{
+		Source:     s.cfg.WeChat.AppTokenSource,
+		IsNotFound: isNotFound,
+		Now:        func() time.Time { return s.sessions.Now() },
+		OnFetch: func(t *wechat.AppToken, result string, err error) {
+			s.metrics.Refresh("app", result)
+			for _, code := range []string{"40164", "45009", "40125"} {
+				s.metrics.AppTokenBlocked(app.AppID, code, result == code)
+			}
+			if t != nil {
+				s.metrics.AppToken(app.AppID, t.FetchedAt, t.ExpiresAt)
+				s.log.Info("fetched app access token", "appid", app.AppID, "result", result, "expires_at", t.ExpiresAt)
+				return
+			}
+			level := slog.LevelWarn
+			if wechat.HasCode(err, wechat.CodeIPNotWhitelisted, wechat.CodeDailyQuota, wechat.CodeInvalidSecret) {
+				// These need a person: an IP to whitelist, a quota, a secret.
+				level = slog.LevelError
+			}
+			s.log.Log(context.Background(), level, "fetching app access token failed", "appid", app.AppID, "result", result, "error", err)
+		},
+	})
+}
+
+func (s *Server) holder(c *fiber.Ctx, appID string) (*wechat.Holder, error) {
+	h, ok := s.holders[appID]
+	if !ok {
+		return nil, &Error{Status: http.StatusNotFound, Page: "not_found", Code: "not_found", JSON: true,
+			Err: errors.New("no app access token for that appid")}
+	}
+	return h, nil
+}
+
+// appTokenAnswer is the JSON of GET /app-token.
+func appTokenAnswer(c *fiber.Ctx, t *wechat.AppToken, now time.Time, extra fiber.Map) error {
+	noStore(c)
+	m := fiber.Map{"access_token": t.AccessToken.Reveal(), "expires_in": int(t.ExpiresAt.Sub(now) / time.Second)}
+	for k, v := range extra {
+		m[k] = v
+	}
+	return c.JSON(m)
+}
+
+// adminAppToken: GET /app-token?appid= -> {"access_token","expires_in"}.
+func (s *Server) adminAppToken(c *fiber.Ctx) error {
+	h, err := s.holder(c, c.Query("appid"))
+	if err != nil {
+		return err
+	}
+	t, err := h.Get(c.UserContext())
+	if err != nil {
+		return appTokenError(err)
+	}
+	return appTokenAnswer(c, t, s.sessions.Now(), nil)
+}
+
+// adminInvalidate: POST /app-token/invalidate {"appid","access_token"}
+// refreshes only if that token is still the current one.
+func (s *Server) adminInvalidate(c *fiber.Ctx) error {
+	var req struct {
+		AppID       string `json:"appid"`
+		AccessToken string `json:"access_token"`
+	}
+	if err := readJSON(c, &req); err != nil {
+		return err
+	}
+	if req.AccessToken == "" {
+		return badRequest("access_token: required")
+	}
+	h, err := s.holder(c, req.AppID)
+	if err != nil {
+		return err
+	}
+	t, refreshed, err := h.Invalidate(c.UserContext(), wechat.Secret(req.AccessToken))
+	if err != nil {
+		return appTokenError(err)
+	}
+	return appTokenAnswer(c, t, s.sessions.Now(), fiber.Map{"refreshed": refreshed})
+}
+
+func appTokenError(err error) error {
+	switch {
+	case errors.Is(err, wechat.ErrBlocked):
+		return &Error{Status: http.StatusServiceUnavailable, Page: "wechat_unavailable", Code: "app_token_blocked", Err: err, JSON: true}
+	case errors.Is(err, session.ErrUnavailable):
+		return storeError(err)
+	}
+	return apiWeChatError(err)
+}
+
+// adminSessions: GET or DELETE /sessions?openid=|unionid= lists or ends a
+// person's browser sessions and token families, on every replica (they
+// share the store).
+func (s *Server) adminSessions(c *fiber.Ctx) error {
+	user := c.Query("unionid")
+	if user == "" {
+		user = c.Query("openid")
+	}
+	if user == "" || len(user) > 64 || strings.ContainsAny(user, " \t\r\n") {
+		return badRequest("openid or unionid: required")
+	}
+	ctx := c.UserContext()
+	members, err := s.sessions.Store().Members(ctx, session.UserIndex(user))
+	if err != nil {
+		return storeError(err)
+	}
+	del := c.Method() == http.MethodDelete
+	out := []fiber.Map{}
+	for _, m := range members {
+		kind, id, _ := strings.Cut(m, ":")
+		switch kind {
+		case "s":
+			sess, err := s.sessions.GetByKey(ctx, id)
+			if isNotFound(err) {
+				_ = s.sessions.Store().RemoveMember(ctx, session.UserIndex(user), m)
+				continue
+			} else if err != nil {
+				return storeError(err)
+			}
+			if del {
+				if err := s.sessions.DeleteByKey(ctx, id); err != nil {
+					return storeError(err)
+				}
+			}
+			out = append(out, fiber.Map{"kind": "session", "id": id, "openid": sess.Identity.OpenID, "unionid": sess.Identity.UnionID,
+				"scope": sess.Identity.Scope, "created": sess.Created, "last_seen": sess.LastSeen})
+		case "f":
+			f, err := s.issuer.Family(ctx, id)
+			if isNotFound(err) {
+				_ = s.sessions.Store().RemoveMember(ctx, session.UserIndex(user), m)
+				continue
+			} else if err != nil {
+				return storeError(err)
+			}
+			if del && !f.Revoked {
+				if err := s.issuer.RevokeFamily(ctx, id); err != nil {
+					return storeError(err)
+				}
+				f.Revoked = true
+			}
+			out = append(out, fiber.Map{"kind": "token_family", "id": id, "openid": f.Identity.OpenID, "unionid": f.Identity.UnionID,
+				"scope": f.Identity.Scope, "created": f.Created, "revoked": f.Revoked})
+		}
+	}
+	noStore(c)
+	return c.JSON(fiber.Map{"user": user, "revoked": del, "logins": out})
+}
