@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -191,5 +192,24 @@ func TestSnapshot(t *testing.T) {
 	}
 	if n, err := NewMemory(0).LoadSnapshot(t.TempDir() + "/missing"); n != 0 || err != nil {
 		t.Errorf("missing snapshot: %d %v", n, err)
+	}
+}
+
+func TestRedisPassword(t *testing.T) {
+	srv := redistest.Start(t, "--requirepass", "s3cret-redis")
+	ctx := context.Background()
+	t.Setenv("WXGATE_TEST_REDIS_PW", "s3cret-redis")
+	r, err := NewRedis(RedisConfig{Addrs: []string{srv.Addr}, PasswordEnv: "WXGATE_TEST_REDIS_PW"}, make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := r.Set(ctx, "k", []byte("v"), time.Minute); err != nil {
+		t.Errorf("with the password: %v", err)
+	}
+	bad, _ := NewRedis(RedisConfig{Addrs: []string{srv.Addr}}, make([]byte, 32))
+	defer bad.Close()
+	if err := bad.Set(ctx, "k", []byte("v"), time.Minute); !errors.Is(err, ErrUnavailable) || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("without the password: %v", err)
 	}
 }

@@ -20,13 +20,15 @@ type Server struct {
 	Addr string
 	t    testing.TB
 	dir  string
+	args []string
 	cmd  *exec.Cmd
 }
 
-// Start starts redis-server and stops it at cleanup. Its data lives in an
+// Start starts redis-server, with extra arguments (such as
+// "--requirepass", "pw"), and stops it at cleanup. Its data lives in an
 // append-only file synced on every write, so Stop then Restart keeps it, as
 // a production Redis with persistence would.
-func Start(t testing.TB) *Server {
+func Start(t testing.TB, args ...string) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		if os.Getenv("WXGATE_REQUIRE_REDIS") != "" {
@@ -40,7 +42,7 @@ func Start(t testing.TB) *Server {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	s := &Server{Addr: addr, t: t, dir: t.TempDir()}
+	s := &Server{Addr: addr, t: t, dir: t.TempDir(), args: args}
 	s.Restart()
 	t.Cleanup(s.Stop)
 	return s
@@ -50,8 +52,9 @@ func Start(t testing.TB) *Server {
 func (s *Server) Restart() {
 	s.t.Helper()
 	_, port, _ := net.SplitHostPort(s.Addr)
-	s.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", s.dir, "--protected-mode", "yes")
+	args := append([]string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+		"--appendfsync", "always", "--dir", s.dir, "--protected-mode", "yes"}, s.args...)
+	s.cmd = exec.Command("redis-server", args...)
 	out, _ := s.cmd.StdoutPipe()
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatalf("starting redis-server: %v", err)
