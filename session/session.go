@@ -199,13 +199,17 @@ type Manager struct {
 	store Store
 	ttl   time.Duration
 	idle  time.Duration
+	// indexTokens keeps the set of sessions holding WeChat tokens, which
+	// only the refresh sweeper reads (and prunes); without the sweeper it
+	// would only grow.
+	indexTokens bool
 	// Now is the clock; tests replace it. Default: time.Now.
 	Now func() time.Time
 }
 
 // NewManager returns a Manager over store. cfg must have its defaults set.
 func NewManager(store Store, cfg Config) *Manager {
-	return &Manager{store: store, ttl: cfg.TTL, idle: cfg.IdleTTL, Now: time.Now}
+	return &Manager{store: store, ttl: cfg.TTL, idle: cfg.IdleTTL, indexTokens: cfg.RefreshAhead > 0, Now: time.Now}
 }
 
 // Key prefixes in the store.
@@ -236,7 +240,7 @@ func (m *Manager) Create(ctx context.Context, id Identity, tokens *Tokens) (*Ses
 			}
 		}
 	}
-	if tokens != nil {
+	if tokens != nil && m.indexTokens {
 		if err := m.store.AddMember(ctx, tokenIndex, s.Key, m.ttl); err != nil {
 			return nil, fmt.Errorf("indexing session: %w", err)
 		}
@@ -279,7 +283,11 @@ func (m *Manager) Update(ctx context.Context, s *Session) error {
 
 // DeleteByKey ends a session found by key.
 func (m *Manager) DeleteByKey(ctx context.Context, key string) error {
-	_ = m.store.RemoveMember(ctx, tokenIndex, key)
+	if m.indexTokens {
+		if err := m.store.RemoveMember(ctx, tokenIndex, key); err != nil {
+			return err
+		}
+	}
 	return m.store.Delete(ctx, sessionPrefix+key)
 }
 
