@@ -55,17 +55,24 @@ func (c *RedisConfig) SetDefaults() {
 }
 
 func (c *RedisConfig) password() (string, error) {
+	return readSecret("password", c.PasswordEnv, c.PasswordFile)
+}
+
+// readSecret reads a secret from the environment variable env or the file
+// file, whichever is set; "" when neither is. Errors name the key
+// (name+"_env" or name+"_file"), never the value.
+func readSecret(name, env, file string) (string, error) {
 	switch {
-	case c.PasswordEnv != "":
-		v := os.Getenv(c.PasswordEnv)
+	case env != "":
+		v := os.Getenv(env)
 		if v == "" {
-			return "", fmt.Errorf("password_env: environment variable %s is empty or unset", c.PasswordEnv)
+			return "", fmt.Errorf("%s_env: environment variable %s is empty or unset", name, env)
 		}
 		return v, nil
-	case c.PasswordFile != "":
-		b, err := os.ReadFile(c.PasswordFile)
+	case file != "":
+		b, err := os.ReadFile(file)
 		if err != nil {
-			return "", fmt.Errorf("password_file: %w", err)
+			return "", fmt.Errorf("%s_file: %w", name, err)
 		}
 		return strings.TrimSpace(string(b)), nil
 	}

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/wxgate/wxgate/wechat"
@@ -64,20 +63,11 @@ func (c *Config) SetDefaults() {
 
 // EncryptionKey reads the Redis encryption key from its source.
 func (c *Config) EncryptionKey() ([]byte, error) {
-	var raw string
-	switch {
-	case c.EncryptionKeyEnv != "":
-		raw = os.Getenv(c.EncryptionKeyEnv)
-		if raw == "" {
-			return nil, fmt.Errorf("encryption_key_env: environment variable %s is empty or unset", c.EncryptionKeyEnv)
-		}
-	case c.EncryptionKeyFile != "":
-		b, err := os.ReadFile(c.EncryptionKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("encryption_key_file: %w", err)
-		}
-		raw = string(b)
-	default:
+	raw, err := readSecret("encryption_key", c.EncryptionKeyEnv, c.EncryptionKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	if raw == "" {
 		return nil, fmt.Errorf("encryption_key_env: required with store = \"redis\" (or encryption_key_file)")
 	}
 	k, err := ParseEncryptionKey(raw)
