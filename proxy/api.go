@@ -36,9 +36,8 @@ func readJSON(c *fiber.Ctx, v any) error {
 		return badRequest("reading body: %w", err)
 	}
 	if len(b) > maxAPIBody {
-		// The rest of the body is still on the connection; it must not be
-		// read as the next request.
-		c.Context().SetConnectionClose()
+		// handleError closes the connection, so the unread rest of the body
+		// is not parsed as the next request.
 		return badRequest("body over %d bytes", maxAPIBody)
 	}
 	dec := json.NewDecoder(strings.NewReader(string(b)))
