@@ -212,7 +212,6 @@ func (s *Server) currentSession(c *fiber.Ctx) (*session.Session, error) {
 	case err != nil:
 		return nil, storeError(err)
 	}
-	sess.ID = string([]byte(id)) // c.Cookies aliases fasthttp's buffer
 	return sess, nil
 }
 

@@ -14,8 +14,9 @@ import (
 	"github.com/patrickmn/go-cache"
 )
 
-// Memory is a Store in process memory (go-cache). Values are copied in and
-// out, so callers may reuse their buffers. It suits one replica; several
+// Memory is a Store in process memory (go-cache). Keys and values are
+// copied in and values out, so callers may reuse their buffers (a key read
+// from a request must not change under the map). It suits one replica; several
 // replicas need Redis. SaveSnapshot and LoadSnapshot carry it across a
 // restart.
 type Memory struct {
@@ -50,7 +51,7 @@ func (m *Memory) Set(_ context.Context, key string, value []byte, ttl time.Durat
 		m.c.Delete(key)
 		return nil
 	}
-	m.c.Set(key, append([]byte(nil), value...), ttl)
+	m.c.Set(strings.Clone(key), append([]byte(nil), value...), ttl)
 	return nil
 }
 
@@ -60,7 +61,7 @@ func (m *Memory) SetNX(_ context.Context, key string, value []byte, ttl time.Dur
 		return false, nil
 	}
 	// go-cache's Add checks and sets under its own lock.
-	err := m.c.Add(key, append([]byte(nil), value...), ttl)
+	err := m.c.Add(strings.Clone(key), append([]byte(nil), value...), ttl)
 	return err == nil, nil
 }
 
@@ -82,7 +83,7 @@ func (m *Memory) AddMember(_ context.Context, key, member string, ttl time.Durat
 		exp = until
 	}
 	b, _ := json.Marshal(members)
-	m.c.Set(key, b, time.Until(exp))
+	m.c.Set(strings.Clone(key), b, time.Until(exp))
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/wxgate/wxgate/wechat"
@@ -306,7 +307,9 @@ func (m *Manager) Get(ctx context.Context, rawID string) (*Session, error) {
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, fmt.Errorf("decoding session: %w", err)
 	}
-	s.ID, s.Key = rawID, Hash(rawID)
+	// The ID is copied: callers read it from a request whose buffer is
+	// reused once the handler returns, and the session outlives that.
+	s.ID, s.Key = strings.Clone(rawID), Hash(rawID)
 	now := m.Now()
 	if !now.Before(s.Created.Add(m.ttl)) || !now.Before(s.LastSeen.Add(m.idle)) {
 		return nil, ErrNotFound

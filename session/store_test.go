@@ -42,6 +42,32 @@ func testStore(t *testing.T, s Store) {
 			t.Errorf("Delete(absent) = %v, want nil", err)
 		}
 	})
+	t.Run("keys are owned", func(t *testing.T) {
+		// Keys may come from a request buffer that is reused afterwards.
+		found := func(k string) bool { _, err := s.Get(ctx, k); return err == nil }
+		for name, tc := range map[string]struct {
+			set   func(key string) error
+			found func(key string) bool
+		}{
+			"Set":   {func(k string) error { return s.Set(ctx, k, []byte("v"), time.Minute) }, found},
+			"SetNX": {func(k string) error { _, err := s.SetNX(ctx, k, []byte("v"), time.Minute); return err }, found},
+			"AddMember": {func(k string) error { return s.AddMember(ctx, k, "m", time.Minute) },
+				func(k string) bool { m, _ := s.Members(ctx, k); return len(m) == 1 }},
+		} {
+			buf := []byte("owned-key-AAAA")
+			if err := tc.set(aliased(buf)); err != nil {
+				t.Fatal(err)
+			}
+			overwrite(buf)
+			if tc.found(string(buf)) {
+				t.Errorf("%s: the key changed with the caller's buffer", name)
+			}
+			if !tc.found("owned-key-AAAA") {
+				t.Errorf("%s: the key as set is gone", name)
+			}
+			_ = s.Delete(ctx, "owned-key-AAAA")
+		}
+	})
 	t.Run("expiry", func(t *testing.T) {
 		if err := s.Set(ctx, "short", []byte("v"), 50*time.Millisecond); err != nil {
 			t.Fatal(err)

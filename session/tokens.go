@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwt"
@@ -314,7 +315,7 @@ type verifiedToken struct {
 }
 
 // verify checks an access token (or finds it already checked) and returns
-// its family ID.
+// its family ID. It keeps nothing that aliases access.
 func (is *Issuer) verify(access string) (string, error) {
 	now := is.Now()
 	if v, ok := is.verified.Get(access); ok {
@@ -333,8 +334,11 @@ func (is *Issuer) verify(access string) (string, error) {
 		return "", fmt.Errorf("%w: no sid", ErrInvalidToken)
 	}
 	// Kept at most until exp (checked above against the issuer's clock) and
-	// never longer than the access TTL in real time.
-	is.verified.Set(access, &verifiedToken{sid: sid, exp: t.Expiration()}, min(t.Expiration().Sub(now)+leeway, is.cfg.AccessTTL))
+	// never longer than the access TTL in real time. The key is cloned:
+	// callers pass strings that alias a request buffer (fiber's c.Get), and a
+	// key that changed under the map would let the next request's bytes
+	// match it, serving a forgery as this token's user.
+	is.verified.Set(strings.Clone(access), &verifiedToken{sid: sid, exp: t.Expiration()}, min(t.Expiration().Sub(now)+leeway, is.cfg.AccessTTL))
 	return sid, nil
 }
 
