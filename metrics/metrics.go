@@ -29,6 +29,7 @@ type Metrics struct {
 	appTokenExpiry   *prometheus.GaugeVec
 	appTokenAge      *prometheus.GaugeVec
 	appTokenProblem  *prometheus.GaugeVec
+	startsRefused    *prometheus.CounterVec
 }
 
 // New registers wxgate's collectors. activeSessions, if not nil, is read at
@@ -83,10 +84,14 @@ func New(activeSessions func() float64) *Metrics {
 			Name: "wxgate_app_token_blocked",
 			Help: "1 while fetching an appid's app access token fails with an errcode that needs a person (40164 IP whitelist, 45009 daily quota, 40125 secret), by errcode.",
 		}, []string{"appid", "errcode"}),
+		startsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxgate_login_starts_refused_total",
+			Help: "Browser logins refused with 429 before any state was stored, by reason (client: the client address's pending logins; total: this replica's).",
+		}, []string{"reason"}),
 	}
 	m.Registry.MustRegister(
 		m.requests, m.requestDuration, m.upstreamDuration, m.logins, m.wechatCalls, m.wechatDuration,
-		m.storeErrors, m.refreshes, m.appTokenExpiry, m.appTokenAge, m.appTokenProblem,
+		m.storeErrors, m.refreshes, m.appTokenExpiry, m.appTokenAge, m.appTokenProblem, m.startsRefused,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -121,6 +126,10 @@ func (m *Metrics) WeChatCall(endpoint, result string, d time.Duration) {
 	m.wechatCalls.WithLabelValues(endpoint, result).Inc()
 	m.wechatDuration.WithLabelValues(endpoint).Observe(d.Seconds())
 }
+
+// StartRefused counts a login start refused with 429 (reason: client or
+// total).
+func (m *Metrics) StartRefused(reason string) { m.startsRefused.WithLabelValues(reason).Inc() }
 
 // StoreError counts a failed store operation.
 func (m *Metrics) StoreError(op string) { m.storeErrors.WithLabelValues(op).Inc() }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,25 +23,35 @@ func badRequest(format string, a ...any) *Error {
 	return &Error{Status: http.StatusBadRequest, Page: "bad_request", Code: "invalid_request", Err: fmt.Errorf(format, a...), JSON: true}
 }
 
-// readJSON decodes the request's JSON body into v, refusing bodies over
-// maxAPIBody, unknown fields, trailing data and empty required strings.
-func readJSON(c *fiber.Ctx, v any) error {
+// readBody reads the request's body, refusing bodies over maxAPIBody. The
+// bytes are the caller's own (they do not alias fasthttp's buffers).
+func readBody(c *fiber.Ctx) ([]byte, error) {
 	var r io.Reader
 	if c.Request().IsBodyStream() {
 		r = c.Context().RequestBodyStream()
 	} else {
-		r = strings.NewReader(string(c.Body()))
+		r = bytes.NewReader(c.Body())
 	}
 	b, err := io.ReadAll(io.LimitReader(r, maxAPIBody+1))
 	if err != nil {
-		return badRequest("reading body: %w", err)
+		return nil, badRequest("reading body: %w", err)
 	}
 	if len(b) > maxAPIBody {
 		// handleError closes the connection, so the unread rest of the body
 		// is not parsed as the next request.
-		return badRequest("body over %d bytes", maxAPIBody)
+		return nil, badRequest("body over %d bytes", maxAPIBody)
 	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
+	return b, nil
+}
+
+// readJSON decodes the request's JSON body into v, refusing bodies over
+// maxAPIBody, unknown fields, trailing data and empty required strings.
+func readJSON(c *fiber.Ctx, v any) error {
+	b, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return badRequest("decoding JSON body: %w", err)

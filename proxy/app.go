@@ -52,15 +52,20 @@ type Server struct {
 	// adminToken, if set, is required by the admin API.
 	adminToken string
 	public     *url.URL
-	prefix     string
-	trusted    []netip.Prefix
-	cookies    cookieNames
-	verify     verifyFile
+	// publicAuthority is the public URL's host[:port], normalized and
+	// without the scheme's default port: what an origin is compared to.
+	publicAuthority string
+	prefix          string
+	trusted         []netip.Prefix
+	cookies         cookieNames
+	verify          verifyFile
 
 	app   *fiber.App
 	admin *fiber.App
 	// draining is set at shutdown so /readyz fails while requests drain.
 	draining atomic.Bool
+	// starts bounds the browser logins in flight.
+	starts *startLimiter
 	// refreshGroup keeps one WeChat token refresh in flight per login.
 	refreshGroup singleflight.Group
 	// stopSweeper ends the refresh sweeper; nil when it is off.
@@ -102,15 +107,20 @@ func New(cfg *Config, opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
+	_, publicAuthority, err := parseHost(public.Host)
+	if err != nil {
+		return nil, fmt.Errorf("server.public_url: %w", err)
+	}
 	s := &Server{
-		rawStore:  store,
-		cfg:       cfg,
-		log:       log,
-		engine:    engine,
-		upstreams: map[string]*upstream{},
-		public:    public,
-		prefix:    cfg.Server.Prefix,
-		cookies:   newCookieNames(public.Scheme == "https"),
+		publicAuthority: withoutDefaultPort(public.Scheme, publicAuthority),
+		rawStore:        store,
+		cfg:             cfg,
+		log:             log,
+		engine:          engine,
+		upstreams:       map[string]*upstream{},
+		public:          public,
+		prefix:          cfg.Server.Prefix,
+		cookies:         newCookieNames(public.Scheme == "https"),
 	}
 	s.metrics = metrics.New(func() float64 { return float64(s.sessions.Count()) })
 	store = session.Observe(store, s.metrics.StoreError)
@@ -156,6 +166,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	if opts.Now != nil {
 		s.issuer.Now, s.sessions.Now = opts.Now, opts.Now
 	}
+	s.starts = newStartLimiter(cfg.Session.MaxPendingPerClient, cfg.Session.MaxPending, session.PendingTTL, s.sessions.Now)
 	s.holders = map[string]*wechat.Holder{}
 	for _, app := range []wechat.App{s.oa, s.mp} {
 		if app.AppID != "" {
@@ -223,11 +234,13 @@ func (s *Server) newPublicApp() *fiber.App {
 		DisablePreParseMultipartForm: true,
 		DisableDefaultContentType:    true,
 	})
-	// Order: recover, request ID, access log and metrics, then the
-	// endpoints and the proxy (STYLE.md 9).
+	// Order: recover, request ID, access log and metrics, the edge (strict
+	// HTTP, one reading of the host), then the endpoints and the proxy
+	// (STYLE.md 9).
 	app.Use(recover.New())
 	app.Use(s.requestIDMiddleware)
 	app.Use(s.observe)
+	app.Use(s.edge)
 	p := s.prefix
 	app.Get(p+"/start", s.start)
 	app.Get(p+"/callback", s.callback)
@@ -298,6 +311,7 @@ type ctxKey int
 const (
 	routeKey ctxKey = iota
 	requestIDKey
+	requestKey
 )
 
 func requestID(c *fiber.Ctx) string {

@@ -44,7 +44,9 @@ type ServerConfig struct {
 	// Prefix is where wxgate's own endpoints live. Default: "/_wxgate".
 	Prefix string `toml:"prefix"`
 	// AllowedRedirectHosts lists hosts that rd may name besides the public
-	// URL's: exact, or ".example.com" for its subdomains. Default: none.
+	// URL's origin: exact, or ".example.com" for its subdomains, with
+	// ":port" when the target is not on its scheme's default port. They
+	// must be https unless public_url is http. Default: none.
 	AllowedRedirectHosts []string `toml:"allowed_redirect_hosts"`
 	// TrustedProxies lists CIDRs whose X-Forwarded-* and X-Request-ID
 	// headers are believed. Default: none (every peer is a client).
@@ -183,8 +185,8 @@ func (c *Config) Validate() error {
 		}
 	}
 	for _, h := range s.AllowedRedirectHosts {
-		if h == "" || strings.ContainsAny(h, "/:@\\ ") {
-			add("server.allowed_redirect_hosts: %q is not a host name", h)
+		if _, _, err := parseHost(strings.TrimPrefix(h, ".")); err != nil || strings.HasSuffix(h, ".") {
+			add("server.allowed_redirect_hosts: %q is not a host name (with an optional :port)", h)
 		}
 	}
 	if _, err := parseLevel(s.LogLevel); err != nil {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -26,6 +28,12 @@ type Error struct {
 	Link string
 	// JSON forces a JSON answer; otherwise it follows Accept.
 	JSON bool
+	// RetryAfter, if set, is sent as Retry-After (429, 503).
+	RetryAfter time.Duration
+	// Close ends the connection after the answer: after a malformed request
+	// nothing that follows on the connection can be trusted to start a new
+	// one.
+	Close bool
 }
 
 func (e *Error) Error() string {
@@ -98,13 +106,16 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	}
 	// Whatever an upstream had started to send is dropped.
 	c.Response().Reset()
-	if c.Request().IsBodyStream() {
+	if e.Close || c.Request().IsBodyStream() {
 		// A body nobody finished reading would be parsed as the next
 		// request on this connection.
 		c.Context().SetConnectionClose()
 	}
 	noStore(c)
 	c.Set(fiber.HeaderXRequestID, rid)
+	if e.RetryAfter > 0 {
+		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(e.RetryAfter/time.Second)))
+	}
 	c.Status(e.Status)
 	if e.JSON || wantsJSON(c) {
 		desc := describeCode(e.Code)
@@ -146,6 +157,8 @@ func describeCode(code string) string {
 		return "the refresh token is invalid, expired, revoked or already used; log in again"
 	case "invalid_request":
 		return "the request is malformed"
+	case "too_many_requests":
+		return "too many logins were started from this network; try again in a few minutes"
 	}
 	return ""
 }

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -104,10 +103,8 @@ func (s *Server) forward(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	trusted := s.trustedPeer(c)
-	host := s.requestHost(c, trusted)
-	client := s.clientAddr(c, trusted)
-	d := s.engine.Decide(c.Method(), host, path, client, policyIdentity(who))
+	r := requestOf(c)
+	d := s.engine.Decide(c.Method(), r.host, path, r.client, policyIdentity(who))
 	rule := d.Rule
 	setRoute(c, rule.Name)
 	switch d.Outcome {
@@ -127,16 +124,19 @@ func (s *Server) forward(c *fiber.Ctx) error {
 	}
 
 	req := c.Request()
-	sanitizeRequest(&req.Header, trusted)
+	sanitizeRequest(&req.Header, r.trusted)
 	if !rule.PassAuthorization {
 		// Bearer tokens are wxgate's; upstreams get identity headers and the
 		// signed assertion. Basic credentials meant for the upstream pass.
-		if auth := req.Header.Peek(fiber.HeaderAuthorization); len(auth) > 7 && strings.EqualFold(string(auth[:7]), "Bearer ") {
-			req.Header.Del(fiber.HeaderAuthorization)
+		for _, v := range req.Header.PeekAll(fiber.HeaderAuthorization) {
+			if isBearer(v) {
+				req.Header.Del(fiber.HeaderAuthorization)
+				break
+			}
 		}
 	}
 	req.Header.Set(fiber.HeaderXRequestID, requestID(c))
-	setForwarded(&req.Header, client.String(), connScheme(c, trusted), host, trusted)
+	setForwarded(&req.Header, r.client.String(), r.scheme, r.authority, r.trusted)
 	if who != nil {
 		assertion, err := s.issuer.Assertion(who.holder, who.id, up.name)
 		if err != nil {
@@ -148,12 +148,24 @@ func (s *Server) forward(c *fiber.Ctx) error {
 	req.URI().SetPath((&url.URL{Path: path}).EscapedPath())
 	req.URI().SetScheme(up.scheme)
 	req.UseHostHeader = true
-	req.Header.SetHost(host)
+	req.Header.SetHost(r.authority)
 	req.URI().SetHost(up.hc.Addr)
+	var body *clientBody
+	if req.IsBodyStream() {
+		body = &clientBody{r: req.BodyStream()}
+		req.SetBodyStream(body, req.Header.ContentLength())
+	}
 
 	start := time.Now()
 	resp := c.Response()
 	err = up.hc.Do(req, resp)
+	if body != nil && body.err != nil {
+		// The client's body broke (framing, a short body): its error, not
+		// the upstream's.
+		s.metrics.Upstream(up.name, "client_error", time.Since(start))
+		return &Error{Status: http.StatusBadRequest, Page: "bad_request", Code: "invalid_request",
+			Err: fmt.Errorf("reading the request body: %w", body.err), JSON: rule.API}
+	}
 	if err != nil {
 		outcome, status, page := "error", http.StatusBadGateway, "upstream_down"
 		if isTimeout(err) {
@@ -170,31 +182,6 @@ func (s *Server) forward(c *fiber.Ctx) error {
 func isTimeout(err error) bool {
 	var t interface{ Timeout() bool }
 	return errors.As(err, &t) && t.Timeout()
-}
-
-// requestHost is the host the client asked for: X-Forwarded-Host from a
-// trusted proxy, else Host.
-func (s *Server) requestHost(c *fiber.Ctx, trusted bool) string {
-	if trusted {
-		if h := c.Get(fiber.HeaderXForwardedHost); h != "" {
-			return h
-		}
-	}
-	return string(c.Request().Host())
-}
-
-// connScheme is the scheme the client used: X-Forwarded-Proto from a
-// trusted proxy, else the connection's.
-func connScheme(c *fiber.Ctx, trusted bool) string {
-	if trusted {
-		if p := c.Get(fiber.HeaderXForwardedProto); p == "https" || p == "http" {
-			return p
-		}
-	}
-	if c.Context().IsTLS() {
-		return "https"
-	}
-	return "http"
 }
 
 // currentSession returns the browser's session, nil when it has none (no
@@ -235,8 +222,13 @@ func (s *Server) needLogin(c *fiber.Ctx, rule *policies.Rule, path string, outco
 // request's query.
 func (s *Server) startURL(c *fiber.Ctx, path, scope string) string {
 	rd := (&url.URL{Path: path}).EscapedPath()
-	if q := c.Request().URI().QueryString(); len(q) > 0 {
+	if q := c.Request().URI().QueryString(); len(q) > 0 && len(rd)+1+len(q) <= maxReturnURL {
+		// A query too long to keep is dropped: the login still returns to
+		// the page.
 		rd += "?" + string(q)
+	}
+	if len(rd) > maxReturnURL {
+		rd = "/"
 	}
 	return s.prefix + "/start?rd=" + url.QueryEscape(rd) + "&scope=" + scope
 }

@@ -112,6 +112,11 @@ url = "%s"
 timeout = "300ms"
 
 [[route]]
+name = "internal"
+host = "internal.localhost"
+action = "deny"
+
+[[route]]
 name = "public"
 path = "/public/**"
 action = "public"
@@ -148,6 +153,11 @@ pass_phone = true
 name = "denied"
 path = "/denied/**"
 action = "deny"
+
+[[route]]
+name = "vip"
+path = "/vip/**"
+allow_unionids = ["u-nobody-logs-in-as"]
 `
 
 // envOptions change newEnv's gateway.
@@ -165,6 +175,12 @@ type envOptions struct {
 	clock     func() time.Time
 	redisAddr string // store = "redis" at this address
 	adminEnv  string // [server] admin_token_env
+	// maxPending and maxPendingPerClient set [session] max_pending and
+	// max_pending_per_client (0: the defaults).
+	maxPending, maxPendingPerClient int
+	// appUpstream, if set, replaces the URL of the upstream named "app"
+	// (every route's but down's and slow's).
+	appUpstream string
 }
 
 func newEnv(t testing.TB) *env { return newEnvOpts(t, envOptions{}) }
@@ -229,8 +245,19 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 		t.Setenv("WXGATE_TEST_SESSION_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
 		store = fmt.Sprintf("store = \"redis\"\nencryption_key_env = \"WXGATE_TEST_SESSION_KEY\"\n[session.redis]\naddrs = [%q]\ntimeout = \"300ms\"\n", o.redisAddr)
 	}
+	// Keys of [session] itself go before [session.redis].
+	if o.maxPendingPerClient > 0 {
+		store = fmt.Sprintf("max_pending_per_client = %d\n", o.maxPendingPerClient) + store
+	}
+	if o.maxPending > 0 {
+		store = fmt.Sprintf("max_pending = %d\n", o.maxPending) + store
+	}
 	path := filepath.Join(dir, "gateway.toml")
-	conf := fmt.Sprintf(baseTOML, public, o.adminEnv, o.sessionTTL, o.sessionTTL, o.refreshAhead, store, e.simURL, e.simURL, verify, e.keyFile, o.reuseGrace, e.upstream.URL, slow.URL)
+	appURL := e.upstream.URL
+	if o.appUpstream != "" {
+		appURL = o.appUpstream
+	}
+	conf := fmt.Sprintf(baseTOML, public, o.adminEnv, o.sessionTTL, o.sessionTTL, o.refreshAhead, store, e.simURL, e.simURL, verify, e.keyFile, o.reuseGrace, appURL, slow.URL)
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -297,6 +324,38 @@ func (e *env) browser(ua string) *browser {
 		Timeout:       10 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}}
+}
+
+// browserFrom is a browser whose connections come from the local address
+// ip (any of 127.0.0.0/8 works on loopback): another client to the gateway.
+func (e *env) browserFrom(ua, ip string) *browser {
+	b := e.browser(ua)
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	b.c.Transport = &http.Transport{DialContext: d.DialContext}
+	return b
+}
+
+// scrape returns the admin listener's /metrics.
+func (e *env) scrape() string {
+	e.t.Helper()
+	resp, err := http.Get(e.adminURL + "/metrics")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func (b *browser) do(method, rawURL string, body io.Reader, hdr map[string]string) *http.Response {

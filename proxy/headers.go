@@ -66,11 +66,16 @@ func spoofable(name []byte, trusted bool) bool {
 	}
 	switch string(n) {
 	case "x-forwarded-user", "x-forwarded-email", "x-forwarded-preferred-username",
-		"x-auth-request-user", "x-remote-user", "remote-user", "x-real-ip":
+		"x-auth-request-user", "x-auth-request-email", "x-remote-user", "remote-user":
 		return true
 	case "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port",
-		"x-forwarded-method", "x-forwarded-uri", "x-original-url", "forwarded", "x-request-id":
-		// Believed only from trusted proxies; wxgate sets its own either way.
+		"x-forwarded-method", "x-forwarded-uri", "x-original-url", "forwarded", "x-request-id",
+		// The client-IP headers of CDNs and load balancers: upstreams log,
+		// rate-limit and allow-list on them. Only a trusted proxy may send
+		// them; wxgate's own word is X-Forwarded-For.
+		"x-real-ip", "true-client-ip", "cf-connecting-ip", "x-client-ip", "x-cluster-client-ip",
+		"fastly-client-ip", "x-original-forwarded-for", "x-originating-ip", "x-remote-ip",
+		"x-remote-addr", "client-ip", "x-forwarded":
 		return !trusted
 	}
 	return false

@@ -25,14 +25,33 @@ type caller struct {
 }
 
 // bearerToken returns the token of an "Authorization: Bearer" header, and
-// whether there was one.
+// whether the request carries one. The token aliases the request buffer:
+// use it within the handler only. Authorization is a single field: with
+// several, which one a parser takes is a guess, so a request with more than
+// one that carries a bearer token gets an empty (invalid) token.
 func bearerToken(c *fiber.Ctx) (string, bool) {
-	auth := c.Get(fiber.HeaderAuthorization)
-	if len(auth) < 7 || !strings.EqualFold(auth[:7], "Bearer ") {
-		return "", false
+	all := c.Request().Header.PeekAll(fiber.HeaderAuthorization)
+	bearer := false
+	for _, v := range all {
+		bearer = bearer || isBearer(v)
 	}
-	return strings.TrimSpace(auth[7:]), true
+	switch {
+	case !bearer:
+		return "", false
+	case len(all) > 1:
+		return "", true
+	}
+	return parseBearer(string(all[0])), true
 }
+
+// isBearer reports whether an Authorization value uses the Bearer scheme
+// (the scheme name is case-insensitive, RFC 9110 section 11.1).
+func isBearer(v []byte) bool {
+	return len(v) >= 7 && strings.EqualFold(string(v[:7]), "Bearer ")
+}
+
+// parseBearer returns the token of a Bearer Authorization value.
+func parseBearer(v string) string { return strings.TrimSpace(v[7:]) }
 
 // currentCaller finds the caller of a request. A bearer token wins over a
 // cookie. authErr is a bearer token's verification failure: the request

@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"crypto/hmac"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -42,9 +45,18 @@ func classifyUA(ua string) uaKind {
 	return uaBrowser
 }
 
+// maxReturnURL bounds a login's return URL: it is kept with the pending
+// login, which a flood of starts multiplies.
+const maxReturnURL = 2 << 10
+
 // start begins a browser login: GET /_wxgate/start?rd=&scope=base|userinfo.
 func (s *Server) start(c *fiber.Ctx) error {
-	rd := s.safeRedirect(c.Query("rd"))
+	raw := c.Query("rd")
+	if len(raw) > maxReturnURL {
+		return &Error{Status: http.StatusBadRequest, Page: "bad_request", Code: "invalid_request",
+			Err: fmt.Errorf("rd: %d bytes, over the %d-byte limit", len(raw), maxReturnURL)}
+	}
+	rd := s.safeRedirect(raw)
 	scope := scopeBase
 	if c.Query("scope") == policies.Userinfo {
 		scope = scopeUserinfo
@@ -78,7 +90,13 @@ func (s *Server) openInWeChat(c *fiber.Ctx, kind uaKind, rd, scope string) error
 }
 
 // beginOA stores a pending login and redirects to WeChat's authorize page.
+// Beyond the pending-login bounds it answers 429 and stores nothing.
 func (s *Server) beginOA(c *fiber.Ctx, rd, scope string, attempt int) error {
+	if ok, why := s.starts.allow(requestOf(c).client); !ok {
+		s.metrics.StartRefused(why)
+		return &Error{Status: http.StatusTooManyRequests, Page: "too_many_logins", Code: "too_many_requests",
+			RetryAfter: time.Minute, Err: fmt.Errorf("pending logins over the %s bound", why)}
+	}
 	binding := c.Cookies(s.cookies.binding)
 	if !session.ValidID(binding) {
 		binding = session.NewID()
@@ -261,17 +279,41 @@ func (s *Server) clearCookie(c *fiber.Ctx, name string) {
 }
 
 // logoutPage asks for confirmation: a GET must not end a session (link
-// prefetchers and cross-site images would).
+// prefetchers and cross-site images would). The form carries the logout
+// token, for browsers that send no Origin.
 func (s *Server) logoutPage(c *fiber.Ctx) error {
 	d := s.page(c, "logout_confirm")
-	d.Form = &pageForm{Action: s.prefix + "/logout", Label: label(c, "logout"), Hidden: map[string]string{"rd": s.safeRedirect(c.Query("rd"))}}
+	hidden := map[string]string{"rd": s.safeRedirect(c.Query("rd"))}
+	if id := c.Cookies(s.cookies.session); session.ValidID(id) {
+		hidden["token"] = logoutToken(id)
+	}
+	d.Form = &pageForm{Action: s.prefix + "/logout", Label: label(c, "logout"), Hidden: hidden}
 	return s.render(c, d)
 }
 
-// logout ends the session server side: POST /_wxgate/logout.
+// logoutToken is the token the logout form carries: derived from the
+// session ID, which a cross-site page cannot read, so it cannot forge it.
+func logoutToken(id string) string { return session.Hash("wxgate logout\x00" + id) }
+
+// logout ends the session server side: POST /_wxgate/logout. A cross-site
+// form must not log anyone out, so the request must come from this origin
+// (Origin, which browsers send on every POST) or, without Origin, carry
+// the logout form's token.
 func (s *Server) logout(c *fiber.Ctx) error {
-	rd := s.safeRedirect(c.FormValue("rd"))
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return badRequest("logout form: %w", err)
+	}
+	rd := s.safeRedirect(form.Get("rd"))
 	if id := c.Cookies(s.cookies.session); session.ValidID(id) {
+		if !s.fromOwnOrigin(c, form.Get("token"), id) {
+			return &Error{Status: http.StatusForbidden, Page: "forbidden", Code: "forbidden",
+				Err: errors.New("logout from another origin or without the form's token")}
+		}
 		if err := s.sessions.Delete(c.UserContext(), id); err != nil {
 			return storeError(err)
 		}
@@ -298,4 +340,29 @@ func (s *Server) userinfo(c *fiber.Ctx) error {
 		"openid": id.OpenID, "unionid": id.UnionID, "appid": id.AppID, "scope": id.Scope,
 		"nickname": id.Nickname, "avatar": id.Avatar, "user": id.User(),
 	})
+}
+
+// fromOwnOrigin reports whether a state-changing request comes from a page
+// of this gateway: its Origin is the public URL's or the request's own, or,
+// when the browser sent no Origin (or "null"), token is the session's
+// logout token.
+func (s *Server) fromOwnOrigin(c *fiber.Ctx, token, sessionID string) bool {
+	origin := c.Get(fiber.HeaderOrigin)
+	if origin == "" || origin == "null" {
+		return hmac.Equal([]byte(token), []byte(logoutToken(sessionID)))
+	}
+	scheme, hostport, ok := strings.Cut(origin, "://")
+	if !ok || (scheme != "http" && scheme != "https") {
+		return false
+	}
+	_, authority, err := parseHost(hostport)
+	if err != nil {
+		return false
+	}
+	authority = withoutDefaultPort(scheme, authority)
+	if scheme == s.public.Scheme && authority == s.publicAuthority {
+		return true
+	}
+	r := requestOf(c)
+	return scheme == r.scheme && authority == withoutDefaultPort(r.scheme, r.authority)
 }

@@ -275,10 +275,39 @@ func TestLogout(t *testing.T) {
 	if resp, _ := b.get("/", nil); resp.StatusCode != http.StatusOK {
 		t.Fatal("GET logout ended the session")
 	}
-	resp = b.do(http.MethodPost, "/_wxgate/logout", strings.NewReader("rd=%2Fpublic%2Fbye"), map[string]string{"Content-Type": "application/x-www-form-urlencoded"})
-	resp.Body.Close()
+	post := func(body string, hdr map[string]string) *http.Response {
+		t.Helper()
+		h := map[string]string{"Content-Type": "application/x-www-form-urlencoded"}
+		for k, v := range hdr {
+			h[k] = v
+		}
+		resp := b.do(http.MethodPost, "/_wxgate/logout", strings.NewReader(body), h)
+		resp.Body.Close()
+		return resp
+	}
+	// A cross-site form, or a POST with neither Origin nor the form's
+	// token, does not log out.
+	for name, hdr := range map[string]map[string]string{
+		"foreign origin":     {"Origin": "https://evil.example"},
+		"other port":         {"Origin": "http://127.0.0.1:1"},
+		"no origin no token": nil,
+		"null origin":        {"Origin": "null"},
+	} {
+		if resp := post("rd=%2Fpublic%2Fbye&token=guess", hdr); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("POST logout, %s: %d, want 403", name, resp.StatusCode)
+		}
+		if resp, _ := b.get("/", nil); resp.StatusCode != http.StatusOK {
+			t.Fatalf("POST logout, %s: ended the session", name)
+		}
+	}
+	// The confirm form's token stands in for Origin.
+	token := regexp.MustCompile(`name="token" value="([^"]+)"`).FindStringSubmatch(body)
+	if token == nil {
+		t.Fatalf("the confirm form has no token: %.300s", body)
+	}
+	resp = post("rd=%2Fpublic%2Fbye&token="+token[1], nil)
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/public/bye" {
-		t.Errorf("POST logout: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+		t.Errorf("POST logout with the form's token: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
 	if b.cookie("wxgate_session") != "" {
 		t.Error("the cookie was not cleared")
@@ -287,6 +316,14 @@ func TestLogout(t *testing.T) {
 	b.setCookie("wxgate_session", cookie)
 	if resp, _ := b.get("/", nil); resp.StatusCode != http.StatusFound {
 		t.Errorf("old cookie after logout: status %d, want a redirect to login", resp.StatusCode)
+	}
+	// A same-origin POST (what browsers send) needs no token.
+	b.login("/", "alice")
+	if resp := post("rd=%2F", map[string]string{"Origin": b.e.url}); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("POST logout from the same origin: %d, want 303", resp.StatusCode)
+	}
+	if resp, _ := b.get("/", nil); resp.StatusCode != http.StatusFound {
+		t.Errorf("after a same-origin logout: status %d, want a redirect to login", resp.StatusCode)
 	}
 }
 

@@ -52,6 +52,8 @@ var messages = map[string]message{
 		"Temporarily unavailable", "The service is temporarily unavailable. You are still logged in; please try again."},
 	"internal": {"服务出错", "服务出现内部错误，请稍后重试。",
 		"Server error", "Something went wrong on our side. Please try again later."},
+	"too_many_logins": {"登录请求过多", "你所在的网络发起了过多登录，请几分钟后再试。",
+		"Too many logins", "Too many logins were started from your network. Please try again in a few minutes."},
 	"logout_confirm": {"退出登录", "确定要退出登录吗？",
 		"Log out", "Do you want to log out?"},
 	"logged_out": {"已退出", "你已退出登录。",

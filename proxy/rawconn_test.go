@@ -42,6 +42,18 @@ func (rc *rawConn) send(raw string) (*http.Response, string) {
 	return rc.read()
 }
 
+// sendHalfClosed writes raw, closes the sending side (the client stops,
+// as one cut off in the middle of a body does) and reads one response.
+func (rc *rawConn) sendHalfClosed(raw string) (*http.Response, string) {
+	rc.t.Helper()
+	_ = rc.conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(rc.conn, raw); err != nil {
+		return nil, ""
+	}
+	_ = rc.conn.(*net.TCPConn).CloseWrite()
+	return rc.read()
+}
+
 // read reads one response; nil when the connection ended first.
 func (rc *rawConn) read() (*http.Response, string) {
 	rc.t.Helper()

@@ -7,12 +7,12 @@ import (
 
 // safeRedirect returns rd if it is a safe place to send the browser after
 // login or logout, and "/" otherwise. Safe is a relative path ("/x?y"), or
-// an absolute http(s) URL without userinfo whose host is the public URL's or
-// in allowed_redirect_hosts. Protocol-relative ("//evil"), backslash
+// an absolute http(s) URL without userinfo whose origin is the public URL's
+// or whose host is in allowed_redirect_hosts (allowedOrigin). Protocol-relative ("//evil"), backslash
 // ("/\evil"), whitespace and control characters (which browsers strip, so
 // "/\t/evil" becomes "//evil"), and their percent-encoded forms are refused.
 func (s *Server) safeRedirect(rd string) string {
-	if rd == "" || len(rd) > 4096 {
+	if rd == "" || len(rd) > maxReturnURL {
 		return "/"
 	}
 	for i := 0; i < len(rd); i++ {
@@ -42,30 +42,58 @@ func (s *Server) safeRedirect(rd string) string {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.User != nil || u.Host == "" || u.Opaque != "" {
 		return "/"
 	}
-	if !s.allowedHost(u.Hostname()) {
+	if !s.allowedOrigin(u) {
 		return "/"
 	}
 	return u.String()
 }
 
-// allowedHost reports whether host may be a redirect target.
-func (s *Server) allowedHost(host string) bool {
-	host = strings.ToLower(host)
-	if host == "" {
+// allowedOrigin reports whether an absolute URL may be a redirect target.
+// The public URL's origin is compared whole (scheme, host and port):
+// another port or scheme of the same host is another site. Other hosts
+// must be in allowed_redirect_hosts, on https (or http when the public URL
+// is http, as in development), and on their scheme's default port unless
+// the entry names a port.
+func (s *Server) allowedOrigin(u *url.URL) bool {
+	host, authority, err := parseHost(u.Host)
+	if err != nil {
 		return false
 	}
-	if host == strings.ToLower(s.public.Hostname()) {
+	if strings.EqualFold(u.Scheme, s.public.Scheme) && withoutDefaultPort(u.Scheme, authority) == s.publicAuthority {
 		return true
 	}
+	if u.Scheme != "https" && s.public.Scheme == "https" {
+		return false
+	}
+	port := strings.TrimPrefix(withoutDefaultPort(u.Scheme, authority), host)
 	for _, h := range s.cfg.Server.AllowedRedirectHosts {
 		h = strings.ToLower(h)
-		if strings.HasPrefix(h, ".") {
-			if strings.HasSuffix(host, h) && len(host) > len(h) {
+		want, wantPort, _ := strings.Cut(h, ":")
+		if wantPort != "" {
+			wantPort = ":" + wantPort
+		}
+		if port != wantPort {
+			continue
+		}
+		if strings.HasPrefix(want, ".") {
+			if strings.HasSuffix(host, want) && len(host) > len(want) {
 				return true
 			}
-		} else if host == h {
+		} else if host == want {
 			return true
 		}
 	}
 	return false
+}
+
+// withoutDefaultPort drops the scheme's default port from an authority, so
+// http://a:80 and http://a compare equal.
+func withoutDefaultPort(scheme, authority string) string {
+	switch scheme {
+	case "http":
+		return strings.TrimSuffix(authority, ":80")
+	case "https":
+		return strings.TrimSuffix(authority, ":443")
+	}
+	return authority
 }

@@ -1,10 +1,15 @@
 package proxy_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -133,4 +138,189 @@ func forge(rng *rand.Rand, line string) string {
 		}
 	}
 	return fmt.Sprintf("%s: %s%s", name, prefix, b)
+}
+
+// securityCase is one entry of the corpus in testdata/security: raw bytes
+// sent on a fresh connection, and what must happen.
+type securityCase struct {
+	Name string `json:"name"`
+	// Why says what the case attacks.
+	Why string `json:"why"`
+	// Request is sent as is, after its placeholders ({host},
+	// {alice_cookie}, {alice_token}, ...) are filled in. It may hold more
+	// than one request (pipelining, smuggling).
+	Request string `json:"request"`
+	// Status is the status of the first answer.
+	Status int `json:"status"`
+	// Close: the gateway must close the connection after that answer
+	// (nothing after a framing error may be read as a request).
+	Close bool `json:"close"`
+	// HalfClose: close the sending side after the request, as a client
+	// that stops in the middle of a body does.
+	HalfClose bool `json:"half_close"`
+	// Location, if set, is the exact Location of the answer.
+	Location string `json:"location"`
+	// Upstream is what the upstream may see; absent, it must see nothing.
+	Upstream *upstreamWant `json:"upstream"`
+}
+
+// upstreamWant is what one request reaching the upstream must look like.
+type upstreamWant struct {
+	// Target is the exact request-target.
+	Target string `json:"target"`
+	// Headers must be present with these values (names folded as lenient
+	// servers fold them).
+	Headers map[string]string `json:"headers"`
+	// Absent headers must not be present in any spelling.
+	Absent []string `json:"absent"`
+	// NotContain are byte strings that must not appear in the request.
+	NotContain []string `json:"not_contain"`
+}
+
+// TestSecurityCorpus drives the gateway with raw bytes from
+// testdata/security/*.json and checks the answer and the exact bytes a
+// raw upstream received.
+func TestSecurityCorpus(t *testing.T) {
+	up := newRawUpstream(t)
+	e := newEnvOpts(t, envOptions{appUpstream: up.URL()})
+	b := e.browser(weChatUA)
+	b.login("/", "alice")
+	pair := e.api().mpLogin("alice")
+	alice := e.user("alice")
+	aliceMP, _ := e.sim.User(mpID, "alice")
+	// An attacker's login, stopped at the callback: the state and code a
+	// login CSRF would plant in a victim's browser.
+	attacker := e.browser(weChatUA)
+	cb, err := url.Parse(attacker.authorize(attacker.expectRedirect(attacker.expectRedirect("/")), "mallory", "allow"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := strings.TrimPrefix(e.url, "http://")
+	token := pair["access_token"].(string)
+	fill := strings.NewReplacer(
+		"{host}", host,
+		"{port}", host[strings.LastIndexByte(host, ':')+1:],
+		"{alice_cookie}", b.cookie("wxgate_session"),
+		"{alice_token}", token,
+		"{alice_token_cut}", token[:len(token)-1],
+		"{alice_openid}", alice.OpenID,
+		"{alice_mp_openid}", aliceMP.OpenID,
+		"{attacker_state}", cb.Query().Get("state"),
+		"{attacker_code}", cb.Query().Get("code"),
+	)
+	files, err := filepath.Glob("testdata/security/*.json")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no corpus: %v", err)
+	}
+	for _, file := range files {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cases []securityCase
+		if err := json.Unmarshal(raw, &cases); err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		group := strings.TrimSuffix(filepath.Base(file), ".json")
+		for _, tc := range cases {
+			t.Run(group+"/"+tc.Name, func(t *testing.T) {
+				up.reset()
+				rc := e.dial()
+				req := fill.Replace(tc.Request)
+				if head, body, ok := strings.Cut(req, "\r\n\r\n"); ok {
+					req = strings.Replace(head, "{content_length}", strconv.Itoa(len(body)), 1) + "\r\n\r\n" + body
+				}
+				send := rc.send
+				if tc.HalfClose {
+					send = rc.sendHalfClosed
+				}
+				resp, body := send(req)
+				if resp == nil {
+					t.Fatalf("no answer to %q", req)
+				}
+				if resp.StatusCode != tc.Status {
+					t.Errorf("status %d, want %d (%s); body %.200q", resp.StatusCode, tc.Status, tc.Why, body)
+				}
+				if tc.Location != "" {
+					if got := resp.Header.Get("Location"); got != fill.Replace(tc.Location) {
+						t.Errorf("Location %q, want %q", got, fill.Replace(tc.Location))
+					}
+				}
+				if tc.Close && !rc.closed() {
+					t.Errorf("the connection stayed open after the answer (%s)", tc.Why)
+				}
+				checkUpstream(t, up.requests(), tc.Upstream, fill)
+			})
+		}
+	}
+}
+
+func checkUpstream(t *testing.T, got []upstreamRequest, want *upstreamWant, fill *strings.Replacer) {
+	t.Helper()
+	if want == nil {
+		for _, r := range got {
+			t.Errorf("the upstream received %q; it must receive nothing", r.raw)
+		}
+		return
+	}
+	if len(got) != 1 {
+		t.Fatalf("the upstream received %d requests, want 1: %q", len(got), got)
+	}
+	r := got[0]
+	if want.Target != "" && r.target != fill.Replace(want.Target) {
+		t.Errorf("upstream target %q, want %q", r.target, fill.Replace(want.Target))
+	}
+	for name, v := range want.Headers {
+		if vals := r.header(name); len(vals) != 1 || vals[0] != fill.Replace(v) {
+			t.Errorf("upstream %s = %q, want [%q]", name, vals, fill.Replace(v))
+		}
+	}
+	for _, name := range want.Absent {
+		if vals := r.header(name); len(vals) > 0 {
+			t.Errorf("upstream received %s: %q", name, vals)
+		}
+	}
+	for _, s := range want.NotContain {
+		if bytes.Contains(r.raw, []byte(fill.Replace(s))) {
+			t.Errorf("upstream request contains %q:\n%s", s, r.raw)
+		}
+	}
+}
+
+// TestStartFloodIsBounded floods /start from one address: beyond its
+// bound it gets 429 pages (counted in metrics) and stores nothing, and a
+// browser on another address still logs in.
+func TestStartFloodIsBounded(t *testing.T) {
+	e := newEnvOpts(t, envOptions{maxPending: 1000, maxPendingPerClient: 20})
+	flood := e.browser(weChatUA)
+	admitted, refused := 0, 0
+	for i := 0; i < 200; i++ {
+		resp, body := flood.get("/_wxgate/start?rd=/orders/"+strconv.Itoa(i), nil)
+		switch resp.StatusCode {
+		case http.StatusFound:
+			admitted++
+		case http.StatusTooManyRequests:
+			refused++
+			if i == 199 && (!strings.Contains(body, "登录请求过多") || resp.Header.Get("Retry-After") != "60") {
+				t.Errorf("429 answer: Retry-After %q, body %.300s", resp.Header.Get("Retry-After"), body)
+			}
+		default:
+			t.Fatalf("start %d: %d %.200s", i, resp.StatusCode, body)
+		}
+	}
+	if admitted != 20 || refused != 180 {
+		t.Errorf("from one address: %d starts admitted and %d refused, want 20 and 180", admitted, refused)
+	}
+	// Another client, on another address, logs in all the way.
+	other := e.browserFrom(weChatUA, "127.0.0.2")
+	if got := other.login("/orders/7", "bob"); got != e.url+"/orders/7" {
+		t.Errorf("another client's login lands on %q", got)
+	}
+	if got := other.upstreamView("/orders/7", nil); first(got.Headers["X-Wechat-Openid"]) != e.user("bob").OpenID {
+		t.Errorf("another client's login: upstream identity %v", got.Headers)
+	}
+	metrics := e.scrape()
+	if !strings.Contains(metrics, `wxgate_login_starts_refused_total{reason="client"} 180`) {
+		t.Errorf("/metrics lacks the 180 refused starts:\n%s", grepLines(metrics, "refused"))
+	}
 }

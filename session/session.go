@@ -37,6 +37,15 @@ type Config struct {
 	// RefreshMargin: a session's WeChat access token is refreshed when a
 	// request meets it with less than this left. Default: 5m.
 	RefreshMargin time.Duration `toml:"refresh_margin"`
+	// MaxPending bounds the browser logins one replica keeps in flight (each
+	// /start stores one for 10 minutes, about 220 bytes and its return URL);
+	// beyond it /start answers 429. Default: 100000.
+	MaxPending int `toml:"max_pending"`
+	// MaxPendingPerClient bounds the logins in flight from one client
+	// address (an IPv4 address or an IPv6 /64) on one replica; beyond it
+	// that client gets 429. Keep it generous: carrier-grade NAT puts many
+	// phones behind one address. Default: 300.
+	MaxPendingPerClient int `toml:"max_pending_per_client"`
 	// RefreshAhead, if set, runs a sweeper at this interval that refreshes
 	// the WeChat tokens of sessions within RefreshMargin of expiry without
 	// waiting for a request. Default: 0 (off).
@@ -56,6 +65,12 @@ func (c *Config) SetDefaults() {
 	}
 	if c.RefreshMargin == 0 {
 		c.RefreshMargin = 5 * time.Minute
+	}
+	if c.MaxPending == 0 {
+		c.MaxPending = 100_000
+	}
+	if c.MaxPendingPerClient == 0 {
+		c.MaxPendingPerClient = 300
 	}
 	if c.Store == "redis" {
 		c.Redis.SetDefaults()
@@ -134,6 +149,12 @@ func (c *Config) Validate() error {
 	}
 	if c.RefreshMargin < 0 || c.RefreshMargin > time.Hour {
 		errs = append(errs, fmt.Errorf("session.refresh_margin: %s is outside 0..1h", c.RefreshMargin))
+	}
+	if c.MaxPending < 1 {
+		errs = append(errs, fmt.Errorf("session.max_pending: %d must be at least 1", c.MaxPending))
+	}
+	if c.MaxPendingPerClient < 1 || c.MaxPendingPerClient > c.MaxPending {
+		errs = append(errs, fmt.Errorf("session.max_pending_per_client: %d must be between 1 and max_pending", c.MaxPendingPerClient))
 	}
 	if c.RefreshAhead < 0 || (c.RefreshAhead > 0 && c.RefreshAhead < time.Second) {
 		errs = append(errs, fmt.Errorf("session.refresh_ahead: %s must be 0 (off) or at least 1s", c.RefreshAhead))

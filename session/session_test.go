@@ -73,7 +73,7 @@ func TestPendingAndClaim(t *testing.T) {
 		t.Fatalf("NewState() = %q, not 32 alphanumerics", state)
 	}
 	binding := NewID()
-	if err := m.SavePending(ctx, state, &Pending{ReturnURL: "/x", Scope: "snsapi_base", Binding: Hash(binding)}); err != nil {
+	if err := m.SavePending(ctx, state, &Pending{ReturnURL: "/x", Scope: "snsapi_base", Flow: "oa", Binding: Hash(binding)}); err != nil {
 		t.Fatal(err)
 	}
 	p, err := m.Pending(ctx, state)

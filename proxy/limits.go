@@ -1,0 +1,80 @@
+package proxy
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// startLimiter bounds the pending logins this replica creates, per client
+// and in total, over the life of a pending login. Every GET /start stores
+// state for that long, so without a bound a flood of starts grows memory
+// (and the store) without end. A refused start touches no store, so a flood
+// from one client can neither evict nor slow the logins of others.
+//
+// It counts starts in two fixed windows of the pending lifetime and weighs
+// the previous one by how much of it still overlaps the sliding window: a
+// cheap estimate of the starts in the last lifetime, which is the number of
+// pending logins still alive.
+type startLimiter struct {
+	perClient, total int
+	window           time.Duration
+	now              func() time.Time
+
+	mu sync.Mutex // guards the fields below
+	// since is when the current window began.
+	since time.Time
+	// cur and prev count starts by client in the current and the previous
+	// window. Their size is bounded by total: a client only gets an entry
+	// by being admitted.
+	cur, prev           map[netip.Prefix]int
+	curTotal, prevTotal int
+}
+
+func newStartLimiter(perClient, total int, window time.Duration, now func() time.Time) *startLimiter {
+	return &startLimiter{
+		perClient: perClient, total: total, window: window, now: now,
+		since: now(), cur: map[netip.Prefix]int{}, prev: map[netip.Prefix]int{},
+	}
+}
+
+// clientKey groups addresses that belong to one client: an IPv4 address, or
+// the /64 an IPv6 host picks its addresses from at will.
+func clientKey(a netip.Addr) netip.Prefix {
+	a = a.Unmap()
+	bits := 32
+	if a.Is6() {
+		bits = 64
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
+// allow admits one start from client, or reports why not ("client" or
+// "total").
+func (l *startLimiter) allow(client netip.Addr) (ok bool, reason string) {
+	key := clientKey(client)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	if elapsed := now.Sub(l.since); elapsed >= l.window {
+		if elapsed >= 2*l.window {
+			l.prev, l.prevTotal = map[netip.Prefix]int{}, 0
+		} else {
+			l.prev, l.prevTotal = l.cur, l.curTotal
+		}
+		l.cur, l.curTotal = map[netip.Prefix]int{}, 0
+		l.since = now.Add(-(elapsed % l.window))
+	}
+	// The share of the previous window still inside the sliding one.
+	weight := 1 - float64(now.Sub(l.since))/float64(l.window)
+	if float64(l.prev[key])*weight+float64(l.cur[key]) >= float64(l.perClient) {
+		return false, "client"
+	}
+	if float64(l.prevTotal)*weight+float64(l.curTotal) >= float64(l.total) {
+		return false, "total"
+	}
+	l.cur[key]++
+	l.curTotal++
+	return true, ""
+}
