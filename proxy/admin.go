@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -22,6 +25,7 @@ import (
 func (s *Server) newAdminApp() *fiber.App {
 	app := fiber.New(fiber.Config{DisableStartupMessage: true, ErrorHandler: s.handleError, Network: fiber.NetworkTCP})
 	app.Use(recover.New())
+	app.Use(s.adminHost)
 	app.Get("/metrics", adaptor.HTTPHandler(s.metrics.Handler()))
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.readyz)
@@ -31,6 +35,41 @@ func (s *Server) newAdminApp() *fiber.App {
 	api.Get("/sessions", s.adminSessions)
 	api.Delete("/sessions", s.adminSessions)
 	return app
+}
+
+// adminHost refuses requests whose Host is a name the admin listener does
+// not go by. A web page can make a browser on an operator's machine send
+// requests to 127.0.0.1:9090 under its own name (DNS rebinding); the Host
+// header still carries that name, so only IP literals, localhost, the
+// admin listen address's host and [server] admin_hosts are answered.
+func (s *Server) adminHost(c *fiber.Ctx) error {
+	name, _, err := parseHost(string(c.Request().Header.Host()))
+	if err != nil || !s.isAdminHost(name) {
+		return &Error{Status: http.StatusForbidden, Page: "forbidden", Code: "forbidden", JSON: true,
+			Err: fmt.Errorf("admin request for host %q", c.Request().Header.Host())}
+	}
+	return c.Next()
+}
+
+// isAdminHost reports whether name (as parseHost returns it) may address
+// the admin listener.
+func (s *Server) isAdminHost(name string) bool {
+	if _, err := netip.ParseAddr(strings.Trim(name, "[]")); err == nil {
+		return true // an IP literal is not a name a page can rebind
+	}
+	if name == "localhost" || strings.HasSuffix(name, ".localhost") {
+		return true
+	}
+	if h, _, err := net.SplitHostPort(s.cfg.Server.AdminListen); err == nil && strings.EqualFold(strings.TrimSuffix(h, "."), name) {
+		return true
+	}
+	for _, h := range s.cfg.Server.AdminHosts {
+		h = strings.ToLower(h)
+		if h == name || strings.HasPrefix(h, ".") && strings.HasSuffix(name, h) {
+			return true
+		}
+	}
+	return false
 }
 
 // requireAdmin checks the admin bearer secret when one is configured.

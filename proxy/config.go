@@ -51,6 +51,11 @@ type ServerConfig struct {
 	// TrustedProxies lists CIDRs whose X-Forwarded-* and X-Request-ID
 	// headers are believed. Default: none (every peer is a client).
 	TrustedProxies []string `toml:"trusted_proxies"`
+	// AdminHosts lists the host names, besides IP addresses, localhost and
+	// admin_listen's host, that the admin listener answers to: exact, or
+	// ".example.com" for subdomains. Requests for any other name get 403
+	// (a defence against DNS rebinding). Default: none.
+	AdminHosts []string `toml:"admin_hosts"`
 	// LogLevel is debug, info, warn or error. Default: info.
 	LogLevel string `toml:"log_level"`
 	// AdminTokenEnv names an environment variable holding a secret that
@@ -187,6 +192,11 @@ func (c *Config) Validate() error {
 	for _, h := range s.AllowedRedirectHosts {
 		if _, _, err := parseHost(strings.TrimPrefix(h, ".")); err != nil || strings.HasSuffix(h, ".") {
 			add("server.allowed_redirect_hosts: %q is not a host name (with an optional :port)", h)
+		}
+	}
+	for _, h := range s.AdminHosts {
+		if _, _, err := parseHost(strings.TrimPrefix(h, ".")); err != nil || strings.Contains(h, ":") {
+			add("server.admin_hosts: %q is not a host name", h)
 		}
 	}
 	if _, err := parseLevel(s.LogLevel); err != nil {

@@ -158,8 +158,10 @@ type securityCase struct {
 	// HalfClose: close the sending side after the request, as a client
 	// that stops in the middle of a body does.
 	HalfClose bool `json:"half_close"`
-	// Location, if set, is the exact Location of the answer.
-	Location string `json:"location"`
+	// Location, if set, is the exact Location of the answer;
+	// LocationContains a part of it.
+	Location         string `json:"location"`
+	LocationContains string `json:"location_contains"`
 	// Upstream is what the upstream may see; absent, it must see nothing.
 	Upstream *upstreamWant `json:"upstream"`
 }
@@ -246,6 +248,9 @@ func TestSecurityCorpus(t *testing.T) {
 						t.Errorf("Location %q, want %q", got, fill.Replace(tc.Location))
 					}
 				}
+				if tc.LocationContains != "" && !strings.Contains(resp.Header.Get("Location"), tc.LocationContains) {
+					t.Errorf("Location %q, want it to contain %q", resp.Header.Get("Location"), tc.LocationContains)
+				}
 				if tc.Close && !rc.closed() {
 					t.Errorf("the connection stayed open after the answer (%s)", tc.Why)
 				}
@@ -322,5 +327,39 @@ func TestStartFloodIsBounded(t *testing.T) {
 	metrics := e.scrape()
 	if !strings.Contains(metrics, `wxgate_login_starts_refused_total{reason="client"} 180`) {
 		t.Errorf("/metrics lacks the 180 refused starts:\n%s", grepLines(metrics, "refused"))
+	}
+}
+
+// TestAdminAnswersOnlyItsHosts: a page that rebinds its own name to the
+// admin listener's address gets 403 for every admin endpoint; IP literals
+// and localhost are answered.
+func TestAdminAnswersOnlyItsHosts(t *testing.T) {
+	e := newEnv(t)
+	port := e.adminURL[strings.LastIndexByte(e.adminURL, ':')+1:]
+	tests := []struct {
+		host string
+		want int
+	}{
+		{"127.0.0.1:" + port, http.StatusOK},
+		{"localhost:" + port, http.StatusOK},
+		{"LOCALHOST.:" + port, http.StatusOK},
+		{"[::1]:" + port, http.StatusOK},
+		{"rebind.attacker.example:" + port, http.StatusForbidden},
+		{"rebind.attacker.example", http.StatusForbidden},
+		{"localhost.attacker.example:" + port, http.StatusForbidden},
+	}
+	for _, path := range []string{"/metrics", "/healthz", "/readyz", "/app-token?appid=" + oaID, "/sessions?openid=x"} {
+		for _, tc := range tests {
+			req, _ := http.NewRequest(http.MethodGet, e.adminURL+path, nil)
+			req.Host = tc.host
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if tc.want == http.StatusForbidden && resp.StatusCode != tc.want || tc.want == http.StatusOK && resp.StatusCode == http.StatusForbidden {
+				t.Errorf("GET %s with Host %s: %d, want %d", path, tc.host, resp.StatusCode, tc.want)
+			}
+		}
 	}
 }
