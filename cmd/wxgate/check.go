@@ -38,12 +38,12 @@ func check(args []string, stdout, stderr io.Writer) int {
 		printLines(stdout, err)
 		return 1
 	}
-	path2, err := policies.NormalizePath(u.EscapedPath())
+	p, err := policies.ParsePath(u.EscapedPath())
 	if err != nil {
 		fmt.Fprintf(stdout, "%s %s: refused with 400: the path cannot be normalized\n", method, u)
 		return 0
 	}
-	r := engine.Match(strings.ToUpper(method), u.Host, path2, netip.Addr{})
-	fmt.Fprintf(stdout, "%s %s (normalized path %s)\n  decided by %s\n", strings.ToUpper(method), u, path2, r.Explain())
+	d := engine.Decide(strings.ToUpper(method), u.Host, p, netip.Addr{}, nil)
+	fmt.Fprintf(stdout, "%s %s (normalized path %s)\n  decided by %s\n", strings.ToUpper(method), u, p.Clean, d.Rule.Explain())
 	return 0
 }
