@@ -11,22 +11,25 @@ func Example() {
 	engine, err := policies.New([]policies.Rule{
 		{Name: "public", Path: "/public/**", Action: policies.Public},
 		{Name: "profile", Path: "/profile/**", Scope: policies.Userinfo},
+		{Name: "admin", Path: "/admin/**", Action: policies.Deny},
 	}, policies.Config{Upstream: "app"})
 	if err != nil {
 		panic(err)
 	}
 	base := &policies.Identity{OpenID: "oAlice", Scope: policies.Base}
-	for _, raw := range []string{"/public/a", "/public/..%2fprofile/me", "/orders"} {
-		path, err := policies.NormalizePath(raw)
+	for _, raw := range []string{"/public/a", "/public/..%2fprofile/me", "/Admin;v=1/users", "/orders", "/../etc/passwd"} {
+		p, err := policies.ParsePath(raw)
 		if err != nil {
 			fmt.Println(raw, "->", err)
 			continue
 		}
-		d := engine.Decide("GET", "app.example.com", path, netip.Addr{}, base)
-		fmt.Printf("%s -> %s: %s by %s\n", raw, path, d.Outcome, d.Rule.Name)
+		d := engine.Decide("GET", "app.example.com", p, netip.Addr{}, base)
+		fmt.Printf("%s -> %s by %s on the %s reading %s; forward %s\n", raw, d.Outcome, d.Rule.Name, d.Reading, d.Path, p.Forward)
 	}
 	// Output:
-	// /public/a -> /public/a: allow by public
-	// /public/..%2fprofile/me -> /profile/me: need_scope by profile
-	// /orders -> /orders: allow by default
+	// /public/a -> allow by public on the normalized reading /public/a; forward /public/a
+	// /public/..%2fprofile/me -> need_scope by profile on the normalized reading /profile/me; forward /public/..%2Fprofile/me
+	// /Admin;v=1/users -> forbidden by admin on the params-removed, case-folded reading /Admin/users; forward /Admin;v=1/users
+	// /orders -> allow by default on the normalized reading /orders; forward /orders
+	// /../etc/passwd -> policies: path cannot be normalized: dot segments climb above the root
 }

@@ -1,6 +1,14 @@
 // Package policies holds the route rules of gateway.toml and decides, for a
-// request (method, host, normalized path, client address) and the caller's
-// identity, whether wxgate forwards it, asks for a login, or refuses it.
+// request (method, host, path, client address) and the caller's identity,
+// whether wxgate forwards it, asks for a login, or refuses it.
+//
+// Upstreams read paths differently: Tomcat and Spring drop ";params" from
+// segments, IIS and Spring ignore case, IIS drops trailing dots and spaces,
+// some split on an encoded slash. A path is decided on every such reading
+// and the strictest decision wins (ParsePath, Engine.Decide); what is
+// forwarded keeps encoded delimiters encoded, so it means to the upstream
+// what the policy decided on.
+//
 // It is pure Go: no HTTP types, no I/O.
 package policies
 
@@ -33,12 +41,13 @@ type Rule struct {
 	// Host, if set, must equal the request host (case-insensitive, port
 	// ignored), or with a leading dot (".example.com") be a subdomain of it.
 	Host string `toml:"host"`
-	// Path is a glob on the normalized path: "*" matches within a segment,
-	// "**" across segments, "?" one character. "/a/**" also matches "/a".
-	// Empty with PathRegex empty matches every path.
+	// Path is a glob on the decoded path (every reading of it: see
+	// ParsePath): "*" matches within a segment, "**" across segments, "?"
+	// one character. "/a/**" also matches "/a". Empty with PathRegex empty
+	// matches every path.
 	Path string `toml:"path"`
-	// PathRegex is a regular expression on the normalized path, anchored at
-	// both ends. At most one of Path and PathRegex.
+	// PathRegex is a regular expression on the decoded path (every reading
+	// of it), anchored at both ends. At most one of Path and PathRegex.
 	PathRegex string `toml:"path_regex"`
 	// Methods, if set, lists the HTTP methods the rule matches.
 	Methods []string `toml:"methods"`
@@ -65,11 +74,18 @@ type Rule struct {
 	// PassAuthorization forwards a bearer Authorization header.
 	PassAuthorization bool `toml:"pass_authorization"`
 
-	host     string
-	hostSub  bool
-	path     *regexp.Regexp
-	methods  []string
-	networks []netip.Prefix
+	host    string
+	hostSub bool
+	path    *regexp.Regexp
+	// pathFold is path compiled case-insensitively, for the case-folded
+	// readings; nil when path is.
+	pathFold *regexp.Regexp
+	// patternFold reports whether Path or PathRegex has upper-case or
+	// non-ASCII characters, so that case-insensitive matching may differ
+	// even on a lower-case path.
+	patternFold bool
+	methods     []string
+	networks    []netip.Prefix
 }
 
 // Config is the [policy] section: what happens when no rule matches.
@@ -112,6 +128,12 @@ func (o Outcome) String() string {
 type Decision struct {
 	Outcome Outcome
 	Rule    *Rule // the rule that decided; never nil
+	// Reading names the reading of the path that decided: PrimaryReading,
+	// or one such as "params-removed" or "case-folded" when another
+	// reading gave a stricter outcome.
+	Reading string
+	// Path is that reading of the path, decoded; for logs and explanations.
+	Path string
 }
 
 // Engine decides requests against an ordered rule list. It is immutable
@@ -119,6 +141,10 @@ type Decision struct {
 type Engine struct {
 	rules []*Rule
 	def   *Rule
+	// foldRules reports whether some rule's pattern has upper-case or
+	// non-ASCII characters: then the case-folded readings are matched even
+	// for a lower-case ASCII path.
+	foldRules bool
 }
 
 // New validates and compiles rules and the default. The error lists every
@@ -158,6 +184,7 @@ func New(rules []Rule, cfg Config) (*Engine, error) {
 			errs = append(errs, prefixErrs(where, err)...)
 		}
 		e.rules = append(e.rules, &r)
+		e.foldRules = e.foldRules || r.patternFold
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -203,14 +230,18 @@ func (r *Rule) compile(cfg Config) error {
 		if !strings.HasPrefix(r.Path, "/") {
 			errs = append(errs, fmt.Errorf("path: %q must start with /", r.Path))
 		} else {
-			r.path = globRegexp(r.Path)
+			re := globPattern(r.Path)
+			r.path, r.pathFold = regexp.MustCompile(re), regexp.MustCompile("(?i)"+re)
+			r.patternFold = needsFold(r.Path)
 		}
 	case r.PathRegex != "":
 		re, err := regexp.Compile("^(?:" + r.PathRegex + ")$")
 		if err != nil {
 			errs = append(errs, fmt.Errorf("path_regex: %w", err))
+			break
 		}
-		r.path = re
+		r.path, r.pathFold = re, regexp.MustCompile("(?i)"+re.String())
+		r.patternFold = needsFold(r.PathRegex)
 	}
 	for _, m := range r.Methods {
 		r.methods = append(r.methods, strings.ToUpper(m))
@@ -231,9 +262,10 @@ func (r *Rule) compile(cfg Config) error {
 	return errors.Join(errs...)
 }
 
-// globRegexp turns a path glob into an anchored regexp. A trailing "/**"
-// also matches the directory itself, so "/admin/**" protects "/admin".
-func globRegexp(glob string) *regexp.Regexp {
+// globPattern turns a path glob into an anchored regular expression. A
+// trailing "/**" also matches the directory itself, so "/admin/**" protects
+// "/admin".
+func globPattern(glob string) string {
 	var b strings.Builder
 	b.WriteString("^")
 	g := glob
@@ -258,29 +290,35 @@ func globRegexp(glob string) *regexp.Regexp {
 		b.WriteString("(?:/.*)?")
 	}
 	b.WriteString("$")
-	return regexp.MustCompile(b.String())
+	return b.String()
 }
 
-// Match returns the first rule matching the request, or the default rule.
-// host may carry a port; path must be normalized (NormalizePath).
+// Match returns the first rule matching the request, or the default rule,
+// for one reading of the path, decoded (such as Path.Clean), matched
+// case-sensitively. host may carry a port and a trailing dot. Decide, which
+// judges every reading, is what requests go through.
 func (e *Engine) Match(method, host, path string, client netip.Addr) *Rule {
-	host = stripPort(strings.ToLower(host))
+	return e.match(method, normalizeHost(host), path, client, false)
+}
+
+// match is Match with host normalized; fold matches path case-insensitively.
+func (e *Engine) match(method, host, path string, client netip.Addr, fold bool) *Rule {
 	for _, r := range e.rules {
-		if r.matches(method, host, path, client) {
+		if r.matches(method, host, path, client, fold) {
 			return r
 		}
 	}
 	return e.def
 }
 
+// normalizeHost lower-cases host and drops its port and one trailing dot:
+// "App.example.com.:443" is the host rule "app.example.com".
+func normalizeHost(host string) string {
+	return strings.TrimSuffix(stripPort(strings.ToLower(host)), ".")
+}
+
 // Rules returns the compiled rules in order, then the default rule.
 func (e *Engine) Rules() []*Rule { return append(slices.Clone(e.rules), e.def) }
-
-// Decide matches the request and judges id (nil when there is none).
-func (e *Engine) Decide(method, host, path string, client netip.Addr, id *Identity) Decision {
-	r := e.Match(method, host, path, client)
-	return Decision{Outcome: r.Judge(id), Rule: r}
-}
 
 // Judge decides what the rule does with id (nil: no identity).
 func (r *Rule) Judge(id *Identity) Outcome {
@@ -340,7 +378,7 @@ func (r *Rule) Explain() string {
 	return s + " upstream=" + r.Upstream
 }
 
-func (r *Rule) matches(method, host, path string, client netip.Addr) bool {
+func (r *Rule) matches(method, host, path string, client netip.Addr, fold bool) bool {
 	if r.host != "" {
 		if r.hostSub {
 			if !strings.HasSuffix(host, r.host) || len(host) == len(r.host) {
@@ -353,8 +391,14 @@ func (r *Rule) matches(method, host, path string, client netip.Addr) bool {
 	if len(r.methods) > 0 && !slices.Contains(r.methods, method) {
 		return false
 	}
-	if r.path != nil && !r.path.MatchString(path) {
-		return false
+	if r.path != nil {
+		re := r.path
+		if fold {
+			re = r.pathFold
+		}
+		if !re.MatchString(path) {
+			return false
+		}
 	}
 	if len(r.networks) > 0 {
 		ok := false

@@ -94,7 +94,7 @@ func (c *idleConn) SetWriteDeadline(time.Time) error { return nil }
 
 // forward handles every request outside the prefix: decide, then proxy.
 func (s *Server) forward(c *fiber.Ctx) error {
-	path, err := policies.NormalizePath(string(c.Request().URI().PathOriginal()))
+	p, err := policies.ParsePath(string(c.Request().URI().PathOriginal()))
 	if err != nil {
 		setRoute(c, "invalid")
 		return &Error{Status: http.StatusBadRequest, Page: "bad_request", Code: "invalid_request", Err: err}
@@ -104,7 +104,7 @@ func (s *Server) forward(c *fiber.Ctx) error {
 		return err
 	}
 	r := requestOf(c)
-	d := s.engine.Decide(c.Method(), r.host, path, r.client, policyIdentity(who))
+	d := s.engine.Decide(c.Method(), r.host, p, r.client, policyIdentity(who))
 	rule := d.Rule
 	setRoute(c, rule.Name)
 	switch d.Outcome {
@@ -114,9 +114,10 @@ func (s *Server) forward(c *fiber.Ctx) error {
 			// answer that tells it whether to refresh.
 			return authErr
 		}
-		return s.needLogin(c, rule, path, d.Outcome)
+		return s.needLogin(c, rule, p.Forward, d.Outcome)
 	case policies.Forbidden:
-		return &Error{Status: http.StatusForbidden, Page: "forbidden", Code: "forbidden", JSON: rule.API}
+		return &Error{Status: http.StatusForbidden, Page: "forbidden", Code: "forbidden", JSON: rule.API,
+			Err: fmt.Errorf("route %s on the %s reading %q", rule.Name, d.Reading, d.Path)}
 	}
 	up := s.upstreams[rule.Upstream]
 	if up == nil {
@@ -144,8 +145,9 @@ func (s *Server) forward(c *fiber.Ctx) error {
 		}
 		setIdentity(&req.Header, who, assertion, identityOptions{phone: rule.PassPhone, wechatToken: rule.PassWeChatToken})
 	}
-	// Forward the path the policy matched, escaped once; the query as sent.
-	req.URI().SetPath((&url.URL{Path: path}).EscapedPath())
+	// Forward the path every reading of which the policy judged, its
+	// encoded delimiters still encoded; the query as sent.
+	req.URI().SetPath(p.Forward)
 	req.URI().SetScheme(up.scheme)
 	req.UseHostHeader = true
 	req.Header.SetHost(r.authority)
@@ -218,10 +220,10 @@ func (s *Server) needLogin(c *fiber.Ctx, rule *policies.Rule, path string, outco
 	return e
 }
 
-// startURL is the login URL that returns to path (normalized) and the
-// request's query.
+// startURL is the login URL that returns to path (a Path.Forward, escaped)
+// and the request's query.
 func (s *Server) startURL(c *fiber.Ctx, path, scope string) string {
-	rd := (&url.URL{Path: path}).EscapedPath()
+	rd := path
 	if q := c.Request().URI().QueryString(); len(q) > 0 && len(rd)+1+len(q) <= maxReturnURL {
 		// A query too long to keep is dropped: the login still returns to
 		// the page.

@@ -180,6 +180,51 @@ func TestPathIsMatchedNormalized(t *testing.T) {
 	}
 }
 
+// TestPathReadings checks that a path is refused if any upstream could read
+// it as a denied one, and that encoded delimiters reach the upstream still
+// encoded, so that it splits the path where the policy did.
+func TestPathReadings(t *testing.T) {
+	e := newEnv(t)
+	b := e.browser(weChatUA)
+	rawGet := func(t *testing.T, path string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", e.url+"/", nil)
+		req.URL.Opaque = path // send the path exactly as written
+		req.Header.Set("User-Agent", weChatUA)
+		resp, err := b.c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp, string(body)
+	}
+	for _, p := range []string{"/denied;x/y", "/DENIED/y", "/denied./y", "/public/..;/denied/y", "/denied%3Bx/y"} {
+		t.Run(p, func(t *testing.T) {
+			if resp, body := rawGet(t, p); resp.StatusCode != http.StatusForbidden {
+				t.Errorf("GET %s = %d %.200s, want 403", p, resp.StatusCode, body)
+			}
+		})
+	}
+	for _, tc := range []struct{ path, want string }{
+		{"/public/a%3Bb", "/public/a%3Bb"},
+		{"/public/a%2Fb", "/public/a%2Fb"},
+		{"/public/a%2fb", "/public/a%2Fb"},
+		{"/public/a;b", "/public/a;b"},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			resp, body := rawGet(t, tc.path)
+			var got echo
+			if resp.StatusCode != http.StatusOK || json.Unmarshal([]byte(body), &got) != nil {
+				t.Fatalf("GET %s = %d %.200s, want 200 from the upstream", tc.path, resp.StatusCode, body)
+			}
+			if got.URI != tc.want {
+				t.Errorf("GET %s: upstream URI = %q, want %q", tc.path, got.URI, tc.want)
+			}
+		})
+	}
+}
+
 func TestUpstreamFailures(t *testing.T) {
 	e := newEnv(t)
 	b := e.browser(weChatUA)

@@ -38,12 +38,29 @@ func check(args []string, stdout, stderr io.Writer) int {
 		printLines(stdout, err)
 		return 1
 	}
-	path2, err := policies.NormalizePath(u.EscapedPath())
+	p, err := policies.ParsePath(u.EscapedPath())
 	if err != nil {
-		fmt.Fprintf(stdout, "%s %s: refused with 400: the path cannot be normalized\n", method, u)
+		fmt.Fprintf(stdout, "%s %s: refused with 400: %v\n", method, u, err)
 		return 0
 	}
-	r := engine.Match(strings.ToUpper(method), u.Host, path2, netip.Addr{})
-	fmt.Fprintf(stdout, "%s %s (normalized path %s)\n  decided by %s\n", strings.ToUpper(method), u, path2, r.Explain())
+	// The strictest reading decides, and which one depends on the caller:
+	// show a first visit, then a login that satisfies no allow list and has
+	// the smallest scope, when another route decides for it.
+	m := strings.ToUpper(method)
+	anon := engine.Decide(m, u.Host, p, netip.Addr{}, nil)
+	fmt.Fprintf(stdout, "%s %s (normalized path %s, forwarded as %s)\n  decided by %s\n", m, u, p.Clean, p.Forward, anon.Rule.Explain())
+	explainReading(stdout, anon)
+	if known := engine.Decide(m, u.Host, p, netip.Addr{}, &policies.Identity{Scope: policies.Base}); known.Rule != anon.Rule {
+		fmt.Fprintf(stdout, "  once logged in (base scope, on no allow list): %s by %s\n", known.Outcome, known.Rule.Explain())
+		explainReading(stdout, known)
+	}
 	return 0
+}
+
+// explainReading names the reading of the path that decided, unless it is
+// the normalized path already shown.
+func explainReading(w io.Writer, d policies.Decision) {
+	if d.Reading != policies.PrimaryReading {
+		fmt.Fprintf(w, "    on the %s reading of the path, %s, as some upstreams read it\n", d.Reading, d.Path)
+	}
 }

@@ -130,13 +130,45 @@ func TestCheckEnvOverride(t *testing.T) {
 
 func TestCheckExplain(t *testing.T) {
 	t.Setenv("WXGATE_CHECK_TEST_SECRET", "x")
-	code, out := runCheck(t, good, "--explain", "GET https://app.example.com/admin/../admin/users")
-	if code != 0 || !strings.Contains(out, `route "admin"`) || !strings.Contains(out, "scope=userinfo") || !strings.Contains(out, "/admin/users") {
-		t.Errorf("explain admin: exit %d\n%s", code, out)
+	withHost := strings.Replace(good, "name = \"admin\"\n", "name = \"admin\"\nhost = \"app.example.com\"\n", 1)
+	withDeny := good + "[[route]]\nname = \"secret\"\npath = \"/secret/**\"\naction = \"deny\"\n"
+	tests := []struct {
+		name, conf, request string
+		want                []string // each must appear
+		not                 []string // none may appear
+	}{
+		{"route", good, "GET https://app.example.com/admin/../admin/users",
+			[]string{`route "admin"`, "scope=userinfo", "normalized path /admin/users"}, []string{"reading", "once logged in"}},
+		{"default", good, "POST https://app.example.com/other", []string{"[policy] default"}, nil},
+		{"host with trailing dot", withHost, "GET https://App.example.com.:8443/admin/x", []string{`route "admin" (host app.example.com`}, nil},
+		{"deny by case", withDeny, "GET https://app.example.com/SECRET/x",
+			[]string{`route "secret"`, "action=deny", "on the case-folded reading of the path, /SECRET/x"}, []string{"once logged in"}},
+		{"scope once logged in", good, "GET https://app.example.com/x/..;/admin/users", []string{
+			"forwarded as /x/..;/admin/users",
+			"decided by no route matched",
+			`once logged in (base scope, on no allow list): need_scope by route "admin"`,
+			"on the params-removed reading of the path, /admin/users",
+		}, nil},
+		{"encoded delimiter stays encoded", good, "GET https://app.example.com/a%3bb", []string{"normalized path /a;b, forwarded as /a%3Bb"}, nil},
+		{"refused", good, "GET https://app.example.com/..;/admin", []string{"refused with 400", "climb above the root"}, nil},
 	}
-	code, out = runCheck(t, good, "--explain", "POST https://app.example.com/other")
-	if code != 0 || !strings.Contains(out, "[policy] default") {
-		t.Errorf("explain default: exit %d\n%s", code, out)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out := runCheck(t, tc.conf, "--explain", tc.request)
+			if code != 0 {
+				t.Errorf("check --explain %q: exit %d, want 0\n%s", tc.request, code, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("check --explain %q = %s, want it to contain %q", tc.request, out, w)
+				}
+			}
+			for _, n := range tc.not {
+				if strings.Contains(out, n) {
+					t.Errorf("check --explain %q = %s, want no %q", tc.request, out, n)
+				}
+			}
+		})
 	}
 }
 
