@@ -14,7 +14,7 @@ import (
 // Memory is a Store in process memory (go-cache). Values are copied in and
 // out, so callers may reuse their buffers. It suits one replica; several
 // replicas need Redis. SaveSnapshot and LoadSnapshot carry it across a
-// restart.
+// graceful restart (snapshot.go).
 type Memory struct {
 	c *cache.Cache
 	// sets serializes the read-modify-write of set members.
