@@ -32,8 +32,11 @@ import (
 // Server is one gateway: its public and admin fiber apps and everything they
 // depend on. Build it with New.
 type Server struct {
-	cfg      *Config
-	log      *slog.Logger
+	cfg *Config
+	log *slog.Logger
+	// origin is session.OriginDev in `wxgate dev` (cfg.Server.Dev), else
+	// session.OriginServe: what New loads and Shutdown writes (issue 8).
+	origin   session.Origin
 	engine   *policies.Engine
 	sessions *session.Manager
 	issuer   *session.Issuer
@@ -86,7 +89,10 @@ type Options struct {
 	Now func() time.Time
 }
 
-// New builds a gateway from a validated cfg (Config.Validate).
+// New builds a gateway from a validated cfg (Config.Validate). With
+// cfg.Server.Dev it is `wxgate dev`'s gateway: the snapshot and signing key
+// it writes are marked session.OriginDev, and otherwise it refuses files
+// so marked (issue 8).
 func New(cfg *Config, opts Options) (*Server, error) {
 	log := opts.Logger
 	if log == nil {
@@ -100,34 +106,25 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server.public_url: %w", err)
 	}
-	store := opts.Store
-	var restored int
-	if store == nil {
-		if store, restored, err = cfg.Session.NewStore(); err != nil {
-			return nil, err
-		}
-	}
 	_, publicAuthority, err := parseHost(public.Host)
 	if err != nil {
 		return nil, fmt.Errorf("server.public_url: %w", err)
 	}
 	s := &Server{
-		publicAuthority: withoutDefaultPort(public.Scheme, publicAuthority),
-		rawStore:        store,
 		cfg:             cfg,
 		log:             log,
+		origin:          session.OriginServe,
 		engine:          engine,
 		upstreams:       map[string]*upstream{},
 		public:          public,
+		publicAuthority: withoutDefaultPort(public.Scheme, publicAuthority),
 		prefix:          cfg.Server.Prefix,
 		cookies:         newCookieNames(public.Scheme == "https"),
 	}
-	s.metrics = metrics.New(func() float64 { return float64(s.sessions.Count()) })
-	store = session.Observe(store, s.metrics.StoreError)
-	s.sessions = session.NewManager(store, cfg.Session)
-	if restored > 0 {
-		log.Info("restored the memory store from its snapshot", "entries", restored, "file", cfg.Session.SnapshotFile)
+	if cfg.Server.Dev {
+		s.origin = session.OriginDev
 	}
+	s.metrics = metrics.New(func() float64 { return float64(s.sessions.Count()) })
 	wcfg := cfg.WeChat
 	wcfg.OnCall = s.metrics.WeChatCall
 	s.wechat = wechat.New(wcfg)
@@ -153,24 +150,13 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	keys := opts.Keys
 	if keys == nil {
 		var created bool
-		keys, created, err = session.LoadKeys(cfg.Tokens.SigningKeyFile)
+		keys, created, err = session.LoadKeys(cfg.Tokens.SigningKeyFile, s.origin)
 		if err != nil {
 			return nil, fmt.Errorf("tokens.signing_key_file: %w", err)
 		}
 		if created {
 			log.Warn("generated a new signing key; keep this file, and give every replica the same one",
 				"file", cfg.Tokens.SigningKeyFile, "alg", keys.Algorithm())
-		}
-	}
-	s.issuer = session.NewIssuer(store, keys, strings.TrimSuffix(public.String(), "/"), cfg.Tokens)
-	if opts.Now != nil {
-		s.issuer.Now, s.sessions.Now = opts.Now, opts.Now
-	}
-	s.starts = newStartLimiter(cfg.Session.MaxPendingPerClient, cfg.Session.MaxPending, session.PendingTTL, s.sessions.Now)
-	s.holders = map[string]*wechat.Holder{}
-	for _, app := range []wechat.App{s.oa, s.mp} {
-		if app.AppID != "" {
-			s.holders[app.AppID] = s.newHolder(app)
 		}
 	}
 	for _, p := range cfg.Server.TrustedProxies {
@@ -193,6 +179,33 @@ func New(cfg *Config, opts Options) (*Server, error) {
 			return nil, fmt.Errorf("wechat.official_account.verify_file: %w", err)
 		}
 		s.verify = verifyFile{path: "/" + baseName(f), body: b}
+	}
+	// The store comes last of what can fail: loading the memory store's
+	// snapshot consumes it, so from here on only Shutdown (which writes it
+	// again) may end the gateway without losing its sessions.
+	store := opts.Store
+	var restored int
+	if store == nil {
+		if store, restored, err = cfg.Session.NewStore(s.origin); err != nil {
+			return nil, err
+		}
+	}
+	s.rawStore = store
+	store = session.Observe(store, s.metrics.StoreError)
+	s.sessions = session.NewManager(store, cfg.Session)
+	if restored > 0 {
+		log.Info("restored the memory store from its snapshot and removed the file", "entries", restored, "file", cfg.Session.SnapshotFile)
+	}
+	s.issuer = session.NewIssuer(store, keys, strings.TrimSuffix(public.String(), "/"), cfg.Tokens)
+	if opts.Now != nil {
+		s.issuer.Now, s.sessions.Now = opts.Now, opts.Now
+	}
+	s.starts = newStartLimiter(cfg.Session.MaxPendingPerClient, cfg.Session.MaxPending, session.PendingTTL, s.sessions.Now)
+	s.holders = map[string]*wechat.Holder{}
+	for _, app := range []wechat.App{s.oa, s.mp} {
+		if app.AppID != "" {
+			s.holders[app.AppID] = s.newHolder(app)
+		}
 	}
 	s.app = s.newPublicApp()
 	s.admin = s.newAdminApp()
@@ -284,7 +297,9 @@ func (s *Server) Serve(pub, admin net.Listener) error {
 
 // Shutdown stops accepting connections, waits for in-flight requests (up to
 // ctx's deadline), then writes the memory store's snapshot if one is
-// configured and closes the store.
+// configured and closes the store. New consumed the snapshot, so a
+// gateway that ends any other way loses its sessions: call Shutdown on
+// every way out once New has returned, even if Serve never ran.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	if s.stopSweeper != nil {
@@ -292,7 +307,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	err := errors.Join(s.app.ShutdownWithContext(ctx), s.admin.ShutdownWithContext(ctx))
 	if m, ok := s.rawStore.(*session.Memory); ok && s.cfg.Session.SnapshotFile != "" {
-		n, serr := m.SaveSnapshot(s.cfg.Session.SnapshotFile)
+		n, serr := m.SaveSnapshot(s.cfg.Session.SnapshotFile, s.origin)
 		if serr != nil {
 			err = errors.Join(err, serr)
 		} else {

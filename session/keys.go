@@ -38,6 +38,9 @@ type KeySet struct {
 	alg    jwa.SignatureAlgorithm
 	public jwk.Set
 	jwks   []byte
+	// origins are the keys' OriginHeader values, in file order ("" for
+	// none, the usual case).
+	origins []Origin
 }
 
 // ErrInvalidToken and ErrTokenExpired classify verification failures.
@@ -46,12 +49,20 @@ var (
 	ErrTokenExpired = errors.New("session: token expired")
 )
 
-// LoadKeys reads a PEM key set from path. If the file does not exist it
-// generates an ES256 key into it (mode 0600) and reports created = true.
-func LoadKeys(path string) (ks *KeySet, created bool, err error) {
+// LoadKeys reads a PEM key set from path for a gateway started as as. If
+// the file does not exist it generates an ES256 key into it (mode 0600)
+// and reports created = true; a key generated as OriginDev carries the
+// PEM header "Wxgate-Origin: dev". As OriginServe it refuses, with an
+// *OriginError, a file holding any key so marked: dev's tokens are minted
+// for simulated logins (issue 8).
+func LoadKeys(path string, as Origin) (ks *KeySet, created bool, err error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		b, err = GenerateKey(ES256)
+		var headers map[string]string
+		if as == OriginDev {
+			headers = map[string]string{OriginHeader: string(OriginDev)}
+		}
+		b, err = generateKey(ES256, headers)
 		if err != nil {
 			return nil, false, err
 		}
@@ -61,7 +72,7 @@ func LoadKeys(path string) (ks *KeySet, created bool, err error) {
 		// O_EXCL: two processes starting together must not both write.
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if errors.Is(err, os.ErrExist) {
-			return LoadKeys(path)
+			return LoadKeys(path, as)
 		}
 		if err != nil {
 			return nil, false, fmt.Errorf("writing signing key: %w", err)
@@ -77,13 +88,25 @@ func LoadKeys(path string) (ks *KeySet, created bool, err error) {
 	} else if err != nil {
 		return nil, false, fmt.Errorf("reading signing keys: %w", err)
 	}
-	ks, err = ParseKeys(b)
-	return ks, created, err
+	if ks, err = ParseKeys(b); err != nil {
+		return nil, false, err
+	}
+	if as != OriginDev {
+		for i, o := range ks.origins {
+			if o == OriginDev {
+				return nil, false, &OriginError{Path: path, Item: fmt.Sprintf("signing key %d", i+1), Origin: o}
+			}
+		}
+	}
+	return ks, created, nil
 }
 
 // GenerateKey returns a new private key in PEM (PKCS#8) for alg: ES256
 // (P-256), RS256 (3072-bit RSA) or EdDSA (Ed25519).
-func GenerateKey(alg string) ([]byte, error) {
+func GenerateKey(alg string) ([]byte, error) { return generateKey(alg, nil) }
+
+// generateKey is GenerateKey with PEM headers.
+func generateKey(alg string, headers map[string]string) ([]byte, error) {
 	var key crypto.Signer
 	var err error
 	switch alg {
@@ -103,10 +126,12 @@ func GenerateKey(alg string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Headers: headers, Bytes: der}), nil
 }
 
-// ParseKeys reads one or more PEM private keys; the first signs.
+// ParseKeys reads one or more PEM private keys; the first signs. A key's
+// OriginHeader, if any, must be "dev" or "serve"; other headers are
+// ignored.
 func ParseKeys(b []byte) (*KeySet, error) {
 	ks := &KeySet{public: jwk.NewSet()}
 	for i := 0; ; i++ {
@@ -118,6 +143,10 @@ func ParseKeys(b []byte) (*KeySet, error) {
 		raw, err := parsePrivate(block)
 		if err != nil {
 			return nil, fmt.Errorf("signing key %d: %w", i+1, err)
+		}
+		origin := Origin(block.Headers[OriginHeader])
+		if origin != "" && origin != OriginDev && origin != OriginServe {
+			return nil, fmt.Errorf("signing key %d: unknown %s %q (dev or serve)", i+1, OriginHeader, origin)
 		}
 		priv, alg, err := jwkOf(raw)
 		if err != nil {
@@ -143,6 +172,7 @@ func ParseKeys(b []byte) (*KeySet, error) {
 		if err := ks.public.AddKey(pub); err != nil {
 			return nil, err
 		}
+		ks.origins = append(ks.origins, origin)
 		if ks.signer == nil {
 			ks.signer, ks.alg = priv, alg
 		}

@@ -21,7 +21,16 @@ type Config struct {
 	// Default: memory.
 	Store string `toml:"store"`
 	// SnapshotFile, for the memory store, is written at graceful shutdown
-	// and read at start, so a restart loses no session. Empty: no snapshot.
+	// and read at start, so a graceful restart loses no session. It is
+	// consumed: removed as soon as it is read, before serving, and a file
+	// that cannot be removed stops the start. Left in place it would be
+	// read again after a crash and bring back sessions logged out and
+	// tokens revoked since (issue 8). So nothing older than the last
+	// graceful stop is ever restored, and after a crash (kill -9, the OOM
+	// killer) the store starts empty: users log in again.
+	// `wxgate dev` keeps its own in a dev/ directory beside this path and
+	// marks it; serve refuses it, and refuses files in the format from
+	// before the mark (Memory.LoadSnapshot). Empty: no snapshot.
 	SnapshotFile string `toml:"snapshot_file"`
 	// Redis configures the Redis store.
 	Redis RedisConfig `toml:"redis"`
@@ -93,9 +102,11 @@ func (c *Config) EncryptionKey() ([]byte, error) {
 	return k, nil
 }
 
-// NewStore opens the configured store. For the memory store it loads the
-// snapshot, if any, and reports how many entries came back.
-func (c *Config) NewStore() (Store, int, error) {
+// NewStore opens the configured store for a gateway started as as. For
+// the memory store it loads (and so removes) the snapshot, if any, and
+// reports how many entries came back; the snapshot's Origin must suit as
+// (Memory.LoadSnapshot).
+func (c *Config) NewStore(as Origin) (Store, int, error) {
 	switch c.Store {
 	case "redis":
 		key, err := c.EncryptionKey()
@@ -109,7 +120,7 @@ func (c *Config) NewStore() (Store, int, error) {
 		if c.SnapshotFile == "" {
 			return m, 0, nil
 		}
-		n, err := m.LoadSnapshot(c.SnapshotFile)
+		n, err := m.LoadSnapshot(c.SnapshotFile, as)
 		if err != nil {
 			return nil, 0, fmt.Errorf("session.snapshot_file: %w", err)
 		}

@@ -19,7 +19,9 @@ import (
 type TokenConfig struct {
 	// SigningKeyFile holds the PEM signing keys (the first signs, all
 	// verify). Generated with an ES256 key on first start when missing.
-	// Default: ".wxgate/signing-key.pem".
+	// `wxgate dev` keeps its own in a dev/ directory beside this path, and
+	// the keys it generates carry "Wxgate-Origin: dev", which serve
+	// refuses (LoadKeys). Default: ".wxgate/signing-key.pem".
 	SigningKeyFile string `toml:"signing_key_file"`
 	// AccessTTL is an access token's lifetime. Default: 2h.
 	AccessTTL time.Duration `toml:"access_ttl"`

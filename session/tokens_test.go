@@ -67,7 +67,7 @@ func TestKeyAlgorithms(t *testing.T) {
 
 func TestLoadKeysGeneratesOnce(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "keys", "signing.pem")
-	ks1, created, err := LoadKeys(path)
+	ks1, created, err := LoadKeys(path, OriginServe)
 	if err != nil || !created {
 		t.Fatalf("first LoadKeys: created=%v err=%v", created, err)
 	}
@@ -75,7 +75,7 @@ func TestLoadKeysGeneratesOnce(t *testing.T) {
 	if st.Mode().Perm() != 0o600 {
 		t.Errorf("key file mode %v, want 0600", st.Mode().Perm())
 	}
-	ks2, created, err := LoadKeys(path)
+	ks2, created, err := LoadKeys(path, OriginServe)
 	if err != nil || created || string(ks1.JWKS()) != string(ks2.JWKS()) {
 		t.Errorf("second LoadKeys: created=%v err=%v same=%v", created, err, string(ks1.JWKS()) == string(ks2.JWKS()))
 	}

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -75,6 +76,16 @@ func devSecrets(cfg *proxy.Config) {
 	}
 }
 
+// devStatePath is where `wxgate dev` keeps a file the config names at p: in
+// a dev/ directory beside it (".wxgate/sessions.snapshot" becomes
+// ".wxgate/dev/sessions.snapshot"). In dev anyone logs in as any openid
+// through the simulator, so its sessions and the tokens its key signs must
+// never reach `wxgate serve` in the same directory (issue 8); apart, and
+// marked with their origin, they cannot by accident. p is not empty.
+func devStatePath(p string) string {
+	return filepath.Join(filepath.Dir(p), "dev", filepath.Base(p))
+}
+
 func dev(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("dev", stderr)
 	path := fs.String("config", "gateway.toml", "configuration file")
@@ -101,6 +112,11 @@ func dev(args []string, stdout, stderr io.Writer) int {
 	demoURL := "http://" + demoLn.Addr().String()
 	cfg, ok := loadAndValidate(*path, stderr, func(c *proxy.Config) {
 		c.Server.Dev = true
+		// What dev writes stays apart from serve's (issue 8).
+		if c.Session.SnapshotFile != "" {
+			c.Session.SnapshotFile = devStatePath(c.Session.SnapshotFile)
+		}
+		c.Tokens.SigningKeyFile = devStatePath(c.Tokens.SigningKeyFile)
 		c.WeChat.APIBase, c.WeChat.OpenBase = simBase, simBase
 		devSecrets(c)
 		for i := range c.Upstreams {

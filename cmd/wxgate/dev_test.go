@@ -233,3 +233,19 @@ func readUntil(t *testing.T, r io.Reader, marker string) string {
 	}
 	return ""
 }
+
+func TestDevStatePath(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"snapshot default", ".wxgate/sessions.snapshot", ".wxgate/dev/sessions.snapshot"},
+		{"signing key default", ".wxgate/signing-key.pem", ".wxgate/dev/signing-key.pem"},
+		{"absolute, from the environment", "/tmp/x/signing.pem", "/tmp/x/dev/signing.pem"},
+		{"bare name", "sessions.snapshot", "dev/sessions.snapshot"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got, want := devStatePath(filepath.FromSlash(tc.in)), filepath.FromSlash(tc.want); got != want {
+				t.Errorf("devStatePath(%q) = %q, want %q", tc.in, got, want)
+			}
+		})
+	}
+}

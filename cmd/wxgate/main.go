@@ -129,16 +129,23 @@ func serve(args []string, stderr io.Writer) int {
 
 // runGateway listens, calls ready (if not nil) once both listeners are
 // bound, serves until SIGINT or SIGTERM, then stops accepting and drains
-// in-flight requests.
+// in-flight requests. It shuts gw down on every way out, failures
+// included: proxy.New consumed the memory store's snapshot, and only
+// Shutdown writes it again.
 func runGateway(gw *proxy.Server, cfg *proxy.Config, log *slog.Logger, ready func()) error {
+	// Before ready: a SIGTERM right after it would otherwise kill the
+	// process without the Shutdown that writes the snapshot.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
 	pub, err := net.Listen("tcp", cfg.Server.Listen)
 	if err != nil {
-		return fmt.Errorf("public listener: %w", err)
+		return errors.Join(fmt.Errorf("public listener: %w", err), shutdown(gw))
 	}
 	adm, err := net.Listen("tcp", cfg.Server.AdminListen)
 	if err != nil {
 		pub.Close()
-		return fmt.Errorf("admin listener: %w", err)
+		return errors.Join(fmt.Errorf("admin listener: %w", err), shutdown(gw))
 	}
 	log.Info("wxgate listening", "public", pub.Addr().String(), "admin", adm.Addr().String(), "public_url", cfg.Server.PublicURL)
 	if ready != nil {
@@ -146,15 +153,17 @@ func runGateway(gw *proxy.Server, cfg *proxy.Config, log *slog.Logger, ready fun
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- gw.Serve(pub, adm) }()
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sig)
 	select {
 	case err := <-errc:
-		return err
+		return errors.Join(err, shutdown(gw))
 	case s := <-sig:
 		log.Info("shutting down", "signal", s.String())
 	}
+	return shutdown(gw)
+}
+
+// shutdown drains gw for up to 30s and writes its snapshot.
+func shutdown(gw *proxy.Server) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := gw.Shutdown(ctx); err != nil && !errors.Is(err, context.Canceled) {

@@ -1,0 +1,152 @@
+package session
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// snapshotFormat is the format of the snapshot files this version writes
+// and reads (grep: wxgate-snapshot/1).
+const snapshotFormat = "wxgate-snapshot/1"
+
+// snapshotFile is a snapshot file: the entries in an envelope that says
+// which command wrote them, and when (issue 8). Files from before the
+// envelope are the bare entries map, with no format.
+type snapshotFile struct {
+	Format  string                   `json:"format"`
+	Origin  Origin                   `json:"origin"`
+	Written time.Time                `json:"written"`
+	Entries map[string]snapshotEntry `json:"entries"`
+}
+
+// snapshotEntry is one stored value in a snapshot file.
+type snapshotEntry struct {
+	Value   []byte    `json:"v"`
+	Expires time.Time `json:"e"`
+}
+
+// SaveSnapshot writes every unexpired entry to path, recording origin as
+// the command that wrote it (mode 0600; written to a temporary file and
+// renamed, so a crash while writing leaves no partial file). The file
+// holds session tokens: keep it as private as the store.
+func (m *Memory) SaveSnapshot(path string, origin Origin) (int, error) {
+	if origin != OriginServe && origin != OriginDev {
+		return 0, fmt.Errorf("writing snapshot: unknown origin %q", origin)
+	}
+	items := m.c.Items()
+	out := snapshotFile{
+		Format:  snapshotFormat,
+		Origin:  origin,
+		Written: time.Now().UTC().Truncate(time.Second),
+		Entries: make(map[string]snapshotEntry, len(items)),
+	}
+	for k, it := range items {
+		b, ok := it.Object.([]byte)
+		if !ok || it.Expiration == 0 {
+			continue
+		}
+		out.Entries[k] = snapshotEntry{Value: b, Expires: time.Unix(0, it.Expiration)}
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return 0, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return 0, fmt.Errorf("writing snapshot: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".snapshot-*")
+	if err != nil {
+		return 0, fmt.Errorf("writing snapshot: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return 0, fmt.Errorf("writing snapshot: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return 0, fmt.Errorf("writing snapshot: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return 0, fmt.Errorf("writing snapshot: %w", err)
+	}
+	return len(out.Entries), nil
+}
+
+// LoadSnapshot reads a snapshot written by SaveSnapshot into m, dropping
+// entries that expired meanwhile, and removes the file. A missing file
+// loads nothing and is not an error.
+//
+// The snapshot is consumed (issue 8): left in place it would be read again
+// after a crash (kill -9, the OOM killer), bringing back sessions logged
+// out and token families revoked since it was read. So nothing older than
+// the last graceful stop is ever restored, and a file that cannot be
+// removed fails the load, leaving m as it was and the file in place.
+//
+// A gateway loading as OriginServe refuses, with an *OriginError and the
+// file left in place, a snapshot that `wxgate dev` wrote (its logins are
+// simulated) and one in the format from before wxgate-snapshot/1, which
+// does not say who wrote it. OriginDev loads either.
+func (m *Memory) LoadSnapshot(path string, as Origin) (int, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading snapshot: %w", err)
+	}
+	entries, err := decodeSnapshot(path, b, as)
+	if err != nil {
+		return 0, err
+	}
+	// Removed before anything is restored: if it stays, nothing is.
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return 0, fmt.Errorf("removing the snapshot after reading it (left in place, it would be restored again after a crash): %w", err)
+	}
+	n := 0
+	for k, e := range entries {
+		if ttl := time.Until(e.Expires); ttl > 0 {
+			m.c.Set(k, e.Value, ttl)
+			n++
+		}
+	}
+	return n, nil
+}
+
+// decodeSnapshot parses a snapshot file and checks that a gateway loading
+// as as may use it.
+func decodeSnapshot(path string, b []byte, as Origin) (map[string]snapshotEntry, error) {
+	var f snapshotFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("reading snapshot %s: %w", path, err)
+	}
+	if f.Format == "" {
+		// The format before wxgate-snapshot/1: the bare entries, written
+		// by dev or serve alike, to the same path.
+		if as != OriginDev {
+			return nil, &OriginError{Path: path, Item: "snapshot"}
+		}
+		var legacy map[string]snapshotEntry
+		if err := json.Unmarshal(b, &legacy); err != nil {
+			return nil, fmt.Errorf("reading snapshot %s: %w", path, err)
+		}
+		return legacy, nil
+	}
+	if f.Format != snapshotFormat {
+		return nil, fmt.Errorf("reading snapshot %s: format %q is not %s", path, f.Format, snapshotFormat)
+	}
+	switch f.Origin {
+	case OriginServe:
+	case OriginDev:
+		if as != OriginDev {
+			return nil, &OriginError{Path: path, Item: "snapshot", Origin: OriginDev}
+		}
+	default:
+		return nil, fmt.Errorf("reading snapshot %s: unknown origin %q", path, f.Origin)
+	}
+	return f.Entries, nil
+}
