@@ -10,9 +10,20 @@ lint:
 gotest:
 	go test -race -count=1 ./...
 
-# A short run of the encryptedData decryptor's fuzz target.
+# A short run of every fuzz target: each parser of untrusted input (paths,
+# hosts, header blocks, rd, identity header names, bearer tokens, session
+# cookies, stored pending logins, encryptedData). FUZZTIME=1m for longer.
+FUZZTIME ?= 5s
+FUZZ = ./policies:FuzzParsePath \
+	./proxy:FuzzParseHost ./proxy:FuzzCheckHead ./proxy:FuzzSafeRedirect ./proxy:FuzzSpoofable ./proxy:FuzzBearer \
+	./session:FuzzSessionCookie ./session:FuzzPendingRecord \
+	./wechat:FuzzDecrypt
+
 fuzz:
-	go test -run '^$$' -fuzz FuzzDecrypt -fuzztime 10s ./wechat
+	@for t in $(FUZZ); do \
+		echo "go test -fuzz $${t#*:} -fuzztime $(FUZZTIME) $${t%%:*}"; \
+		go test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) $${t%%:*} >/tmp/wxgate-fuzz.log 2>&1 || { cat /tmp/wxgate-fuzz.log; exit 1; }; \
+	done
 
 # The mini-program client helper, with node's built-in test runner.
 jstest:

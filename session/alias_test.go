@@ -3,7 +3,9 @@ package session
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
+	"time"
 	"unsafe"
 )
 
@@ -66,4 +68,27 @@ func TestManagerGetOwnsTheID(t *testing.T) {
 	if got.ID != s.ID {
 		t.Errorf("Get(id).ID changed with the caller's buffer: %q, want %q", got.ID, s.ID)
 	}
+}
+
+// FuzzSessionCookie: no cookie value makes the session lookup panic, and
+// none but the session's own ID finds it.
+func FuzzSessionCookie(f *testing.F) {
+	m := NewManager(NewMemory(0), Config{TTL: time.Hour, IdleTTL: time.Hour})
+	s, err := m.Create(context.Background(), Identity{OpenID: "o1", AppID: "wx1", Scope: "snsapi_base"}, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(s.ID[:len(s.ID)-1] + "A")
+	f.Add(s.ID + "=")
+	f.Add("")
+	f.Add(strings.Repeat("A", 43))
+	f.Fuzz(func(t *testing.T, id string) {
+		got, err := m.Get(context.Background(), id)
+		if id == s.ID {
+			return
+		}
+		if err == nil || !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Get(%q) = %v, %v; want ErrNotFound", id, got, err)
+		}
+	})
 }
