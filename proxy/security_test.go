@@ -186,7 +186,8 @@ func TestSecurityCorpus(t *testing.T) {
 	up := newRawUpstream(t)
 	e := newEnvOpts(t, envOptions{appUpstream: up.URL()})
 	b := e.browser(weChatUA)
-	b.login("/", "alice")
+	callback := b.authorize(b.expectRedirect(b.expectRedirect("/")), "alice", "allow")
+	b.expectRedirect(callback)
 	pair := e.api().mpLogin("alice")
 	alice := e.user("alice")
 	aliceMP, _ := e.sim.User(mpID, "alice")
@@ -207,6 +208,7 @@ func TestSecurityCorpus(t *testing.T) {
 		"{alice_token_cut}", token[:len(token)-1],
 		"{alice_openid}", alice.OpenID,
 		"{alice_mp_openid}", aliceMP.OpenID,
+		"{alice_callback}", strings.TrimPrefix(callback, e.url),
 		"{attacker_state}", cb.Query().Get("state"),
 		"{attacker_code}", cb.Query().Get("code"),
 	)
