@@ -86,7 +86,7 @@ func New(activeSessions func() float64) *Metrics {
 		}, []string{"appid", "errcode"}),
 		startsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wxgate_login_starts_refused_total",
-			Help: "Browser logins refused with 429 before any state was stored, by reason (client: the client address's pending logins; total: this replica's).",
+			Help: "Browser logins refused with 429 before any state was stored, by reason (client: the client address's pending logins; network: its /24 or /48's share while half the total is in flight; total: this replica's).",
 		}, []string{"reason"}),
 	}
 	m.Registry.MustRegister(

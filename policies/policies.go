@@ -49,7 +49,8 @@ type Rule struct {
 	// PathRegex is a regular expression on the decoded path (every reading
 	// of it), anchored at both ends. At most one of Path and PathRegex.
 	PathRegex string `toml:"path_regex"`
-	// Methods, if set, lists the HTTP methods the rule matches.
+	// Methods, if set, lists the HTTP methods the rule matches. A rule that
+	// lists GET also matches HEAD.
 	Methods []string `toml:"methods"`
 	// Networks, if set, lists CIDRs the client address must be in.
 	Networks []string `toml:"networks"`
@@ -388,7 +389,9 @@ func (r *Rule) matches(method, host, path string, client netip.Addr, fold bool) 
 			return false
 		}
 	}
-	if len(r.methods) > 0 && !slices.Contains(r.methods, method) {
+	// HEAD is judged by GET's rules: upstreams (Go's ServeMux, Spring,
+	// Express, Rails) answer it with their GET handler.
+	if len(r.methods) > 0 && !slices.Contains(r.methods, method) && !(method == "HEAD" && slices.Contains(r.methods, "GET")) {
 		return false
 	}
 	if r.path != nil {

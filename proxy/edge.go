@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
 )
 
 // The edge is what every request must pass before any decision (DESIGN.md
@@ -24,6 +25,10 @@ import (
 
 // errHead is the cause of every refusal of the edge.
 var errHead = errors.New("proxy: malformed request")
+
+// errVersion refuses a request line whose version is not HTTP/1.0 or
+// HTTP/1.1 (answered 505, RFC 9110 section 15.6.6).
+var errVersion = fmt.Errorf("%w: HTTP version not supported", errHead)
 
 func headError(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", errHead, fmt.Sprintf(format, a...))
@@ -55,7 +60,11 @@ func (s *Server) edge(c *fiber.Ctx) error {
 	r, err := s.readRequest(c)
 	if err != nil {
 		setRoute(c, "invalid")
-		return &Error{Status: http.StatusBadRequest, Page: "bad_request", Code: "invalid_request", Err: err, Close: true}
+		status := http.StatusBadRequest
+		if errors.Is(err, errVersion) {
+			status = http.StatusHTTPVersionNotSupported
+		}
+		return &Error{Status: status, Page: "bad_request", Code: "invalid_request", Err: err, Close: true}
 	}
 	c.Locals(requestKey, r)
 	return c.Next()
@@ -76,6 +85,9 @@ func (s *Server) readRequest(c *fiber.Ctx) (*request, error) {
 	h := &c.Request().Header
 	if h.IsConnect() {
 		return nil, headError("CONNECT is not proxied")
+	}
+	if p := string(h.Protocol()); p != "HTTP/1.1" && p != "HTTP/1.0" {
+		return nil, errVersion
 	}
 	if err := checkHead(h.RawHeaders()); err != nil {
 		return nil, err
@@ -364,16 +376,38 @@ func equalFold(b []byte, s string) bool {
 // clientBody passes the client's request body to the upstream and keeps
 // the first read failure, so that a malformed body (broken chunk framing,
 // a client that stops before Content-Length) is answered as the client's
-// error (400), not as the upstream's (502).
+// error (400), not as the upstream's (502). The failure is sticky and comes
+// without data: fasthttp's chunked writer ignores an error that arrives with
+// bytes and would go on to send a body the client never framed correctly.
 type clientBody struct {
-	r   io.Reader
-	err error
+	r io.Reader
+	// trailers reports whether the body carried trailer fields.
+	trailers func() bool
+	err      error
 }
 
+// errTrailers refuses trailer fields in a request body: fasthttp would
+// forward them after the last chunk, past the header stripping, and some
+// upstreams merge trailers into the headers (a forged X-WeChat-OpenID).
+// No upstream behind a login gateway needs them.
+var errTrailers = errors.New("proxy: trailer fields in a request body are not accepted")
+
 func (b *clientBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
 	n, err := b.r.Read(p)
-	if err != nil && err != io.EOF && b.err == nil {
+	switch {
+	case err == io.EOF && b.trailers():
+		b.err = errTrailers
+		return 0, b.err
+	case err != nil && err != io.EOF:
 		b.err = err
+		return 0, err
 	}
 	return n, err
 }
+
+// hasTrailers reports whether h holds trailer fields (received after the
+// last chunk of a body).
+func hasTrailers(h *fasthttp.RequestHeader) bool { return len(h.TrailerHeader()) > 2 }

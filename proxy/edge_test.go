@@ -235,7 +235,7 @@ func FuzzBearer(f *testing.F) {
 			return
 		}
 		tok := parseBearer(v)
-		if !strings.EqualFold(v[:7], "bearer ") || !strings.Contains(v, tok) {
+		if !strings.EqualFold(v[:6], "bearer") || !strings.Contains(v, tok) {
 			t.Fatalf("parseBearer(%q) = %q", v, tok)
 		}
 	})

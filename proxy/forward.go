@@ -149,13 +149,19 @@ func (s *Server) forward(c *fiber.Ctx) error {
 	// encoded delimiters still encoded; the query as sent.
 	req.URI().SetPath(p.Forward)
 	req.URI().SetScheme(up.scheme)
+	// wxgate speaks HTTP/1.1 to upstreams whatever the client spoke (RFC
+	// 9110 section 6.2), and adds no Content-Type the client did not send.
+	req.Header.SetProtocol("HTTP/1.1")
+	req.Header.SetNoDefaultContentType(true)
 	req.UseHostHeader = true
 	req.Header.SetHost(r.authority)
 	req.URI().SetHost(up.hc.Addr)
 	var body *clientBody
 	if req.IsBodyStream() {
-		body = &clientBody{r: req.BodyStream()}
+		body = &clientBody{r: req.BodyStream(), trailers: func() bool { return hasTrailers(&req.Header) }}
 		req.SetBodyStream(body, req.Header.ContentLength())
+	} else if hasTrailers(&req.Header) {
+		return &Error{Status: http.StatusBadRequest, Page: "bad_request", Code: "invalid_request", Err: errTrailers, JSON: rule.API, Close: true}
 	}
 
 	start := time.Now()
@@ -166,7 +172,7 @@ func (s *Server) forward(c *fiber.Ctx) error {
 		// the upstream's.
 		s.metrics.Upstream(up.name, "client_error", time.Since(start))
 		return &Error{Status: http.StatusBadRequest, Page: "bad_request", Code: "invalid_request",
-			Err: fmt.Errorf("reading the request body: %w", body.err), JSON: rule.API}
+			Err: fmt.Errorf("reading the request body: %w", body.err), JSON: rule.API, Close: true}
 	}
 	if err != nil {
 		outcome, status, page := "error", http.StatusBadGateway, "upstream_down"

@@ -49,8 +49,9 @@ const (
 
 // spoofable reports whether a client-sent header named name must be removed
 // because wxgate sets it (or a proxy would). Names compare case-insensitively
-// with "_" and "-" alike: some servers (nginx with underscores_in_headers,
-// CGI, WSGI) treat X_WeChat_OpenID as X-WeChat-OpenID.
+// with "-", "_", "." and other punctuation alike: some servers (nginx with
+// underscores_in_headers, CGI, WSGI, PHP) treat X_WeChat_OpenID and
+// X.WeChat.OpenID as X-WeChat-OpenID.
 func spoofable(name []byte, trusted bool) bool {
 	// Fold into a stack buffer: this runs for every header of every request.
 	var buf [32]byte
@@ -83,15 +84,18 @@ func spoofable(name []byte, trusted bool) bool {
 
 const wechatPrefix = "x-wechat-"
 
-// fold lowercases ASCII and maps "_" to "-".
+// fold lowercases ASCII and maps every other character that is not a letter
+// or digit to "-": CGI and PHP turn "-" into "_", and Apache's and PHP's
+// header-to-variable conversion turns "." and other punctuation into "_"
+// as well, so X.WeChat.OpenID becomes HTTP_X_WECHAT_OPENID.
 func fold(c byte) byte {
 	switch {
-	case c == '_':
-		return '-'
 	case 'A' <= c && c <= 'Z':
 		return c + 'a' - 'A'
+	case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+		return c
 	}
-	return c
+	return '-'
 }
 
 func foldEqual(b []byte, s string) bool {
@@ -104,13 +108,15 @@ func foldEqual(b []byte, s string) bool {
 }
 
 // removeHopByHop deletes the headers named in Connection, then the fixed
-// hop-by-hop list (the order of httputil.ReverseProxy).
+// hop-by-hop list (the order of httputil.ReverseProxy). Connection cannot
+// name the headers that frame and route the message: deleting
+// Content-Length or Host would break the request instead of shortening it.
 func removeHopByHop(h interface {
 	Peek(string) []byte
 	Del(string)
 }) {
 	for _, f := range strings.Split(string(h.Peek("Connection")), ",") {
-		if f = strings.TrimSpace(f); f != "" {
+		if f = strings.TrimSpace(f); f != "" && !strings.EqualFold(f, "Content-Length") && !strings.EqualFold(f, "Host") {
 			h.Del(f)
 		}
 	}

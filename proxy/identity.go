@@ -44,14 +44,17 @@ func bearerToken(c *fiber.Ctx) (string, bool) {
 	return parseBearer(string(all[0])), true
 }
 
-// isBearer reports whether an Authorization value uses the Bearer scheme
-// (the scheme name is case-insensitive, RFC 9110 section 11.1).
+// isBearer reports whether an Authorization value uses the Bearer scheme:
+// the scheme name in any case (RFC 9110 section 11.1), then the end, a
+// space or a tab. Tabs are not in the grammar, but a lenient upstream reads
+// "Bearer<TAB>token" as a bearer token, so wxgate must too: to verify it
+// and to remove it.
 func isBearer(v []byte) bool {
-	return len(v) >= 7 && strings.EqualFold(string(v[:7]), "Bearer ")
+	return len(v) >= 6 && strings.EqualFold(string(v[:6]), "bearer") && (len(v) == 6 || v[6] == ' ' || v[6] == '\t')
 }
 
 // parseBearer returns the token of a Bearer Authorization value.
-func parseBearer(v string) string { return strings.TrimSpace(v[7:]) }
+func parseBearer(v string) string { return strings.TrimSpace(v[6:]) }
 
 // currentCaller finds the caller of a request. A bearer token wins over a
 // cookie. authErr is a bearer token's verification failure: the request

@@ -12,6 +12,14 @@ import (
 // (and the store) without end. A refused start touches no store, so a flood
 // from one client can neither evict nor slow the logins of others.
 //
+// A client is an IPv4 address or an IPv6 /64. Under pressure (half the
+// total in flight) a network, an IPv4 /24 or an IPv6 /48, may hold no more
+// than a 1% share (at least the per-client bound): one customer's /48
+// spread over thousands of /64s, or a rented /24, could otherwise fill the
+// total alone and lock everyone else out. Below that pressure networks are
+// not limited, because carrier-grade NAT and mobile carriers put many real
+// users in one such network.
+//
 // It counts starts in two fixed windows of the pending lifetime and weighs
 // the previous one by how much of it still overlaps the sliding window: a
 // cheap estimate of the starts in the last lifetime, which is the number of
@@ -24,18 +32,34 @@ type startLimiter struct {
 	mu sync.Mutex // guards the fields below
 	// since is when the current window began.
 	since time.Time
-	// cur and prev count starts by client in the current and the previous
-	// window. Their size is bounded by total: a client only gets an entry
-	// by being admitted.
+	// cur and prev count starts by client and by network (both keyed by
+	// prefix; a /64 or /32 never equals a /48 or /24) in the current and
+	// the previous window. Their size is bounded by total: a key only gets
+	// an entry by being admitted.
 	cur, prev           map[netip.Prefix]int
 	curTotal, prevTotal int
+	// perNetwork is a network's share under pressure.
+	perNetwork int
 }
 
 func newStartLimiter(perClient, total int, window time.Duration, now func() time.Time) *startLimiter {
 	return &startLimiter{
 		perClient: perClient, total: total, window: window, now: now,
-		since: now(), cur: map[netip.Prefix]int{}, prev: map[netip.Prefix]int{},
+		perNetwork: max(perClient, total/100),
+		since:      now(), cur: map[netip.Prefix]int{}, prev: map[netip.Prefix]int{},
 	}
+}
+
+// networkKey is the network a client address belongs to: its IPv4 /24 or
+// IPv6 /48.
+func networkKey(a netip.Addr) netip.Prefix {
+	a = a.Unmap()
+	bits := 24
+	if a.Is6() {
+		bits = 48
+	}
+	p, _ := a.Prefix(bits)
+	return p
 }
 
 // clientKey groups addresses that belong to one client: an IPv4 address, or
@@ -50,10 +74,10 @@ func clientKey(a netip.Addr) netip.Prefix {
 	return p
 }
 
-// allow admits one start from client, or reports why not ("client" or
-// "total").
+// allow admits one start from client, or reports why not ("client",
+// "network" or "total").
 func (l *startLimiter) allow(client netip.Addr) (ok bool, reason string) {
-	key := clientKey(client)
+	key, network := clientKey(client), networkKey(client)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -71,10 +95,15 @@ func (l *startLimiter) allow(client netip.Addr) (ok bool, reason string) {
 	if float64(l.prev[key])*weight+float64(l.cur[key]) >= float64(l.perClient) {
 		return false, "client"
 	}
-	if float64(l.prevTotal)*weight+float64(l.curTotal) >= float64(l.total) {
+	total := float64(l.prevTotal)*weight + float64(l.curTotal)
+	if total >= float64(l.total) {
 		return false, "total"
 	}
+	if total >= float64(l.total)/2 && float64(l.prev[network])*weight+float64(l.cur[network]) >= float64(l.perNetwork) {
+		return false, "network"
+	}
 	l.cur[key]++
+	l.cur[network]++
 	l.curTotal++
 	return true, ""
 }

@@ -109,7 +109,7 @@ func (s *Server) refreshOnce(ctx context.Context, r refreshable) (*session.Token
 		next.RefreshToken = tok.RefreshToken
 	}
 	if err := r.save(ctx, next); err != nil {
-		return nil, storeError(err)
+		return nil, err
 	}
 	s.metrics.Refresh("sns", "ok")
 	return next, nil
@@ -134,7 +134,13 @@ func (s *Server) sessionRefreshable(sess *session.Session) refreshable {
 		},
 		save: func(ctx context.Context, t *session.Tokens) error {
 			sess.Tokens = t
-			return s.sessions.Update(ctx, sess)
+			if err := s.sessions.Update(ctx, sess); isNotFound(err) {
+				// Logged out while WeChat answered: it stays logged out.
+				return errLoginEnded
+			} else if err != nil {
+				return storeError(err)
+			}
+			return nil
 		},
 		end: func(ctx context.Context) error {
 			if err := s.sessions.DeleteByKey(ctx, sess.Key); err != nil {
@@ -166,7 +172,13 @@ func (s *Server) familyRefreshable(f *session.Family) refreshable {
 		},
 		save: func(ctx context.Context, t *session.Tokens) error {
 			_, err := s.issuer.UpdateFamily(ctx, f.ID, func(f *session.Family) { f.Tokens = t })
-			return err
+			switch {
+			case isNotFound(err) || isTokenError(err):
+				return errLoginEnded // revoked while WeChat answered
+			case err != nil:
+				return storeError(err)
+			}
+			return nil
 		},
 		end: func(ctx context.Context) error {
 			if err := s.issuer.RevokeFamily(ctx, f.ID); err != nil {

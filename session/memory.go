@@ -62,6 +62,19 @@ func (m *Memory) SetNX(_ context.Context, key string, value []byte, ttl time.Dur
 	return err == nil, nil
 }
 
+// Replace implements Store. go-cache's Replace checks and sets under its
+// own lock, so a concurrent Delete is either before (nothing stored) or
+// after.
+func (m *Memory) Replace(_ context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	if ttl <= 0 {
+		_, ok := m.c.Get(key)
+		m.c.Delete(key)
+		return ok, nil
+	}
+	err := m.c.Replace(key, append([]byte(nil), value...), ttl)
+	return err == nil, nil
+}
+
 // Delete implements Store.
 func (m *Memory) Delete(_ context.Context, key string) error {
 	m.c.Delete(key)

@@ -38,6 +38,11 @@ func (o *observed) SetNX(ctx context.Context, key string, v []byte, ttl time.Dur
 	return ok, o.note("setnx", err)
 }
 
+func (o *observed) Replace(ctx context.Context, key string, v []byte, ttl time.Duration) (bool, error) {
+	ok, err := o.s.Replace(ctx, key, v, ttl)
+	return ok, o.note("replace", err)
+}
+
 func (o *observed) Delete(ctx context.Context, key string) error {
 	return o.note("delete", o.s.Delete(ctx, key))
 }

@@ -216,6 +216,25 @@ func (r *Redis) SetNX(ctx context.Context, key string, value []byte, ttl time.Du
 	return ok, r.wrap("setnx", err)
 }
 
+// Replace implements Store with SET ... XX, which checks and sets in one
+// step.
+func (r *Redis) Replace(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	if ttl <= 0 {
+		ctx, cancel := context.WithTimeout(ctx, r.timeout)
+		defer cancel()
+		n, err := r.c.Del(ctx, r.prefix+key).Result()
+		return n > 0, r.wrap("del", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	k := r.prefix + key
+	ok, err := r.c.SetXX(ctx, k, r.seal(k, value), ttl).Result()
+	if errors.Is(err, redis.Nil) {
+		return false, nil
+	}
+	return ok, r.wrap("setxx", err)
+}
+
 // Delete implements Store.
 func (r *Redis) Delete(ctx context.Context, key string) error {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)

@@ -296,9 +296,11 @@ func (m *Manager) GetByKey(ctx context.Context, key string) (*Session, error) {
 	return &s, nil
 }
 
-// Update stores a changed session (new WeChat tokens) under its key.
+// Update stores a changed session (new WeChat tokens) under its key. A
+// session that ended meanwhile (logout, revocation) stays ended: Update
+// then returns ErrNotFound.
 func (m *Manager) Update(ctx context.Context, s *Session) error {
-	if err := m.save(ctx, s); err != nil {
+	if err := m.replace(ctx, s); err != nil {
 		return fmt.Errorf("updating session: %w", err)
 	}
 	return nil
@@ -348,7 +350,7 @@ func (m *Manager) Get(ctx context.Context, rawID string) (*Session, error) {
 	}
 	if now.Sub(s.LastSeen) >= touchEvery {
 		s.LastSeen = now
-		if err := m.save(ctx, &s); err != nil {
+		if err := m.replace(ctx, &s); err != nil {
 			return nil, fmt.Errorf("touching session: %w", err)
 		}
 	}
@@ -364,6 +366,7 @@ func (m *Manager) Delete(ctx context.Context, rawID string) error {
 	return m.DeleteByKey(ctx, Hash(rawID))
 }
 
+// save stores a new session.
 func (m *Manager) save(ctx context.Context, s *Session) error {
 	b, err := json.Marshal(s)
 	if err != nil {
@@ -374,6 +377,24 @@ func (m *Manager) save(ctx context.Context, s *Session) error {
 		return m.store.Delete(ctx, sessionPrefix+s.Key)
 	}
 	return m.store.Set(ctx, sessionPrefix+s.Key, b, ttl)
+}
+
+// replace stores a changed session only if it is still stored: a write
+// that read the session before a logout deleted it must not bring it back.
+// It returns ErrNotFound when the session ended meanwhile.
+func (m *Manager) replace(ctx context.Context, s *Session) error {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	ok, err := m.store.Replace(ctx, sessionPrefix+s.Key, b, m.expiry(s))
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return ErrNotFound
+	}
+	return nil
 }
 
 // expiry is how long the store keeps s: the nearer of its absolute end and

@@ -27,6 +27,11 @@ type Store interface {
 	// reports whether it did. It is what makes a state usable once across
 	// concurrent callbacks.
 	SetNX(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error)
+	// Replace stores value under key for ttl only if key is present, and
+	// reports whether it did. Updates of sessions and token families use it
+	// so that a write racing a logout or revocation (which delete the key)
+	// cannot bring the login back.
+	Replace(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error)
 	// Delete removes key; deleting an absent key is not an error.
 	Delete(ctx context.Context, key string) error
 

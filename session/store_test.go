@@ -109,6 +109,30 @@ func testStore(t *testing.T, s Store) {
 			t.Errorf("Members(absent) = %v, %v", got, err)
 		}
 	})
+	t.Run("replace only what is stored", func(t *testing.T) {
+		if ok, err := s.Replace(ctx, "absent-r", []byte("v"), time.Minute); ok || err != nil {
+			t.Errorf("Replace(absent) = %v, %v; want false, nil", ok, err)
+		}
+		if _, err := s.Get(ctx, "absent-r"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Replace(absent) stored it: Get err = %v", err)
+		}
+		_ = s.Set(ctx, "r", []byte("v1"), time.Minute)
+		if ok, err := s.Replace(ctx, "r", []byte("v2"), time.Minute); !ok || err != nil {
+			t.Errorf("Replace(present) = %v, %v; want true, nil", ok, err)
+		}
+		if got, _ := s.Get(ctx, "r"); string(got) != "v2" {
+			t.Errorf("after Replace: %q, want v2", got)
+		}
+		// A delete between a read and a write wins: the write does not
+		// bring the value back.
+		_ = s.Delete(ctx, "r")
+		if ok, _ := s.Replace(ctx, "r", []byte("v3"), time.Minute); ok {
+			t.Error("Replace after Delete = true")
+		}
+		if _, err := s.Get(ctx, "r"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Replace after Delete brought the value back: err = %v", err)
+		}
+	})
 	t.Run("setnx once", func(t *testing.T) {
 		var wins atomic.Int32
 		var wg sync.WaitGroup

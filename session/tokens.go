@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"crypto/hmac"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -73,13 +74,15 @@ var ErrInvalidGrant = errors.New("session: invalid grant")
 // Family is one API login: every refresh token rotated from it shares it,
 // and revoking it ends them all and their access tokens.
 type Family struct {
-	ID       string    `json:"id"`
-	Identity Identity  `json:"identity"`
-	Tokens   *Tokens   `json:"tokens,omitempty"` // the user's WeChat tokens (app login)
-	Current  string    `json:"current"`          // Hash of the live refresh token
-	Revoked  bool      `json:"revoked,omitempty"`
-	Created  time.Time `json:"created"`
-	Rotated  time.Time `json:"rotated"`
+	ID       string   `json:"id"`
+	Identity Identity `json:"identity"`
+	Tokens   *Tokens  `json:"tokens,omitempty"` // the user's WeChat tokens (app login)
+	Current  string   `json:"current"`          // Hash of the live refresh token
+	// Revoked marked revoked families before revocation deleted them; a
+	// stored family that still carries it is honoured.
+	Revoked bool      `json:"revoked,omitempty"`
+	Created time.Time `json:"created"`
+	Rotated time.Time `json:"rotated"`
 }
 
 // Pair is the token pair answer (DESIGN.md "API clients").
@@ -182,7 +185,10 @@ func (is *Issuer) Refresh(ctx context.Context, refresh string) (*Pair, error) {
 	if err := is.saveRefresh(ctx, f.Current, f.ID, now); err != nil {
 		return nil, err
 	}
-	if err := is.saveFamily(ctx, f); err != nil {
+	if err := is.replaceFamily(ctx, f); errors.Is(err, errFamilyEnded) {
+		// Revoked while this refresh ran: the revocation stands.
+		return nil, fmt.Errorf("%w: %w", ErrInvalidGrant, err)
+	} else if err != nil {
 		return nil, err
 	}
 	return is.pair(f, next)
@@ -221,9 +227,15 @@ func (is *Issuer) RevokeFamily(ctx context.Context, sid string) error {
 	return is.revoke(ctx, f)
 }
 
+// revoke ends a family by deleting it, not by marking it: every later
+// write of a family is conditional on it still being stored
+// (replaceFamily), so a refresh or an update that read the family before
+// the revocation cannot undo it.
 func (is *Issuer) revoke(ctx context.Context, f *Family) error {
-	f.Revoked = true
-	return is.saveFamily(ctx, f)
+	if err := is.store.Delete(ctx, familyPrefix+f.ID); err != nil {
+		return fmt.Errorf("revoking token family: %w", err)
+	}
+	return nil
 }
 
 // familyOf finds the live family of a refresh token.
@@ -283,12 +295,38 @@ func (is *Issuer) UpdateFamily(ctx context.Context, sid string, change func(*Fam
 		return nil, fmt.Errorf("%w: family revoked", ErrInvalidToken)
 	}
 	change(f)
-	return f, is.saveFamily(ctx, f)
+	if err := is.replaceFamily(ctx, f); errors.Is(err, errFamilyEnded) {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+	} else if err != nil {
+		return nil, err
+	}
+	return f, nil
 }
 
+// saveFamily stores a new family.
 func (is *Issuer) saveFamily(ctx context.Context, f *Family) error {
 	ttl := f.Rotated.Add(is.cfg.RefreshTTL).Sub(is.Now())
 	return putJSON(ctx, is.store, "saving token family", familyPrefix+f.ID, f, ttl)
+}
+
+// errFamilyEnded is replaceFamily's error for a family revoked (deleted) or
+// expired since it was read.
+var errFamilyEnded = errors.New("session: token family ended")
+
+// replaceFamily stores a changed family only if it is still stored.
+func (is *Issuer) replaceFamily(ctx context.Context, f *Family) error {
+	b, err := json.Marshal(f)
+	if err != nil {
+		return fmt.Errorf("saving token family: %w", err)
+	}
+	ok, err := is.store.Replace(ctx, familyPrefix+f.ID, b, f.Rotated.Add(is.cfg.RefreshTTL).Sub(is.Now()))
+	switch {
+	case err != nil:
+		return fmt.Errorf("saving token family: %w", err)
+	case !ok:
+		return errFamilyEnded
+	}
+	return nil
 }
 
 // Authenticate verifies an access token and returns its live family. A
