@@ -50,25 +50,20 @@ func newStartLimiter(perClient, total int, window time.Duration, now func() time
 	}
 }
 
-// networkKey is the network a client address belongs to: its IPv4 /24 or
-// IPv6 /48.
-func networkKey(a netip.Addr) netip.Prefix {
-	a = a.Unmap()
-	bits := 24
-	if a.Is6() {
-		bits = 48
-	}
-	p, _ := a.Prefix(bits)
-	return p
-}
-
 // clientKey groups addresses that belong to one client: an IPv4 address, or
 // the /64 an IPv6 host picks its addresses from at will.
-func clientKey(a netip.Addr) netip.Prefix {
+func clientKey(a netip.Addr) netip.Prefix { return prefixOf(a, 32, 64) }
+
+// networkKey is the network a client address belongs to: its IPv4 /24 or
+// IPv6 /48.
+func networkKey(a netip.Addr) netip.Prefix { return prefixOf(a, 24, 48) }
+
+// prefixOf is a's prefix of v4 bits (IPv4, also IPv4-mapped) or v6 bits.
+func prefixOf(a netip.Addr, v4, v6 int) netip.Prefix {
 	a = a.Unmap()
-	bits := 32
+	bits := v4
 	if a.Is6() {
-		bits = 64
+		bits = v6
 	}
 	p, _ := a.Prefix(bits)
 	return p
