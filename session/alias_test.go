@@ -70,19 +70,28 @@ func TestManagerGetOwnsTheID(t *testing.T) {
 	}
 }
 
-// FuzzSessionCookie: no cookie value makes the session lookup panic, and
-// none but the session's own ID finds it.
+// FuzzSessionCookie: no cookie value (or callback state) makes the session
+// (or pending login) lookup panic, and none but the session's own ID (or
+// the login's own state) finds it.
 func FuzzSessionCookie(f *testing.F) {
 	m := NewManager(NewMemory(0), Config{TTL: time.Hour, IdleTTL: time.Hour})
 	s, err := m.Create(context.Background(), Identity{OpenID: "o1", AppID: "wx1", Scope: "snsapi_base"}, nil)
 	if err != nil {
 		f.Fatal(err)
 	}
+	state := NewState()
+	if err := m.SavePending(context.Background(), state, &Pending{ReturnURL: "/", Scope: "snsapi_base", Flow: "oa", Binding: Hash("b")}); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(state[:31] + "A")
 	f.Add(s.ID[:len(s.ID)-1] + "A")
 	f.Add(s.ID + "=")
 	f.Add("")
 	f.Add(strings.Repeat("A", 43))
 	f.Fuzz(func(t *testing.T, id string) {
+		if p, err := m.Pending(context.Background(), id); id != state && !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Pending(%q) = %v, %v; want ErrNotFound", id, p, err)
+		}
 		got, err := m.Get(context.Background(), id)
 		if id == s.ID {
 			return
