@@ -290,7 +290,7 @@ func (s *Server) Serve(pub, admin net.Listener) error {
 		go s.runSweeper(ctx, every)
 	}
 	errc := make(chan error, 2)
-	go func() { errc <- s.app.Listener(pub) }()
+	go func() { errc <- s.app.Listener(hangupListener{pub}) }()
 	go func() { errc <- s.admin.Listener(admin) }()
 	return <-errc
 }

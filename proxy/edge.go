@@ -2,13 +2,16 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/valyala/fasthttp"
@@ -383,8 +386,17 @@ type clientBody struct {
 	r io.Reader
 	// trailers reports whether the body carried trailer fields.
 	trailers func() bool
-	err      error
+	// hungUp reports whether the client closed its sending side before the
+	// body's end was read (nil: not known).
+	hungUp func() bool
+	err    error
 }
+
+// errCutOff refuses a chunked body that ended with the connection before
+// its terminating CRLF: fasthttp reads a trailer section cut off by the end
+// of the connection as the end of the body, and the upstream would get a
+// complete request the client never finished.
+var errCutOff = errors.New("proxy: the request body was cut off")
 
 // errTrailers refuses trailer fields in a request body: fasthttp would
 // forward them after the last chunk, past the header stripping, and some
@@ -401,6 +413,9 @@ func (b *clientBody) Read(p []byte) (int, error) {
 	case err == io.EOF && b.trailers():
 		b.err = errTrailers
 		return 0, b.err
+	case err == io.EOF && b.hungUp != nil && b.hungUp():
+		b.err = errCutOff
+		return 0, b.err
 	case err != nil && err != io.EOF:
 		b.err = err
 		return 0, err
@@ -411,3 +426,45 @@ func (b *clientBody) Read(p []byte) (int, error) {
 // hasTrailers reports whether h holds trailer fields (received after the
 // last chunk of a body).
 func hasTrailers(h *fasthttp.RequestHeader) bool { return len(h.TrailerHeader()) > 2 }
+
+// hangupListener wraps the public listener's connections so that a request
+// body can tell whether the client hung up before the body ended.
+type hangupListener struct{ net.Listener }
+
+func (l hangupListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if _, isTLS := c.(interface{ ConnectionState() tls.ConnectionState }); isTLS {
+		return c, nil // fasthttp must still see the TLS connection
+	}
+	return &hangupConn{Conn: c}, nil
+}
+
+// hangupConn notes the end of what the client sends. fasthttp reads the
+// connection only as far as it needs, so an end seen while a body is still
+// being read means the body was cut off; a client that hangs up after a
+// complete body is not seen until the next read.
+type hangupConn struct {
+	net.Conn
+	eof atomic.Bool
+}
+
+func (c *hangupConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err == io.EOF {
+		c.eof.Store(true)
+	}
+	return n, err
+}
+
+// hungUp returns a report of whether the client behind ctx has hung up,
+// or nil when its connection does not tell.
+func hungUp(ctx *fasthttp.RequestCtx) func() bool {
+	c, ok := ctx.Conn().(*hangupConn)
+	if !ok {
+		return nil
+	}
+	return c.eof.Load
+}

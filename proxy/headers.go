@@ -56,18 +56,23 @@ func spoofable(name []byte, trusted bool) bool {
 	// Fold into a stack buffer: this runs for every header of every request.
 	var buf [32]byte
 	if len(name) > len(buf) {
-		return len(name) >= len(wechatPrefix) && foldEqual(name[:len(wechatPrefix)], wechatPrefix)
+		return len(name) >= len(wechatPrefix) && foldEqual(name[:len(wechatPrefix)], wechatPrefix) ||
+			foldEqual(name[:len(cloudRunPrefix)], cloudRunPrefix)
 	}
 	n := buf[:len(name)]
 	for i, c := range name {
 		n[i] = fold(c)
 	}
-	if len(n) >= len(wechatPrefix) && string(n[:len(wechatPrefix)]) == wechatPrefix {
+	if len(n) >= len(wechatPrefix) && string(n[:len(wechatPrefix)]) == wechatPrefix ||
+		len(n) >= len(cloudRunPrefix) && string(n[:len(cloudRunPrefix)]) == cloudRunPrefix {
 		return true
 	}
 	switch string(n) {
 	case "x-forwarded-user", "x-forwarded-email", "x-forwarded-preferred-username",
-		"x-auth-request-user", "x-auth-request-email", "x-remote-user", "remote-user":
+		"x-auth-request-user", "x-auth-request-email", "x-remote-user", "remote-user",
+		// Method overrides: Rails, Laravel and Symfony run the named
+		// method's handler for a POST, which the policy judged as a POST.
+		"x-http-method-override", "x-http-method", "x-method-override":
 		return true
 	case "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port",
 		"x-forwarded-method", "x-forwarded-uri", "x-original-url", "forwarded", "x-request-id",
@@ -83,6 +88,11 @@ func spoofable(name []byte, trusted bool) bool {
 }
 
 const wechatPrefix = "x-wechat-"
+
+// cloudRunPrefix starts the identity headers WeChat Cloud Run (微信云托管)
+// injects (X-WX-OPENID, X-WX-UNIONID, X-WX-APPID, X-WX-SOURCE, ...): apps
+// moved from Cloud Run behind wxgate still trust them.
+const cloudRunPrefix = "x-wx-"
 
 // fold lowercases ASCII and maps every other character that is not a letter
 // or digit to "-": CGI and PHP turn "-" into "_", and Apache's and PHP's

@@ -25,7 +25,7 @@ type caller struct {
 }
 
 // bearerToken returns the token of an "Authorization: Bearer" header, and
-// whether the request carries one. The token aliases the request buffer:
+// whether the request carries a non-empty one. The token aliases the request buffer:
 // use it within the handler only. Authorization is a single field: with
 // several, which one a parser takes is a guess, so a request with more than
 // one that carries a bearer token gets an empty (invalid) token.
@@ -41,16 +41,20 @@ func bearerToken(c *fiber.Ctx) (string, bool) {
 	case len(all) > 1:
 		return "", true
 	}
-	return parseBearer(string(all[0])), true
+	tok := parseBearer(string(all[0]))
+	// An empty token ("Bearer " from a client with none yet) carries no
+	// identity: the request is judged by its cookie, if any.
+	return tok, tok != ""
 }
 
 // isBearer reports whether an Authorization value uses the Bearer scheme:
-// the scheme name in any case (RFC 9110 section 11.1), then the end, a
-// space or a tab. Tabs are not in the grammar, but a lenient upstream reads
-// "Bearer<TAB>token" as a bearer token, so wxgate must too: to verify it
-// and to remove it.
+// the scheme name in any case (RFC 9110 section 11.1), then the end or any
+// byte that cannot continue a scheme name. Only a space is in the grammar,
+// but lenient upstreams split "Bearer<TAB>token" and "Bearer<NBSP>token"
+// too, so wxgate treats them as bearer tokens: to verify them and to
+// remove them.
 func isBearer(v []byte) bool {
-	return len(v) >= 6 && strings.EqualFold(string(v[:6]), "bearer") && (len(v) == 6 || v[6] == ' ' || v[6] == '\t')
+	return len(v) >= 6 && strings.EqualFold(string(v[:6]), "bearer") && (len(v) == 6 || !isTokenChar(v[6]))
 }
 
 // parseBearer returns the token of a Bearer Authorization value.

@@ -12,13 +12,14 @@ import (
 // (and the store) without end. A refused start touches no store, so a flood
 // from one client can neither evict nor slow the logins of others.
 //
-// A client is an IPv4 address or an IPv6 /64. Under pressure (half the
-// total in flight) a network, an IPv4 /24 or an IPv6 /48, may hold no more
-// than a 1% share (at least the per-client bound): one customer's /48
-// spread over thousands of /64s, or a rented /24, could otherwise fill the
-// total alone and lock everyone else out. Below that pressure networks are
-// not limited, because carrier-grade NAT and mobile carriers put many real
-// users in one such network.
+// A client is an IPv4 address or an IPv6 /64; a network, an IPv4 /24 or an
+// IPv6 /48, may hold at most a tenth of the total (at least the per-client
+// bound). One customer's /48 spread over thousands of /64s, or a rented
+// /24, could otherwise fill the total alone and lock everyone out; it now
+// takes ten such networks. The share is generous because carrier-grade NAT
+// and mobile carriers put many real users in one network, and it applies
+// at all times: a share that switched on under pressure would let one
+// network create the pressure and so cap every other.
 //
 // It counts starts in two fixed windows of the pending lifetime and weighs
 // the previous one by how much of it still overlaps the sliding window: a
@@ -38,14 +39,14 @@ type startLimiter struct {
 	// an entry by being admitted.
 	cur, prev           map[netip.Prefix]int
 	curTotal, prevTotal int
-	// perNetwork is a network's share under pressure.
+	// perNetwork is a network's share of the total.
 	perNetwork int
 }
 
 func newStartLimiter(perClient, total int, window time.Duration, now func() time.Time) *startLimiter {
 	return &startLimiter{
 		perClient: perClient, total: total, window: window, now: now,
-		perNetwork: max(perClient, total/100),
+		perNetwork: max(perClient, total/10),
 		since:      now(), cur: map[netip.Prefix]int{}, prev: map[netip.Prefix]int{},
 	}
 }
@@ -94,7 +95,7 @@ func (l *startLimiter) allow(client netip.Addr) (ok bool, reason string) {
 	if total >= float64(l.total) {
 		return false, "total"
 	}
-	if total >= float64(l.total)/2 && float64(l.prev[network])*weight+float64(l.cur[network]) >= float64(l.perNetwork) {
+	if float64(l.prev[network])*weight+float64(l.cur[network]) >= float64(l.perNetwork) {
 		return false, "network"
 	}
 	l.cur[key]++

@@ -54,8 +54,9 @@ func TestClientKey(t *testing.T) {
 }
 
 // TestStartLimiterNetworks: one IPv6 /48 spread over many /64s, each under
-// the per-client bound, cannot take more than its share once half the
-// total is in flight, so other networks can still start logins.
+// the per-client bound, takes at most a tenth of the total, so other
+// networks can still start logins; a carrier /24 with many clients gets
+// the same share.
 func TestStartLimiterNetworks(t *testing.T) {
 	now := time.Unix(1795433000, 0)
 	l := newStartLimiter(20, 1000, 10*time.Minute, func() time.Time { return now })
@@ -68,9 +69,8 @@ func TestStartLimiterNetworks(t *testing.T) {
 			}
 		}
 	}
-	// Free up to half the total, then the /48's share (20 = max(20, 1000/100)).
-	if admitted != 500 {
-		t.Errorf("one /48 admitted %d starts, want 500 (half the total)", admitted)
+	if admitted != 100 {
+		t.Errorf("one /48 admitted %d starts, want 100 (a tenth of the total)", admitted)
 	}
 	if ok, why := l.allow(netip.MustParseAddr("2001:db8:1:ffff::1")); ok || why != "network" {
 		t.Errorf("the /48's next start = %v %q, want refused for its network", ok, why)
@@ -80,14 +80,55 @@ func TestStartLimiterNetworks(t *testing.T) {
 			t.Fatalf("another /48's start %d refused (%s)", i, why)
 		}
 	}
-	// Below half the total, networks are not limited: one carrier /24 may
-	// hold many clients.
-	l = newStartLimiter(20, 1000, 10*time.Minute, func() time.Time { return now })
-	for n := 0; n < 20; n++ {
+	// Five clients of one /24 use its share; a sixth is refused, another
+	// /24 is not.
+	for n := 0; n < 5; n++ {
 		for range 20 {
 			if ok, why := l.allow(netip.AddrFrom4([4]byte{198, 51, 100, byte(n)})); !ok {
-				t.Fatalf("client %d of one /24 refused (%s) at %d in flight", n, why, n*20)
+				t.Fatalf("client %d of one /24 refused (%s)", n, why)
 			}
+		}
+	}
+	if ok, why := l.allow(netip.MustParseAddr("198.51.100.99")); ok || why != "network" {
+		t.Errorf("the /24's 101st start = %v %q, want refused for its network", ok, why)
+	}
+	if ok, why := l.allow(netip.MustParseAddr("198.51.101.1")); !ok {
+		t.Errorf("another /24's start refused (%s)", why)
+	}
+}
+
+// TestNetworkShareNotTriggeredByOneNetwork: with the defaults (300 per
+// client, 100000 in total), one IPv6 /48 spread over 200 /64s and four
+// addresses inside a carrier's CGNAT /24 must not lock the carrier's other
+// users out. (An earlier design capped networks only once half the total
+// was in flight, which let one /48 create that pressure and so cap every
+// other network at 1%.)
+func TestNetworkShareNotTriggeredByOneNetwork(t *testing.T) {
+	now := time.Unix(1795433000, 0)
+	l := newStartLimiter(300, 100_000, 10*time.Minute, func() time.Time { return now })
+	flood := 0
+	for n := 0; n < 200; n++ {
+		a := netip.MustParseAddr(fmt.Sprintf("2001:db8:1:%x::1", n)) // one /48
+		for range 300 {
+			if ok, _ := l.allow(a); ok {
+				flood++
+			}
+		}
+	}
+	inside := 0
+	for i := 1; i <= 4; i++ { // four addresses in the carrier's /24
+		a := netip.AddrFrom4([4]byte{198, 51, 100, byte(i)})
+		for range 300 {
+			if ok, _ := l.allow(a); ok {
+				inside++
+			}
+		}
+	}
+	t.Logf("the /48 holds %d pending logins, four addresses of 198.51.100.0/24 hold %d: %d of 100000 in flight", flood, inside, flood+inside)
+	for _, user := range []string{"198.51.100.77", "198.51.100.200"} {
+		if ok, why := l.allow(netip.MustParseAddr(user)); !ok {
+			t.Errorf("a user of the carrier's /24 (%s), never seen before, is refused (%s) with %d of 100000 logins in flight",
+				user, why, flood+inside)
 		}
 	}
 }

@@ -71,7 +71,8 @@ func (m *Memory) Replace(_ context.Context, key string, value []byte, ttl time.D
 		m.c.Delete(key)
 		return ok, nil
 	}
-	err := m.c.Replace(key, append([]byte(nil), value...), ttl)
+	// Cloned: Go replaces a string map key with the caller's on update.
+	err := m.c.Replace(strings.Clone(key), append([]byte(nil), value...), ttl)
 	return err == nil, nil
 }
 

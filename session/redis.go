@@ -242,19 +242,23 @@ func (r *Redis) Delete(ctx context.Context, key string) error {
 	return r.wrap("del", r.c.Del(ctx, r.prefix+key).Err())
 }
 
+// addMember adds a member and lengthens the set's life to at least ttl,
+// never shortening it: a user's index holds sessions (days) and token
+// families (a month), and a new session must not cut the families' entries
+// short. PEXPIRE's GT option would need Redis 7.
+var addMember = redis.NewScript(`
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 1`)
+
 // AddMember implements Store. Members are hashes and IDs, not secrets, and
 // are stored as they are.
 func (r *Redis) AddMember(ctx context.Context, key, member string, ttl time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	k := r.prefix + key
-	_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.SAdd(ctx, k, member)
-		// Only ever lengthen the set's life.
-		p.PExpire(ctx, k, ttl).Err()
-		return nil
-	})
-	if err != nil {
+	if err := addMember.Run(ctx, r.c, []string{r.prefix + key}, member, ttl.Milliseconds()).Err(); err != nil {
 		return r.wrap("sadd", err)
 	}
 	return nil

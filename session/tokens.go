@@ -147,14 +147,24 @@ func (is *Issuer) Login(ctx context.Context, id Identity, tokens *Tokens) (*Pair
 	if err := is.saveRefresh(ctx, f.Current, f.ID, now); err != nil {
 		return nil, err
 	}
-	for _, u := range []string{id.OpenID, id.UnionID} {
+	if err := is.index(ctx, f); err != nil {
+		return nil, err
+	}
+	return is.pair(f, refresh)
+}
+
+// index lists f under its user for RefreshTTL (the admin API revokes a
+// person's logins through it). Every rotation lists it again, since a
+// family lives as long as it keeps rotating.
+func (is *Issuer) index(ctx context.Context, f *Family) error {
+	for _, u := range []string{f.Identity.OpenID, f.Identity.UnionID} {
 		if u != "" {
 			if err := is.store.AddMember(ctx, UserIndex(u), "f:"+f.ID, is.cfg.RefreshTTL); err != nil {
-				return nil, fmt.Errorf("indexing token family: %w", err)
+				return fmt.Errorf("indexing token family: %w", err)
 			}
 		}
 	}
-	return is.pair(f, refresh)
+	return nil
 }
 
 // Refresh rotates a refresh token: the old one dies and a new pair comes
@@ -189,6 +199,9 @@ func (is *Issuer) Refresh(ctx context.Context, refresh string) (*Pair, error) {
 		// Revoked while this refresh ran: the revocation stands.
 		return nil, fmt.Errorf("%w: %w", ErrInvalidGrant, err)
 	} else if err != nil {
+		return nil, err
+	}
+	if err := is.index(ctx, f); err != nil {
 		return nil, err
 	}
 	return is.pair(f, next)
@@ -285,10 +298,14 @@ func (is *Issuer) Family(ctx context.Context, sid string) (*Family, error) {
 	return &f, nil
 }
 
-// UpdateFamily applies change to a live family and stores it.
+// UpdateFamily applies change to a live family and stores it. A family
+// that was revoked (deleted) or expired is ErrInvalidToken: its tokens are
+// dead, which is the client's news, not a store failure.
 func (is *Issuer) UpdateFamily(ctx context.Context, sid string, change func(*Family)) (*Family, error) {
 	f, err := is.Family(ctx, sid)
-	if err != nil {
+	if errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, errFamilyEnded)
+	} else if err != nil {
 		return nil, err
 	}
 	if f.Revoked {

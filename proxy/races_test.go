@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -103,5 +104,51 @@ func TestRevokeDuringRefreshSticks(t *testing.T) {
 	}
 	if lost > 0 {
 		t.Errorf("a revoke answered 200 was undone by a concurrent refresh: the family stayed live (round %d of at most %d)", lost, rounds)
+	}
+}
+
+// TestPhoneRacingRevokeIsInvalidToken: a mini-program login revoked while
+// WeChat answers its phone request (revocation deletes the family) gets 401
+// invalid_token, so the client logs in again; not a 503 "unavailable" that
+// would make it retry and log a store outage that is not one.
+func TestPhoneRacingRevokeIsInvalidToken(t *testing.T) {
+	e := newEnv(t)
+	a := e.api()
+	pair := a.mpLogin("fay")
+	code := e.simPost("/_sim/phonecode", map[string]string{"appid": mpID, "user": "fay", "phone": "13800138000"})["code"]
+	const phonePath = "/wxa/business/getuserphonenumber"
+	e.sim.InjectFault(wechatsim.Fault{Path: phonePath, DelayMS: 300})
+	before := e.sim.Calls()[phonePath]
+	type answer struct {
+		status int
+		body   string
+	}
+	done := make(chan answer, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, e.url+"/_wxgate/miniprogram/phone", strings.NewReader(`{"code":"`+code.(string)+`"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+pair["access_token"].(string))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- answer{}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		done <- answer{resp.StatusCode, string(b)}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.sim.Calls()[phonePath] == before {
+		if time.Now().After(deadline) {
+			t.Fatal("the phone request never reached WeChat")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if status, m, _ := a.post("/_wxgate/token/revoke", map[string]string{"refresh_token": pair["refresh_token"].(string)}, ""); status != http.StatusOK {
+		t.Fatalf("revoke: %d %v", status, m)
+	}
+	got := <-done
+	if got.status != http.StatusUnauthorized {
+		t.Errorf("phone request whose login was revoked meanwhile: %d, want 401 invalid_token; body %.300q", got.status, got.body)
 	}
 }

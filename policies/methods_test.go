@@ -7,11 +7,10 @@ import (
 	"github.com/wxgate/wxgate/policies"
 )
 
-// TestHeadMeetsGetRules: a rule limited to GET does not judge HEAD, yet
+// TestHeadMeetsGetRules: a rule limited to GET judges HEAD too, because
 // every common upstream (Go's ServeMux "GET /x" patterns, Spring's
 // @GetMapping, Express's app.get, Rails) runs the GET handler for HEAD and
-// answers its headers (Content-Length, Location, Set-Cookie, ETag). A GET
-// deny or allow-list rule is bypassed with HEAD.
+// answers its headers (Content-Length, Location, Set-Cookie, ETag).
 func TestHeadMeetsGetRules(t *testing.T) {
 	e, err := policies.New([]policies.Rule{
 		{Name: "reports", Path: "/reports/**", Methods: []string{"GET"}, Action: policies.Deny},
@@ -25,11 +24,11 @@ func TestHeadMeetsGetRules(t *testing.T) {
 	}
 }
 
-// TestUnicodeCaseFoldReadings: the case-folded readings use Go's simple
-// folding, which does not map U+0131 (dotless i) or U+0130 (dotted
-// capital I) to 'i'. Java's String.equalsIgnoreCase, which Spring's
-// AntPathMatcher uses when caseSensitive is false, does (toUpperCase('ı')
-// == 'I', toLowerCase('İ') == 'i').
+// TestUnicodeCaseFoldReadings: the case-folded readings fold U+0131
+// (dotless i) and U+0130 (dotted capital I) to 'i', as Java's
+// String.equalsIgnoreCase does (Spring's AntPathMatcher when caseSensitive
+// is false: toUpperCase('ı') == 'I', toLowerCase('İ') == 'i'), and Go's
+// simple folding does not.
 func TestUnicodeCaseFoldReadings(t *testing.T) {
 	e, err := policies.New([]policies.Rule{
 		{Name: "admin", Path: "/admin/**", Action: policies.Deny},
