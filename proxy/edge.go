@@ -246,8 +246,12 @@ func parseHost(v string) (name, authority string, err error) {
 			return "", "", err
 		}
 	}
-	authority = name
-	if port != "" {
+	switch {
+	case port == "":
+		authority = name
+	case len(v) == len(name)+1+len(port) && v[:len(name)] == name && v[len(name)+1:] == port:
+		authority = v // already canonical: no allocation on the hot path
+	default:
 		authority = name + ":" + port
 	}
 	return name, authority, nil
@@ -292,6 +296,9 @@ func parsePort(p string) (string, error) {
 	n, _ := strconv.Atoi(p)
 	if n < 1 || n > 65535 {
 		return "", headError("port %q out of range", p)
+	}
+	if p[0] != '0' {
+		return p, nil
 	}
 	return strconv.Itoa(n), nil
 }

@@ -16,6 +16,7 @@ func TestParseHost(t *testing.T) {
 		{in: "example.com", name: "example.com", authority: "example.com"},
 		{in: "Example.COM.", name: "example.com", authority: "example.com"},
 		{in: "example.com.:8080", name: "example.com", authority: "example.com:8080"},
+		{in: "EXAMPLE.com:8080", name: "example.com", authority: "example.com:8080"},
 		{in: "example.com:08080", name: "example.com", authority: "example.com:8080"},
 		{in: "127.0.0.1:9090", name: "127.0.0.1", authority: "127.0.0.1:9090"},
 		{in: "[::1]:9090", name: "[::1]", authority: "[::1]:9090"},
@@ -151,6 +152,9 @@ func FuzzParseHost(f *testing.F) {
 		}
 		if strings.HasSuffix(name, ".") || name != strings.ToLower(name) || (!strings.HasPrefix(name, "[") && strings.Contains(name, ":")) {
 			t.Fatalf("parseHost(%q) name %q", in, name)
+		}
+		if authority != name && !strings.HasPrefix(authority, name+":") || authority != strings.ToLower(authority) {
+			t.Fatalf("parseHost(%q) authority %q is not the name %q with a port", in, authority, name)
 		}
 		n2, a2, err := parseHost(authority)
 		if err != nil || n2 != name || a2 != authority {

@@ -160,7 +160,7 @@ func (s *Server) forward(c *fiber.Ctx) error {
 	if req.IsBodyStream() {
 		body = &clientBody{r: req.BodyStream(), trailers: func() bool { return hasTrailers(&req.Header) }, hungUp: hungUp(c.Context())}
 		req.SetBodyStream(body, req.Header.ContentLength())
-	} else if hasTrailers(&req.Header) {
+	} else if req.Header.ContentLength() == -1 && hasTrailers(&req.Header) {
 		return &Error{Status: http.StatusBadRequest, Page: "bad_request", Code: "invalid_request", Err: errTrailers, JSON: rule.API, Close: true}
 	}
 
