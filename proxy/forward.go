@@ -129,11 +129,8 @@ func (s *Server) forward(c *fiber.Ctx) error {
 	if !rule.PassAuthorization {
 		// Bearer tokens are wxgate's; upstreams get identity headers and the
 		// signed assertion. Basic credentials meant for the upstream pass.
-		for _, v := range req.Header.PeekAll(fiber.HeaderAuthorization) {
-			if isBearer(v) {
-				req.Header.Del(fiber.HeaderAuthorization)
-				break
-			}
+		if _, bearer := bearerAuthorization(&req.Header); bearer {
+			req.Header.Del(fiber.HeaderAuthorization)
 		}
 	}
 	req.Header.Set(fiber.HeaderXRequestID, requestID(c))
@@ -156,12 +153,18 @@ func (s *Server) forward(c *fiber.Ctx) error {
 	req.UseHostHeader = true
 	req.Header.SetHost(r.authority)
 	req.URI().SetHost(up.hc.Addr)
+	// badBody answers a request body that is the client's error: 400, and
+	// the connection closed, since where the body ends is not known.
+	badBody := func(err error) error {
+		return &Error{Status: http.StatusBadRequest, Page: "bad_request", Code: "invalid_request",
+			Err: fmt.Errorf("reading the request body: %w", err), JSON: rule.API, Close: true}
+	}
 	var body *clientBody
 	if req.IsBodyStream() {
 		body = &clientBody{r: req.BodyStream(), trailers: func() bool { return hasTrailers(&req.Header) }, hungUp: hungUp(c.Context())}
 		req.SetBodyStream(body, req.Header.ContentLength())
 	} else if req.Header.ContentLength() == -1 && hasTrailers(&req.Header) {
-		return &Error{Status: http.StatusBadRequest, Page: "bad_request", Code: "invalid_request", Err: errTrailers, JSON: rule.API, Close: true}
+		return badBody(errTrailers)
 	}
 
 	start := time.Now()
@@ -171,8 +174,7 @@ func (s *Server) forward(c *fiber.Ctx) error {
 		// The client's body broke (framing, a short body): its error, not
 		// the upstream's.
 		s.metrics.Upstream(up.name, "client_error", time.Since(start))
-		return &Error{Status: http.StatusBadRequest, Page: "bad_request", Code: "invalid_request",
-			Err: fmt.Errorf("reading the request body: %w", body.err), JSON: rule.API, Close: true}
+		return badBody(body.err)
 	}
 	if err != nil {
 		outcome, status, page := "error", http.StatusBadGateway, "upstream_down"

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
 
 	"github.com/wxgate/wxgate/policies"
 	"github.com/wxgate/wxgate/session"
@@ -24,17 +25,13 @@ type caller struct {
 	family *session.Family
 }
 
-// bearerToken returns the token of an "Authorization: Bearer" header, and
-// whether the request carries a non-empty one. The token aliases the request buffer:
-// use it within the handler only. Authorization is a single field: with
-// several, which one a parser takes is a guess, so a request with more than
-// one that carries a bearer token gets an empty (invalid) token.
+// bearerToken returns the token of an "Authorization: Bearer" header (a
+// copy), and whether the request carries a non-empty one. Authorization is
+// a single field: with several, which one a parser takes is a guess, so a
+// request with more than one that carries a bearer token gets an empty
+// (invalid) token.
 func bearerToken(c *fiber.Ctx) (string, bool) {
-	all := c.Request().Header.PeekAll(fiber.HeaderAuthorization)
-	bearer := false
-	for _, v := range all {
-		bearer = bearer || isBearer(v)
-	}
+	all, bearer := bearerAuthorization(&c.Request().Header)
 	switch {
 	case !bearer:
 		return "", false
@@ -45,6 +42,16 @@ func bearerToken(c *fiber.Ctx) (string, bool) {
 	// An empty token ("Bearer " from a client with none yet) carries no
 	// identity: the request is judged by its cookie, if any.
 	return tok, tok != ""
+}
+
+// bearerAuthorization returns the request's Authorization values and
+// whether one of them is a Bearer one.
+func bearerAuthorization(h *fasthttp.RequestHeader) (all [][]byte, bearer bool) {
+	all = h.PeekAll(fiber.HeaderAuthorization)
+	for _, v := range all {
+		bearer = bearer || isBearer(v)
+	}
+	return all, bearer
 }
 
 // isBearer reports whether an Authorization value uses the Bearer scheme:

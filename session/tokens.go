@@ -185,7 +185,7 @@ func (is *Issuer) Refresh(ctx context.Context, refresh string) (*Pair, error) {
 			return nil, fmt.Errorf("%w: refresh token already used", ErrInvalidGrant)
 		}
 		// Reuse of a rotated-out token: someone else holds the family.
-		if err := is.revoke(ctx, f); err != nil {
+		if err := is.revoke(ctx, f.ID); err != nil {
 			return nil, err
 		}
 		return nil, fmt.Errorf("%w: refresh token reused; family revoked", ErrInvalidGrant)
@@ -226,26 +226,20 @@ func (is *Issuer) Revoke(ctx context.Context, refresh string) error {
 	if err != nil {
 		return err
 	}
-	return is.revoke(ctx, f)
+	return is.revoke(ctx, f.ID)
 }
 
 // RevokeFamily ends a family by ID (the admin API). Unknown IDs are ignored.
 func (is *Issuer) RevokeFamily(ctx context.Context, sid string) error {
-	f, err := is.Family(ctx, sid)
-	if errors.Is(err, ErrNotFound) {
-		return nil
-	} else if err != nil {
-		return err
-	}
-	return is.revoke(ctx, f)
+	return is.revoke(ctx, sid)
 }
 
 // revoke ends a family by deleting it, not by marking it: every later
 // write of a family is conditional on it still being stored
 // (replaceFamily), so a refresh or an update that read the family before
 // the revocation cannot undo it.
-func (is *Issuer) revoke(ctx context.Context, f *Family) error {
-	if err := is.store.Delete(ctx, familyPrefix+f.ID); err != nil {
+func (is *Issuer) revoke(ctx context.Context, sid string) error {
+	if err := is.store.Delete(ctx, familyPrefix+sid); err != nil {
 		return fmt.Errorf("revoking token family: %w", err)
 	}
 	return nil
