@@ -302,11 +302,16 @@ func logoutToken(id string) string { return session.Hash("wxgate logout\x00" + i
 func (s *Server) logout(c *fiber.Ctx) error {
 	body, err := readBody(c)
 	if err != nil {
+		// A browser's form: the error page, unless the client asks for JSON.
+		var e *Error
+		if errors.As(err, &e) {
+			e.JSON = false
+		}
 		return err
 	}
 	form, err := url.ParseQuery(string(body))
 	if err != nil {
-		return badRequest("logout form: %w", err)
+		return &Error{Status: http.StatusBadRequest, Page: "bad_request", Code: "invalid_request", Err: fmt.Errorf("logout form: %w", err)}
 	}
 	rd := s.safeRedirect(form.Get("rd"))
 	if id := c.Cookies(s.cookies.session); session.ValidID(id) {

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -370,5 +371,25 @@ func TestRedirectValidation(t *testing.T) {
 	cb := b.authorize(b.expectRedirect(start), "alice", "allow")
 	if got := b.expectRedirect(cb); got != e.url+"/" {
 		t.Errorf("login with rd=//evil.com: lands on %q, want /", got)
+	}
+}
+
+// TestLogoutBadFormIsAPage: a malformed or oversized logout form (a
+// browser's POST) gets the 400 page, not API JSON, and ends nothing.
+func TestLogoutBadFormIsAPage(t *testing.T) {
+	e := newEnv(t)
+	b := e.browser(weChatUA)
+	b.login("/", "alice")
+	for name, body := range map[string]string{"bad escape": "rd=%zz", "over 64 KiB": "rd=" + strings.Repeat("a", 70<<10)} {
+		resp := b.do(http.MethodPost, "/_wxgate/logout", strings.NewReader(body),
+			map[string]string{"Content-Type": "application/x-www-form-urlencoded", "Origin": e.url})
+		page, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(page), "请求无效") {
+			t.Errorf("%s: %d %.120q, want the 400 page", name, resp.StatusCode, page)
+		}
+		if got, _ := b.get("/", nil); got.StatusCode != http.StatusOK {
+			t.Fatalf("%s: the session ended", name)
+		}
 	}
 }
