@@ -92,13 +92,13 @@ func (s *Server) cgiToken(r *http.Request) (any, int) {
 	t.tokenToday++
 	// Every call issues a new token; the ones before stay valid 5 more minutes.
 	for tok, exp := range t.issued {
-		if tok != t.stable && exp.After(now.Add(oldTokenGrace)) {
-			t.issued[tok] = now.Add(oldTokenGrace)
+		if grace := s.early(oldTokenGrace); tok != t.stable && exp.After(now.Add(grace)) {
+			t.issued[tok] = now.Add(grace)
 		}
 	}
 	tok := accessTokenString()
-	t.issued[tok] = now.Add(appTokenTTL)
-	return map[string]any{"access_token": tok, "expires_in": int(appTokenTTL / time.Second)}, 0
+	t.issued[tok] = now.Add(s.lifetimes.AppAccessToken)
+	return map[string]any{"access_token": tok, "expires_in": int(s.lifetimes.AppAccessToken / time.Second)}, 0
 }
 
 func (s *Server) stableToken(r *http.Request) (any, int) {
@@ -143,7 +143,7 @@ func (s *Server) stableToken(r *http.Request) (any, int) {
 		valid = false
 	case body.ForceRefresh:
 		// Over the forced limits: the current token comes back unchanged.
-	case valid && t.stableExpires.Sub(now) > stableEarly:
+	case valid && t.stableExpires.Sub(now) > s.early(stableEarly):
 		// Normal mode returns the same token while it is valid.
 	default:
 		// WeChat rotates stable tokens 5 minutes early; the old one keeps
@@ -152,7 +152,7 @@ func (s *Server) stableToken(r *http.Request) (any, int) {
 	}
 	if !valid {
 		t.stable = accessTokenString()
-		t.stableExpires = now.Add(appTokenTTL)
+		t.stableExpires = now.Add(s.lifetimes.AppAccessToken)
 		t.issued[t.stable] = t.stableExpires
 	}
 	return map[string]any{
@@ -172,4 +172,11 @@ func (s *Server) ExpireAppTokens(appID string) {
 		t.issued[tok] = now
 	}
 	t.stableExpires = now
+}
+
+// early scales one of WeChat's 5-minute windows to the app token lifetime
+// in use, so that a test's short lifetime keeps WeChat's proportions
+// (5 minutes of 2 hours).
+func (s *Server) early(d time.Duration) time.Duration {
+	return min(d, time.Duration(float64(d)*float64(s.lifetimes.AppAccessToken)/float64(appTokenTTL)))
 }

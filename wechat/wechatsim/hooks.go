@@ -165,6 +165,35 @@ func (s *Server) hookClock(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"now": s.Now().Unix()})
 }
 
+// hookLifetimes sets, in seconds, the lifetimes of tokens issued from now
+// on (POST), and reports them.
+func (s *Server) hookLifetimes(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost {
+		var req struct {
+			SNSAccessToken float64 `json:"sns_access_token"`
+			AppAccessToken float64 `json:"app_access_token"`
+			RefreshToken   float64 `json:"refresh_token"`
+		}
+		if !decodeHook(w, r, &req) {
+			return
+		}
+		if req.SNSAccessToken < 0 || req.AppAccessToken < 0 || req.RefreshToken < 0 {
+			http.Error(w, "lifetimes are positive seconds", http.StatusBadRequest)
+			return
+		}
+		sec := func(v float64) time.Duration { return time.Duration(v * float64(time.Second)) }
+		s.SetLifetimes(Lifetimes{SNSAccessToken: sec(req.SNSAccessToken), AppAccessToken: sec(req.AppAccessToken), RefreshToken: sec(req.RefreshToken)})
+	}
+	s.mu.Lock()
+	l := s.lifetimes
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"sns_access_token": l.SNSAccessToken.Seconds(),
+		"app_access_token": l.AppAccessToken.Seconds(),
+		"refresh_token":    l.RefreshToken.Seconds(),
+	})
+}
+
 func (s *Server) hookStats(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodDelete {
 		s.mu.Lock()

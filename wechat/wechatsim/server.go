@@ -83,6 +83,31 @@ type Server struct {
 	users         map[string]bool          // test-user names seen
 	faults        map[string][]*Fault
 	calls         map[string]int
+	lifetimes     Lifetimes
+}
+
+// Lifetimes are the token lifetimes the simulator issues. Tests shorten
+// them (POST /_sim/lifetimes) so that expiry happens within a test.
+type Lifetimes struct {
+	SNSAccessToken time.Duration
+	AppAccessToken time.Duration
+	RefreshToken   time.Duration
+}
+
+// SetLifetimes replaces the lifetimes of tokens issued from now on; a zero
+// field keeps its current value.
+func (s *Server) SetLifetimes(l Lifetimes) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l.SNSAccessToken > 0 {
+		s.lifetimes.SNSAccessToken = l.SNSAccessToken
+	}
+	if l.AppAccessToken > 0 {
+		s.lifetimes.AppAccessToken = l.AppAccessToken
+	}
+	if l.RefreshToken > 0 {
+		s.lifetimes.RefreshToken = l.RefreshToken
+	}
 }
 
 // New returns a simulator with the given apps registered.
@@ -97,6 +122,7 @@ func New(apps ...App) *Server {
 		users:         map[string]bool{"alice": true, "bob": true, "carol": true},
 		faults:        map[string][]*Fault{},
 		calls:         map[string]int{},
+		lifetimes:     Lifetimes{SNSAccessToken: userTokenTTL, AppAccessToken: appTokenTTL, RefreshToken: refreshTokenTTL},
 	}
 	for _, a := range apps {
 		s.Register(a)
@@ -159,6 +185,7 @@ func (s *Server) routes() {
 	m.HandleFunc("/_sim/phonecode", s.hookPhoneCode)
 	m.HandleFunc("/_sim/fault", s.hookFault)
 	m.HandleFunc("/_sim/clock", s.hookClock)
+	m.HandleFunc("/_sim/lifetimes", s.hookLifetimes)
 	m.HandleFunc("/_sim/stats", s.hookStats)
 	m.HandleFunc("/_sim/apps", s.hookApps)
 	m.HandleFunc("/_sim/user", s.hookUser)

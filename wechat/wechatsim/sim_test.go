@@ -365,7 +365,7 @@ func decrypt(t *testing.T, key, iv, data string) []byte {
 func TestFaultsAndClock(t *testing.T) {
 	s := newSim(t)
 	s.call("POST", "/_sim/fault", map[string]any{"path": "/sns/auth", "errcode": 45011, "times": 2})
-	for i, want := range []int{45011, 45011, 41001} {
+	for i, want := range []int{45011, 45011, 40003} {
 		if got := errcode(s.call("GET", "/sns/auth", nil)); got != want {
 			t.Errorf("call %d: errcode %d, want %d", i, got, want)
 		}
@@ -392,5 +392,64 @@ func TestFaultsAndClock(t *testing.T) {
 	}
 	if st := s.call("GET", "/_sim/stats", nil)["calls"].(map[string]any); st["/sns/auth"].(float64) != 4 {
 		t.Errorf("stats /sns/auth = %v, want 4", st["/sns/auth"])
+	}
+}
+
+func TestLifetimes(t *testing.T) {
+	s := newSim(t)
+	m := s.call("POST", "/_sim/lifetimes", map[string]any{"sns_access_token": 2, "app_access_token": 4.8, "refresh_token": 10})
+	if m["sns_access_token"] != 2.0 || m["app_access_token"] != 4.8 || m["refresh_token"] != 10.0 {
+		t.Fatalf("/_sim/lifetimes = %v", m)
+	}
+	tok := s.call("GET", "/sns/oauth2/access_token?appid="+oa+"&secret="+oaSecret+"&code="+s.code(oa, "alice", "snsapi_base")+"&grant_type=authorization_code", nil)
+	if tok["expires_in"] != 2.0 {
+		t.Errorf("sns expires_in = %v, want 2", tok["expires_in"])
+	}
+	at, rt, openid := tok["access_token"].(string), tok["refresh_token"].(string), tok["openid"].(string)
+	auth := func(token, openid string) int {
+		return errcode(s.call("GET", "/sns/auth?access_token="+token+"&openid="+openid, nil))
+	}
+	if got := auth(at, openid); got != 0 {
+		t.Errorf("fresh token: /sns/auth errcode %d", got)
+	}
+	// An unknown or foreign token is 40003, as WECHAT-API.md lists.
+	if got := auth("nope", openid); got != 40003 {
+		t.Errorf("unknown token: /sns/auth errcode %d, want 40003", got)
+	}
+	if got := auth(at, "other"); got != 40003 {
+		t.Errorf("another openid: /sns/auth errcode %d, want 40003", got)
+	}
+	s.s.Advance(2 * time.Second)
+	if got := auth(at, openid); got != 42001 {
+		t.Errorf("after its 2 s: /sns/auth errcode %d, want 42001", got)
+	}
+	refresh := func() int {
+		return errcode(s.call("GET", "/sns/oauth2/refresh_token?appid="+oa+"&grant_type=refresh_token&refresh_token="+rt, nil))
+	}
+	if got := refresh(); got != 0 {
+		t.Errorf("refresh within 10 s: errcode %d", got)
+	}
+	s.s.Advance(8 * time.Second)
+	if got := refresh(); got != 42002 {
+		t.Errorf("refresh after 10 s: errcode %d, want 42002", got)
+	}
+	// App tokens keep WeChat's proportions: a stable token is the same
+	// until the last 1/24 of its life (0.2 s of 4.8 s), then replaced.
+	stable := func() (string, float64) {
+		m := s.call("POST", "/cgi-bin/stable_token", map[string]any{"grant_type": "client_credential", "appid": oa, "secret": oaSecret})
+		tok, _ := m["access_token"].(string)
+		exp, _ := m["expires_in"].(float64)
+		return tok, exp
+	}
+	a, exp := stable()
+	if b, _ := stable(); a != b || exp != 4 {
+		t.Errorf("stable token: %v then another %v, expires_in %v; want the same, 4", a, a != b, exp)
+	}
+	s.s.Advance(4700 * time.Millisecond)
+	if b, _ := stable(); b == a {
+		t.Error("stable token in its last 0.2 s: still the same; want a new one")
+	}
+	if resp, _ := http.Post(s.url+"/_sim/lifetimes", "application/json", strings.NewReader(`{"sns_access_token":-1}`)); resp.StatusCode != 400 {
+		t.Errorf("negative lifetime: %d, want 400", resp.StatusCode)
 	}
 }

@@ -90,11 +90,11 @@ func (s *Server) snsAccessToken(r *http.Request) (any, int) {
 	now := s.now()
 	at := accessTokenString()
 	rt := accessTokenString()
-	s.userTokens[at] = &userToken{appID: a.AppID, user: user, openID: openID, scope: c.scope, expires: now.Add(userTokenTTL), snapshot: c.snapshot}
-	s.refreshTokens[rt] = &refreshToken{appID: a.AppID, user: user, openID: openID, scope: c.scope, expires: now.Add(refreshTokenTTL), access: at, snapshot: c.snapshot}
+	s.userTokens[at] = &userToken{appID: a.AppID, user: user, openID: openID, scope: c.scope, expires: now.Add(s.lifetimes.SNSAccessToken), snapshot: c.snapshot}
+	s.refreshTokens[rt] = &refreshToken{appID: a.AppID, user: user, openID: openID, scope: c.scope, expires: now.Add(s.lifetimes.RefreshToken), access: at, snapshot: c.snapshot}
 	out := map[string]any{
 		"access_token":  at,
-		"expires_in":    int(userTokenTTL / time.Second),
+		"expires_in":    int(s.lifetimes.SNSAccessToken / time.Second),
 		"refresh_token": rt,
 		"openid":        openID,
 		"scope":         c.scope,
@@ -134,15 +134,15 @@ func (s *Server) snsRefreshToken(r *http.Request) (any, int) {
 	at, ok := s.userTokens[rt.access]
 	if ok && now.Before(at.expires) {
 		// Still valid: the same token with a renewed expiry.
-		at.expires = now.Add(userTokenTTL)
+		at.expires = now.Add(s.lifetimes.SNSAccessToken)
 	} else {
 		delete(s.userTokens, rt.access)
 		rt.access = accessTokenString()
-		s.userTokens[rt.access] = &userToken{appID: a.AppID, user: rt.user, openID: rt.openID, scope: rt.scope, expires: now.Add(userTokenTTL), snapshot: rt.snapshot}
+		s.userTokens[rt.access] = &userToken{appID: a.AppID, user: rt.user, openID: rt.openID, scope: rt.scope, expires: now.Add(s.lifetimes.SNSAccessToken), snapshot: rt.snapshot}
 	}
 	return map[string]any{
 		"access_token":  rt.access,
-		"expires_in":    int(userTokenTTL / time.Second),
+		"expires_in":    int(s.lifetimes.SNSAccessToken / time.Second),
 		"refresh_token": v,
 		"openid":        rt.openID,
 		"scope":         rt.scope,
@@ -199,8 +199,14 @@ func (s *Server) snsAuth(r *http.Request) (any, int) {
 	q := r.URL.Query()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, e := s.userTokenFor(q.Get("access_token"), q.Get("openid")); e != 0 {
-		return nil, e
+	// /sns/auth answers only 40003 (not this user's valid token) or 42001
+	// (expired), whatever is wrong with the token (WECHAT-API.md section 3).
+	switch _, e := s.userTokenFor(q.Get("access_token"), q.Get("openid")); e {
+	case 0:
+		return map[string]any{"errcode": 0, "errmsg": "ok"}, 0
+	case 42001:
+		return nil, 42001
+	default:
+		return nil, 40003
 	}
-	return map[string]any{"errcode": 0, "errmsg": "ok"}, 0
 }
