@@ -228,7 +228,7 @@ type tally struct {
 	first    map[string]string
 
 	gateway5xx, transport, cutSeenWhole, wrongUser, lost, appTokenFailed atomic.Int64
-	loginRetries                                                          atomic.Int64
+	loginRetries                                                         atomic.Int64
 }
 
 func newTally() *tally { return &tally{byStatus: map[string]int{}, first: map[string]string{}} }
