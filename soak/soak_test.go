@@ -63,6 +63,8 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	poller := &appTokenPoller{w: w, tally: tally, seen: map[string]bool{}}
+	// Newcomers log in through the whole run, so logins meet every fault.
+	var newcomers []*browser
 	startRSS, startG := processFigures(w.replicas[0])
 
 	var wg sync.WaitGroup
@@ -74,7 +76,22 @@ func TestSoak(t *testing.T) {
 		wg.Add(1)
 		go func() { defer wg.Done(); a.run(ctx) }()
 	}
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		for i := 0; ctx.Err() == nil; i++ {
+			b := newBrowser(w, fmt.Sprintf("n%03d", i), tally)
+			if err := b.login(ctx); err != nil {
+				if ctx.Err() == nil {
+					t.Errorf("%s: login failed 8 times: %v", b.user, err)
+				}
+				return
+			}
+			tally.count("newcomer logged in")
+			newcomers = append(newcomers, b)
+			time.Sleep(time.Second)
+		}
+	}()
 	go func() { defer wg.Done(); poller.run(ctx) }()
 	go func() { defer wg.Done(); w.upstreamSchedule(ctx) }()
 	faults := w.faultSchedule(ctx, d)
@@ -83,7 +100,7 @@ func TestSoak(t *testing.T) {
 
 	// Every login must still work after the run: nothing was lost.
 	lostSessions, lostFamilies := 0, 0
-	for _, b := range browsers {
+	for _, b := range append(browsers, newcomers...) {
 		if err := b.check(context.Background()); err != nil {
 			lostSessions++
 			t.Errorf("%s: session lost: %v", b.user, err)
@@ -97,7 +114,7 @@ func TestSoak(t *testing.T) {
 	}
 
 	calls := w.sim.Calls()
-	logins := float64(len(browsers) + len(apps))
+	logins := float64(len(browsers) + len(apps) + len(newcomers)/2) // newcomers live half the run on average
 	lifetimes := d.Seconds() / lifetime.Seconds()
 	refreshCalls := float64(calls["/sns/oauth2/refresh_token"])
 	perRefresh := refreshCalls / (logins * lifetimes)
@@ -107,7 +124,7 @@ func TestSoak(t *testing.T) {
 	}
 	fetches += w.retiredFetches
 
-	report := tally.report(d, faults, len(browsers), len(apps), refreshCalls, perRefresh, fetches, lifetimes,
+	report := tally.report(d, faults, len(browsers)+len(newcomers), len(apps), refreshCalls, perRefresh, fetches, lifetimes,
 		len(poller.seen), startRSS, endRSS, startG, endG, w)
 	t.Log("\n" + report)
 	if p := os.Getenv("SOAK_REPORT"); p != "" {
@@ -573,7 +590,7 @@ func (p *appTokenPoller) run(ctx context.Context) {
 func (t *tally) report(d time.Duration, faults []string, browsers, apps int, refreshCalls, perRefresh, fetches, lifetimes float64,
 	tokensSeen int, startRSS, endRSS, startG, endG float64, w *world) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "soak: %s, %d browsers, %d app token pairs, 2 replicas on Redis, WeChat lifetimes %s\n\n", d, browsers, apps, lifetime)
+	fmt.Fprintf(&b, "soak: %s, %d browsers (16 from the start, one more each second), %d app token pairs, 2 replicas on Redis, WeChat lifetimes %s\n\n", d, browsers, apps, lifetime)
 	b.WriteString("faults injected:\n")
 	for _, f := range faults {
 		fmt.Fprintf(&b, "  %s\n", f)
