@@ -9,6 +9,21 @@
 // "Authorization: Bearer", and when the gateway answers token_expired it
 // refreshes once (concurrent requests share that one refresh) and retries.
 // When the refresh token is refused (invalid_grant) it logs in again.
+//
+// Storage is the one truth about the current pair. Every page may create
+// its own client; they all read the stored pair before each request,
+// refresh and login, and clients on the same wx object share one refresh
+// and one login in flight. The gateway rotates the refresh token on every
+// use and revokes the whole login when a rotated-out one comes back, so a
+// client must never refresh with a pair that another client has already
+// replaced: it uses the stored pair instead.
+//
+// A 401 is acted on (refresh for token_expired, login for invalid_token or
+// login_required) only if the pair the request was sent with is still the
+// stored one. If the pair was replaced meanwhile, the request is sent again
+// with the current pair; that happens at most once per request, and so does
+// the refresh or login, so a server that keeps answering 401 ends with the
+// 401 given back to the caller, not with a loop.
 'use strict'
 
 const DEFAULT_PREFIX = '/_wxgate'
@@ -34,25 +49,59 @@ function call (fn, options) {
   })
 }
 
+// shared holds, per wx object and storage key, what all clients of one mini
+// program share: the pair (for when storage fails) and the refresh and login
+// in flight. Pages run in one JS context with one wx, so they meet here.
+const shared = new WeakMap()
+
+function sharedState (wx, key) {
+  let byKey = shared.get(wx)
+  if (!byKey) shared.set(wx, (byKey = new Map()))
+  let st = byKey.get(key)
+  if (!st) byKey.set(key, (st = { pair: null, storageWorks: true, refreshing: null, loggingIn: null }))
+  return st
+}
+
+// samePair reports whether a and b are the same token pair.
+function samePair (a, b) {
+  return !!a && !!b && a.access_token === b.access_token && a.refresh_token === b.refresh_token
+}
+
 function createClient (options) {
   const opts = Object.assign({ prefix: DEFAULT_PREFIX, storageKey: DEFAULT_STORAGE_KEY }, options)
   const wx = opts.wx || globalThis.wx
   if (!wx) throw new Error('wxgate: no wx object')
   if (!opts.baseURL) throw new Error('wxgate: baseURL is required')
+  const st = sharedState(wx, opts.storageKey)
 
-  let tokens = null
-  try { tokens = wx.getStorageSync(opts.storageKey) || null } catch (_) { tokens = null }
-  let refreshing = null // the one refresh in flight, shared
-  let loggingIn = null // the one login in flight, shared
+  // current is the stored pair, read afresh: another page or client may
+  // have replaced it. Memory stands in only while storage fails.
+  function current () {
+    if (st.storageWorks) {
+      try {
+        const v = wx.getStorageSync(opts.storageKey)
+        st.pair = v && v.access_token ? v : null
+      } catch (_) { /* unreadable: the shared memory copy */ }
+    }
+    return st.pair
+  }
 
   function save (pair) {
-    tokens = pair
-    try { wx.setStorageSync(opts.storageKey, pair) } catch (_) { /* memory copy still works */ }
+    st.pair = pair
+    try {
+      wx.setStorageSync(opts.storageKey, pair)
+      st.storageWorks = true
+    } catch (_) {
+      // A stale stored pair would later be refreshed with a rotated-out
+      // token and revoke the login: drop it and keep the pair in memory.
+      st.storageWorks = false
+      try { wx.removeStorageSync(opts.storageKey) } catch (_) { /* nothing more to do */ }
+    }
     return pair
   }
 
   function clear () {
-    tokens = null
+    st.pair = null
     try { wx.removeStorageSync(opts.storageKey) } catch (_) { /* nothing stored */ }
   }
 
@@ -70,34 +119,48 @@ function createClient (options) {
 
   // login runs wx.login and the code exchange; concurrent callers share it.
   function login () {
-    if (!loggingIn) {
-      loggingIn = (async () => {
+    if (!st.loggingIn) {
+      st.loggingIn = (async () => {
         const { code } = await call(wx.login, {})
         const res = await post('/miniprogram/login', { code })
         if (res.statusCode !== 200) throw fail(res, 'login')
         return save(res.data)
-      })().finally(() => { loggingIn = null })
+      })().finally(() => { st.loggingIn = null })
     }
-    return loggingIn
+    return st.loggingIn
+  }
+
+  // relogin replaces a pair the gateway refused with a new login, unless
+  // the stored pair is already another one.
+  function relogin (used) {
+    const now = current()
+    if (now && !samePair(now, used)) return Promise.resolve(now)
+    return login()
   }
 
   // refresh rotates the pair once for every caller that saw token_expired
-  // with the same access token. A refused refresh token means a new login.
-  function refresh (expiredAccess) {
-    if (tokens && tokens.access_token !== expiredAccess) return Promise.resolve(tokens) // already refreshed
-    if (!refreshing) {
-      refreshing = (async () => {
-        if (!tokens || !tokens.refresh_token) return login()
-        const res = await post('/token/refresh', { refresh_token: tokens.refresh_token })
+  // with it. The refresh token sent is always the stored one: sending one
+  // that another client rotated out would revoke the login.
+  function refresh (used) {
+    const now = current()
+    if (now && !samePair(now, used)) return Promise.resolve(now)
+    if (!now || !now.refresh_token) return login()
+    if (!st.refreshing) {
+      st.refreshing = (async () => {
+        const res = await post('/token/refresh', { refresh_token: now.refresh_token })
         if (res.statusCode === 200) return save(res.data)
         if (res.data && res.data.error === 'invalid_grant') {
+          // Another JS context may have rotated it first (the gateway's
+          // reuse grace answers that without revoking): take its pair.
+          const after = current()
+          if (after && !samePair(after, now)) return after
           clear()
           return login()
         }
         throw fail(res, 'refresh')
-      })().finally(() => { refreshing = null })
+      })().finally(() => { st.refreshing = null })
     }
-    return refreshing
+    return st.refreshing
   }
 
   function send (req, access) {
@@ -107,17 +170,31 @@ function createClient (options) {
   }
 
   // request is wx.request with the bearer added; it resolves with wx's
-  // response ({statusCode, data, header}) once it is not a token failure.
+  // response ({statusCode, data, header}) once it is not a token failure,
+  // or with the last 401 once its retries are spent.
   async function request (req) {
-    let pair = tokens || await login()
+    let pair = current() || await login()
     let res = await send(req, pair.access_token)
-    const error = res.statusCode === 401 && res.data && res.data.error
-    if (error === 'token_expired') {
-      pair = await refresh(pair.access_token)
-      res = await send(req, pair.access_token)
-    } else if (error === 'invalid_token' || error === 'login_required') {
-      clear()
-      pair = await login()
+    let resent = false // sent again because the pair was replaced meanwhile
+    let renewed = false // refreshed or logged in for this request
+    while (res.statusCode === 401) {
+      const now = current()
+      if (now && !samePair(now, pair)) {
+        if (resent) break
+        resent = true
+        pair = now
+      } else {
+        const error = res.data && res.data.error
+        if (renewed) break
+        if (error === 'token_expired') {
+          pair = await refresh(pair)
+        } else if (error === 'invalid_token' || error === 'login_required') {
+          pair = await relogin(pair)
+        } else {
+          break
+        }
+        renewed = true
+      }
       res = await send(req, pair.access_token)
     }
     return res
@@ -125,12 +202,13 @@ function createClient (options) {
 
   // logout revokes the token family on the gateway and forgets the pair.
   async function logout () {
-    const rt = tokens && tokens.refresh_token
+    const pair = current()
+    const rt = pair && pair.refresh_token
     clear()
     if (rt) await post('/token/revoke', { refresh_token: rt })
   }
 
-  return { request, login, logout, tokens: () => tokens }
+  return { request, login, logout, tokens: current }
 }
 
 module.exports = { createClient, WxgateError }
