@@ -201,6 +201,13 @@ func TestServeDrainWindow(t *testing.T) {
 		t.Fatalf("keep-alive request before SIGTERM: %d, close %v", resp.StatusCode, resp.Close)
 	}
 
+	// A pre-connection that never sends a byte must not hold the exit.
+	pre, err := net.Dial("tcp", strings.TrimPrefix(g.public, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pre.Close()
+
 	sent := time.Now()
 	g.signal(t, syscall.SIGTERM)
 	if !pollUntil(delay/2, func() bool { s, _ := get(g.admin + "/readyz"); return s == http.StatusServiceUnavailable }) {
@@ -237,7 +244,9 @@ func TestServeDrainWindow(t *testing.T) {
 	if got := <-held; got != "200 done" {
 		t.Errorf("the request in flight at SIGTERM got %q, want \"200 done\"", got)
 	}
-	g.exitWithin(t, time.Now(), 5*time.Second)
+	if took := g.exitWithin(t, time.Now(), 5*time.Second); took > 1500*time.Millisecond {
+		t.Errorf("exited %s after the last request ended, with an unused connection open; want at once", took)
+	}
 	if g.err != nil {
 		t.Errorf("exit: %v, want 0\n%s", g.err, g.stderr)
 	}
@@ -337,6 +346,7 @@ func TestDevStopsAtOnce(t *testing.T) {
 	sent := time.Now()
 	p.signal(t, syscall.SIGINT)
 	took := p.exitWithin(t, sent, 10*time.Second)
+	t.Logf("dev exited %s after SIGINT", took)
 	if took > 1500*time.Millisecond {
 		t.Errorf("dev took %s to stop after Ctrl-C with idle connections open, want well under 1.5s", took)
 	}
