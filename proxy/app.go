@@ -338,7 +338,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go closeIdleUntil(idleDone, 20*time.Millisecond, s.pubConns, s.adminConns)
 	err := errors.Join(s.app.ShutdownWithContext(ctx), s.admin.ShutdownWithContext(ctx))
 	close(idleDone)
-	if ctx.Err() != nil {
+	if err != nil && ctx.Err() != nil {
 		// fasthttp leaves what still runs alone; end it here, so that no
 		// request outlives the snapshot or the process exits under one.
 		cut := s.pubConns.cut() + s.adminConns.cut()
