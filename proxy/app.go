@@ -65,8 +65,12 @@ type Server struct {
 
 	app   *fiber.App
 	admin *fiber.App
-	// draining is set at shutdown so /readyz fails while requests drain.
+	// draining is set by Drain: /readyz fails and responses close their
+	// connections while the gateway serves on.
 	draining atomic.Bool
+	// pubConns and adminConns are the listeners' open connections, which
+	// Shutdown closes between requests at once and cuts at its deadline.
+	pubConns, adminConns *connSet
 	// starts bounds the browser logins in flight.
 	starts *startLimiter
 	// refreshGroup keeps one WeChat token refresh in flight per login.
@@ -120,6 +124,8 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		publicAuthority: withoutDefaultPort(public.Scheme, publicAuthority),
 		prefix:          cfg.Server.Prefix,
 		cookies:         newCookieNames(public.Scheme == "https"),
+		pubConns:        newConnSet(),
+		adminConns:      newConnSet(),
 	}
 	if cfg.Server.Dev {
 		s.origin = session.OriginDev
@@ -209,6 +215,13 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	}
 	s.app = s.newPublicApp()
 	s.admin = s.newAdminApp()
+	for _, app := range []*fiber.App{s.app, s.admin} {
+		srv := app.Server()
+		srv.ConnState = trackConnState
+		// A response sent while stopping says so, so that its client does
+		// not send another request on a connection about to close.
+		srv.CloseOnShutdown = true
+	}
 	return s, nil
 }
 
@@ -290,22 +303,48 @@ func (s *Server) Serve(pub, admin net.Listener) error {
 		go s.runSweeper(ctx, every)
 	}
 	errc := make(chan error, 2)
-	go func() { errc <- s.app.Listener(hangupListener{pub}) }()
-	go func() { errc <- s.admin.Listener(admin) }()
+	go func() { errc <- s.app.Listener(hangupListener{drainListener{pub, s.pubConns}}) }()
+	go func() { errc <- s.admin.Listener(drainListener{admin, s.adminConns}) }()
 	return <-errc
 }
 
-// Shutdown stops accepting connections, waits for in-flight requests (up to
-// ctx's deadline), then writes the memory store's snapshot if one is
-// configured and closes the store. New consumed the snapshot, so a
-// gateway that ends any other way loses its sessions: call Shutdown on
-// every way out once New has returned, even if Serve never ran.
+// Drain marks the gateway as going away while it serves on: /readyz
+// answers 503, so that load balancers stop sending it new connections,
+// and every response closes its connection, so that keep-alive clients
+// move to another replica. Shutdown drains too; call Drain first to give
+// load balancers time ([server] shutdown_delay).
+func (s *Server) Drain() { s.draining.Store(true) }
+
+// Shutdown drains, stops accepting connections, closes at once every
+// connection that is between requests (a request that races with that
+// close is either answered or never read), and waits for the requests in
+// flight until ctx ends; then it cuts those still running, closing their
+// connections, and logs how many as a warning: a cut at the deadline is
+// the configured outcome, not an error. Then it writes the memory store's
+// snapshot if one is configured and closes the store. New consumed the
+// snapshot, so a gateway that ends any other way loses its sessions: call
+// Shutdown on every way out once New has returned, even if Serve never ran.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.draining.Store(true)
+	s.Drain()
 	if s.stopSweeper != nil {
 		s.stopSweeper()
 	}
+	s.pubConns.stopping.Store(true)
+	s.adminConns.stopping.Store(true)
+	if n := s.pubConns.busy(); n > 0 {
+		s.log.Info("stopped accepting; waiting for the requests in flight", "requests", n)
+	}
+	idleDone := make(chan struct{})
+	go closeIdleUntil(idleDone, 20*time.Millisecond, s.pubConns, s.adminConns)
 	err := errors.Join(s.app.ShutdownWithContext(ctx), s.admin.ShutdownWithContext(ctx))
+	close(idleDone)
+	if err != nil && ctx.Err() != nil {
+		// fasthttp leaves what still runs alone; end it here, so that no
+		// request outlives the snapshot or the process exits under one.
+		cut := s.pubConns.cut() + s.adminConns.cut()
+		s.log.Warn("the shutdown's time ran out: cut the requests still in flight", "requests", cut, "cause", context.Cause(ctx).Error())
+		err = nil
+	}
 	if m, ok := s.rawStore.(*session.Memory); ok && s.cfg.Session.SnapshotFile != "" {
 		n, serr := m.SaveSnapshot(s.cfg.Session.SnapshotFile, s.origin)
 		if serr != nil {
@@ -376,11 +415,17 @@ func newRequestID() string {
 // observe logs and counts every request. It hands errors to handleError
 // itself so the status it records is the one sent.
 func (s *Server) observe(c *fiber.Ctx) error {
+	if shutOut(c.Context()) {
+		return nil
+	}
 	start := time.Now()
 	if err := c.Next(); err != nil {
 		if herr := s.handleError(c, err); herr != nil {
 			return herr
 		}
+	}
+	if s.draining.Load() {
+		c.Context().SetConnectionClose()
 	}
 	d := time.Since(start)
 	route, _ := c.Locals(routeKey).(string)

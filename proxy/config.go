@@ -63,6 +63,15 @@ type ServerConfig struct {
 	// "Authorization: Bearer <secret>". Empty: no token (keep the admin
 	// listener on loopback then). /metrics, /healthz, /readyz stay open.
 	AdminTokenEnv string `toml:"admin_token_env"`
+	// ShutdownDelay is how long the gateway goes on serving after SIGTERM
+	// or SIGINT while /readyz answers 503, so that load balancers take it
+	// out of rotation before its listener closes (issue 9). Nil (the key
+	// absent) means 5s; zero means none. `wxgate dev` uses zero.
+	ShutdownDelay *time.Duration `toml:"shutdown_delay"`
+	// ShutdownTimeout bounds the wait for requests in flight once the
+	// listener has closed; those still running then are cut. Default: 25s
+	// (with the delay, Kubernetes' default 30s grace period).
+	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
 
 	// Dev turns on what only `wxgate dev` may do: the "continue as if inside
 	// WeChat" link. Never set from the file.
@@ -83,6 +92,21 @@ type Upstream struct {
 }
 
 var upstreamNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// The drain's defaults: together they fit Kubernetes' default
+// terminationGracePeriodSeconds (30).
+const (
+	DefaultShutdownDelay   = 5 * time.Second
+	DefaultShutdownTimeout = 25 * time.Second
+)
+
+// ShutdownDelayOrDefault is s.ShutdownDelay, or its default when unset.
+func (s ServerConfig) ShutdownDelayOrDefault() time.Duration {
+	if s.ShutdownDelay == nil {
+		return DefaultShutdownDelay
+	}
+	return *s.ShutdownDelay
+}
 
 // EnvPrefix starts the environment variables that override keys:
 // WXGATE_SERVER_LISTEN overrides [server] listen, and so on.
@@ -126,6 +150,13 @@ func (c *Config) SetDefaults() {
 	}
 	if s.LogLevel == "" {
 		s.LogLevel = "info"
+	}
+	if s.ShutdownDelay == nil {
+		d := DefaultShutdownDelay
+		s.ShutdownDelay = &d
+	}
+	if s.ShutdownTimeout == 0 {
+		s.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	c.Session.SetDefaults()
 	c.Tokens.SetDefaults()
@@ -201,6 +232,12 @@ func (c *Config) Validate() error {
 	}
 	if _, err := parseLevel(s.LogLevel); err != nil {
 		add("server.log_level: %v", err)
+	}
+	if d := s.ShutdownDelayOrDefault(); d < 0 || d > 5*time.Minute {
+		add("server.shutdown_delay: %s is outside 0..5m", d)
+	}
+	if s.ShutdownTimeout < 0 || s.ShutdownTimeout > time.Hour {
+		add("server.shutdown_timeout: %s is outside 0..1h (0: the default, 25s)", s.ShutdownTimeout)
 	}
 	if err := c.Session.Validate(); err != nil {
 		errs = append(errs, err)
@@ -351,6 +388,14 @@ var durationType = reflect.TypeOf(time.Duration(0))
 
 func setFromString(f reflect.Value, s string) error {
 	switch {
+	case f.Kind() == reflect.Pointer && f.Type().Elem() == durationType:
+		// An optional duration ([server] shutdown_delay), where zero is a
+		// value and nil the default.
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		f.Set(reflect.ValueOf(&d))
 	case f.Type() == durationType:
 		d, err := time.ParseDuration(s)
 		if err != nil {

@@ -112,6 +112,9 @@ func dev(args []string, stdout, stderr io.Writer) int {
 	demoURL := "http://" + demoLn.Addr().String()
 	cfg, ok := loadAndValidate(*path, stderr, func(c *proxy.Config) {
 		c.Server.Dev = true
+		// No load balancer waits on dev: Ctrl-C stops it at once.
+		var noDelay time.Duration
+		c.Server.ShutdownDelay = &noDelay
 		// What dev writes stays apart from serve's (issue 8).
 		if c.Session.SnapshotFile != "" {
 			c.Session.SnapshotFile = devStatePath(c.Session.SnapshotFile)

@@ -128,24 +128,29 @@ func serve(args []string, stderr io.Writer) int {
 }
 
 // runGateway listens, calls ready (if not nil) once both listeners are
-// bound, serves until SIGINT or SIGTERM, then stops accepting and drains
-// in-flight requests. It shuts gw down on every way out, failures
-// included: proxy.New consumed the memory store's snapshot, and only
-// Shutdown writes it again.
+// bound, and serves until SIGINT or SIGTERM. Then it drains (issue 9): not
+// ready but still serving for [server] shutdown_delay, so that load
+// balancers stop sending traffic before the port closes; then it stops
+// accepting and waits up to shutdown_timeout for the requests in flight.
+// A further signal ends the wait it arrives in: the delay, or the drain
+// (whose requests are then cut). It shuts gw down on every way out,
+// failures included: proxy.New consumed the memory store's snapshot, and
+// only Shutdown writes it again.
 func runGateway(gw *proxy.Server, cfg *proxy.Config, log *slog.Logger, ready func()) error {
 	// Before ready: a SIGTERM right after it would otherwise kill the
 	// process without the Shutdown that writes the snapshot.
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sig)
+	timeout := cfg.Server.ShutdownTimeout
 	pub, err := net.Listen("tcp", cfg.Server.Listen)
 	if err != nil {
-		return errors.Join(fmt.Errorf("public listener: %w", err), shutdown(gw))
+		return errors.Join(fmt.Errorf("public listener: %w", err), shutdown(gw, timeout, nil, log))
 	}
 	adm, err := net.Listen("tcp", cfg.Server.AdminListen)
 	if err != nil {
 		pub.Close()
-		return errors.Join(fmt.Errorf("admin listener: %w", err), shutdown(gw))
+		return errors.Join(fmt.Errorf("admin listener: %w", err), shutdown(gw, timeout, nil, log))
 	}
 	log.Info("wxgate listening", "public", pub.Addr().String(), "admin", adm.Addr().String(), "public_url", cfg.Server.PublicURL)
 	if ready != nil {
@@ -155,18 +160,63 @@ func runGateway(gw *proxy.Server, cfg *proxy.Config, log *slog.Logger, ready fun
 	go func() { errc <- gw.Serve(pub, adm) }()
 	select {
 	case err := <-errc:
-		return errors.Join(err, shutdown(gw))
+		return errors.Join(err, shutdown(gw, timeout, sig, log))
 	case s := <-sig:
-		log.Info("shutting down", "signal", s.String())
+		delay := cfg.Server.ShutdownDelayOrDefault()
+		if delay > 0 {
+			log.Info("shutting down: not ready, serving on until shutdown_delay ends", "signal", s.String(), "shutdown_delay", delay.String())
+		} else {
+			log.Info("shutting down", "signal", s.String())
+		}
+		gw.Drain()
+		if err := waitDelay(delay, sig, errc, log); err != nil {
+			return errors.Join(err, shutdown(gw, timeout, sig, log))
+		}
 	}
-	return shutdown(gw)
+	return shutdown(gw, timeout, sig, log)
 }
 
-// shutdown drains gw for up to 30s and writes its snapshot.
-func shutdown(gw *proxy.Server) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+// waitDelay waits for delay, or until a further signal skips the rest of
+// it, or Serve fails (its error is returned).
+func waitDelay(delay time.Duration, sig <-chan os.Signal, errc <-chan error, log *slog.Logger) error {
+	if delay <= 0 {
+		return nil
+	}
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case s := <-sig:
+		log.Info("a second signal: skipping the rest of the shutdown delay", "signal", s.String())
+	case err := <-errc:
+		return err
+	}
+	return nil
+}
+
+// errSignalCut is why a drain ended early: a signal during it.
+var errSignalCut = errors.New("a further signal during the drain")
+
+// shutdown closes the listeners, drains gw for up to timeout (a signal on
+// sig, if not nil, ends the wait at once) and writes its snapshot.
+// Requests cut when the wait ends are logged by gw as a warning; the exit
+// stays clean, since the operator asked for the stop and set its bound.
+func shutdown(gw *proxy.Server, timeout time.Duration, sig <-chan os.Signal, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeoutCause(context.Background(), timeout, errors.New("shutdown_timeout "+timeout.String()+" passed"))
 	defer cancel()
-	if err := gw.Shutdown(ctx); err != nil && !errors.Is(err, context.Canceled) {
+	ctx, cancelCause := context.WithCancelCause(ctx)
+	defer cancelCause(nil)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case s := <-sig:
+			log.Warn("a further signal: cutting the requests in flight", "signal", s.String())
+			cancelCause(errSignalCut)
+		case <-done:
+		}
+	}()
+	if err := gw.Shutdown(ctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil

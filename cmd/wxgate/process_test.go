@@ -64,6 +64,9 @@ func serveEnv(port, public string, extra ...string) []string {
 		"WXGATE_APP_SECRET=serve-test-app-secret",
 		"WXGATE_WECHAT_API_BASE=http://127.0.0.1:1",
 		"WXGATE_WECHAT_OPEN_BASE=http://127.0.0.1:1",
+		// No load balancer waits on these tests (TestServeDrainWindow
+		// tests the delay).
+		"WXGATE_SERVER_SHUTDOWN_DELAY=0s",
 	}, extra...)...)
 }
 
