@@ -108,8 +108,8 @@ const configTemplate = `
 public_url = %q
 log_level = "warn"
 admin_token_env = "WXGATE_ADMIN_TOKEN"
-#shutdown_delay = "1s"
-#shutdown_timeout = "10s"
+shutdown_delay = "1s"
+shutdown_timeout = "10s"
 
 [session]
 store = "redis"
