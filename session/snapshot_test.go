@@ -17,7 +17,7 @@ func TestSnapshot(t *testing.T) {
 	m := NewMemory(0)
 	_ = m.Set(ctx, "long", []byte("kept"), time.Hour)
 	_ = m.Set(ctx, "short", []byte("gone"), 20*time.Millisecond)
-	_ = m.AddMember(ctx, "set", "x", time.Hour)
+	_, _ = m.AddMember(ctx, "set", "x", time.Now().Add(time.Hour), time.Now(), 0)
 	path := t.TempDir() + "/sub/snapshot.json"
 	if n, err := m.SaveSnapshot(path, OriginServe); err != nil || n != 3 {
 		t.Fatalf("SaveSnapshot = %d, %v", n, err)
@@ -75,8 +75,8 @@ func TestSnapshotEnvelope(t *testing.T) {
 		t.Fatal(err)
 	}
 	written, err := time.Parse(time.RFC3339, env.Written)
-	if env.Format != "wxgate-snapshot/1" || env.Origin != "dev" || err != nil || written.Before(before) || len(env.Entries) != 1 || env.Entries["k"] == nil {
-		t.Errorf("snapshot file = %s; want format wxgate-snapshot/1, origin dev, written now (RFC 3339), entry k", b)
+	if env.Format != "wxgate-snapshot/2" || env.Origin != "dev" || err != nil || written.Before(before) || len(env.Entries) != 1 || env.Entries["k"] == nil {
+		t.Errorf("snapshot file = %s; want format wxgate-snapshot/2, origin dev, written now (RFC 3339), entry k", b)
 	}
 }
 
@@ -120,7 +120,7 @@ func TestSnapshotOrigin(t *testing.T) {
 		{"serve refuses dev", saved(OriginDev), OriginServe, OriginDev, "origin"},
 		{"serve refuses legacy", written(legacy), OriginServe, "", "origin"},
 		{"unknown origin", written(`{"format":"wxgate-snapshot/1","origin":"staging","written":"` + future + `","entries":{}}`), OriginServe, "", "other"},
-		{"unknown format", written(`{"format":"wxgate-snapshot/2","origin":"serve","written":"` + future + `","entries":{}}`), OriginServe, "", "other"},
+		{"unknown format", written(`{"format":"wxgate-snapshot/3","origin":"serve","written":"` + future + `","entries":{}}`), OriginServe, "", "other"},
 		{"not JSON", written(`sess:k=1`), OriginDev, "", "other"},
 	}
 	for _, tc := range tests {

@@ -51,7 +51,7 @@ func testStore(t *testing.T, s Store) {
 		}{
 			"Set":   {func(k string) error { return s.Set(ctx, k, []byte("v"), time.Minute) }, found},
 			"SetNX": {func(k string) error { _, err := s.SetNX(ctx, k, []byte("v"), time.Minute); return err }, found},
-			"AddMember": {func(k string) error { return s.AddMember(ctx, k, "m", time.Minute) },
+			"AddMember": {func(k string) error { _, err := s.AddMember(ctx, k, "m", time.Now().Add(time.Minute), time.Now(), 0); return err },
 				func(k string) bool { m, _ := s.Members(ctx, k); return len(m) == 1 }},
 		} {
 			buf := []byte("owned-key-AAAA")
@@ -92,7 +92,7 @@ func testStore(t *testing.T, s Store) {
 	})
 	t.Run("sets", func(t *testing.T) {
 		for _, m := range []string{"a", "b", "a"} {
-			if err := s.AddMember(ctx, "set", m, time.Minute); err != nil {
+			if _, err := s.AddMember(ctx, "set", m, time.Now().Add(time.Minute), time.Now(), 0); err != nil {
 				t.Fatal(err)
 			}
 		}
