@@ -52,7 +52,10 @@ func testStore(t *testing.T, s Store) {
 		}{
 			"Set":   {func(k string) error { return s.Set(ctx, k, []byte("v"), time.Minute) }, found},
 			"SetNX": {func(k string) error { _, err := s.SetNX(ctx, k, []byte("v"), time.Minute); return err }, found},
-			"AddMember": {func(k string) error { _, err := s.AddMember(ctx, k, "m", time.Now().Add(time.Minute), time.Now(), 0); return err },
+			"AddMember": {func(k string) error {
+				_, err := s.AddMember(ctx, k, "m", time.Now().Add(time.Minute), time.Now(), 0)
+				return err
+			},
 				func(k string) bool { m, _ := s.Members(ctx, k); return len(m) == 1 }},
 		} {
 			buf := []byte("owned-key-AAAA")
