@@ -50,6 +50,9 @@ func TestRevokeAllAfterPruningAndCapping(t *testing.T) {
 			t.Errorf("browser login %d of 5 with max_logins_per_user = 3: logged in = %v, want %v", i+1, got, want)
 		}
 	}
+	if got, want := grepLines(e.scrape(), "wxgate_logins_capped_total{"), `wxgate_logins_capped_total{kind="session"} 2`; got != want {
+		t.Errorf("metrics: %q, want %q", got, want)
+	}
 
 	// An hour on, those have ended; their entries leave the index at the
 	// next logins.

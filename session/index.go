@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -17,8 +18,9 @@ const DefaultMaxLoginsPerUser = 100
 // every login). A login is ended before it leaves the index, so one that
 // could not be ended stays listed for the next login or an admin's
 // revocation to find: nothing alive is ever missing from its person's
-// index.
-func indexLogin(ctx context.Context, store Store, id *Identity, member string, until, now time.Time, limit int) error {
+// index. capped, if not nil, hears of each login ended, by kind.
+func indexLogin(ctx context.Context, store Store, id *Identity, member string, until, now time.Time, limit int, capped func(kind string)) error {
+	var ended []string // by the openid's index, so not again by the unionid's
 	for _, u := range [...]string{id.OpenID, id.UnionID} {
 		if u == "" {
 			continue
@@ -29,8 +31,14 @@ func indexLogin(ctx context.Context, store Store, id *Identity, member string, u
 			return err
 		}
 		for _, o := range over {
-			if err := endLogin(ctx, store, o); err != nil {
-				return fmt.Errorf("ending a login beyond max_logins_per_user: %w", err)
+			if !slices.Contains(ended, o) {
+				if err := endLogin(ctx, store, o); err != nil {
+					return fmt.Errorf("ending a login beyond max_logins_per_user: %w", err)
+				}
+				ended = append(ended, o)
+				if capped != nil {
+					capped(loginKind(o))
+				}
 			}
 			if err := store.RemoveMember(ctx, key, o); err != nil {
 				return fmt.Errorf("ending a login beyond max_logins_per_user: %w", err)
@@ -38,6 +46,18 @@ func indexLogin(ctx context.Context, store Store, id *Identity, member string, u
 		}
 	}
 	return nil
+}
+
+// loginKind names the kind of login a user index member is, as the admin
+// API does.
+func loginKind(member string) string {
+	switch {
+	case strings.HasPrefix(member, "s:"):
+		return "session"
+	case strings.HasPrefix(member, "f:"):
+		return "token_family"
+	}
+	return "other"
 }
 
 // endLogin ends the session or token family a user index member names, as

@@ -240,6 +240,10 @@ type Manager struct {
 	indexTokens bool
 	// maxLogins bounds a person's logins ([session] max_logins_per_user).
 	maxLogins int
+	// OnCapped, if set, hears of each login (kind session or
+	// token_family) a new session ended for max_logins_per_user: the
+	// metrics hook.
+	OnCapped func(kind string)
 	// Now is the clock; tests replace it. Default: time.Now.
 	Now func() time.Time
 }
@@ -280,7 +284,7 @@ func (m *Manager) Create(ctx context.Context, id Identity, tokens *Tokens) (*Ses
 	// while it lives. One that ends idle stays listed (and counted against
 	// max_logins_per_user) until then; the admin API skips it.
 	end := s.Created.Add(m.ttl)
-	if err := indexLogin(ctx, m.store, &id, "s:"+s.Key, end, now, m.maxLogins); err != nil {
+	if err := indexLogin(ctx, m.store, &id, "s:"+s.Key, end, now, m.maxLogins, m.OnCapped); err != nil {
 		return nil, fmt.Errorf("indexing session: %w", err)
 	}
 	if tokens != nil && m.indexTokens {

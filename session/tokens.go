@@ -113,6 +113,9 @@ type Issuer struct {
 	// set it from [session] max_logins_per_user. Default (NewIssuer):
 	// DefaultMaxLoginsPerUser.
 	MaxLoginsPerUser int
+	// OnCapped, if set, hears of each login a new family ended for
+	// MaxLoginsPerUser, as the Manager's does.
+	OnCapped func(kind string)
 	// Now is the clock; tests replace it. Default: time.Now.
 	Now func() time.Time
 }
@@ -165,7 +168,7 @@ func (is *Issuer) Login(ctx context.Context, id Identity, tokens *Tokens) (*Pair
 // rotating.
 func (is *Issuer) index(ctx context.Context, f *Family) error {
 	end := f.Rotated.Add(is.cfg.RefreshTTL)
-	if err := indexLogin(ctx, is.store, &f.Identity, "f:"+f.ID, end, is.Now(), is.MaxLoginsPerUser); err != nil {
+	if err := indexLogin(ctx, is.store, &f.Identity, "f:"+f.ID, end, is.Now(), is.MaxLoginsPerUser, is.OnCapped); err != nil {
 		return fmt.Errorf("indexing token family: %w", err)
 	}
 	return nil
