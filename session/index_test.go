@@ -202,6 +202,8 @@ func TestUserIndexBounded(t *testing.T) {
 			}
 			if fi, err := os.Stat(path); err != nil || fi.Size() > 64<<10 {
 				t.Errorf("memory store after %d logins of one person: snapshot of %d bytes (%v), want at most 64 KiB", logins, fi.Size(), err)
+			} else {
+				t.Logf("snapshot: %d bytes", fi.Size())
 			}
 		}
 	})
