@@ -278,11 +278,11 @@ if limit > 0 and n > 0 then
 end
 return over`)
 
-// members and removeMember also read a set from before issue 9, until
+// listMembers and removeMember also read a set from before issue 9, until
 // AddMember converts it: a person's logins must stay revocable across the
 // upgrade. KEYS[1] = the set; removeMember's ARGV[1] = the member.
 var (
-	members = redis.NewScript(`
+	listMembers = redis.NewScript(`
 if redis.call('TYPE', KEYS[1]).ok == 'set' then return redis.call('SMEMBERS', KEYS[1]) end
 return redis.call('ZRANGE', KEYS[1], 0, -1)`)
 	removeMember = redis.NewScript(`
@@ -310,7 +310,7 @@ func (r *Redis) AddMember(ctx context.Context, key, member string, until, now ti
 func (r *Redis) Members(ctx context.Context, key string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	m, err := members.Run(ctx, r.c, []string{r.prefix + key}).StringSlice()
+	m, err := listMembers.Run(ctx, r.c, []string{r.prefix + key}).StringSlice()
 	return m, r.wrap("members", err)
 }
 
