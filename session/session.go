@@ -235,8 +235,9 @@ type Manager struct {
 	ttl   time.Duration
 	idle  time.Duration
 	// indexTokens keeps the set of sessions holding WeChat tokens, which
-	// only the refresh sweeper reads (and prunes); without the sweeper it
-	// would only grow.
+	// only the refresh sweeper reads (and prunes of ended sessions);
+	// without the sweeper nothing would read it. Each add drops the
+	// entries past their session's absolute end.
 	indexTokens bool
 	// maxLogins bounds a person's logins ([session] max_logins_per_user).
 	maxLogins int
