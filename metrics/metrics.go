@@ -30,6 +30,7 @@ type Metrics struct {
 	appTokenAge      *prometheus.GaugeVec
 	appTokenProblem  *prometheus.GaugeVec
 	startsRefused    *prometheus.CounterVec
+	loginsCapped     *prometheus.CounterVec
 }
 
 // New registers wxgate's collectors. activeSessions, if not nil, is read at
@@ -88,10 +89,15 @@ func New(activeSessions func() float64) *Metrics {
 			Name: "wxgate_login_starts_refused_total",
 			Help: "Browser logins refused with 429 before any state was stored, by reason (client: the client address's pending logins; network: its /24 or /48's share while half the total is in flight; total: this replica's).",
 		}, []string{"reason"}),
+		loginsCapped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxgate_logins_capped_total",
+			Help: "Logins ended because a newer login took their person past [session] max_logins_per_user, by kind (session, token_family).",
+		}, []string{"kind"}),
 	}
 	m.Registry.MustRegister(
 		m.requests, m.requestDuration, m.upstreamDuration, m.logins, m.wechatCalls, m.wechatDuration,
 		m.storeErrors, m.refreshes, m.appTokenExpiry, m.appTokenAge, m.appTokenProblem, m.startsRefused,
+		m.loginsCapped,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -130,6 +136,10 @@ func (m *Metrics) WeChatCall(endpoint, result string, d time.Duration) {
 // StartRefused counts a login start refused with 429 (reason: client or
 // total).
 func (m *Metrics) StartRefused(reason string) { m.startsRefused.WithLabelValues(reason).Inc() }
+
+// LoginCapped is the session.Manager and session.Issuer OnCapped hook: a
+// login (kind session or token_family) ended by max_logins_per_user.
+func (m *Metrics) LoginCapped(kind string) { m.loginsCapped.WithLabelValues(kind).Inc() }
 
 // StoreError counts a failed store operation.
 func (m *Metrics) StoreError(op string) { m.storeErrors.WithLabelValues(op).Inc() }

@@ -203,6 +203,8 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		log.Info("restored the memory store from its snapshot and removed the file", "entries", restored, "file", cfg.Session.SnapshotFile)
 	}
 	s.issuer = session.NewIssuer(store, keys, strings.TrimSuffix(public.String(), "/"), cfg.Tokens)
+	s.issuer.MaxLoginsPerUser = cfg.Session.MaxLoginsPerUser
+	s.sessions.OnCapped, s.issuer.OnCapped = s.metrics.LoginCapped, s.metrics.LoginCapped
 	if opts.Now != nil {
 		s.issuer.Now, s.sessions.Now = opts.Now, opts.Now
 	}

@@ -178,6 +178,8 @@ type envOptions struct {
 	// maxPending and maxPendingPerClient set [session] max_pending and
 	// max_pending_per_client (0: the defaults).
 	maxPending, maxPendingPerClient int
+	// maxLoginsPerUser sets [session] max_logins_per_user (0: the default).
+	maxLoginsPerUser int
 	// appUpstream, if set, replaces the URL of the upstream named "app"
 	// (every route's but down's and slow's).
 	appUpstream string
@@ -251,6 +253,9 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 	}
 	if o.maxPending > 0 {
 		store = fmt.Sprintf("max_pending = %d\n", o.maxPending) + store
+	}
+	if o.maxLoginsPerUser > 0 {
+		store = fmt.Sprintf("max_logins_per_user = %d\n", o.maxLoginsPerUser) + store
 	}
 	path := filepath.Join(dir, "gateway.toml")
 	appURL := e.upstream.URL

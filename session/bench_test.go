@@ -2,8 +2,12 @@ package session
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"testing"
+	"time"
+
+	"github.com/wxgate/wxgate/internal/redistest"
 )
 
 // BenchmarkAssertion compares a cached identity assertion (what every
@@ -58,4 +62,52 @@ func BenchmarkAuthenticate(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkAddMember is one more login of a person who already has n (at
+// the cap of n): AddMember, then removing the login it pushes out. Issue 9:
+// the cost must not grow with n (the memory store rewrote the whole set).
+func BenchmarkAddMember(b *testing.B) {
+	stores := map[string]func(b *testing.B) Store{
+		"memory": func(*testing.B) Store { return NewMemory(0) },
+		"redis": func(b *testing.B) Store {
+			srv := redistest.Start(b, "--appendonly", "no")
+			r, err := NewRedis(RedisConfig{Addrs: []string{srv.Addr}}, make([]byte, 32))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { r.Close() })
+			return r
+		},
+	}
+	ctx := context.Background()
+	for _, name := range []string{"memory", "redis"} {
+		for _, n := range []int{100, 6000} {
+			b.Run(fmt.Sprintf("%s/members=%d", name, n), func(b *testing.B) {
+				s := stores[name](b)
+				t0 := time.Now()
+				i := 0
+				add := func() {
+					now := t0.Add(time.Duration(i) * time.Millisecond)
+					over, err := s.AddMember(ctx, "idx:user:bench", "s:"+strconv.Itoa(i), now.Add(time.Hour), now, n)
+					if err != nil {
+						b.Fatal(err)
+					}
+					for _, o := range over {
+						if err := s.RemoveMember(ctx, "idx:user:bench", o); err != nil {
+							b.Fatal(err)
+						}
+					}
+					i++
+				}
+				for range n {
+					add()
+				}
+				b.ReportAllocs()
+				for b.Loop() {
+					add()
+				}
+			})
+		}
+	}
 }

@@ -2,8 +2,6 @@ package session
 
 import (
 	"context"
-	"encoding/json"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -18,7 +16,7 @@ import (
 // graceful restart (snapshot.go).
 type Memory struct {
 	c *cache.Cache
-	// sets serializes the read-modify-write of set members.
+	// sets guards every *memberSet in c (AddMember changes them in place).
 	sets sync.Mutex
 }
 
@@ -37,7 +35,11 @@ func (m *Memory) Get(_ context.Context, key string) ([]byte, error) {
 	if !ok {
 		return nil, ErrNotFound
 	}
-	b := v.([]byte)
+	b, ok := v.([]byte)
+	if !ok {
+		// A set (AddMember) has no value to get.
+		return nil, ErrNotFound
+	}
 	return append([]byte(nil), b...), nil
 }
 
@@ -82,54 +84,59 @@ func (m *Memory) Delete(_ context.Context, key string) error {
 	return nil
 }
 
-// AddMember implements Store. The set's expiry only ever grows.
-func (m *Memory) AddMember(_ context.Context, key, member string, ttl time.Duration) error {
+// AddMember implements Store. A set is a *memberSet in the cache, kept
+// until its latest member's time. A member whose time has passed is not
+// added: go-cache would keep a set with no time left for ever.
+func (m *Memory) AddMember(_ context.Context, key, member string, until, now time.Time, limit int) ([]string, error) {
+	if !until.After(now) {
+		return nil, nil
+	}
 	m.sets.Lock()
 	defer m.sets.Unlock()
-	members, exp := m.members(key)
-	if !slices.Contains(members, member) {
-		members = append(members, member)
+	s := m.set(key)
+	if s == nil {
+		s = newMemberSet()
 	}
-	if until := time.Now().Add(ttl); until.After(exp) {
-		exp = until
-	}
-	b, _ := json.Marshal(members)
-	m.c.Set(strings.Clone(key), b, time.Until(exp))
-	return nil
+	s.prune(now.UnixNano())
+	s.add(member, until.UnixNano())
+	over := s.over(limit, member)
+	m.c.Set(strings.Clone(key), s, time.Duration(s.last-now.UnixNano()))
+	return over, nil
 }
 
 // Members implements Store.
 func (m *Memory) Members(_ context.Context, key string) ([]string, error) {
 	m.sets.Lock()
 	defer m.sets.Unlock()
-	members, _ := m.members(key)
-	return members, nil
+	if s := m.set(key); s != nil {
+		return s.names(), nil
+	}
+	return nil, nil
 }
 
 // RemoveMember implements Store.
 func (m *Memory) RemoveMember(_ context.Context, key, member string) error {
 	m.sets.Lock()
 	defer m.sets.Unlock()
-	members, exp := m.members(key)
-	members = slices.DeleteFunc(members, func(s string) bool { return s == member })
-	if len(members) == 0 {
-		m.c.Delete(key)
+	s := m.set(key)
+	if s == nil {
 		return nil
 	}
-	b, _ := json.Marshal(members)
-	m.c.Set(key, b, time.Until(exp))
+	s.remove(member)
+	if len(s.byName) == 0 {
+		m.c.Delete(key)
+	}
 	return nil
 }
 
-// members decodes a set and its expiry. Callers hold m.sets.
-func (m *Memory) members(key string) ([]string, time.Time) {
-	v, exp, ok := m.c.GetWithExpiration(key)
+// set returns the set at key, or nil. Callers hold m.sets.
+func (m *Memory) set(key string) *memberSet {
+	v, ok := m.c.Get(key)
 	if !ok {
-		return nil, time.Time{}
+		return nil
 	}
-	var members []string
-	_ = json.Unmarshal(v.([]byte), &members)
-	return members, exp
+	s, _ := v.(*memberSet)
+	return s
 }
 
 // Count returns how many unexpired keys start with prefix.

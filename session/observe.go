@@ -47,8 +47,9 @@ func (o *observed) Delete(ctx context.Context, key string) error {
 	return o.note("delete", o.s.Delete(ctx, key))
 }
 
-func (o *observed) AddMember(ctx context.Context, key, m string, ttl time.Duration) error {
-	return o.note("add_member", o.s.AddMember(ctx, key, m, ttl))
+func (o *observed) AddMember(ctx context.Context, key, m string, until, now time.Time, limit int) ([]string, error) {
+	over, err := o.s.AddMember(ctx, key, m, until, now, limit)
+	return over, o.note("add_member", err)
 }
 
 func (o *observed) Members(ctx context.Context, key string) ([]string, error) {

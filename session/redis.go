@@ -242,39 +242,81 @@ func (r *Redis) Delete(ctx context.Context, key string) error {
 	return r.wrap("del", r.c.Del(ctx, r.prefix+key).Err())
 }
 
-// addMember adds a member and lengthens the set's life to at least ttl,
-// never shortening it: a user's index holds sessions (days) and token
-// families (a month), and a new session must not cut the families' entries
-// short. PEXPIRE's GT option would need Redis 7.
+// addMember is AddMember in one step on one key (so it runs on Redis
+// Cluster): the set is a sorted set scored by each member's time in unix
+// milliseconds. It converts a set from before issue 9 (a plain set whose
+// members all lived as long as it did), drops the members whose time has
+// passed (ZREMRANGEBYSCORE, O(log n) plus one step per member dropped),
+// lists the member unless it is already listed until later (ZADD GT would
+// need Redis 6.2), keeps the key as long as its latest member, and returns
+// the members beyond the limit, lowest score first, never the new one.
+// KEYS[1] = the set; ARGV = member, until, now, limit.
 var addMember = redis.NewScript(`
-redis.call('SADD', KEYS[1], ARGV[1])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local key, member = KEYS[1], ARGV[1]
+local untilMs, now, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if redis.call('TYPE', key).ok == 'set' then
+  local pttl = redis.call('PTTL', key)
+  local old = redis.call('SMEMBERS', key)
+  redis.call('DEL', key)
+  local at = untilMs
+  if pttl > 0 then at = now + pttl end
+  for _, m in ipairs(old) do redis.call('ZADD', key, at, m) end
 end
-return 1`)
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+local had = redis.call('ZSCORE', key, member)
+if not had or tonumber(had) < untilMs then
+  redis.call('ZADD', key, untilMs, member)
+end
+local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+redis.call('PEXPIRE', key, math.max(1, tonumber(last[2]) - now))
+local over = {}
+local n = redis.call('ZCARD', key) - limit
+if limit > 0 and n > 0 then
+  for _, m in ipairs(redis.call('ZRANGE', key, 0, n)) do
+    if m ~= member and #over < n then over[#over + 1] = m end
+  end
+end
+return over`)
+
+// listMembers and removeMember also read a set from before issue 9, until
+// AddMember converts it: a person's logins must stay revocable across the
+// upgrade. KEYS[1] = the set; removeMember's ARGV[1] = the member.
+var (
+	listMembers = redis.NewScript(`
+if redis.call('TYPE', KEYS[1]).ok == 'set' then return redis.call('SMEMBERS', KEYS[1]) end
+return redis.call('ZRANGE', KEYS[1], 0, -1)`)
+	removeMember = redis.NewScript(`
+if redis.call('TYPE', KEYS[1]).ok == 'set' then return redis.call('SREM', KEYS[1], ARGV[1]) end
+return redis.call('ZREM', KEYS[1], ARGV[1])`)
+)
 
 // AddMember implements Store. Members are hashes and IDs, not secrets, and
-// are stored as they are.
-func (r *Redis) AddMember(ctx context.Context, key, member string, ttl time.Duration) error {
+// are stored as they are. Times are the caller's clock (the Manager's),
+// the one that decides when what they name ends.
+func (r *Redis) AddMember(ctx context.Context, key, member string, until, now time.Time, limit int) ([]string, error) {
+	if !until.After(now) {
+		return nil, nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	if err := addMember.Run(ctx, r.c, []string{r.prefix + key}, member, ttl.Milliseconds()).Err(); err != nil {
-		return r.wrap("sadd", err)
+	over, err := addMember.Run(ctx, r.c, []string{r.prefix + key}, member, until.UnixMilli(), now.UnixMilli(), max(limit, 0)).StringSlice()
+	if err != nil {
+		return nil, r.wrap("add member", err)
 	}
-	return nil
+	return over, nil
 }
 
 // Members implements Store.
 func (r *Redis) Members(ctx context.Context, key string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	m, err := r.c.SMembers(ctx, r.prefix+key).Result()
-	return m, r.wrap("smembers", err)
+	m, err := listMembers.Run(ctx, r.c, []string{r.prefix + key}).StringSlice()
+	return m, r.wrap("members", err)
 }
 
 // RemoveMember implements Store.
 func (r *Redis) RemoveMember(ctx context.Context, key, member string) error {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	return r.wrap("srem", r.c.SRem(ctx, r.prefix+key, member).Err())
+	return r.wrap("remove member", removeMember.Run(ctx, r.c, []string{r.prefix + key}, member).Err())
 }

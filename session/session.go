@@ -59,6 +59,12 @@ type Config struct {
 	// the WeChat tokens of sessions within RefreshMargin of expiry without
 	// waiting for a request. Default: 0 (off).
 	RefreshAhead time.Duration `toml:"refresh_ahead"`
+	// MaxLoginsPerUser bounds the logins (browser sessions and API token
+	// families) one person (openid or unionid) keeps. A login beyond it
+	// ends the ones nearest their end (a session's is its absolute end, ttl
+	// after it began; a family's is refresh_ttl after its last rotation),
+	// as a logout or revocation would. Default: 100.
+	MaxLoginsPerUser int `toml:"max_logins_per_user"`
 }
 
 // SetDefaults fills zero fields with their defaults.
@@ -80,6 +86,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.MaxPendingPerClient == 0 {
 		c.MaxPendingPerClient = 300
+	}
+	if c.MaxLoginsPerUser == 0 {
+		c.MaxLoginsPerUser = DefaultMaxLoginsPerUser
 	}
 	if c.Store == "redis" {
 		c.Redis.SetDefaults()
@@ -167,6 +176,9 @@ func (c *Config) Validate() error {
 	if c.MaxPendingPerClient < 1 || c.MaxPendingPerClient > c.MaxPending {
 		errs = append(errs, fmt.Errorf("session.max_pending_per_client: %d must be between 1 and max_pending", c.MaxPendingPerClient))
 	}
+	if c.MaxLoginsPerUser < 1 {
+		errs = append(errs, fmt.Errorf("session.max_logins_per_user: %d must be at least 1", c.MaxLoginsPerUser))
+	}
 	if c.RefreshAhead < 0 || (c.RefreshAhead > 0 && c.RefreshAhead < time.Second) {
 		errs = append(errs, fmt.Errorf("session.refresh_ahead: %s must be 0 (off) or at least 1s", c.RefreshAhead))
 	}
@@ -223,16 +235,28 @@ type Manager struct {
 	ttl   time.Duration
 	idle  time.Duration
 	// indexTokens keeps the set of sessions holding WeChat tokens, which
-	// only the refresh sweeper reads (and prunes); without the sweeper it
-	// would only grow.
+	// only the refresh sweeper reads (and prunes of ended sessions);
+	// without the sweeper nothing would read it. Each add drops the
+	// entries past their session's absolute end.
 	indexTokens bool
+	// maxLogins bounds a person's logins ([session] max_logins_per_user).
+	maxLogins int
+	// OnCapped, if set, hears of each login (kind session or
+	// token_family) a new session ended for max_logins_per_user: the
+	// metrics hook.
+	OnCapped func(kind string)
 	// Now is the clock; tests replace it. Default: time.Now.
 	Now func() time.Time
 }
 
 // NewManager returns a Manager over store. cfg must have its defaults set.
+// A MaxLoginsPerUser of 0 is the default.
 func NewManager(store Store, cfg Config) *Manager {
-	return &Manager{store: store, ttl: cfg.TTL, idle: cfg.IdleTTL, indexTokens: cfg.RefreshAhead > 0, Now: time.Now}
+	maxLogins := cfg.MaxLoginsPerUser
+	if maxLogins <= 0 {
+		maxLogins = DefaultMaxLoginsPerUser
+	}
+	return &Manager{store: store, ttl: cfg.TTL, idle: cfg.IdleTTL, indexTokens: cfg.RefreshAhead > 0, maxLogins: maxLogins, Now: time.Now}
 }
 
 // Key prefixes in the store.
@@ -256,15 +280,16 @@ func (m *Manager) Create(ctx context.Context, id Identity, tokens *Tokens) (*Ses
 	if err := m.save(ctx, s); err != nil {
 		return nil, fmt.Errorf("creating session: %w", err)
 	}
-	for _, u := range []string{id.OpenID, id.UnionID} {
-		if u != "" {
-			if err := m.store.AddMember(ctx, UserIndex(u), "s:"+s.Key, m.ttl); err != nil {
-				return nil, fmt.Errorf("indexing session: %w", err)
-			}
-		}
+	// Listed until its absolute end, which no use extends: a session's
+	// entries are written once, not on every touch, and are never dropped
+	// while it lives. One that ends idle stays listed (and counted against
+	// max_logins_per_user) until then; the admin API skips it.
+	end := s.Created.Add(m.ttl)
+	if err := indexLogin(ctx, m.store, &id, "s:"+s.Key, end, now, m.maxLogins, m.OnCapped); err != nil {
+		return nil, fmt.Errorf("indexing session: %w", err)
 	}
 	if tokens != nil && m.indexTokens {
-		if err := m.store.AddMember(ctx, tokenIndex, s.Key, m.ttl); err != nil {
+		if _, err := m.store.AddMember(ctx, tokenIndex, s.Key, end, now, 0); err != nil {
 			return nil, fmt.Errorf("indexing session: %w", err)
 		}
 	}
@@ -272,7 +297,8 @@ func (m *Manager) Create(ctx context.Context, id Identity, tokens *Tokens) (*Ses
 }
 
 // UserIndex is the set of a user's sessions ("s:"+key) and token families
-// ("f:"+id), by openid or unionid.
+// ("f:"+id), by openid or unionid, each listed until its end at the latest
+// and at most max_logins_per_user of them (index.go).
 func UserIndex(user string) string { return "idx:user:" + user }
 
 // tokenIndex is the set of sessions that hold WeChat tokens.

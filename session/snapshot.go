@@ -7,12 +7,20 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
 // snapshotFormat is the format of the snapshot files this version writes
-// and reads (grep: wxgate-snapshot/1).
-const snapshotFormat = "wxgate-snapshot/1"
+// and reads (grep: wxgate-snapshot/2). /2 (issue 9) stores sets as members
+// with their times; a gateway from before would read them as empty sets, so
+// the number changed: it refuses the file rather than lose every person's
+// index. /1 files are still read, their sets converted (snapshotFormatV1).
+const snapshotFormat = "wxgate-snapshot/2"
+
+// snapshotFormatV1 is the format before sets had times per member: a set
+// was a JSON list of its members, all kept as long as the set.
+const snapshotFormatV1 = "wxgate-snapshot/1"
 
 // snapshotFile is a snapshot file: the entries in an envelope that says
 // which command wrote them, and when (issue 8). Files from before the
@@ -24,10 +32,13 @@ type snapshotFile struct {
 	Entries map[string]snapshotEntry `json:"entries"`
 }
 
-// snapshotEntry is one stored value in a snapshot file.
+// snapshotEntry is one stored value, or one set, in a snapshot file.
 type snapshotEntry struct {
-	Value   []byte    `json:"v"`
+	Value   []byte    `json:"v,omitempty"`
 	Expires time.Time `json:"e"`
+	// Set holds a set's members with their times in unix nanoseconds
+	// (AddMember); nil for a value.
+	Set map[string]int64 `json:"s,omitempty"`
 }
 
 // SaveSnapshot writes every unexpired entry to path, recording origin as
@@ -45,13 +56,26 @@ func (m *Memory) SaveSnapshot(path string, origin Origin) (int, error) {
 		Written: time.Now().UTC().Truncate(time.Second),
 		Entries: make(map[string]snapshotEntry, len(items)),
 	}
+	m.sets.Lock()
 	for k, it := range items {
-		b, ok := it.Object.([]byte)
-		if !ok || it.Expiration == 0 {
+		if it.Expiration == 0 {
 			continue
 		}
-		out.Entries[k] = snapshotEntry{Value: b, Expires: time.Unix(0, it.Expiration)}
+		e := snapshotEntry{Expires: time.Unix(0, it.Expiration)}
+		switch v := it.Object.(type) {
+		case []byte:
+			e.Value = v
+		case *memberSet:
+			e.Set = make(map[string]int64, len(v.byName))
+			for name, mb := range v.byName {
+				e.Set[name] = mb.until
+			}
+		default:
+			continue
+		}
+		out.Entries[k] = e
 	}
+	m.sets.Unlock()
 	b, err := json.Marshal(out)
 	if err != nil {
 		return 0, err
@@ -108,13 +132,52 @@ func (m *Memory) LoadSnapshot(path string, as Origin) (int, error) {
 		return 0, fmt.Errorf("removing the snapshot after reading it (left in place, it would be restored again after a crash): %w", err)
 	}
 	n := 0
+	now := time.Now().UnixNano()
+	m.sets.Lock()
+	defer m.sets.Unlock()
 	for k, e := range entries {
-		if ttl := time.Until(e.Expires); ttl > 0 {
+		ttl := time.Until(e.Expires)
+		if ttl <= 0 {
+			continue
+		}
+		if e.Set == nil {
 			m.c.Set(k, e.Value, ttl)
+			n++
+			continue
+		}
+		s := newMemberSet()
+		for name, until := range e.Set {
+			if until > now {
+				s.add(name, until)
+			}
+		}
+		if len(s.byName) > 0 {
+			m.c.Set(k, s, time.Duration(s.last-now))
 			n++
 		}
 	}
 	return n, nil
+}
+
+// setsFromV1 converts the sets of a snapshot from before
+// wxgate-snapshot/2, the indexes (keys "idx:..."), each a JSON list of
+// members: every member is kept as long as its set was, which is no
+// earlier than the end of what it names.
+func setsFromV1(entries map[string]snapshotEntry) {
+	for k, e := range entries {
+		if !strings.HasPrefix(k, "idx:") {
+			continue
+		}
+		var names []string
+		if json.Unmarshal(e.Value, &names) != nil {
+			continue
+		}
+		set := make(map[string]int64, len(names))
+		for _, name := range names {
+			set[name] = e.Expires.UnixNano()
+		}
+		entries[k] = snapshotEntry{Expires: e.Expires, Set: set}
+	}
 }
 
 // decodeSnapshot parses a snapshot file and checks that a gateway loading
@@ -134,10 +197,15 @@ func decodeSnapshot(path string, b []byte, as Origin) (map[string]snapshotEntry,
 		if err := json.Unmarshal(b, &legacy); err != nil {
 			return nil, fmt.Errorf("reading snapshot %s: %w", path, err)
 		}
+		setsFromV1(legacy)
 		return legacy, nil
 	}
-	if f.Format != snapshotFormat {
-		return nil, fmt.Errorf("reading snapshot %s: format %q is not %s", path, f.Format, snapshotFormat)
+	switch f.Format {
+	case snapshotFormat:
+	case snapshotFormatV1:
+		setsFromV1(f.Entries)
+	default:
+		return nil, fmt.Errorf("reading snapshot %s: format %q is not %s (or %s)", path, f.Format, snapshotFormat, snapshotFormatV1)
 	}
 	switch f.Origin {
 	case OriginServe:

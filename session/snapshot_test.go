@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +18,7 @@ func TestSnapshot(t *testing.T) {
 	m := NewMemory(0)
 	_ = m.Set(ctx, "long", []byte("kept"), time.Hour)
 	_ = m.Set(ctx, "short", []byte("gone"), 20*time.Millisecond)
-	_ = m.AddMember(ctx, "set", "x", time.Hour)
+	_, _ = m.AddMember(ctx, "set", "x", time.Now().Add(time.Hour), time.Now(), 0)
 	path := t.TempDir() + "/sub/snapshot.json"
 	if n, err := m.SaveSnapshot(path, OriginServe); err != nil || n != 3 {
 		t.Fatalf("SaveSnapshot = %d, %v", n, err)
@@ -75,8 +76,8 @@ func TestSnapshotEnvelope(t *testing.T) {
 		t.Fatal(err)
 	}
 	written, err := time.Parse(time.RFC3339, env.Written)
-	if env.Format != "wxgate-snapshot/1" || env.Origin != "dev" || err != nil || written.Before(before) || len(env.Entries) != 1 || env.Entries["k"] == nil {
-		t.Errorf("snapshot file = %s; want format wxgate-snapshot/1, origin dev, written now (RFC 3339), entry k", b)
+	if env.Format != "wxgate-snapshot/2" || env.Origin != "dev" || err != nil || written.Before(before) || len(env.Entries) != 1 || env.Entries["k"] == nil {
+		t.Errorf("snapshot file = %s; want format wxgate-snapshot/2, origin dev, written now (RFC 3339), entry k", b)
 	}
 }
 
@@ -120,7 +121,7 @@ func TestSnapshotOrigin(t *testing.T) {
 		{"serve refuses dev", saved(OriginDev), OriginServe, OriginDev, "origin"},
 		{"serve refuses legacy", written(legacy), OriginServe, "", "origin"},
 		{"unknown origin", written(`{"format":"wxgate-snapshot/1","origin":"staging","written":"` + future + `","entries":{}}`), OriginServe, "", "other"},
-		{"unknown format", written(`{"format":"wxgate-snapshot/2","origin":"serve","written":"` + future + `","entries":{}}`), OriginServe, "", "other"},
+		{"unknown format", written(`{"format":"wxgate-snapshot/3","origin":"serve","written":"` + future + `","entries":{}}`), OriginServe, "", "other"},
 		{"not JSON", written(`sess:k=1`), OriginDev, "", "other"},
 	}
 	for _, tc := range tests {
@@ -197,5 +198,49 @@ func TestLoadSnapshotUnremovable(t *testing.T) {
 	}
 	if _, err := os.Stat(path); err != nil {
 		t.Errorf("stat = %v; the snapshot should still be there", err)
+	}
+}
+
+// TestSnapshotSets: a set round-trips with each member's own time, so the
+// indexes restored after a graceful restart still drop each login at its
+// end; a wxgate-snapshot/1 file's sets (JSON lists) still load, each member
+// kept as long as its set was.
+func TestSnapshotSets(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	m := NewMemory(0)
+	_, _ = m.AddMember(ctx, "idx:user:o1", "s:a", now.Add(time.Hour), now, 0)
+	_, _ = m.AddMember(ctx, "idx:user:o1", "s:b", now.Add(2*time.Hour), now, 0)
+	path := filepath.Join(t.TempDir(), "snapshot")
+	if _, err := m.SaveSnapshot(path, OriginServe); err != nil {
+		t.Fatal(err)
+	}
+	m2 := NewMemory(0)
+	if _, err := m2.LoadSnapshot(path, OriginServe); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = m2.AddMember(ctx, "idx:user:o1", "s:c", now.Add(3*time.Hour), now.Add(90*time.Minute), 0)
+	got, _ := m2.Members(ctx, "idx:user:o1")
+	if slices.Sort(got); !slices.Equal(got, []string{"s:b", "s:c"}) {
+		t.Errorf("restored set 90m later = %v, want [s:b s:c] (s:a ended at 1h)", got)
+	}
+
+	future := now.Add(time.Hour).UTC().Format(time.RFC3339)
+	v1 := `{"format":"wxgate-snapshot/1","origin":"serve","written":"` + future + `","entries":{` +
+		`"idx:user:o2":{"v":"WyJzOmEiLCJmOmIiXQ==","e":"` + future + `"},` + // ["s:a","f:b"]
+		`"sess:a":{"v":"e30=","e":"` + future + `"}}}`
+	if err := os.WriteFile(path, []byte(v1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m3 := NewMemory(0)
+	if n, err := m3.LoadSnapshot(path, OriginServe); n != 2 || err != nil {
+		t.Fatalf("LoadSnapshot(wxgate-snapshot/1) = %d, %v; want 2, nil", n, err)
+	}
+	got, _ = m3.Members(ctx, "idx:user:o2")
+	if slices.Sort(got); !slices.Equal(got, []string{"f:b", "s:a"}) {
+		t.Errorf("set from a wxgate-snapshot/1 file = %v, want [f:b s:a]", got)
+	}
+	if v, err := m3.Get(ctx, "sess:a"); err != nil || string(v) != "{}" {
+		t.Errorf("value from a wxgate-snapshot/1 file = %q, %v", v, err)
 	}
 }

@@ -35,10 +35,20 @@ type Store interface {
 	// Delete removes key; deleting an absent key is not an error.
 	Delete(ctx context.Context, key string) error
 
-	// AddMember adds member to the set at key and keeps the set at least
-	// ttl. Sets index sessions by user, for revoking them all.
-	AddMember(ctx context.Context, key, member string, ttl time.Duration) error
-	// Members returns the members of the set at key (none if absent).
+	// AddMember lists member in the set at key until until (a later time
+	// than it had; never an earlier one), first dropping the members whose
+	// time is not after now, and keeps the set as long as its latest member.
+	// Sets index a person's sessions and token families, for revoking them
+	// all; a member's time must be no earlier than the end of what it names,
+	// or a revocation would miss it. If the set then holds more than limit
+	// members (0: no limit), AddMember returns the surplus, nearest their
+	// end first and never member itself, and leaves them listed: the caller
+	// ends each and then removes it, so a login that failed to end is still
+	// listed. Both operations cost O(log n) for a set of n, plus O(log n)
+	// per member dropped or returned.
+	AddMember(ctx context.Context, key, member string, until, now time.Time, limit int) (over []string, err error)
+	// Members returns the members of the set at key (none if absent). Some
+	// may have ended since they were added.
 	Members(ctx context.Context, key string) ([]string, error)
 	// RemoveMember removes member from the set at key.
 	RemoveMember(ctx context.Context, key, member string) error

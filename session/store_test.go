@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,7 +52,10 @@ func testStore(t *testing.T, s Store) {
 		}{
 			"Set":   {func(k string) error { return s.Set(ctx, k, []byte("v"), time.Minute) }, found},
 			"SetNX": {func(k string) error { _, err := s.SetNX(ctx, k, []byte("v"), time.Minute); return err }, found},
-			"AddMember": {func(k string) error { return s.AddMember(ctx, k, "m", time.Minute) },
+			"AddMember": {func(k string) error {
+				_, err := s.AddMember(ctx, k, "m", time.Now().Add(time.Minute), time.Now(), 0)
+				return err
+			},
 				func(k string) bool { m, _ := s.Members(ctx, k); return len(m) == 1 }},
 		} {
 			buf := []byte("owned-key-AAAA")
@@ -92,7 +96,7 @@ func testStore(t *testing.T, s Store) {
 	})
 	t.Run("sets", func(t *testing.T) {
 		for _, m := range []string{"a", "b", "a"} {
-			if err := s.AddMember(ctx, "set", m, time.Minute); err != nil {
+			if _, err := s.AddMember(ctx, "set", m, time.Now().Add(time.Minute), time.Now(), 0); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -107,6 +111,69 @@ func testStore(t *testing.T, s Store) {
 		}
 		if got, err := s.Members(ctx, "absent"); err != nil || len(got) != 0 {
 			t.Errorf("Members(absent) = %v, %v", got, err)
+		}
+	})
+	t.Run("sets drop ended members", func(t *testing.T) {
+		t0 := time.Now()
+		for _, m := range []string{"a", "b"} {
+			if _, err := s.AddMember(ctx, "ending", m, t0.Add(time.Minute), t0, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.AddMember(ctx, "ending", "c", t0.Add(3*time.Minute), t0.Add(2*time.Minute), 0); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.Members(ctx, "ending"); !slices.Equal(got, []string{"c"}) {
+			t.Errorf("Members after a and b ended = %v, want [c]", got)
+		}
+	})
+	t.Run("sets keep the later time", func(t *testing.T) {
+		// A late add from an older rotation must not cut a newer one short.
+		t0 := time.Now()
+		_, _ = s.AddMember(ctx, "later", "x", t0.Add(10*time.Minute), t0, 0)
+		_, _ = s.AddMember(ctx, "later", "x", t0.Add(time.Minute), t0, 0)
+		_, _ = s.AddMember(ctx, "later", "y", t0.Add(10*time.Minute), t0.Add(5*time.Minute), 0)
+		if got, _ := s.Members(ctx, "later"); !slices.Contains(got, "x") {
+			t.Errorf("Members = %v: x, listed until 10m, was dropped at 5m", got)
+		}
+	})
+	t.Run("sets beyond the limit", func(t *testing.T) {
+		t0 := time.Now()
+		var over []string
+		for i, m := range []string{"m1", "m2", "m3", "m4"} {
+			var err error
+			if over, err = s.AddMember(ctx, "capped", m, t0.Add(time.Duration(i+1)*time.Minute), t0, 3); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !slices.Equal(over, []string{"m1"}) {
+			t.Errorf("over the limit of 3 = %v, want [m1] (nearest its end)", over)
+		}
+		if got, _ := s.Members(ctx, "capped"); len(got) != 4 {
+			t.Errorf("Members = %v: the surplus must stay listed until the caller ended it", got)
+		}
+		_ = s.RemoveMember(ctx, "capped", "m1")
+		over, _ = s.AddMember(ctx, "capped", "early", t0.Add(30*time.Second), t0, 3)
+		if !slices.Equal(over, []string{"m2"}) {
+			t.Errorf("adding the member nearest its end: over = %v, want [m2], never the new one", over)
+		}
+	})
+	t.Run("a set of 500 logins stays bounded", func(t *testing.T) {
+		// 500, not the 6,000 of TestUserIndexBounded: this Redis syncs
+		// every write to disk.
+		t0 := time.Now()
+		for i := range 500 {
+			now := t0.Add(time.Duration(i) * time.Millisecond)
+			over, err := s.AddMember(ctx, "busy", "s:"+strconv.Itoa(i), now.Add(time.Hour), now, 50)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range over {
+				_ = s.RemoveMember(ctx, "busy", o)
+			}
+		}
+		if got, _ := s.Members(ctx, "busy"); len(got) != 50 || !slices.Contains(got, "s:499") || slices.Contains(got, "s:449") {
+			t.Errorf("after 500 adds with a limit of 50: %d members, want the last 50", len(got))
 		}
 	})
 	t.Run("replace only what is stored", func(t *testing.T) {
@@ -192,6 +259,38 @@ func TestRedisStore(t *testing.T) {
 		defer other.Close()
 		if _, err := other.Get(ctx, "secret"); !errors.Is(err, ErrNotFound) {
 			t.Errorf("Get with another key = %v, want ErrNotFound", err)
+		}
+	})
+	t.Run("an index from before issue 9", func(t *testing.T) {
+		// A plain set, as AddMember wrote it before: still listed and
+		// revocable after the upgrade, then converted by the next login.
+		k := r.prefix + UserIndex("o-upgraded")
+		if err := r.c.SAdd(ctx, k, "s:old1", "s:old2", "f:fam").Err(); err != nil {
+			t.Fatal(err)
+		}
+		_ = r.c.PExpire(ctx, k, time.Hour)
+		got, err := r.Members(ctx, UserIndex("o-upgraded"))
+		if slices.Sort(got); err != nil || !slices.Equal(got, []string{"f:fam", "s:old1", "s:old2"}) {
+			t.Errorf("Members(old set) = %v, %v", got, err)
+		}
+		if err := r.RemoveMember(ctx, UserIndex("o-upgraded"), "s:old1"); err != nil {
+			t.Errorf("RemoveMember(old set) = %v", err)
+		}
+		now := time.Now()
+		if _, err := r.AddMember(ctx, UserIndex("o-upgraded"), "s:new", now.Add(time.Minute), now, 0); err != nil {
+			t.Fatalf("AddMember(old set) = %v", err)
+		}
+		got, _ = r.Members(ctx, UserIndex("o-upgraded"))
+		if slices.Sort(got); !slices.Equal(got, []string{"f:fam", "s:new", "s:old2"}) {
+			t.Errorf("Members after conversion = %v", got)
+		}
+		// The old members keep the old set's life (an hour), not the new
+		// member's minute.
+		if _, err := r.AddMember(ctx, UserIndex("o-upgraded"), "s:later", now.Add(time.Hour), now.Add(2*time.Minute), 0); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := r.Members(ctx, UserIndex("o-upgraded")); !slices.Contains(got, "f:fam") || slices.Contains(got, "s:new") {
+			t.Errorf("Members 2m later = %v, want f:fam kept and s:new dropped", got)
 		}
 	})
 	t.Run("down is unavailable, back is back", func(t *testing.T) {

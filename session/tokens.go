@@ -109,6 +109,13 @@ type Issuer struct {
 	// every request would dominate the bearer hot path. The family is still
 	// read on every request, so revocation takes effect at once.
 	verified *cache.Cache
+	// MaxLoginsPerUser bounds a person's logins, as the Manager's does:
+	// set it from [session] max_logins_per_user. Default (NewIssuer):
+	// DefaultMaxLoginsPerUser.
+	MaxLoginsPerUser int
+	// OnCapped, if set, hears of each login a new family ended for
+	// MaxLoginsPerUser, as the Manager's does.
+	OnCapped func(kind string)
 	// Now is the clock; tests replace it. Default: time.Now.
 	Now func() time.Time
 }
@@ -122,6 +129,8 @@ func NewIssuer(store Store, keys *KeySet, issuer string, cfg TokenConfig) *Issue
 		verified: cache.New(time.Minute, time.Minute),
 		assertTT: AssertionTTL,
 		Now:      time.Now,
+
+		MaxLoginsPerUser: DefaultMaxLoginsPerUser,
 	}
 }
 
@@ -153,16 +162,14 @@ func (is *Issuer) Login(ctx context.Context, id Identity, tokens *Tokens) (*Pair
 	return is.pair(f, refresh)
 }
 
-// index lists f under its user for RefreshTTL (the admin API revokes a
-// person's logins through it). Every rotation lists it again, since a
-// family lives as long as it keeps rotating.
+// index lists f under its user until its end, refresh_ttl after its last
+// rotation (the admin API revokes a person's logins through it). Every
+// rotation lists it again, since a family lives as long as it keeps
+// rotating.
 func (is *Issuer) index(ctx context.Context, f *Family) error {
-	for _, u := range []string{f.Identity.OpenID, f.Identity.UnionID} {
-		if u != "" {
-			if err := is.store.AddMember(ctx, UserIndex(u), "f:"+f.ID, is.cfg.RefreshTTL); err != nil {
-				return fmt.Errorf("indexing token family: %w", err)
-			}
-		}
+	end := f.Rotated.Add(is.cfg.RefreshTTL)
+	if err := indexLogin(ctx, is.store, &f.Identity, "f:"+f.ID, end, is.Now(), is.MaxLoginsPerUser, is.OnCapped); err != nil {
+		return fmt.Errorf("indexing token family: %w", err)
 	}
 	return nil
 }

@@ -1,0 +1,77 @@
+package proxy_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// adminDo sends an admin API request with the admin secret and decodes the
+// JSON answer.
+func (e *env) adminDo(method, path string) (int, map[string]any) {
+	e.t.Helper()
+	req, _ := http.NewRequest(method, e.adminURL+path, nil)
+	req.Header.Set("Authorization", "Bearer "+adminSecret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&m)
+	return resp.StatusCode, m
+}
+
+// TestRevokeAllAfterPruningAndCapping: a person's index is bounded (issue
+// 9) without letting any live login escape the admin's "revoke all": logins
+// beyond max_logins_per_user are really ended, ended ones leave the index
+// at the next login, and DELETE /sessions still ends every live browser
+// session and token family.
+func TestRevokeAllAfterPruningAndCapping(t *testing.T) {
+	t.Setenv("WXGATE_TEST_ADMIN", adminSecret)
+	e := newEnvOpts(t, envOptions{adminEnv: "WXGATE_TEST_ADMIN", sessionTTL: "1h", maxLoginsPerUser: 3})
+	alice := e.user("alice")
+	login := func() *browser {
+		b := e.browser(weChatUA)
+		b.login("/", "alice")
+		return b
+	}
+	loggedIn := func(b *browser) bool {
+		resp, _ := b.get("/", nil)
+		return resp.StatusCode == http.StatusOK
+	}
+	var early []*browser
+	for range 5 {
+		early = append(early, login())
+	}
+	for i, b := range early {
+		if got, want := loggedIn(b), i >= 2; got != want {
+			t.Errorf("browser login %d of 5 with max_logins_per_user = 3: logged in = %v, want %v", i+1, got, want)
+		}
+	}
+	if got, want := grepLines(e.scrape(), "wxgate_logins_capped_total{"), `wxgate_logins_capped_total{kind="session"} 2`; got != want {
+		t.Errorf("metrics: %q, want %q", got, want)
+	}
+
+	// An hour on, those have ended; their entries leave the index at the
+	// next logins.
+	e.advance(time.Hour + time.Minute)
+	late := []*browser{login(), login()}
+	pair := e.api().mpLogin("alice")
+	status, m := e.adminDo(http.MethodGet, "/sessions?unionid="+alice.UnionID)
+	if logins, _ := m["logins"].([]any); status != http.StatusOK || len(logins) != 3 {
+		t.Fatalf("GET /sessions: %d %v; want the 2 late browser logins and the mini-program's", status, m)
+	}
+	if status, m := e.adminDo(http.MethodDelete, "/sessions?unionid="+alice.UnionID); status != http.StatusOK {
+		t.Fatalf("DELETE /sessions: %d %v", status, m)
+	}
+	for i, b := range append(early, late...) {
+		if loggedIn(b) {
+			t.Errorf("browser login %d still logged in after DELETE /sessions", i+1)
+		}
+	}
+	if status, m, _ := e.api().get("/api/x", pair["access_token"].(string)); status != http.StatusUnauthorized {
+		t.Errorf("the mini-program's access token after DELETE /sessions: %d %v, want 401", status, m)
+	}
+}
