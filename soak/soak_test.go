@@ -65,7 +65,7 @@ func TestSoak(t *testing.T) {
 	poller := &appTokenPoller{w: w, tally: tally, seen: map[string]bool{}}
 	// Newcomers log in through the whole run, so logins meet every fault.
 	var newcomers []*browser
-	startRSS, startG := processFigures(w.replicas[0])
+	var startRSS, startG float64
 
 	var wg sync.WaitGroup
 	for _, b := range browsers {
@@ -88,13 +88,15 @@ func TestSoak(t *testing.T) {
 				return
 			}
 			tally.count("newcomer logged in")
+			// A person who logged in and left: no connection kept open.
+			b.c.CloseIdleConnections()
 			newcomers = append(newcomers, b)
 			time.Sleep(time.Second)
 		}
 	}()
 	go func() { defer wg.Done(); poller.run(ctx) }()
 	go func() { defer wg.Done(); w.upstreamSchedule(ctx) }()
-	faults := w.faultSchedule(ctx, d)
+	faults := w.faultSchedule(ctx, d, func() { startRSS, startG = processFigures(w.replicas[0]) })
 	wg.Wait()
 	endRSS, endG := processFigures(w.replicas[0])
 
@@ -166,11 +168,10 @@ func TestSoak(t *testing.T) {
 
 // faultSchedule injects, at fixed shares of the run, every failure the
 // soak covers, and returns what it injected once the run ends.
-func (w *world) faultSchedule(ctx context.Context, d time.Duration) []string {
+// warm is called once every driver runs, for the figures at start.
+func (w *world) faultSchedule(ctx context.Context, d time.Duration, warm func()) []string {
 	var log []string
 	at := func(share float64, what string, f func()) {
-		start := time.Now()
-		_ = start
 		select {
 		case <-ctx.Done():
 			return
@@ -180,6 +181,7 @@ func (w *world) faultSchedule(ctx context.Context, d time.Duration) []string {
 		log = append(log, fmt.Sprintf("%5.1fs  %s", time.Since(w.began).Seconds(), what))
 	}
 	w.began = time.Now()
+	at(0.05, "figures at start read", warm)
 	at(0.10, "WeChat 503 on 20 token refreshes", func() {
 		w.sim.InjectFault(wechatsim.Fault{Path: "/sns/oauth2/refresh_token", HTTPStatus: 503, Body: "busy", Times: 20})
 	})
