@@ -22,6 +22,11 @@ type RedisConfig struct {
 	// Cluster, or the Sentinels when MasterName is set. Default:
 	// ["127.0.0.1:6379"].
 	Addrs []string `toml:"addrs"`
+	// Cluster selects Cluster mode even with a single address: a managed
+	// Cluster's configuration endpoint, or one seed node. Without it one
+	// address is a standalone server, and a Cluster node answers MOVED for
+	// the keys of every slot it does not own. Default: false.
+	Cluster bool `toml:"cluster"`
 	// MasterName selects Sentinel mode with that master.
 	MasterName string `toml:"master_name"`
 	// Username for Redis ACLs. Optional.
@@ -29,7 +34,8 @@ type RedisConfig struct {
 	// PasswordEnv or PasswordFile hold the password. Optional.
 	PasswordEnv  string `toml:"password_env"`
 	PasswordFile string `toml:"password_file"`
-	// DB is the database number (standalone and Sentinel). Default: 0.
+	// DB is the database number (standalone and Sentinel; a Cluster has
+	// only 0). Default: 0.
 	DB int `toml:"db"`
 	// TLS connects with TLS; TLSServerName overrides the name checked.
 	TLS           bool   `toml:"tls"`
@@ -52,6 +58,32 @@ func (c *RedisConfig) SetDefaults() {
 	if c.KeyPrefix == "" {
 		c.KeyPrefix = "wxgate:"
 	}
+}
+
+// isCluster reports whether the client will be a Cluster client (go-redis's
+// NewUniversalClient rule).
+func (c *RedisConfig) isCluster() bool {
+	return c.MasterName == "" && (c.Cluster || len(c.Addrs) > 1)
+}
+
+// validate reports the section's problems; c has its defaults set.
+func (c *RedisConfig) validate() []error {
+	var errs []error
+	if _, err := c.password(); err != nil {
+		errs = append(errs, fmt.Errorf("session.redis.%w", err))
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("session.redis.timeout: must not be negative"))
+	}
+	if c.Cluster && c.MasterName != "" {
+		errs = append(errs, fmt.Errorf("session.redis.cluster: Cluster and Sentinel (master_name) exclude each other"))
+	}
+	if c.DB != 0 && c.isCluster() {
+		// go-redis would silently use database 0, perhaps another
+		// application's.
+		errs = append(errs, fmt.Errorf("session.redis.db: %d, but a Cluster (several addrs, or cluster = true) has only database 0", c.DB))
+	}
+	return errs
 }
 
 func (c *RedisConfig) password() (string, error) {
@@ -110,14 +142,15 @@ func NewRedis(cfg RedisConfig, key []byte) (*Redis, error) {
 		return nil, fmt.Errorf("session.redis.%w", err)
 	}
 	opts := &redis.UniversalOptions{
-		Addrs:        cfg.Addrs,
-		MasterName:   cfg.MasterName,
-		Username:     cfg.Username,
-		Password:     pw,
-		DB:           cfg.DB,
-		DialTimeout:  cfg.Timeout,
-		ReadTimeout:  cfg.Timeout,
-		WriteTimeout: cfg.Timeout,
+		Addrs:         cfg.Addrs,
+		IsClusterMode: cfg.Cluster,
+		MasterName:    cfg.MasterName,
+		Username:      cfg.Username,
+		Password:      pw,
+		DB:            cfg.DB,
+		DialTimeout:   cfg.Timeout,
+		ReadTimeout:   cfg.Timeout,
+		WriteTimeout:  cfg.Timeout,
 		// One quick retry covers a dropped pooled connection; more would
 		// turn an outage into slow answers.
 		MaxRetries: 1,
