@@ -45,6 +45,18 @@ type RedisConfig struct {
 	// KeyPrefix starts every key, so several gateways can share a Redis.
 	// Default: "wxgate:".
 	KeyPrefix string `toml:"key_prefix"`
+	// WaitReplicas, if set, makes every write of a value (Set, SetNX,
+	// Replace, Delete: sessions, logouts, token families, leases) count
+	// only once that many replicas have it: the write is followed by WAIT
+	// on the same connection, and fewer acknowledgements within
+	// WaitTimeout fail the call (ErrUnavailable, a 503). Replication is
+	// asynchronous, so without it a failover can lose the master's last
+	// writes: a login just confirmed, or a logout. Standalone and Sentinel
+	// only. Default: 0 (off).
+	WaitReplicas int `toml:"wait_replicas"`
+	// WaitTimeout bounds each WAIT; it must be below Timeout. Default:
+	// 100ms.
+	WaitTimeout time.Duration `toml:"wait_timeout"`
 }
 
 // SetDefaults fills zero fields with their defaults.
@@ -57,6 +69,9 @@ func (c *RedisConfig) SetDefaults() {
 	}
 	if c.KeyPrefix == "" {
 		c.KeyPrefix = "wxgate:"
+	}
+	if c.WaitTimeout == 0 {
+		c.WaitTimeout = 100 * time.Millisecond
 	}
 }
 
@@ -77,6 +92,17 @@ func (c *RedisConfig) validate() []error {
 	}
 	if c.Cluster && c.MasterName != "" {
 		errs = append(errs, fmt.Errorf("session.redis.cluster: Cluster and Sentinel (master_name) exclude each other"))
+	}
+	if c.WaitReplicas < 0 {
+		errs = append(errs, fmt.Errorf("session.redis.wait_replicas: must not be negative"))
+	}
+	if c.WaitReplicas > 0 && c.isCluster() {
+		// WAIT names no key, so a Cluster client cannot send it to the
+		// node that took the write.
+		errs = append(errs, fmt.Errorf("session.redis.wait_replicas: standalone or Sentinel only, not with a Cluster"))
+	}
+	if c.WaitReplicas > 0 && (c.WaitTimeout <= 0 || c.WaitTimeout >= c.Timeout) {
+		errs = append(errs, fmt.Errorf("session.redis.wait_timeout: %s must be above 0 and below timeout (%s)", c.WaitTimeout, c.Timeout))
 	}
 	if c.DB != 0 && c.isCluster() {
 		// go-redis would silently use database 0, perhaps another
@@ -121,6 +147,10 @@ type Redis struct {
 	prefix  string
 	timeout time.Duration
 	aead    cipher.AEAD
+	// waitReplicas and waitTimeout are RedisConfig's WaitReplicas and
+	// WaitTimeout.
+	waitReplicas int64
+	waitTimeout  time.Duration
 }
 
 // NewRedis connects (lazily) to Redis. key is the 32-byte encryption key.
@@ -158,7 +188,10 @@ func NewRedis(cfg RedisConfig, key []byte) (*Redis, error) {
 	if cfg.TLS {
 		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.TLSServerName}
 	}
-	return &Redis{c: redis.NewUniversalClient(opts), prefix: cfg.KeyPrefix, timeout: cfg.Timeout, aead: aead}, nil
+	return &Redis{
+		c: redis.NewUniversalClient(opts), prefix: cfg.KeyPrefix, timeout: cfg.Timeout, aead: aead,
+		waitReplicas: int64(cfg.WaitReplicas), waitTimeout: cfg.WaitTimeout,
+	}, nil
 }
 
 // ParseEncryptionKey decodes a base64 (standard or URL) 32-byte key.
@@ -211,6 +244,35 @@ func (r *Redis) open(key string, b []byte) ([]byte, error) {
 	return v, nil
 }
 
+// write sends the command cmd queues on c and, with wait_replicas, WAIT
+// right behind it on the same connection (WAIT counts the writes of its
+// own connection). The command's own error, redis.Nil included, comes
+// first; then too few replicas is an error, although the master keeps the
+// write: a failover could still lose it.
+func (r *Redis) write(ctx context.Context, cmd func(c redis.Cmdable) redis.Cmder) error {
+	if r.waitReplicas == 0 {
+		return cmd(r.c).Err()
+	}
+	var done redis.Cmder
+	var wait *redis.Cmd
+	_, _ = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		done = cmd(p)
+		wait = p.Do(ctx, "wait", r.waitReplicas, r.waitTimeout.Milliseconds())
+		return nil
+	})
+	if err := done.Err(); err != nil {
+		return err
+	}
+	n, err := wait.Int64()
+	if err != nil {
+		return fmt.Errorf("wait: %w", err)
+	}
+	if n < r.waitReplicas {
+		return fmt.Errorf("wait: %d of %d replicas acknowledged the write within %s", n, r.waitReplicas, r.waitTimeout)
+	}
+	return nil
+}
+
 // Get implements Store.
 func (r *Redis) Get(ctx context.Context, key string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
@@ -234,7 +296,7 @@ func (r *Redis) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	k := r.prefix + key
-	return r.wrap("set", r.c.Set(ctx, k, r.seal(k, value), ttl).Err())
+	return r.wrap("set", r.write(ctx, func(c redis.Cmdable) redis.Cmder { return c.Set(ctx, k, r.seal(k, value), ttl) }))
 }
 
 // SetNX implements Store.
@@ -245,8 +307,13 @@ func (r *Redis) SetNX(ctx context.Context, key string, value []byte, ttl time.Du
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	k := r.prefix + key
-	ok, err := r.c.SetNX(ctx, k, r.seal(k, value), ttl).Result()
-	return ok, r.wrap("setnx", err)
+	var nx *redis.BoolCmd
+	err := r.write(ctx, func(c redis.Cmdable) redis.Cmder { nx = c.SetNX(ctx, k, r.seal(k, value), ttl); return nx })
+	if err != nil {
+		// A lease or claim that replicas may not have is not won.
+		return false, r.wrap("setnx", err)
+	}
+	return nx.Val(), nil
 }
 
 // Replace implements Store with SET ... XX, which checks and sets in one
@@ -255,24 +322,32 @@ func (r *Redis) Replace(ctx context.Context, key string, value []byte, ttl time.
 	if ttl <= 0 {
 		ctx, cancel := context.WithTimeout(ctx, r.timeout)
 		defer cancel()
-		n, err := r.c.Del(ctx, r.prefix+key).Result()
-		return n > 0, r.wrap("del", err)
+		var del *redis.IntCmd
+		err := r.write(ctx, func(c redis.Cmdable) redis.Cmder { del = c.Del(ctx, r.prefix+key); return del })
+		if err != nil {
+			return false, r.wrap("del", err)
+		}
+		return del.Val() > 0, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	k := r.prefix + key
-	ok, err := r.c.SetXX(ctx, k, r.seal(k, value), ttl).Result()
+	var xx *redis.BoolCmd
+	err := r.write(ctx, func(c redis.Cmdable) redis.Cmder { xx = c.SetXX(ctx, k, r.seal(k, value), ttl); return xx })
 	if errors.Is(err, redis.Nil) {
 		return false, nil
 	}
-	return ok, r.wrap("setxx", err)
+	if err != nil {
+		return false, r.wrap("setxx", err)
+	}
+	return xx.Val(), nil
 }
 
 // Delete implements Store.
 func (r *Redis) Delete(ctx context.Context, key string) error {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	return r.wrap("del", r.c.Del(ctx, r.prefix+key).Err())
+	return r.wrap("del", r.write(ctx, func(c redis.Cmdable) redis.Cmder { return c.Del(ctx, r.prefix+key) }))
 }
 
 // addMember adds a member and lengthens the set's life to at least ttl,

@@ -156,5 +156,22 @@ func (s *Server) Kill() {
 	s.cmd = nil
 }
 
+// Pause stops the process (SIGSTOP) without closing its connections: a
+// server that hangs. Resume continues it.
+func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT).
+func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.t.Helper()
+	if s.cmd == nil || s.cmd.Process == nil {
+		s.t.Fatalf("%s is not running", s)
+	}
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Fatalf("%s: %v", s, err)
+	}
+}
+
 // String is the server's address.
 func (s *Server) String() string { return fmt.Sprintf("redis-server at %s", s.Addr) }

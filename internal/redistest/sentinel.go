@@ -35,7 +35,8 @@ func StartSentinel(t testing.TB) *Sentinel {
 	t.Helper()
 	need(t, "redis-server")
 	s := &Sentinel{MasterName: "wxgate"}
-	s.Master = start(t, freePort(t, false))
+	// No wait for more replicas before a full sync (5s by default).
+	s.Master = start(t, freePort(t, false), "--repl-diskless-sync-delay", "0")
 	_, mport, _ := net.SplitHostPort(s.Master.Addr)
 	s.Replica = start(t, freePort(t, false), "--replicaof", "127.0.0.1", mport)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
