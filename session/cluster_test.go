@@ -167,6 +167,10 @@ func TestRedisModeValidation(t *testing.T) {
 		{"cluster db", RedisConfig{Addrs: []string{"a:1", "b:1"}, DB: 2}, "session.redis.db"},
 		{"one seed cluster db", RedisConfig{Addrs: []string{"a:1"}, Cluster: true, DB: 1}, "session.redis.db"},
 		{"cluster and sentinel", RedisConfig{Addrs: []string{"a:1"}, Cluster: true, MasterName: "m"}, "session.redis.cluster"},
+		{"wait on sentinel", RedisConfig{Addrs: []string{"a:1"}, MasterName: "m", WaitReplicas: 1}, ""},
+		{"wait on cluster", RedisConfig{Addrs: []string{"a:1", "b:1"}, WaitReplicas: 1}, "session.redis.wait_replicas"},
+		{"wait negative", RedisConfig{Addrs: []string{"a:1"}, WaitReplicas: -1}, "session.redis.wait_replicas"},
+		{"wait longer than a call", RedisConfig{Addrs: []string{"a:1"}, WaitReplicas: 1, WaitTimeout: time.Second}, "session.redis.wait_timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("WXGATE_TEST_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
