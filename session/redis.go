@@ -34,6 +34,11 @@ type RedisConfig struct {
 	// PasswordEnv or PasswordFile hold the password. Optional.
 	PasswordEnv  string `toml:"password_env"`
 	PasswordFile string `toml:"password_file"`
+	// SentinelPasswordEnv or SentinelPasswordFile hold the Sentinels' own
+	// password (their requirepass), with MasterName; the password above is
+	// the master's. Optional.
+	SentinelPasswordEnv  string `toml:"sentinel_password_env"`
+	SentinelPasswordFile string `toml:"sentinel_password_file"`
 	// DB is the database number (standalone and Sentinel; a Cluster has
 	// only 0). Default: 0.
 	DB int `toml:"db"`
@@ -90,6 +95,12 @@ func (c *RedisConfig) validate() []error {
 	if c.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("session.redis.timeout: must not be negative"))
 	}
+	if _, err := c.sentinelPassword(); err != nil {
+		errs = append(errs, fmt.Errorf("session.redis.%w", err))
+	}
+	if c.MasterName == "" && (c.SentinelPasswordEnv != "" || c.SentinelPasswordFile != "") {
+		errs = append(errs, fmt.Errorf("session.redis.sentinel_password_env: set, but master_name (Sentinel mode) is not"))
+	}
 	if c.Cluster && c.MasterName != "" {
 		errs = append(errs, fmt.Errorf("session.redis.cluster: Cluster and Sentinel (master_name) exclude each other"))
 	}
@@ -114,6 +125,10 @@ func (c *RedisConfig) validate() []error {
 
 func (c *RedisConfig) password() (string, error) {
 	return readSecret("password", c.PasswordEnv, c.PasswordFile)
+}
+
+func (c *RedisConfig) sentinelPassword() (string, error) {
+	return readSecret("sentinel_password", c.SentinelPasswordEnv, c.SentinelPasswordFile)
 }
 
 // readSecret reads a secret from the environment variable env or the file
@@ -171,16 +186,21 @@ func NewRedis(cfg RedisConfig, key []byte) (*Redis, error) {
 	if err != nil {
 		return nil, fmt.Errorf("session.redis.%w", err)
 	}
+	spw, err := cfg.sentinelPassword()
+	if err != nil {
+		return nil, fmt.Errorf("session.redis.%w", err)
+	}
 	opts := &redis.UniversalOptions{
-		Addrs:         cfg.Addrs,
-		IsClusterMode: cfg.Cluster,
-		MasterName:    cfg.MasterName,
-		Username:      cfg.Username,
-		Password:      pw,
-		DB:            cfg.DB,
-		DialTimeout:   cfg.Timeout,
-		ReadTimeout:   cfg.Timeout,
-		WriteTimeout:  cfg.Timeout,
+		Addrs:            cfg.Addrs,
+		IsClusterMode:    cfg.Cluster,
+		MasterName:       cfg.MasterName,
+		Username:         cfg.Username,
+		Password:         pw,
+		SentinelPassword: spw,
+		DB:               cfg.DB,
+		DialTimeout:      cfg.Timeout,
+		ReadTimeout:      cfg.Timeout,
+		WriteTimeout:     cfg.Timeout,
 		// One quick retry covers a dropped pooled connection; more would
 		// turn an outage into slow answers.
 		MaxRetries: 1,

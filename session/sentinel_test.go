@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,4 +121,39 @@ func errIf(done bool, err error) error {
 		return errors.New("done")
 	}
 	return err
+}
+
+// TestRedisSentinelPassword: Sentinels with their own password (their
+// requirepass) in front of a master with another: the store needs both,
+// and no error shows either.
+func TestRedisSentinelPassword(t *testing.T) {
+	sn := redistest.StartSentinelAuth(t, "master-pw-123", "sentinel-pw-456")
+	t.Setenv("WXGATE_TEST_REDIS_PW", "master-pw-123")
+	t.Setenv("WXGATE_TEST_SENTINEL_PW", "sentinel-pw-456")
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		cfg     RedisConfig
+		wantErr bool
+	}{
+		{"both", RedisConfig{PasswordEnv: "WXGATE_TEST_REDIS_PW", SentinelPasswordEnv: "WXGATE_TEST_SENTINEL_PW"}, false},
+		{"no sentinel password", RedisConfig{PasswordEnv: "WXGATE_TEST_REDIS_PW"}, true},
+		{"no master password", RedisConfig{SentinelPasswordEnv: "WXGATE_TEST_SENTINEL_PW"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.Addrs, tc.cfg.MasterName = sn.Addrs, sn.MasterName
+			r, err := NewRedis(tc.cfg, make([]byte, 32))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			err = r.Set(ctx, "k", []byte("v"), time.Minute)
+			if tc.wantErr != (err != nil) {
+				t.Fatalf("Set = %v, want an error: %v", err, tc.wantErr)
+			}
+			if err != nil && (!errors.Is(err, ErrUnavailable) || strings.Contains(err.Error(), "-pw-")) {
+				t.Errorf("Set = %v, want ErrUnavailable without a password in it", err)
+			}
+		})
+	}
 }

@@ -38,18 +38,18 @@ func StartCluster(t testing.TB, n int) *Cluster {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
 	for _, addr := range c.Addrs {
-		waitFor(t, ctx, addr, "cluster_state:ok", func(cl *redis.Client) (string, error) {
+		waitFor(t, ctx, addr, "", "cluster_state:ok", func(cl *redis.Client) (string, error) {
 			return cl.ClusterInfo(ctx).Result()
 		})
 	}
 	return c
 }
 
-// waitFor polls the server at addr with query until its answer contains
-// want, failing the test when ctx ends first.
-func waitFor(t testing.TB, ctx context.Context, addr, want string, query func(*redis.Client) (string, error)) {
+// waitFor polls the server at addr (with password, if any) with query
+// until its answer contains want, failing the test when ctx ends first.
+func waitFor(t testing.TB, ctx context.Context, addr, password, want string, query func(*redis.Client) (string, error)) {
 	t.Helper()
-	cl := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	cl := redis.NewClient(&redis.Options{Addr: addr, Password: password, MaxRetries: -1})
 	defer cl.Close()
 	var last string
 	for {

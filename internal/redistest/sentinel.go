@@ -19,6 +19,9 @@ import (
 // (quorum 2) that fail over 500ms after the master stops answering.
 type Sentinel struct {
 	MasterName string
+	// Password is the master's and the replica's requirepass, and
+	// SentinelPassword the Sentinels'; "" for none.
+	Password, SentinelPassword string
 	// Addrs are the Sentinels' addresses.
 	Addrs     []string
 	Master    *Server
@@ -31,17 +34,26 @@ type Sentinel struct {
 // redis-sentinel package needed), all on loopback, and waits until every
 // Sentinel knows the replica and the other two. Everything stops at
 // cleanup.
-func StartSentinel(t testing.TB) *Sentinel {
+func StartSentinel(t testing.TB) *Sentinel { return StartSentinelAuth(t, "", "") }
+
+// StartSentinelAuth is StartSentinel with passwords: password for the
+// master and the replica (either may be promoted), sentinelPassword for
+// the Sentinels.
+func StartSentinelAuth(t testing.TB, password, sentinelPassword string) *Sentinel {
 	t.Helper()
 	need(t, "redis-server")
-	s := &Sentinel{MasterName: "wxgate"}
+	s := &Sentinel{MasterName: "wxgate", Password: password, SentinelPassword: sentinelPassword}
+	var auth []string
+	if password != "" {
+		auth = []string{"--requirepass", password, "--masterauth", password}
+	}
 	// No wait for more replicas before a full sync (5s by default).
-	s.Master = start(t, freePort(t, false), "--repl-diskless-sync-delay", "0")
+	s.Master = start(t, freePort(t, false), append(auth, "--repl-diskless-sync-delay", "0")...)
 	_, mport, _ := net.SplitHostPort(s.Master.Addr)
-	s.Replica = start(t, freePort(t, false), "--replicaof", "127.0.0.1", mport)
+	s.Replica = start(t, freePort(t, false), append(auth, "--replicaof", "127.0.0.1", mport)...)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	waitFor(t, ctx, s.Replica.Addr, "master_link_status:up", func(cl *redis.Client) (string, error) {
+	waitFor(t, ctx, s.Replica.Addr, password, "master_link_status:up", func(cl *redis.Client) (string, error) {
 		return cl.Info(ctx, "replication").Result()
 	})
 
@@ -58,6 +70,13 @@ func StartSentinel(t testing.TB) *Sentinel {
 		var conf strings.Builder
 		fmt.Fprintf(&conf, "sentinel myid %s\n", ids[i])
 		fmt.Fprintf(&conf, "sentinel monitor %s 127.0.0.1 %s 2\n", s.MasterName, mport)
+		if password != "" {
+			fmt.Fprintf(&conf, "sentinel auth-pass %s %s\n", s.MasterName, password)
+		}
+		if sentinelPassword != "" {
+			// Its own, and what it presents to the other Sentinels.
+			fmt.Fprintf(&conf, "requirepass %s\nsentinel sentinel-pass %s\n", sentinelPassword, sentinelPassword)
+		}
 		fmt.Fprintf(&conf, "sentinel down-after-milliseconds %s 500\n", s.MasterName)
 		fmt.Fprintf(&conf, "sentinel failover-timeout %s 2000\n", s.MasterName)
 		fmt.Fprintf(&conf, "sentinel parallel-syncs %s 1\n", s.MasterName)
@@ -80,7 +99,7 @@ func StartSentinel(t testing.TB) *Sentinel {
 	}
 	want := fmt.Sprintf("name=%s,status=ok,address=%s,slaves=1,sentinels=3", s.MasterName, s.Master.Addr)
 	for _, addr := range s.Addrs {
-		waitFor(t, ctx, addr, want, func(cl *redis.Client) (string, error) {
+		waitFor(t, ctx, addr, sentinelPassword, want, func(cl *redis.Client) (string, error) {
 			return cl.Info(ctx, "sentinel").Result()
 		})
 	}
@@ -93,7 +112,7 @@ func (s *Sentinel) Synced(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cl := redis.NewClient(&redis.Options{Addr: s.Master.Addr})
+	cl := redis.NewClient(&redis.Options{Addr: s.Master.Addr, Password: s.Password})
 	defer cl.Close()
 	var n int64
 	cmds, err := cl.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -113,7 +132,7 @@ func (s *Sentinel) Synced(t testing.TB) {
 func (s *Sentinel) MasterAddr(ctx context.Context) (string, error) {
 	var last error
 	for _, addr := range s.Addrs {
-		sc := redis.NewSentinelClient(&redis.Options{Addr: addr, MaxRetries: -1})
+		sc := redis.NewSentinelClient(&redis.Options{Addr: addr, Password: s.SentinelPassword, MaxRetries: -1})
 		hp, err := sc.GetMasterAddrByName(ctx, s.MasterName).Result()
 		sc.Close()
 		if err == nil && len(hp) == 2 {
