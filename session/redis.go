@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -405,4 +406,17 @@ func (r *Redis) RemoveMember(ctx context.Context, key, member string) error {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	return r.wrap("srem", r.c.SRem(ctx, r.prefix+key, member).Err())
+}
+
+// LogRedisTo sends go-redis's own messages (failed dials, a Sentinel
+// naming a new master) to log at warning level. go-redis otherwise prints
+// them as plain text on stderr, among the gateway's JSON lines, where a
+// log pipeline cannot parse them. go-redis has one logger per process:
+// call this once, before any Redis client works.
+func LogRedisTo(log *slog.Logger) { redis.SetLogger(redisLogger{log}) }
+
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, "redis client", "detail", fmt.Sprintf(format, v...))
 }
