@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -188,4 +189,54 @@ func TestRedisModeValidation(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRedisClusterFailover: a Cluster master is killed (-9) and its
+// replica takes over its slots. Calls for those slots fail as
+// ErrUnavailable (never ErrNotFound) meanwhile, and work again within
+// seconds of the promotion, every value still there.
+func TestRedisClusterFailover(t *testing.T) {
+	c := redistest.StartClusterReplicas(t, 3, 1)
+	r, err := NewRedis(RedisConfig{Addrs: c.Addrs, Timeout: 300 * time.Millisecond}, make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	ctx := context.Background()
+	const n = 60
+	for i := 0; i < n; i++ {
+		if err := r.Set(ctx, fmt.Sprint("kept-", i), []byte("v"), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	victim := c.Masters(t)[1]
+	redistest.Synced(t, victim)
+	killed := time.Now()
+	victim.Kill()
+
+	missing := func() (int, error) {
+		var bad int
+		var last error
+		for i := 0; i < n; i++ {
+			if _, err := r.Get(ctx, fmt.Sprint("kept-", i)); err != nil {
+				if !errors.Is(err, ErrUnavailable) {
+					t.Fatalf("kept-%d during the failover: %v, want ErrUnavailable", i, err)
+				}
+				bad, last = bad+1, err
+			}
+		}
+		return bad, last
+	}
+	bad, last := missing()
+	if bad == 0 {
+		t.Fatal("no call failed with a master dead: the test killed nothing")
+	}
+	for bad > 0 {
+		if time.Since(killed) > 15*time.Second {
+			t.Fatalf("%d of %d values still unreachable 15s after the kill: %v", bad, n, last)
+		}
+		time.Sleep(50 * time.Millisecond)
+		bad, last = missing()
+	}
+	t.Logf("every value back %s after the kill", time.Since(killed).Round(time.Millisecond))
 }

@@ -167,6 +167,8 @@ type Redis struct {
 	// WaitTimeout.
 	waitReplicas int64
 	waitTimeout  time.Duration
+	// cluster is the client when it is a Cluster client, else nil.
+	cluster *redis.ClusterClient
 }
 
 // NewRedis connects (lazily) to Redis. key is the 32-byte encryption key.
@@ -209,10 +211,12 @@ func NewRedis(cfg RedisConfig, key []byte) (*Redis, error) {
 	if cfg.TLS {
 		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.TLSServerName}
 	}
-	return &Redis{
+	r := &Redis{
 		c: redis.NewUniversalClient(opts), prefix: cfg.KeyPrefix, timeout: cfg.Timeout, aead: aead,
 		waitReplicas: int64(cfg.WaitReplicas), waitTimeout: cfg.WaitTimeout,
-	}, nil
+	}
+	r.cluster, _ = r.c.(*redis.ClusterClient)
+	return r, nil
 }
 
 // ParseEncryptionKey decodes a base64 (standard or URL) 32-byte key.
@@ -239,6 +243,13 @@ func (r *Redis) Ping(ctx context.Context) error {
 func (r *Redis) wrap(op string, err error) error {
 	if err == nil {
 		return nil
+	}
+	if r.cluster != nil {
+		// go-redis re-reads the slot map only on MOVED or once a minute,
+		// so after a failover it would keep dialing the dead master for
+		// its slots. Any failure asks for a fresh map (in the background,
+		// coalesced by go-redis).
+		r.cluster.ReloadState(context.Background())
 	}
 	return fmt.Errorf("%w: redis %s: %w", ErrUnavailable, op, err)
 }
