@@ -174,6 +174,9 @@ type envOptions struct {
 	keyFile   string
 	clock     func() time.Time
 	redisAddr string // store = "redis" at this address
+	// redisTOML, if set, is the whole [session.redis] section body instead
+	// of redisAddr's (a Cluster, Sentinels).
+	redisTOML string
 	adminEnv  string // [server] admin_token_env
 	// maxPending and maxPendingPerClient set [session] max_pending and
 	// max_pending_per_client (0: the defaults).
@@ -243,9 +246,12 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 		public = o.publicURL
 	}
 	store := ""
-	if o.redisAddr != "" {
+	if o.redisAddr != "" && o.redisTOML == "" {
+		o.redisTOML = fmt.Sprintf("addrs = [%q]\ntimeout = \"300ms\"\n", o.redisAddr)
+	}
+	if o.redisTOML != "" {
 		t.Setenv("WXGATE_TEST_SESSION_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
-		store = fmt.Sprintf("store = \"redis\"\nencryption_key_env = \"WXGATE_TEST_SESSION_KEY\"\n[session.redis]\naddrs = [%q]\ntimeout = \"300ms\"\n", o.redisAddr)
+		store = "store = \"redis\"\nencryption_key_env = \"WXGATE_TEST_SESSION_KEY\"\n[session.redis]\n" + o.redisTOML
 	}
 	// Keys of [session] itself go before [session.redis].
 	if o.maxPendingPerClient > 0 {

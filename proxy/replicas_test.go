@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -28,13 +29,26 @@ type cluster struct {
 func newCluster(t *testing.T, n int) *cluster {
 	t.Helper()
 	c := &cluster{t: t, redis: redistest.Start(t)}
+	return c.start(n, fmt.Sprintf("addrs = [%q]\ntimeout = \"300ms\"\n", c.redis.Addr))
+}
+
+// newClusterOn is n gateways on the Redis that redisTOML (the body of
+// [session.redis]) configures: a Cluster, Sentinels.
+func newClusterOn(t *testing.T, n int, redisTOML string) *cluster {
+	t.Helper()
+	return (&cluster{t: t}).start(n, redisTOML)
+}
+
+func (c *cluster) start(n int, redisTOML string) *cluster {
+	t := c.t
+	t.Helper()
 	t.Setenv("WXGATE_TEST_ADMIN", "admin-secret-0123456789")
 	clock := func() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
-	first := newEnvOpts(t, envOptions{redisAddr: c.redis.Addr, clock: clock, adminEnv: "WXGATE_TEST_ADMIN"})
+	first := newEnvOpts(t, envOptions{redisTOML: redisTOML, clock: clock, adminEnv: "WXGATE_TEST_ADMIN"})
 	c.gws = append(c.gws, first)
 	for i := 1; i < n; i++ {
 		c.gws = append(c.gws, newEnvOpts(t, envOptions{
-			redisAddr: c.redis.Addr, clock: clock, adminEnv: "WXGATE_TEST_ADMIN",
+			redisTOML: redisTOML, clock: clock, adminEnv: "WXGATE_TEST_ADMIN",
 			sim: first.sim, simURL: first.simURL, publicURL: first.url, keyFile: first.keyFile,
 		}))
 	}
@@ -74,8 +88,9 @@ const adminSecret = "admin-secret-0123456789"
 // on returns a browser that sends the cookies of b to gateway i.
 func (b *browser) on(e *env) *browser { return &browser{e: e, c: b.c, ua: b.ua} }
 
-func TestReplicasShareSessionsAndTokens(t *testing.T) {
-	c := newCluster(t, 3)
+func TestReplicasShareSessionsAndTokens(t *testing.T) { shareSessionsAndTokens(t, newCluster(t, 3)) }
+
+func shareSessionsAndTokens(t *testing.T, c *cluster) {
 	b := c.gws[0].browser(weChatUA)
 	b.login("/", "alice")
 	alice := c.gws[0].user("alice")
@@ -118,8 +133,9 @@ func TestReplicasShareSessionsAndTokens(t *testing.T) {
 	}
 }
 
-func TestReplicasFetchTheAppTokenOnce(t *testing.T) {
-	c := newCluster(t, 3)
+func TestReplicasFetchTheAppTokenOnce(t *testing.T) { fetchTheAppTokenOnce(t, newCluster(t, 3)) }
+
+func fetchTheAppTokenOnce(t *testing.T, c *cluster) {
 	calls := func() int { return c.gws[0].sim.Calls()["/cgi-bin/stable_token"] }
 	if status, m := c.admin(0, "GET", "/app-token?appid="+mpID, nil, adminSecret); status != 200 || m["access_token"] == "" {
 		t.Fatalf("GET /app-token: %d %v", status, m)

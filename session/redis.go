@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -22,6 +23,11 @@ type RedisConfig struct {
 	// Cluster, or the Sentinels when MasterName is set. Default:
 	// ["127.0.0.1:6379"].
 	Addrs []string `toml:"addrs"`
+	// Cluster selects Cluster mode even with a single address: a managed
+	// Cluster's configuration endpoint, or one seed node. Without it one
+	// address is a standalone server, and a Cluster node answers MOVED for
+	// the keys of every slot it does not own. Default: false.
+	Cluster bool `toml:"cluster"`
 	// MasterName selects Sentinel mode with that master.
 	MasterName string `toml:"master_name"`
 	// Username for Redis ACLs. Optional.
@@ -29,7 +35,13 @@ type RedisConfig struct {
 	// PasswordEnv or PasswordFile hold the password. Optional.
 	PasswordEnv  string `toml:"password_env"`
 	PasswordFile string `toml:"password_file"`
-	// DB is the database number (standalone and Sentinel). Default: 0.
+	// SentinelPasswordEnv or SentinelPasswordFile hold the Sentinels' own
+	// password (their requirepass), with MasterName; the password above is
+	// the master's. Optional.
+	SentinelPasswordEnv  string `toml:"sentinel_password_env"`
+	SentinelPasswordFile string `toml:"sentinel_password_file"`
+	// DB is the database number (standalone and Sentinel; a Cluster has
+	// only 0). Default: 0.
 	DB int `toml:"db"`
 	// TLS connects with TLS; TLSServerName overrides the name checked.
 	TLS           bool   `toml:"tls"`
@@ -39,6 +51,18 @@ type RedisConfig struct {
 	// KeyPrefix starts every key, so several gateways can share a Redis.
 	// Default: "wxgate:".
 	KeyPrefix string `toml:"key_prefix"`
+	// WaitReplicas, if set, makes every write of a value (Set, SetNX,
+	// Replace, Delete: sessions, logouts, token families, leases) count
+	// only once that many replicas have it: the write is followed by WAIT
+	// on the same connection, and fewer acknowledgements within
+	// WaitTimeout fail the call (ErrUnavailable, a 503). Replication is
+	// asynchronous, so without it a failover can lose the master's last
+	// writes: a login just confirmed, or a logout. Standalone and Sentinel
+	// only. Default: 0 (off).
+	WaitReplicas int `toml:"wait_replicas"`
+	// WaitTimeout bounds each WAIT; it must be below Timeout. Default:
+	// 100ms.
+	WaitTimeout time.Duration `toml:"wait_timeout"`
 }
 
 // SetDefaults fills zero fields with their defaults.
@@ -52,10 +76,60 @@ func (c *RedisConfig) SetDefaults() {
 	if c.KeyPrefix == "" {
 		c.KeyPrefix = "wxgate:"
 	}
+	if c.WaitTimeout == 0 {
+		c.WaitTimeout = 100 * time.Millisecond
+	}
+}
+
+// isCluster reports whether the client will be a Cluster client (go-redis's
+// NewUniversalClient rule).
+func (c *RedisConfig) isCluster() bool {
+	return c.MasterName == "" && (c.Cluster || len(c.Addrs) > 1)
+}
+
+// validate reports the section's problems; c has its defaults set.
+func (c *RedisConfig) validate() []error {
+	var errs []error
+	if _, err := c.password(); err != nil {
+		errs = append(errs, fmt.Errorf("session.redis.%w", err))
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("session.redis.timeout: must not be negative"))
+	}
+	if _, err := c.sentinelPassword(); err != nil {
+		errs = append(errs, fmt.Errorf("session.redis.%w", err))
+	}
+	if c.MasterName == "" && (c.SentinelPasswordEnv != "" || c.SentinelPasswordFile != "") {
+		errs = append(errs, fmt.Errorf("session.redis.sentinel_password_env: set, but master_name (Sentinel mode) is not"))
+	}
+	if c.Cluster && c.MasterName != "" {
+		errs = append(errs, fmt.Errorf("session.redis.cluster: Cluster and Sentinel (master_name) exclude each other"))
+	}
+	if c.WaitReplicas < 0 {
+		errs = append(errs, fmt.Errorf("session.redis.wait_replicas: must not be negative"))
+	}
+	if c.WaitReplicas > 0 && c.isCluster() {
+		// WAIT names no key, so a Cluster client cannot send it to the
+		// node that took the write.
+		errs = append(errs, fmt.Errorf("session.redis.wait_replicas: standalone or Sentinel only, not with a Cluster"))
+	}
+	if c.WaitReplicas > 0 && (c.WaitTimeout <= 0 || c.WaitTimeout >= c.Timeout) {
+		errs = append(errs, fmt.Errorf("session.redis.wait_timeout: %s must be above 0 and below timeout (%s)", c.WaitTimeout, c.Timeout))
+	}
+	if c.DB != 0 && c.isCluster() {
+		// go-redis would silently use database 0, perhaps another
+		// application's.
+		errs = append(errs, fmt.Errorf("session.redis.db: %d, but a Cluster (several addrs, or cluster = true) has only database 0", c.DB))
+	}
+	return errs
 }
 
 func (c *RedisConfig) password() (string, error) {
 	return readSecret("password", c.PasswordEnv, c.PasswordFile)
+}
+
+func (c *RedisConfig) sentinelPassword() (string, error) {
+	return readSecret("sentinel_password", c.SentinelPasswordEnv, c.SentinelPasswordFile)
 }
 
 // readSecret reads a secret from the environment variable env or the file
@@ -89,6 +163,12 @@ type Redis struct {
 	prefix  string
 	timeout time.Duration
 	aead    cipher.AEAD
+	// waitReplicas and waitTimeout are RedisConfig's WaitReplicas and
+	// WaitTimeout.
+	waitReplicas int64
+	waitTimeout  time.Duration
+	// cluster is the client when it is a Cluster client, else nil.
+	cluster *redis.ClusterClient
 }
 
 // NewRedis connects (lazily) to Redis. key is the 32-byte encryption key.
@@ -109,15 +189,21 @@ func NewRedis(cfg RedisConfig, key []byte) (*Redis, error) {
 	if err != nil {
 		return nil, fmt.Errorf("session.redis.%w", err)
 	}
+	spw, err := cfg.sentinelPassword()
+	if err != nil {
+		return nil, fmt.Errorf("session.redis.%w", err)
+	}
 	opts := &redis.UniversalOptions{
-		Addrs:        cfg.Addrs,
-		MasterName:   cfg.MasterName,
-		Username:     cfg.Username,
-		Password:     pw,
-		DB:           cfg.DB,
-		DialTimeout:  cfg.Timeout,
-		ReadTimeout:  cfg.Timeout,
-		WriteTimeout: cfg.Timeout,
+		Addrs:            cfg.Addrs,
+		IsClusterMode:    cfg.Cluster,
+		MasterName:       cfg.MasterName,
+		Username:         cfg.Username,
+		Password:         pw,
+		SentinelPassword: spw,
+		DB:               cfg.DB,
+		DialTimeout:      cfg.Timeout,
+		ReadTimeout:      cfg.Timeout,
+		WriteTimeout:     cfg.Timeout,
 		// One quick retry covers a dropped pooled connection; more would
 		// turn an outage into slow answers.
 		MaxRetries: 1,
@@ -125,7 +211,12 @@ func NewRedis(cfg RedisConfig, key []byte) (*Redis, error) {
 	if cfg.TLS {
 		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.TLSServerName}
 	}
-	return &Redis{c: redis.NewUniversalClient(opts), prefix: cfg.KeyPrefix, timeout: cfg.Timeout, aead: aead}, nil
+	r := &Redis{
+		c: redis.NewUniversalClient(opts), prefix: cfg.KeyPrefix, timeout: cfg.Timeout, aead: aead,
+		waitReplicas: int64(cfg.WaitReplicas), waitTimeout: cfg.WaitTimeout,
+	}
+	r.cluster, _ = r.c.(*redis.ClusterClient)
+	return r, nil
 }
 
 // ParseEncryptionKey decodes a base64 (standard or URL) 32-byte key.
@@ -153,6 +244,13 @@ func (r *Redis) wrap(op string, err error) error {
 	if err == nil {
 		return nil
 	}
+	if r.cluster != nil {
+		// go-redis re-reads the slot map only on MOVED or once a minute,
+		// so after a failover it would keep dialing the dead master for
+		// its slots. Any failure asks for a fresh map (in the background,
+		// coalesced by go-redis).
+		r.cluster.ReloadState(context.Background())
+	}
 	return fmt.Errorf("%w: redis %s: %w", ErrUnavailable, op, err)
 }
 
@@ -178,6 +276,35 @@ func (r *Redis) open(key string, b []byte) ([]byte, error) {
 	return v, nil
 }
 
+// write sends the command cmd queues on c and, with wait_replicas, WAIT
+// right behind it on the same connection (WAIT counts the writes of its
+// own connection). The command's own error, redis.Nil included, comes
+// first; then too few replicas is an error, although the master keeps the
+// write: a failover could still lose it.
+func (r *Redis) write(ctx context.Context, cmd func(c redis.Cmdable) redis.Cmder) error {
+	if r.waitReplicas == 0 {
+		return cmd(r.c).Err()
+	}
+	var done redis.Cmder
+	var wait *redis.Cmd
+	_, _ = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		done = cmd(p)
+		wait = p.Do(ctx, "wait", r.waitReplicas, r.waitTimeout.Milliseconds())
+		return nil
+	})
+	if err := done.Err(); err != nil {
+		return err
+	}
+	n, err := wait.Int64()
+	if err != nil {
+		return fmt.Errorf("wait: %w", err)
+	}
+	if n < r.waitReplicas {
+		return fmt.Errorf("wait: %d of %d replicas acknowledged the write within %s", n, r.waitReplicas, r.waitTimeout)
+	}
+	return nil
+}
+
 // Get implements Store.
 func (r *Redis) Get(ctx context.Context, key string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
@@ -201,7 +328,7 @@ func (r *Redis) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	k := r.prefix + key
-	return r.wrap("set", r.c.Set(ctx, k, r.seal(k, value), ttl).Err())
+	return r.wrap("set", r.write(ctx, func(c redis.Cmdable) redis.Cmder { return c.Set(ctx, k, r.seal(k, value), ttl) }))
 }
 
 // SetNX implements Store.
@@ -212,8 +339,13 @@ func (r *Redis) SetNX(ctx context.Context, key string, value []byte, ttl time.Du
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	k := r.prefix + key
-	ok, err := r.c.SetNX(ctx, k, r.seal(k, value), ttl).Result()
-	return ok, r.wrap("setnx", err)
+	var nx *redis.BoolCmd
+	err := r.write(ctx, func(c redis.Cmdable) redis.Cmder { nx = c.SetNX(ctx, k, r.seal(k, value), ttl); return nx })
+	if err != nil {
+		// A lease or claim that replicas may not have is not won.
+		return false, r.wrap("setnx", err)
+	}
+	return nx.Val(), nil
 }
 
 // Replace implements Store with SET ... XX, which checks and sets in one
@@ -222,24 +354,32 @@ func (r *Redis) Replace(ctx context.Context, key string, value []byte, ttl time.
 	if ttl <= 0 {
 		ctx, cancel := context.WithTimeout(ctx, r.timeout)
 		defer cancel()
-		n, err := r.c.Del(ctx, r.prefix+key).Result()
-		return n > 0, r.wrap("del", err)
+		var del *redis.IntCmd
+		err := r.write(ctx, func(c redis.Cmdable) redis.Cmder { del = c.Del(ctx, r.prefix+key); return del })
+		if err != nil {
+			return false, r.wrap("del", err)
+		}
+		return del.Val() > 0, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	k := r.prefix + key
-	ok, err := r.c.SetXX(ctx, k, r.seal(k, value), ttl).Result()
+	var xx *redis.BoolCmd
+	err := r.write(ctx, func(c redis.Cmdable) redis.Cmder { xx = c.SetXX(ctx, k, r.seal(k, value), ttl); return xx })
 	if errors.Is(err, redis.Nil) {
 		return false, nil
 	}
-	return ok, r.wrap("setxx", err)
+	if err != nil {
+		return false, r.wrap("setxx", err)
+	}
+	return xx.Val(), nil
 }
 
 // Delete implements Store.
 func (r *Redis) Delete(ctx context.Context, key string) error {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	return r.wrap("del", r.c.Del(ctx, r.prefix+key).Err())
+	return r.wrap("del", r.write(ctx, func(c redis.Cmdable) redis.Cmder { return c.Del(ctx, r.prefix+key) }))
 }
 
 // addMember is AddMember in one step on one key (so it runs on Redis
@@ -319,4 +459,17 @@ func (r *Redis) RemoveMember(ctx context.Context, key, member string) error {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	return r.wrap("remove member", removeMember.Run(ctx, r.c, []string{r.prefix + key}, member).Err())
+}
+
+// LogRedisTo sends go-redis's own messages (failed dials, a Sentinel
+// naming a new master) to log at warning level. go-redis otherwise prints
+// them as plain text on stderr, among the gateway's JSON lines, where a
+// log pipeline cannot parse them. go-redis has one logger per process:
+// call this once, before any Redis client works.
+func LogRedisTo(log *slog.Logger) { redis.SetLogger(redisLogger{log}) }
+
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, "redis client", "detail", fmt.Sprintf(format, v...))
 }

@@ -149,14 +149,9 @@ func (c *Config) Validate() error {
 		if _, err := c.EncryptionKey(); err != nil {
 			errs = append(errs, fmt.Errorf("session.%w", err))
 		}
-		if _, err := c.Redis.password(); err != nil {
-			errs = append(errs, fmt.Errorf("session.redis.%w", err))
-		}
+		errs = append(errs, c.Redis.validate()...)
 		if c.SnapshotFile != "" {
 			errs = append(errs, fmt.Errorf("session.snapshot_file: only the memory store has snapshots"))
-		}
-		if c.Redis.Timeout < 0 {
-			errs = append(errs, fmt.Errorf("session.redis.timeout: must not be negative"))
 		}
 	default:
 		errs = append(errs, fmt.Errorf("session.store: %q is not a known store (memory or redis)", c.Store))

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/wxgate/wxgate/proxy"
+	"github.com/wxgate/wxgate/session"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -115,6 +116,7 @@ func serve(args []string, stderr io.Writer) int {
 		return 1
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel()}))
+	session.LogRedisTo(log)
 	gw, err := proxy.New(cfg, proxy.Options{Logger: log})
 	if err != nil {
 		log.Error("starting", "error", err)
