@@ -287,7 +287,7 @@ func TestHolderOutageInTheWindow(t *testing.T) {
 
 // TestHolderOneFetchPerLifetime: with 20-second tokens and callers on two
 // replicas every 100 ms, each token is replaced once, shortly before it
-// expires, with one WeChat call, and no caller ever waits or fails.
+// expires, with one WeChat call, and no caller fails.
 func TestHolderOneFetchPerLifetime(t *testing.T) {
 	for _, source := range []string{"stable_token", "token"} {
 		t.Run(source, func(t *testing.T) {
