@@ -122,7 +122,7 @@ func TestSoak(t *testing.T) {
 	perRefresh := refreshCalls / (logins * lifetimes)
 	fetches := 0.0
 	for _, r := range w.replicas {
-		fetches += metricSum(r.metrics(), "wxgate_wechat_api_calls_total", `endpoint="/cgi-bin/stable_token"`, `errcode="0"`)
+		fetches += appTokenFetches(r.metrics())
 	}
 	fetches += w.retiredFetches
 
@@ -203,7 +203,7 @@ func (w *world) faultSchedule(ctx context.Context, d time.Duration, warm func())
 	})
 	at(0.62, "SIGTERM to gw2, then started again", func() {
 		r := w.replicas[1]
-		w.retiredFetches += metricSum(r.metrics(), "wxgate_wechat_api_calls_total", `endpoint="/cgi-bin/stable_token"`, `errcode="0"`)
+		w.retiredFetches += appTokenFetches(r.metrics())
 		if err := r.terminate(20 * time.Second); err != nil {
 			w.t.Errorf("gw2 after SIGTERM: %v\n%s", err, r.out)
 		}
@@ -620,7 +620,8 @@ func (t *tally) report(d time.Duration, faults []string, browsers, apps int, ref
 	fmt.Fprintf(&b, "sessions and token families lost:     %d\n", t.lost.Load())
 	fmt.Fprintf(&b, "logins retried after a WeChat fault:  %d\n", t.loginRetries.Load())
 	fmt.Fprintf(&b, "WeChat refresh calls:                 %.0f (%.2f per login per lifetime)\n", refreshCalls, perRefresh)
-	fmt.Fprintf(&b, "app-token fetches:                    %.0f over %.1f lifetimes (%d tokens served)\n", fetches, lifetimes, tokensSeen)
+	fmt.Fprintf(&b, "app-token fetches:                    %.0f over %.1f lifetimes (%d tokens served; %d stable_token calls, faults included)\n",
+		fetches, lifetimes, tokensSeen, w.sim.Calls()["/cgi-bin/stable_token"])
 	fmt.Fprintf(&b, "/app-token failures:                  %d\n", t.appTokenFailed.Load())
 	fmt.Fprintf(&b, "gw1 RSS:                              %.1f -> %.1f MiB\n", startRSS/(1<<20), endRSS/(1<<20))
 	fmt.Fprintf(&b, "gw1 goroutines:                       %.0f -> %.0f\n", startG, endG)
@@ -628,3 +629,10 @@ func (t *tally) report(d time.Duration, faults []string, browsers, apps int, ref
 }
 
 func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(io.LimitReader(r, 1<<20)).Decode(v) }
+
+// appTokenFetches counts a replica's app-token fetches that brought a new
+// token ("ok"; a stable_token call answered with the current token is
+// "unchanged").
+func appTokenFetches(scrape string) float64 {
+	return metricSum(scrape, "wxgate_token_refreshes_total", `kind="app"`, `result="ok"`)
+}
