@@ -351,6 +351,14 @@ var durationType = reflect.TypeOf(time.Duration(0))
 
 func setFromString(f reflect.Value, s string) error {
 	switch {
+	case f.Kind() == reflect.Pointer && f.Type().Elem() == durationType:
+		// An optional duration whose zero means something ([session]
+		// refresh_wait): set, even to 0, it is no longer the default.
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		f.Set(reflect.ValueOf(&d))
 	case f.Type() == durationType:
 		d, err := time.ParseDuration(s)
 		if err != nil {

@@ -6,8 +6,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/wxgate/wxgate/wechat/wechatsim"
 )
 
 const refreshPath = "/sns/oauth2/refresh_token"
@@ -54,30 +52,6 @@ func TestSnsTokenRefreshedOnUse(t *testing.T) {
 	got := b.upstreamView("/page", nil)
 	if first(got.Headers["X-Wechat-Openid"]) != e.user("alice").OpenID {
 		t.Errorf("identity after refresh: %v", got.Headers["X-Wechat-Openid"])
-	}
-}
-
-func TestSnsRefreshOutageKeepsSession(t *testing.T) {
-	e := newEnv(t)
-	b := e.browser(weChatUA)
-	b.login("/", "bob")
-	e.both(2*time.Hour + time.Second)
-	for _, f := range []wechatsim.Fault{
-		{Path: refreshPath, Errcode: -1, Times: 3},
-		{Path: refreshPath, HTTPStatus: 502, Times: 3},
-		{Path: refreshPath, DelayMS: 700, Times: 3}, // past the 500ms WeChat timeout
-	} {
-		e.sim.InjectFault(f)
-		resp, _ := b.get("/page", nil)
-		if resp.StatusCode != http.StatusOK {
-			t.Errorf("fault %+v: status %d, want 200 with the session kept", f, resp.StatusCode)
-		}
-	}
-	// WeChat back: the next request refreshes.
-	before := e.refreshes()
-	b.upstreamView("/page", nil)
-	if e.refreshes() != before+1 {
-		t.Errorf("no refresh once WeChat was back")
 	}
 }
 
