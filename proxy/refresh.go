@@ -223,6 +223,10 @@ func (s *Server) refreshOnce(ctx context.Context, r refreshable) (*session.Token
 			return nil, err
 		}
 		return nil, errLoginEnded
+	case err != nil && s.refreshes.ctx.Err() != nil:
+		// Cut short by Shutdown: not WeChat's failure, so no backoff; the
+		// lease goes, and another replica may refresh at once.
+		return nil, fmt.Errorf("refresh sns token: %w", err)
 	case err != nil:
 		// -1, timeouts, 5xx (already retried by the client): keep the
 		// session and its tokens, and back off.

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wxgate/wxgate/internal/redistest"
+	"github.com/wxgate/wxgate/proxy"
 	"github.com/wxgate/wxgate/wechat/wechatsim"
 )
 
@@ -481,4 +484,48 @@ func TestSweeperOutageBacksOff(t *testing.T) {
 		_, _, refreshed, _ := sw.stats()
 		return refreshed == sessions
 	})
+}
+
+// TestRefreshConfig: [session] refresh_wait defaults to 3s and "0s" (in the
+// file or the environment) means never wait, unlike the other durations
+// whose zero takes the default; out-of-range values name their key.
+func TestRefreshConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		session string
+		env     []string
+		want    time.Duration
+		bad     string
+	}{
+		{name: "default", want: 3 * time.Second},
+		{name: "never in the file", session: `refresh_wait = "0s"`, want: 0},
+		{name: "never from the environment", env: []string{"WXGATE_SESSION_REFRESH_WAIT=0s"}, want: 0},
+		{name: "set", session: `refresh_wait = "1500ms"`, want: 1500 * time.Millisecond},
+		{name: "negative", session: `refresh_wait = "-1s"`, bad: "session.refresh_wait"},
+		{name: "too long", session: `refresh_wait = "2m"`, bad: "session.refresh_wait"},
+		{name: "backoff too short", session: `refresh_backoff = "10ms"`, want: 3 * time.Second, bad: "session.refresh_backoff"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "gateway.toml")
+			if err := os.WriteFile(path, []byte("[session]\n"+tc.session+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg, _, err := proxy.LoadConfig(path, tc.env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = cfg.Session.Validate()
+			switch {
+			case tc.bad != "":
+				if err == nil || !strings.Contains(err.Error(), tc.bad) {
+					t.Errorf("Validate() = %v, want an error naming %s", err, tc.bad)
+				}
+			case err != nil:
+				t.Errorf("Validate() = %v", err)
+			case cfg.Session.Wait() != tc.want:
+				t.Errorf("refresh_wait = %s, want %s", cfg.Session.Wait(), tc.want)
+			}
+		})
+	}
 }
