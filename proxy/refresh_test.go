@@ -166,15 +166,15 @@ func loginMany(t *testing.T, e *env, n int, prefix string) []*browser {
 	return bs
 }
 
-// appLogin logs user in through the mobile app and returns its bearer.
-func appLogin(t *testing.T, e *env, user string) string {
+// appLogin logs user in through the mobile app and returns its token pair.
+func appLogin(t *testing.T, e *env, user string) map[string]any {
 	t.Helper()
 	code := e.simPost("/_sim/code", map[string]string{"appid": appID, "user": user})["code"]
 	status, pair, _ := e.api().post("/_wxgate/app/login", map[string]any{"code": code}, "")
 	if status != http.StatusOK {
 		t.Fatalf("app login: %d %v", status, pair)
 	}
-	return pair["access_token"].(string)
+	return pair
 }
 
 // timed runs f and returns how long it took.
@@ -196,7 +196,7 @@ func TestRefreshInMarginDuringHang(t *testing.T) {
 	b := e.browser(weChatUA)
 	b.c.Timeout = time.Minute
 	b.login("/", "alice")
-	bearer := appLogin(t, e, "gus")
+	bearer := appLogin(t, e, "gus")["access_token"].(string)
 	e.both(2*time.Hour - 2*time.Minute) // inside the 5m margin
 	sw.set(weChatHang)
 
@@ -308,6 +308,7 @@ func TestExpiredTokenWaitsAtMostRefreshWait(t *testing.T) {
 			b := e.browser(weChatUA)
 			b.c.Timeout = time.Minute
 			b.login("/", "erin")
+			pair := appLogin(t, e, "gus")
 			e.both(2*time.Hour + time.Second) // expired
 			sw.set(weChatHang)
 
@@ -326,10 +327,29 @@ func TestExpiredTokenWaitsAtMostRefreshWait(t *testing.T) {
 			if want := `"error":"wechat_unavailable"`; !strings.Contains(body, want) {
 				t.Errorf("503 body %.200s, want %s", body, want)
 			}
+			// An app login's tokens follow the same rules. Its wxgate access
+			// token expired too: the client rotates its pair first.
+			a := e.api()
+			status, next, _ := a.post("/_wxgate/token/refresh", map[string]any{"refresh_token": pair["refresh_token"]}, "")
+			if status != http.StatusOK {
+				t.Fatalf("rotating the app pair: %d %v", status, next)
+			}
+			bearer := next["access_token"].(string)
+			var m map[string]any
+			var h http.Header
+			if d := timed(func() { status, m, h = a.get("/wxtoken/x", bearer) }); status != http.StatusServiceUnavailable || m["error"] != "wechat_unavailable" || h.Get("Retry-After") == "" || d > limit {
+				t.Errorf("bearer on a pass_wechat_token route with an expired WeChat token: %d %v Retry-After %q after %s, want 503 within %s",
+					status, m, h.Get("Retry-After"), d.Round(time.Millisecond), limit)
+			}
+			if d := timed(func() { status, m, _ = a.get("/api/x", bearer) }); status != http.StatusOK || d > limit {
+				t.Errorf("bearer on an identity-only route with an expired WeChat token: %d %v after %s, want 200 within %s", status, m, d.Round(time.Millisecond), limit)
+			}
+
 			sw.set(weChatUp)
-			pollUntil(t, 10*time.Second, "the token passed again once WeChat answers", func() bool {
+			pollUntil(t, 10*time.Second, "the tokens passed again once WeChat answers", func() bool {
 				resp, _ := b.get("/wxtoken/x", nil)
-				return resp.StatusCode == http.StatusOK
+				status, _, _ := a.get("/wxtoken/x", bearer)
+				return resp.StatusCode == http.StatusOK && status == http.StatusOK
 			})
 			if b.cookie("wxgate_session") == "" {
 				t.Error("the outage ended the session")
