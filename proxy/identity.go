@@ -68,10 +68,11 @@ func isBearer(v []byte) bool {
 func parseBearer(v string) string { return strings.TrimSpace(v[6:]) }
 
 // currentCaller finds the caller of a request. A bearer token wins over a
-// cookie. Its WeChat tokens may have expired while WeChat is down
-// (requestTokens); the identity holds all the same. authErr is a bearer token's verification failure: the request
-// then has no identity, and the failure is what a route that needs one
-// answers. err is a store failure (503, never a logout).
+// cookie. The caller's WeChat tokens may have expired while WeChat is down
+// (requestTokens); its identity holds all the same. authErr is a bearer
+// token's verification failure: the request then has no identity, and the
+// failure is what a route that needs one answers. err is a store failure
+// (503, never a logout).
 func (s *Server) currentCaller(c *fiber.Ctx) (who *caller, authErr, err error) {
 	if tok, ok := bearerToken(c); ok {
 		f, verr := s.issuer.Authenticate(c.UserContext(), tok)
