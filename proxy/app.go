@@ -21,7 +21,6 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/recover"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/wxgate/wxgate/metrics"
 	"github.com/wxgate/wxgate/policies"
@@ -73,8 +72,9 @@ type Server struct {
 	pubConns, adminConns *connSet
 	// starts bounds the browser logins in flight.
 	starts *startLimiter
-	// refreshGroup keeps one WeChat token refresh in flight per login.
-	refreshGroup singleflight.Group
+	// refreshes runs WeChat token refreshes in the background, one per
+	// login.
+	refreshes *refresher
 	// stopSweeper ends the refresh sweeper; nil when it is off.
 	stopSweeper context.CancelFunc
 }
@@ -208,6 +208,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	if opts.Now != nil {
 		s.issuer.Now, s.sessions.Now = opts.Now, opts.Now
 	}
+	s.refreshes = newRefresher()
 	s.starts = newStartLimiter(cfg.Session.MaxPendingPerClient, cfg.Session.MaxPending, session.PendingTTL, s.sessions.Now)
 	s.holders = map[string]*wechat.Holder{}
 	for _, app := range []wechat.App{s.oa, s.mp} {
@@ -338,6 +339,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	idleDone := make(chan struct{})
 	go closeIdleUntil(idleDone, 20*time.Millisecond, s.pubConns, s.adminConns)
+	s.refreshes.stop()
 	err := errors.Join(s.app.ShutdownWithContext(ctx), s.admin.ShutdownWithContext(ctx))
 	close(idleDone)
 	if err != nil && ctx.Err() != nil {

@@ -389,8 +389,8 @@ var durationType = reflect.TypeOf(time.Duration(0))
 func setFromString(f reflect.Value, s string) error {
 	switch {
 	case f.Kind() == reflect.Pointer && f.Type().Elem() == durationType:
-		// An optional duration ([server] shutdown_delay), where zero is a
-		// value and nil the default.
+		// An optional duration whose zero is a value ([server] shutdown_delay,
+		// [session] refresh_wait): set, even to 0, it is no longer the default.
 		d, err := time.ParseDuration(s)
 		if err != nil {
 			return err

@@ -119,6 +119,9 @@ func (s *Server) forward(c *fiber.Ctx) error {
 		return &Error{Status: http.StatusForbidden, Page: "forbidden", Code: "forbidden", JSON: rule.API,
 			Err: fmt.Errorf("route %s on the %s reading %q", rule.Name, d.Reading, d.Path)}
 	}
+	if err := s.checkWeChatToken(who, rule); err != nil {
+		return err
+	}
 	up := s.upstreams[rule.Upstream]
 	if up == nil {
 		return fmt.Errorf("route %s: no upstream %q", rule.Name, rule.Upstream)
@@ -187,6 +190,27 @@ func (s *Server) forward(c *fiber.Ctx) error {
 	s.metrics.Upstream(up.name, "ok", time.Since(start))
 	removeHopByHop(&resp.Header)
 	return nil
+}
+
+// checkWeChatToken refuses to forward a caller's expired WeChat access
+// token to a pass_wechat_token route: the upstream would call WeChat with
+// it and fail. The refresh failed or is still running (WeChat is down), so
+// the answer is 503 with Retry-After, never a logout. Routes that only need
+// the identity are served with it (issue 9).
+func (s *Server) checkWeChatToken(who *caller, rule *policies.Rule) error {
+	if who == nil || who.tokens == nil || !rule.PassWeChatToken {
+		return nil
+	}
+	now := s.sessions.Now()
+	if now.Before(who.tokens.ExpiresAt) {
+		return nil
+	}
+	retry := time.Second
+	if inBackoff(who.tokens, now) {
+		retry = max(retry, (who.tokens.RetryAt.Sub(now) + time.Second - 1).Truncate(time.Second))
+	}
+	return &Error{Status: http.StatusServiceUnavailable, Page: "wechat_unavailable", Code: "wechat_unavailable", JSON: rule.API,
+		RetryAfter: retry, Err: errors.New("the WeChat access token expired and its refresh has not succeeded")}
 }
 
 func isTimeout(err error) bool {

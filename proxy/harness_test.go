@@ -150,6 +150,12 @@ api = true
 pass_phone = true
 
 [[route]]
+name = "wxtoken"
+path = "/wxtoken/**"
+api = true
+pass_wechat_token = true
+
+[[route]]
 name = "denied"
 path = "/denied/**"
 action = "deny"

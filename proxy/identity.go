@@ -68,23 +68,22 @@ func isBearer(v []byte) bool {
 func parseBearer(v string) string { return strings.TrimSpace(v[6:]) }
 
 // currentCaller finds the caller of a request. A bearer token wins over a
-// cookie. authErr is a bearer token's verification failure: the request
-// then has no identity, and the failure is what a route that needs one
-// answers. err is a store failure (503, never a logout).
+// cookie. The caller's WeChat tokens may have expired while WeChat is down
+// (requestTokens); its identity holds all the same. authErr is a bearer
+// token's verification failure: the request then has no identity, and the
+// failure is what a route that needs one answers. err is a store failure
+// (503, never a logout).
 func (s *Server) currentCaller(c *fiber.Ctx) (who *caller, authErr, err error) {
 	if tok, ok := bearerToken(c); ok {
 		f, verr := s.issuer.Authenticate(c.UserContext(), tok)
 		switch {
 		case verr == nil:
-			tokens := f.Tokens
-			if s.needsRefresh(tokens, s.sessions.Now()) {
-				tokens, err = s.refreshTokens(c.UserContext(), s.familyRefreshable(f))
-				if errors.Is(err, errLoginEnded) {
-					// The app login is over at WeChat: the client logs in again.
-					return nil, fmt.Errorf("%w: WeChat login ended", session.ErrInvalidToken), nil
-				} else if err != nil {
-					return nil, nil, err
-				}
+			tokens, err := s.requestTokens(c.UserContext(), s.familyRefreshable(f.ID, f.Identity.AppID, f.Tokens))
+			if errors.Is(err, errLoginEnded) {
+				// The app login is over at WeChat: the client logs in again.
+				return nil, fmt.Errorf("%w: WeChat login ended", session.ErrInvalidToken), nil
+			} else if err != nil {
+				return nil, nil, err
 			}
 			return &caller{id: &f.Identity, holder: "f:" + f.ID, tokens: tokens, family: f}, nil, nil
 		case isTokenError(verr):
@@ -97,18 +96,15 @@ func (s *Server) currentCaller(c *fiber.Ctx) (who *caller, authErr, err error) {
 	if err != nil || sess == nil {
 		return nil, nil, err
 	}
-	if s.needsRefresh(sess.Tokens, s.sessions.Now()) {
-		tokens, err := s.refreshTokens(c.UserContext(), s.sessionRefreshable(sess))
-		if errors.Is(err, errLoginEnded) {
-			// WeChat ended the login: no session, so the request logs in
-			// again (silently for snsapi_base) and comes back here.
-			return nil, nil, nil
-		} else if err != nil {
-			return nil, nil, err
-		}
-		sess.Tokens = tokens
+	tokens, err := s.requestTokens(c.UserContext(), s.sessionRefreshable(sess.Key, sess.Identity.AppID, sess.Tokens))
+	if errors.Is(err, errLoginEnded) {
+		// WeChat ended the login: no session, so the request logs in
+		// again (silently for snsapi_base) and comes back here.
+		return nil, nil, nil
+	} else if err != nil {
+		return nil, nil, err
 	}
-	return &caller{id: &sess.Identity, holder: "s:" + session.Hash(sess.ID), tokens: sess.Tokens}, nil, nil
+	return &caller{id: &sess.Identity, holder: "s:" + sess.Key, tokens: tokens}, nil, nil
 }
 
 // policyIdentity is what policies needs to know of a caller.

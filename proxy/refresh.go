@@ -3,7 +3,11 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/wxgate/wxgate/session"
@@ -15,14 +19,44 @@ import (
 // passed): the login is over and the user logs in again.
 var errLoginEnded = errors.New("proxy: WeChat login ended")
 
-// snsLeaseTTL bounds how long one replica holds a session's refresh lease.
-const snsLeaseTTL = 15 * time.Second
+// errRefreshHeld means another replica holds the login's lease: it is
+// refreshing the login, or the login is in backoff after a failure.
+var errRefreshHeld = errors.New("proxy: another replica holds the refresh lease")
+
+const (
+	// refreshTimeout bounds one background refresh: the WeChat client's
+	// attempts and the store writes around them.
+	refreshTimeout = 30 * time.Second
+	// snsLeaseTTL bounds how long one replica holds a login's lease while
+	// it refreshes. Longer than refreshTimeout, so the lease never lapses
+	// under a refresh still running; a replica that dies holding it delays
+	// that login's next refresh by at most this.
+	snsLeaseTTL = refreshTimeout + 10*time.Second
+	// maxRefreshes bounds the background refreshes in flight in one
+	// process; past it a request goes on with its tokens and a later one
+	// starts the refresh.
+	maxRefreshes = 64
+	// sweepWorkers bounds the refreshes one sweep has in flight, so the
+	// sweeper never takes more than this share of WeChat and the store.
+	sweepWorkers = 4
+	// heldPoll is how often a request waiting for another replica's
+	// refresh rereads the login.
+	heldPoll = 100 * time.Millisecond
+)
+
+// Lease values: what the holder of "lease:sns:"+key is doing.
+const (
+	leaseRefreshing = "refreshing"
+	leaseBackoff    = "backoff "
+)
 
 // refreshable is a login holding WeChat user tokens: a browser session or
-// an app-login token family.
+// an app-login token family. Its funcs run in a background refresh, so they
+// hold nothing of a request: only keys, and what reload read.
 type refreshable struct {
-	key    string // the lease and singleflight key
-	appID  string
+	key   string // the lease and flight key: "s:"+session key or "f:"+family ID
+	appID string
+	// tokens are the tokens the caller found (read only).
 	tokens *session.Tokens
 	// reload re-reads the login (another request or replica may have
 	// refreshed it); save stores new tokens; end finishes the login.
@@ -31,38 +65,147 @@ type refreshable struct {
 	end    func(ctx context.Context) error
 }
 
+// refresher runs WeChat token refreshes in the background, one per login
+// in this process.
+type refresher struct {
+	// ctx ends at Shutdown, and with it every refresh in flight.
+	ctx  context.Context
+	stop context.CancelFunc
+	mu   sync.Mutex
+	// flights are the refreshes in flight by refreshable.key; guarded by mu.
+	flights map[string]*flight
+}
+
+func newRefresher() *refresher {
+	ctx, stop := context.WithCancel(context.Background())
+	return &refresher{ctx: ctx, stop: stop, flights: map[string]*flight{}}
+}
+
+// flight is one refresh in flight.
+type flight struct {
+	done chan struct{}
+	// tokens and err are its outcome, set before done is closed.
+	tokens *session.Tokens
+	err    error
+}
+
 // needsRefresh reports whether t is within the refresh margin of expiry.
 func (s *Server) needsRefresh(t *session.Tokens, now time.Time) bool {
 	return t != nil && t.ExpiresAt.Sub(now) < s.cfg.Session.RefreshMargin
 }
 
-// refreshTokens renews a login's WeChat access token: one refresh in
-// flight per login in this process (singleflight) and, through a store
-// lease, usually across replicas. It returns the tokens to use. Errors:
-// errLoginEnded when WeChat ended the login; a store failure (503). A
-// WeChat outage is not an error: the current tokens are kept and the next
-// request tries again, so an outage never ends a session.
-func (s *Server) refreshTokens(ctx context.Context, r refreshable) (*session.Tokens, error) {
-	v, err, _ := s.refreshGroup.Do(r.key, func() (any, error) {
-		// Not the caller's context: a client that hangs up must not abandon
-		// a refresh that other requests wait on.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		return s.refreshOnce(ctx, r)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return v.(*session.Tokens), nil
+// inBackoff reports whether t's login failed to refresh lately and must not
+// be tried before t.RetryAt.
+func inBackoff(t *session.Tokens, now time.Time) bool {
+	return t != nil && now.Before(t.RetryAt)
 }
 
+// requestTokens returns the WeChat tokens a request of login r uses (r.tokens
+// are what it found). A valid token comes back at once, and if it is within
+// the refresh margin its refresh starts in the background. Only an expired
+// token waits, up to [session] refresh_wait, for its refresh; then it comes
+// back as it is, expired: the identity still holds (forward refuses such
+// tokens to pass_wechat_token routes). A login in backoff after a failed
+// refresh is not tried again and does not wait. The only error is
+// errLoginEnded (WeChat ended the login, which is then gone) or a store
+// failure while ending it: an outage never ends a session (issue 9).
+func (s *Server) requestTokens(ctx context.Context, r refreshable) (*session.Tokens, error) {
+	t, now := r.tokens, s.sessions.Now()
+	if !s.needsRefresh(t, now) {
+		return t, nil
+	}
+	if !now.Before(t.RefreshExpiresAt) {
+		// The tracked 30-day end: no WeChat call can help.
+		s.metrics.Refresh("sns", "refresh_expired")
+		if err := r.end(ctx); err != nil {
+			return nil, err
+		}
+		return nil, errLoginEnded
+	}
+	if inBackoff(t, now) {
+		return t, nil
+	}
+	f := s.startRefresh(r)
+	wait := s.cfg.Session.Wait()
+	if f == nil || now.Before(t.ExpiresAt) || wait <= 0 {
+		return t, nil
+	}
+	// The wait is the request's own: the refresh goes on without it.
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-f.done:
+	case <-timer.C:
+		return t, nil
+	case <-ctx.Done():
+		return t, nil
+	}
+	switch {
+	case errors.Is(f.err, errLoginEnded):
+		return nil, errLoginEnded
+	case f.err != nil || f.tokens == nil:
+		return t, nil
+	}
+	return f.tokens, nil
+}
+
+// startRefresh returns r's refresh in flight in this process, starting it
+// unless maxRefreshes are already in flight (then nil). The refresh runs
+// on the refresher's context, never a request's.
+func (s *Server) startRefresh(r refreshable) *flight {
+	rf := s.refreshes
+	rf.mu.Lock()
+	if f, ok := rf.flights[r.key]; ok {
+		rf.mu.Unlock()
+		return f
+	}
+	if len(rf.flights) >= maxRefreshes {
+		rf.mu.Unlock()
+		s.metrics.Refresh("sns", "busy")
+		return nil
+	}
+	f := &flight{done: make(chan struct{})}
+	rf.flights[r.key] = f
+	rf.mu.Unlock()
+	go func() {
+		ctx, cancel := context.WithTimeout(rf.ctx, refreshTimeout)
+		defer cancel()
+		f.tokens, f.err = s.refreshOnce(ctx, r)
+		rf.mu.Lock()
+		delete(rf.flights, r.key)
+		rf.mu.Unlock()
+		close(f.done)
+	}()
+	return f
+}
+
+// refreshOnce renews a login's WeChat access token if no replica holds its
+// lease, and returns the tokens to use. A failure keeps the lease for a
+// backoff pause, so no replica tries the login again before it.
 func (s *Server) refreshOnce(ctx context.Context, r refreshable) (*session.Tokens, error) {
-	now := s.sessions.Now()
+	store := s.sessions.Store()
+	lease := "lease:sns:" + r.key
+	won, err := store.SetNX(ctx, lease, []byte(leaseRefreshing), snsLeaseTTL)
+	if err != nil {
+		return nil, storeError(err)
+	}
+	if !won {
+		return s.awaitHeld(ctx, r, lease)
+	}
+	release := true
+	defer func() {
+		if release {
+			_ = store.Delete(context.WithoutCancel(ctx), lease)
+		}
+	}()
+	// Read under the lease: a replica that refreshed just before saved its
+	// tokens before it let the lease go, so this never refreshes twice.
 	cur, err := r.reload(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if cur == nil || !s.needsRefresh(cur, now) {
+	now := s.sessions.Now()
+	if !s.needsRefresh(cur, now) {
 		return cur, nil // refreshed meanwhile
 	}
 	if !now.Before(cur.RefreshExpiresAt) {
@@ -72,18 +215,6 @@ func (s *Server) refreshOnce(ctx context.Context, r refreshable) (*session.Token
 		}
 		return nil, errLoginEnded
 	}
-	lease := "lease:sns:" + r.key
-	won, err := s.sessions.Store().SetNX(ctx, lease, []byte{1}, snsLeaseTTL)
-	if err != nil {
-		return nil, storeError(err)
-	}
-	if !won && now.Before(cur.ExpiresAt) {
-		// Another replica is refreshing; this token still works meanwhile.
-		return cur, nil
-	}
-	if won {
-		defer func() { _ = s.sessions.Store().Delete(context.WithoutCancel(ctx), lease) }()
-	}
 	tok, err := s.wechat.RefreshUserToken(ctx, r.appID, cur.RefreshToken)
 	switch {
 	case wechat.HasCode(err, wechat.CodeRefreshExpired, wechat.CodeInvalidRefresh):
@@ -92,12 +223,19 @@ func (s *Server) refreshOnce(ctx context.Context, r refreshable) (*session.Token
 			return nil, err
 		}
 		return nil, errLoginEnded
+	case err != nil && s.refreshes.ctx.Err() != nil:
+		// Cut short by Shutdown: not WeChat's failure, so no backoff; the
+		// lease goes, and another replica may refresh at once.
+		return nil, fmt.Errorf("refresh sns token: %w", err)
 	case err != nil:
-		// -1, timeouts, 5xx (already retried with backoff by the client):
-		// keep the session and its current tokens.
+		// -1, timeouts, 5xx (already retried by the client): keep the
+		// session and its tokens, and back off.
+		release = false
+		pause := s.backOff(ctx, r, cur, lease, now)
 		s.metrics.Refresh("sns", "error")
-		s.log.LogAttrs(ctx, slog.LevelWarn, "refreshing a WeChat user token failed; keeping the session", slog.Any("error", err))
-		return cur, nil
+		s.log.LogAttrs(ctx, slog.LevelWarn, "refreshing a WeChat user token failed; keeping the session",
+			slog.Int("failures", cur.Failures+1), slog.Duration("retry_in", pause), slog.Any("error", err))
+		return nil, fmt.Errorf("refresh sns token: %w", err)
 	}
 	next := &session.Tokens{
 		AccessToken:      tok.AccessToken,
@@ -115,21 +253,92 @@ func (s *Server) refreshOnce(ctx context.Context, r refreshable) (*session.Token
 	return next, nil
 }
 
-// sessionRefreshable wraps a browser session for refreshTokens.
-func (s *Server) sessionRefreshable(sess *session.Session) refreshable {
+// awaitHeld is a refresh that found the lease held by another replica. If
+// that replica is refreshing and the caller's token has expired, a request
+// may be waiting: reread the login until its new tokens are saved, within
+// refresh_wait. Otherwise (a token still valid, a login in backoff) there
+// is nothing to wait for.
+func (s *Server) awaitHeld(ctx context.Context, r refreshable, lease string) (*session.Tokens, error) {
+	wait := s.cfg.Session.Wait()
+	if wait <= 0 || r.tokens == nil || s.sessions.Now().Before(r.tokens.ExpiresAt) {
+		return nil, errRefreshHeld
+	}
+	v, err := s.sessions.Store().Get(ctx, lease)
+	if err != nil || string(v) != leaseRefreshing {
+		return nil, errRefreshHeld
+	}
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return nil, errRefreshHeld
+		case <-time.After(heldPoll):
+		}
+		cur, err := r.reload(ctx)
+		switch {
+		case errors.Is(err, errLoginEnded):
+			return nil, err
+		case err != nil:
+			return nil, errRefreshHeld
+		case !s.needsRefresh(cur, s.sessions.Now()) || inBackoff(cur, s.sessions.Now()):
+			return cur, nil
+		}
+	}
+	return nil, errRefreshHeld
+}
+
+// backOff holds the login's lease for the pause after its failures in a
+// row, so no replica tries it before, and records the failure with the
+// tokens, so that requests and the sweeper skip the login without asking
+// the store. It returns the pause.
+func (s *Server) backOff(ctx context.Context, r refreshable, cur *session.Tokens, lease string, now time.Time) time.Duration {
+	n := cur.Failures + 1
+	pause := s.refreshPause(n)
+	// The refresh may have used up its context waiting for WeChat.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := s.sessions.Store().Set(ctx, lease, []byte(leaseBackoff+strconv.Itoa(n)), pause); err != nil {
+		// The lease then lapses after snsLeaseTTL: a longer pause, never a
+		// storm.
+		s.log.LogAttrs(ctx, slog.LevelWarn, "holding a refresh lease for its backoff", slog.Any("error", err))
+	}
+	failed := *cur
+	failed.Failures, failed.RetryAt = n, now.Add(pause)
+	if err := r.save(ctx, &failed); err != nil && !errors.Is(err, errLoginEnded) {
+		s.log.LogAttrs(ctx, slog.LevelWarn, "recording a failed refresh", slog.Any("error", err))
+	}
+	return pause
+}
+
+// refreshPause is the pause after the n-th failed refresh in a row:
+// [session] refresh_backoff doubled per failure, at most 12 times it, give
+// or take 20% so that logins that failed together do not retry together.
+func (s *Server) refreshPause(n int) time.Duration {
+	base := s.cfg.Session.RefreshBackoff
+	d := base << min(n-1, 4) // 16x is past the cap
+	d = min(d, 12*base)
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+// sessionRefreshable wraps the browser session stored under key, whose
+// stored tokens are t.
+func (s *Server) sessionRefreshable(key, appID string, t *session.Tokens) refreshable {
+	// sess is what reload read, for save to write back; only the refresh's
+	// goroutine touches it.
+	var sess *session.Session
 	return refreshable{
-		key:    "s:" + sess.Key,
-		appID:  sess.Identity.AppID,
-		tokens: sess.Tokens,
+		key:    "s:" + key,
+		appID:  appID,
+		tokens: t,
 		reload: func(ctx context.Context) (*session.Tokens, error) {
-			fresh, err := s.sessions.GetByKey(ctx, sess.Key)
+			fresh, err := s.sessions.GetByKey(ctx, key)
 			if isNotFound(err) {
 				return nil, errLoginEnded
 			}
 			if err != nil {
 				return nil, storeError(err)
 			}
-			sess.Tokens = fresh.Tokens
+			sess = fresh
 			return fresh.Tokens, nil
 		},
 		save: func(ctx context.Context, t *session.Tokens) error {
@@ -143,7 +352,7 @@ func (s *Server) sessionRefreshable(sess *session.Session) refreshable {
 			return nil
 		},
 		end: func(ctx context.Context) error {
-			if err := s.sessions.DeleteByKey(ctx, sess.Key); err != nil {
+			if err := s.sessions.DeleteByKey(ctx, key); err != nil {
 				return storeError(err)
 			}
 			return nil
@@ -151,14 +360,15 @@ func (s *Server) sessionRefreshable(sess *session.Session) refreshable {
 	}
 }
 
-// familyRefreshable wraps an app-login token family for refreshTokens.
-func (s *Server) familyRefreshable(f *session.Family) refreshable {
+// familyRefreshable wraps the app-login token family id, whose stored
+// tokens are t.
+func (s *Server) familyRefreshable(id, appID string, t *session.Tokens) refreshable {
 	return refreshable{
-		key:    "f:" + f.ID,
-		appID:  f.Identity.AppID,
-		tokens: f.Tokens,
+		key:    "f:" + id,
+		appID:  appID,
+		tokens: t,
 		reload: func(ctx context.Context) (*session.Tokens, error) {
-			fresh, err := s.issuer.Family(ctx, f.ID)
+			fresh, err := s.issuer.Family(ctx, id)
 			if isNotFound(err) {
 				return nil, errLoginEnded
 			}
@@ -171,7 +381,7 @@ func (s *Server) familyRefreshable(f *session.Family) refreshable {
 			return fresh.Tokens, nil
 		},
 		save: func(ctx context.Context, t *session.Tokens) error {
-			_, err := s.issuer.UpdateFamily(ctx, f.ID, func(f *session.Family) { f.Tokens = t })
+			_, err := s.issuer.UpdateFamily(ctx, id, func(f *session.Family) { f.Tokens = t })
 			switch {
 			case isNotFound(err) || isTokenError(err):
 				return errLoginEnded // revoked while WeChat answered
@@ -181,7 +391,7 @@ func (s *Server) familyRefreshable(f *session.Family) refreshable {
 			return nil
 		},
 		end: func(ctx context.Context) error {
-			if err := s.issuer.RevokeFamily(ctx, f.ID); err != nil {
+			if err := s.issuer.RevokeFamily(ctx, id); err != nil {
 				return storeError(err)
 			}
 			return nil
@@ -189,17 +399,25 @@ func (s *Server) familyRefreshable(f *session.Family) refreshable {
 	}
 }
 
-// sweep refreshes, ahead of any request, the tokens of every session
-// within the refresh margin ([session] refresh_ahead).
-func (s *Server) sweep(ctx context.Context) {
+// sweep refreshes, ahead of any request, the tokens of every session within
+// the refresh margin ([session] refresh_ahead). It reads the sessions one
+// at a time, in random order so that a sweep cut short by its budget (the
+// sweep interval) skips different sessions each time, passes over those in
+// backoff, and has at most sweepWorkers refreshes in flight. Every replica
+// sweeps; the leases keep each refresh to one of them.
+func (s *Server) sweep(ctx context.Context, budget time.Duration) {
 	keys, err := s.sessions.WithTokens(ctx)
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "refresh sweeper: listing sessions", slog.Any("error", err))
 		return
 	}
-	now := s.sessions.Now()
+	rand.Shuffle(len(keys), func(i, j int) { keys[i], keys[j] = keys[j], keys[i] })
+	end := time.Now().Add(budget)
+	workers := make(chan struct{}, sweepWorkers)
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for _, key := range keys {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || time.Now().After(end) {
 			return
 		}
 		sess, err := s.sessions.GetByKey(ctx, key)
@@ -207,12 +425,29 @@ func (s *Server) sweep(ctx context.Context) {
 			_ = s.sessions.Forget(ctx, key)
 			continue
 		}
-		if err != nil || !s.needsRefresh(sess.Tokens, now) {
+		now := s.sessions.Now()
+		if err != nil || !s.needsRefresh(sess.Tokens, now) || inBackoff(sess.Tokens, now) {
 			continue
 		}
-		if _, err := s.refreshTokens(ctx, s.sessionRefreshable(sess)); err != nil && !errors.Is(err, errLoginEnded) {
-			s.log.LogAttrs(ctx, slog.LevelWarn, "refresh sweeper", slog.Any("error", err))
+		select {
+		case workers <- struct{}{}:
+		case <-ctx.Done():
+			return
 		}
+		f := s.startRefresh(s.sessionRefreshable(key, sess.Identity.AppID, sess.Tokens))
+		if f == nil {
+			<-workers // too many in flight: a later sweep
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case <-f.done:
+			case <-ctx.Done():
+			}
+			<-workers
+		}()
 	}
 }
 
@@ -225,7 +460,7 @@ func (s *Server) runSweeper(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			s.sweep(ctx)
+			s.sweep(ctx, interval)
 		}
 	}
 }

@@ -65,6 +65,30 @@ type Config struct {
 	// after it began; a family's is refresh_ttl after its last rotation),
 	// as a logout or revocation would. Default: 100.
 	MaxLoginsPerUser int `toml:"max_logins_per_user"`
+	// RefreshWait bounds how long a request whose WeChat access token has
+	// expired waits for its refresh (issue 9). A request whose token is
+	// still valid never waits: its refresh runs in the background. After
+	// the wait a route that only needs the identity is served anyway (the
+	// wxgate session outlives WeChat's token); a route with
+	// pass_wechat_token gets 503 with Retry-After. Default: 3s. Zero: never
+	// wait. Nil until SetDefaults; read it with Wait.
+	RefreshWait *time.Duration `toml:"refresh_wait"`
+	// RefreshBackoff is the pause after a failed refresh before that login
+	// is tried again, by any request, the sweeper or any replica; it doubles
+	// with each consecutive failure up to 12 times itself, with ±20%
+	// jitter (issue 9). Default: 5s (so at most 1m).
+	RefreshBackoff time.Duration `toml:"refresh_backoff"`
+}
+
+// DefaultRefreshWait is RefreshWait's default.
+const DefaultRefreshWait = 3 * time.Second
+
+// Wait is RefreshWait, or its default before SetDefaults.
+func (c *Config) Wait() time.Duration {
+	if c.RefreshWait == nil {
+		return DefaultRefreshWait
+	}
+	return *c.RefreshWait
 }
 
 // SetDefaults fills zero fields with their defaults.
@@ -89,6 +113,13 @@ func (c *Config) SetDefaults() {
 	}
 	if c.MaxLoginsPerUser == 0 {
 		c.MaxLoginsPerUser = DefaultMaxLoginsPerUser
+	}
+	if c.RefreshWait == nil {
+		d := DefaultRefreshWait
+		c.RefreshWait = &d
+	}
+	if c.RefreshBackoff == 0 {
+		c.RefreshBackoff = 5 * time.Second
 	}
 	if c.Store == "redis" {
 		c.Redis.SetDefaults()
@@ -177,6 +208,12 @@ func (c *Config) Validate() error {
 	if c.RefreshAhead < 0 || (c.RefreshAhead > 0 && c.RefreshAhead < time.Second) {
 		errs = append(errs, fmt.Errorf("session.refresh_ahead: %s must be 0 (off) or at least 1s", c.RefreshAhead))
 	}
+	if w := c.Wait(); w < 0 || w > time.Minute {
+		errs = append(errs, fmt.Errorf("session.refresh_wait: %s is outside 0..1m", w))
+	}
+	if c.RefreshBackoff < 100*time.Millisecond || c.RefreshBackoff > 10*time.Minute {
+		errs = append(errs, fmt.Errorf("session.refresh_backoff: %s is outside 100ms..10m", c.RefreshBackoff))
+	}
 	return errors.Join(errs...)
 }
 
@@ -209,6 +246,13 @@ type Tokens struct {
 	ExpiresAt        time.Time     `json:"expires_at"`
 	RefreshToken     wechat.Secret `json:"refresh_token"`
 	RefreshExpiresAt time.Time     `json:"refresh_expires_at"`
+	// Failures counts the refreshes that failed in a row (WeChat down);
+	// RetryAt is when the next may start. A success clears both. The store
+	// lease of the login is what holds every replica back; these let a
+	// request or the sweeper skip a login in backoff without asking the
+	// store (issue 9).
+	Failures int       `json:"refresh_failures,omitempty"`
+	RetryAt  time.Time `json:"retry_at,omitzero"`
 }
 
 // Session is one browser's login.
