@@ -120,13 +120,11 @@ func TestSoak(t *testing.T) {
 	lifetimes := d.Seconds() / lifetime.Seconds()
 	refreshCalls := float64(calls["/sns/oauth2/refresh_token"])
 	perRefresh := refreshCalls / (logins * lifetimes)
-	fetches := 0.0
-	for _, r := range w.replicas {
-		fetches += appTokenFetches(r.metrics())
-	}
-	fetches += w.retiredFetches
+	fetches := w.metricSum("wxgate_token_refreshes_total", `kind="app"`, `result="ok"`)
+	refreshes := w.metricSum("wxgate_token_refreshes_total", `kind="sns"`, `result="ok"`)
+	callsPerRefresh := refreshCalls / max(refreshes, 1)
 
-	report := tally.report(d, faults, len(browsers)+len(newcomers), len(apps), refreshCalls, perRefresh, fetches, lifetimes,
+	report := tally.report(d, faults, len(browsers)+len(newcomers), len(apps), refreshCalls, perRefresh, callsPerRefresh, fetches, lifetimes,
 		len(poller.seen), startRSS, endRSS, startG, endG, w)
 	t.Log("\n" + report)
 	if p := os.Getenv("SOAK_REPORT"); p != "" {
@@ -148,8 +146,8 @@ func TestSoak(t *testing.T) {
 	if lostSessions+lostFamilies != 0 || tally.lost.Load() != 0 {
 		t.Errorf("sessions lost %d, token families lost %d, logins ended during the run %d; want 0", lostSessions, lostFamilies, tally.lost.Load())
 	}
-	if perRefresh > 3 {
-		t.Errorf("WeChat refresh calls per login per lifetime = %.2f, want at most 3 (faults included)", perRefresh)
+	if perRefresh > 3 || callsPerRefresh > 2 {
+		t.Errorf("WeChat refresh calls: %.2f per login per lifetime, %.2f per successful refresh; want at most 3 and 2 (faults included)", perRefresh, callsPerRefresh)
 	}
 	// One fetch per lifetime, give or take the one in flight at either end.
 	if fetches < math.Floor(lifetimes)-1 || fetches > math.Ceil(lifetimes)+1 {
@@ -203,7 +201,7 @@ func (w *world) faultSchedule(ctx context.Context, d time.Duration, warm func())
 	})
 	at(0.62, "SIGTERM to gw2, then started again", func() {
 		r := w.replicas[1]
-		w.retiredFetches += appTokenFetches(r.metrics())
+		w.retired = append(w.retired, r.metrics())
 		if err := r.terminate(20 * time.Second); err != nil {
 			w.t.Errorf("gw2 after SIGTERM: %v\n%s", err, r.out)
 		}
@@ -589,7 +587,7 @@ func (p *appTokenPoller) run(ctx context.Context) {
 	}
 }
 
-func (t *tally) report(d time.Duration, faults []string, browsers, apps int, refreshCalls, perRefresh, fetches, lifetimes float64,
+func (t *tally) report(d time.Duration, faults []string, browsers, apps int, refreshCalls, perRefresh, callsPerRefresh, fetches, lifetimes float64,
 	tokensSeen int, startRSS, endRSS, startG, endG float64, w *world) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "soak: %s, %d browsers (16 from the start, one more each second), %d app token pairs, 2 replicas on Redis, WeChat lifetimes %s\n\n", d, browsers, apps, lifetime)
@@ -619,7 +617,9 @@ func (t *tally) report(d time.Duration, faults []string, browsers, apps int, ref
 	fmt.Fprintf(&b, "answers with another's identity:      %d\n", t.wrongUser.Load())
 	fmt.Fprintf(&b, "sessions and token families lost:     %d\n", t.lost.Load())
 	fmt.Fprintf(&b, "logins retried after a WeChat fault:  %d\n", t.loginRetries.Load())
-	fmt.Fprintf(&b, "WeChat refresh calls:                 %.0f (%.2f per login per lifetime)\n", refreshCalls, perRefresh)
+	fmt.Fprintf(&b, "WeChat refresh calls:                 %.0f (%.2f per login per lifetime, %.2f per successful refresh)\n", refreshCalls, perRefresh, callsPerRefresh)
+	fmt.Fprintf(&b, "user-token refresh results:           %s\n", w.labelCounts("wxgate_token_refreshes_total", `kind="sns"`))
+	fmt.Fprintf(&b, "app-token fetch results:              %s\n", w.labelCounts("wxgate_token_refreshes_total", `kind="app"`))
 	fmt.Fprintf(&b, "app-token fetches:                    %.0f over %.1f lifetimes (%d tokens served; %d stable_token calls, faults included)\n",
 		fetches, lifetimes, tokensSeen, w.sim.Calls()["/cgi-bin/stable_token"])
 	fmt.Fprintf(&b, "/app-token failures:                  %d\n", t.appTokenFailed.Load())
@@ -630,9 +630,48 @@ func (t *tally) report(d time.Duration, faults []string, browsers, apps int, ref
 
 func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(io.LimitReader(r, 1<<20)).Decode(v) }
 
-// appTokenFetches counts a replica's app-token fetches that brought a new
-// token ("ok"; a stable_token call answered with the current token is
-// "unchanged").
-func appTokenFetches(scrape string) float64 {
-	return metricSum(scrape, "wxgate_token_refreshes_total", `kind="app"`, `result="ok"`)
+// metricSum adds a metric over every replica process of the run, the
+// ones that exited included.
+func (w *world) metricSum(name string, labels ...string) float64 {
+	sum := 0.0
+	for _, r := range w.replicas {
+		sum += metricSum(r.metrics(), name, labels...)
+	}
+	for _, m := range w.retired {
+		sum += metricSum(m, name, labels...)
+	}
+	return sum
+}
+
+// labelCounts lists a metric's result label values with their sums over
+// every replica process.
+func (w *world) labelCounts(name string, labels ...string) string {
+	counts := map[string]float64{}
+	scrapes := append([]string(nil), w.retired...)
+	for _, r := range w.replicas {
+		scrapes = append(scrapes, r.metrics())
+	}
+	for _, m := range scrapes {
+		for _, l := range strings.Split(m, "\n") {
+			i := strings.Index(l, `result="`)
+			if !strings.HasPrefix(l, name+"{") || i < 0 {
+				continue
+			}
+			res := l[i+len(`result="`):]
+			res = res[:strings.IndexByte(res, '"')]
+			counts[res] += metricSum(l, name, labels...)
+		}
+	}
+	keys := make([]string, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var out []string
+	for _, k := range keys {
+		if counts[k] > 0 {
+			out = append(out, fmt.Sprintf("%s %.0f", k, counts[k]))
+		}
+	}
+	return strings.Join(out, ", ")
 }

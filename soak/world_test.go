@@ -43,10 +43,10 @@ type world struct {
 	replicas []*replica
 	env      []string
 	cfg      string
-	// began is when the fault schedule started; retiredFetches counts the
-	// app-token fetches of replica processes that have exited.
-	began          time.Time
-	retiredFetches float64
+	// began is when the fault schedule started; retired holds the last
+	// metrics of replica processes that have exited.
+	began   time.Time
+	retired []string
 }
 
 func newWorld(t *testing.T, lifetimes wechatsim.Lifetimes) *world {
