@@ -104,6 +104,7 @@ func (s *Server) forward(c *fiber.Ctx) error {
 		s.metrics.Upstream(up.name, "client_error", time.Since(start))
 		return badBody(body.err)
 	}
+	took := time.Since(start) // until the headers
 	if err == nil {
 		err = readAnswer(resp, requestID(c))
 	}
@@ -112,10 +113,10 @@ func (s *Server) forward(c *fiber.Ctx) error {
 		if isTimeout(err) {
 			outcome, status, page = "timeout", http.StatusGatewayTimeout, "upstream_timeout"
 		}
-		s.metrics.Upstream(up.name, outcome, time.Since(start))
+		s.metrics.Upstream(up.name, outcome, took)
 		return &Error{Status: status, Page: page, Code: page, Err: fmt.Errorf("upstream %s: %w", up.name, err), JSON: rule.API}
 	}
-	s.metrics.Upstream(up.name, "ok", time.Since(start))
+	s.metrics.Upstream(up.name, "ok", took)
 	removeHopByHop(&resp.Header)
 	return nil
 }
