@@ -123,6 +123,7 @@ func (u *liveUpstream) serve(c net.Conn) {
 			_ = c.SetReadDeadline(time.Now().Add(u.idle))
 		}
 		if _, err := r.Peek(1); err != nil {
+			c.Close() // before it is counted: tests wait on the counts
 			if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
 				u.idleShut.Add(1)
 			} else {
