@@ -21,6 +21,8 @@ type Metrics struct {
 	requests         *prometheus.CounterVec
 	requestDuration  *prometheus.HistogramVec
 	upstreamDuration *prometheus.HistogramVec
+	upstreamRetries  *prometheus.CounterVec
+	upstreamCuts     *prometheus.CounterVec
 	logins           *prometheus.CounterVec
 	wechatCalls      *prometheus.CounterVec
 	wechatDuration   *prometheus.HistogramVec
@@ -52,6 +54,14 @@ func New(activeSessions func() float64) *Metrics {
 			Help:    "Time until an upstream's response headers, by upstream and outcome.",
 			Buckets: prometheus.DefBuckets,
 		}, []string{"upstream", "outcome"}),
+		upstreamRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxgate_upstream_retries_total",
+			Help: "Requests sent again, once, on a new connection because the pooled one could not carry them, by upstream and reason (closed: the upstream had closed it before the request went out; expired: idle past keepalive_idle or the upstream's Keep-Alive timeout; reset: it closed after an idempotent request without a body went out, before any answer byte).",
+		}, []string{"upstream", "reason"}),
+		upstreamCuts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxgate_upstream_responses_cut_total",
+			Help: "Upstream answers whose body ended before its Content-Length or last chunk (reason closed: the connection ended; timeout: the upstream went silent), by upstream. The client got a 502 or an aborted connection, never a complete-looking answer.",
+		}, []string{"upstream", "reason"}),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wxgate_logins_total",
 			Help: "Completed login attempts by flow (oa, qr, miniprogram, app) and result.",
@@ -95,7 +105,7 @@ func New(activeSessions func() float64) *Metrics {
 		}, []string{"kind"}),
 	}
 	m.Registry.MustRegister(
-		m.requests, m.requestDuration, m.upstreamDuration, m.logins, m.wechatCalls, m.wechatDuration,
+		m.requests, m.requestDuration, m.upstreamDuration, m.upstreamRetries, m.upstreamCuts, m.logins, m.wechatCalls, m.wechatDuration,
 		m.storeErrors, m.refreshes, m.appTokenExpiry, m.appTokenAge, m.appTokenProblem, m.startsRefused,
 		m.loginsCapped,
 		collectors.NewGoCollector(),
@@ -120,6 +130,18 @@ func (m *Metrics) Request(route string, code int, d time.Duration) {
 // timeout, error).
 func (m *Metrics) Upstream(name, outcome string, d time.Duration) {
 	m.upstreamDuration.WithLabelValues(name, outcome).Observe(d.Seconds())
+}
+
+// UpstreamRetry counts a request sent again on a new connection (reason:
+// closed, expired, reset).
+func (m *Metrics) UpstreamRetry(name, reason string) {
+	m.upstreamRetries.WithLabelValues(name, reason).Inc()
+}
+
+// UpstreamCut counts an upstream answer body that ended early (reason:
+// closed, timeout).
+func (m *Metrics) UpstreamCut(name, reason string) {
+	m.upstreamCuts.WithLabelValues(name, reason).Inc()
 }
 
 // Login records the end of a login attempt.

@@ -173,7 +173,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		s.trusted = append(s.trusted, pfx)
 	}
 	for _, u := range cfg.Upstreams {
-		up, err := newUpstream(u)
+		up, err := newUpstream(u, log, s.metrics)
 		if err != nil {
 			return nil, err
 		}

@@ -89,6 +89,12 @@ type Upstream struct {
 	// headers or between body bytes, before the request fails with 504.
 	// Default: 30s.
 	Timeout time.Duration `toml:"timeout"`
+	// KeepAliveIdle is how long a connection to the upstream may stay idle
+	// in the pool before wxgate closes it. Keep it below the upstream's
+	// own keep-alive timeout (Node and Apache 5 s, nginx 75 s); a shorter
+	// "Keep-Alive: timeout=N" from the upstream lowers it per connection.
+	// Default: 4s.
+	KeepAliveIdle time.Duration `toml:"keepalive_idle"`
 }
 
 var upstreamNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
@@ -164,6 +170,9 @@ func (c *Config) SetDefaults() {
 	for i := range c.Upstreams {
 		if c.Upstreams[i].Timeout == 0 {
 			c.Upstreams[i].Timeout = 30 * time.Second
+		}
+		if c.Upstreams[i].KeepAliveIdle == 0 {
+			c.Upstreams[i].KeepAliveIdle = 4 * time.Second
 		}
 	}
 	if c.Policy.Upstream == "" && len(c.Upstreams) > 0 {
@@ -304,6 +313,9 @@ func (c *Config) Validate() error {
 		}
 		if u.Timeout < 0 {
 			add("%s.timeout: must not be negative", key)
+		}
+		if u.KeepAliveIdle < 0 {
+			add("%s.keepalive_idle: must not be negative", key)
 		}
 	}
 	if len(c.Upstreams) == 0 {

@@ -397,6 +397,13 @@ type clientBody struct {
 	// body's end was read (nil: not known).
 	hungUp func() bool
 	err    error
+	// resp receives the upstream's answer: before the first byte is read,
+	// the connection it is going out on is checked (beginBody), so that no
+	// byte of a body is spent on a connection the upstream has closed.
+	resp *fasthttp.Response
+	// n counts the bytes passed on; a body none of which was read can go
+	// out again.
+	n int64
 }
 
 // errCutOff refuses a chunked body that ended with the connection before
@@ -415,7 +422,14 @@ func (b *clientBody) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
+	if b.n == 0 && b.resp != nil {
+		// Not the client's error: b.err stays nil.
+		if err := beginBody(b.resp); err != nil {
+			return 0, err
+		}
+	}
 	n, err := b.r.Read(p)
+	b.n += int64(n)
 	switch {
 	case err == io.EOF && b.trailers():
 		b.err = errTrailers

@@ -1,11 +1,12 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -14,83 +15,6 @@ import (
 	"github.com/wxgate/wxgate/policies"
 	"github.com/wxgate/wxgate/session"
 )
-
-// upstream is one [[upstream]] and its connection pool.
-type upstream struct {
-	name   string
-	scheme string // "http" or "https"
-	hc     *fasthttp.HostClient
-}
-
-func newUpstream(u Upstream) (*upstream, error) {
-	pu, err := url.Parse(u.URL)
-	if err != nil {
-		return nil, fmt.Errorf("upstream %s: %w", u.Name, err)
-	}
-	addr := pu.Host
-	if pu.Port() == "" {
-		addr = net.JoinHostPort(pu.Hostname(), map[string]string{"http": "80", "https": "443"}[pu.Scheme])
-	}
-	idle := u.Timeout
-	dialer := &net.Dialer{Timeout: min(idle, 10*time.Second)}
-	hc := &fasthttp.HostClient{
-		Addr:  addr,
-		IsTLS: pu.Scheme == "https",
-		Dial: func(addr string) (net.Conn, error) {
-			c, err := dialer.Dial("tcp", addr)
-			if err != nil {
-				return nil, err
-			}
-			return &idleConn{Conn: c, idle: idle}, nil
-		},
-		// Bodies stream back instead of being read whole.
-		StreamResponseBody: true,
-		// The path was normalized and escaped by wxgate; send it as is.
-		DisablePathNormalizing:   true,
-		NoDefaultUserAgentHeader: true,
-		// One attempt: a retry would double a slow upstream's timeout and
-		// replay bodies that already streamed.
-		MaxIdemponentCallAttempts: 1,
-		MaxIdleConnDuration:       30 * time.Second,
-		MaxConns:                  4096,
-		// fasthttp reads a body whole unless its Content-Length exceeds this;
-		// past it the body streams. Small answers stay on the fast path.
-		MaxResponseBodySize: streamAbove,
-	}
-	return &upstream{name: u.Name, scheme: pu.Scheme, hc: hc}, nil
-}
-
-// streamAbove is the body size above which upstream answers stream rather
-// than being read whole.
-const streamAbove = 256 << 10
-
-// idleConn gives an upstream connection an idle timeout: every read and
-// write may wait at most idle. fasthttp's own deadlines cover the whole
-// exchange, body included, which would cut long downloads; this one only
-// fails an upstream that stops talking.
-type idleConn struct {
-	net.Conn
-	idle time.Duration
-}
-
-func (c *idleConn) Read(b []byte) (int, error) {
-	if err := c.Conn.SetReadDeadline(time.Now().Add(c.idle)); err != nil {
-		return 0, err
-	}
-	return c.Conn.Read(b)
-}
-
-func (c *idleConn) Write(b []byte) (int, error) {
-	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.idle)); err != nil {
-		return 0, err
-	}
-	return c.Conn.Write(b)
-}
-
-// SetDeadline and friends are ignored: the idle timeout governs.
-func (c *idleConn) SetDeadline(time.Time) error      { return nil }
-func (c *idleConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *idleConn) SetWriteDeadline(time.Time) error { return nil }
 
 // forward handles every request outside the prefix: decide, then proxy.
 func (s *Server) forward(c *fiber.Ctx) error {
@@ -162,32 +86,40 @@ func (s *Server) forward(c *fiber.Ctx) error {
 		return &Error{Status: http.StatusBadRequest, Page: "bad_request", Code: "invalid_request",
 			Err: fmt.Errorf("reading the request body: %w", err), JSON: rule.API, Close: true}
 	}
+	resp := c.Response()
 	var body *clientBody
+	size := req.Header.ContentLength()
 	if req.IsBodyStream() {
-		body = &clientBody{r: req.BodyStream(), trailers: func() bool { return hasTrailers(&req.Header) }, hungUp: hungUp(c.Context())}
-		req.SetBodyStream(body, req.Header.ContentLength())
-	} else if req.Header.ContentLength() == -1 && hasTrailers(&req.Header) {
+		body = &clientBody{r: req.BodyStream(), trailers: func() bool { return hasTrailers(&req.Header) }, hungUp: hungUp(c.Context()), resp: resp}
+		req.SetBodyStream(body, size)
+	} else if size == -1 && hasTrailers(&req.Header) {
 		return badBody(errTrailers)
 	}
 
 	start := time.Now()
-	resp := c.Response()
 	err = up.hc.Do(req, resp)
+	if err != nil && (body == nil || body.err == nil) {
+		err = up.resend(req, resp, body, size, err)
+	}
 	if body != nil && body.err != nil {
 		// The client's body broke (framing, a short body): its error, not
 		// the upstream's.
 		s.metrics.Upstream(up.name, "client_error", time.Since(start))
 		return badBody(body.err)
 	}
+	took := time.Since(start) // until the headers
+	if err == nil {
+		err = readAnswer(resp, requestID(c))
+	}
 	if err != nil {
 		outcome, status, page := "error", http.StatusBadGateway, "upstream_down"
 		if isTimeout(err) {
 			outcome, status, page = "timeout", http.StatusGatewayTimeout, "upstream_timeout"
 		}
-		s.metrics.Upstream(up.name, outcome, time.Since(start))
+		s.metrics.Upstream(up.name, outcome, took)
 		return &Error{Status: status, Page: page, Code: page, Err: fmt.Errorf("upstream %s: %w", up.name, err), JSON: rule.API}
 	}
-	s.metrics.Upstream(up.name, "ok", time.Since(start))
+	s.metrics.Upstream(up.name, "ok", took)
 	removeHopByHop(&resp.Header)
 	return nil
 }
@@ -212,6 +144,38 @@ func (s *Server) checkWeChatToken(who *caller, rule *policies.Rule) error {
 	return &Error{Status: http.StatusServiceUnavailable, Page: "wechat_unavailable", Code: "wechat_unavailable", JSON: rule.API,
 		RetryAfter: retry, Err: errors.New("the WeChat access token expired and its refresh has not succeeded")}
 }
+
+// readAnswer prepares the upstream's answer in resp for the client. A body
+// of known length up to streamAbove is read whole, so that a cut one is a
+// 502 rather than a truncated answer, and the upstream connection goes
+// back to the pool before a slow client has read a byte; a longer or
+// chunked body streams, and a cut aborts the client's connection
+// (upstreamConn.Read).
+func readAnswer(resp *fasthttp.Response, rid string) error {
+	if !resp.IsBodyStream() {
+		// fasthttp has already put the connection back in the pool.
+		return nil
+	}
+	if c := connOf(resp); c != nil {
+		c.answered(resp, rid)
+	}
+	if n := resp.Header.ContentLength(); n < 0 || n > streamAbove {
+		return nil
+	}
+	buf := answerBufs.Get().(*bytes.Buffer)
+	defer answerBufs.Put(buf)
+	buf.Reset()
+	if _, err := buf.ReadFrom(resp.BodyStream()); err != nil {
+		// The error page replaces the answer; closing the unfinished
+		// stream discards the connection.
+		return err
+	}
+	resp.SetBody(buf.Bytes())
+	return nil
+}
+
+// answerBufs hold small answer bodies while they are read whole.
+var answerBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 func isTimeout(err error) bool {
 	var t interface{ Timeout() bool }

@@ -192,6 +192,11 @@ type envOptions struct {
 	// appUpstream, if set, replaces the URL of the upstream named "app"
 	// (every route's but down's and slow's).
 	appUpstream string
+	// appKeys are more TOML lines for the upstream named "app"
+	// ("keepalive_idle = \"1s\"").
+	appKeys string
+	// log, if set, receives the gateway's log at level warn and above.
+	log io.Writer
 }
 
 func newEnv(t testing.TB) *env { return newEnvOpts(t, envOptions{}) }
@@ -275,6 +280,9 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 		appURL = o.appUpstream
 	}
 	conf := fmt.Sprintf(baseTOML, public, o.adminEnv, o.sessionTTL, o.sessionTTL, o.refreshAhead, store, e.simURL, e.simURL, verify, e.keyFile, o.reuseGrace, appURL, slow.URL)
+	if o.appKeys != "" {
+		conf = strings.Replace(conf, "name = \"app\"\n", "name = \"app\"\n"+o.appKeys+"\n", 1)
+	}
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -286,6 +294,9 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if o.log != nil {
+		log = slog.New(slog.NewTextHandler(o.log, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
 	clock := e.clock
 	if o.clock != nil {
 		clock = o.clock

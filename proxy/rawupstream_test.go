@@ -25,6 +25,7 @@ type rawUpstream struct {
 // upstreamRequest is one request as it came off the wire.
 type upstreamRequest struct {
 	raw    []byte // head and body exactly as received
+	method string
 	target string // the request-target of the request line
 	// headers in order, names as sent.
 	headers [][2]string
@@ -92,7 +93,7 @@ func readRawRequest(r *bufio.Reader) (upstreamRequest, bool) {
 	if len(parts) != 3 {
 		return req, false
 	}
-	req.target = parts[1]
+	req.method, req.target = parts[0], parts[1]
 	length, chunked := 0, false
 	for {
 		line, err := r.ReadString('\n')

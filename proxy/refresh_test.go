@@ -390,18 +390,6 @@ func TestSnsRefreshOutageKeepsSession(t *testing.T) {
 	})
 }
 
-// pollUntil polls cond every 50ms until it holds or limit passes.
-func pollUntil(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, limit)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // switchedCluster is two replicas on one Redis, with one clock, behind a
 // weChatSwitch; refreshAhead is their [session] refresh_ahead.
 func switchedCluster(t *testing.T, refreshAhead string) (*weChatSwitch, *wechatsim.Server, *cluster) {

@@ -1,0 +1,408 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/wxgate/wxgate/metrics"
+)
+
+// upstream is one [[upstream]] and its connection pool.
+type upstream struct {
+	name    string
+	scheme  string // "http" or "https"
+	hc      *fasthttp.HostClient
+	timeout time.Duration // [[upstream]] timeout
+	idle    time.Duration // [[upstream]] keepalive_idle
+	// fresh sends a request again, once, on a connection of its own that
+	// it closes after the answer: the pooled one it went to had closed
+	// (issue 9). Its connections never reach hc's pool.
+	fresh *fasthttp.HostClient
+	// tls is the https upstream's client config, nil for http. wxgate
+	// does the handshake itself, so that upstreamConn sits above TLS and
+	// sees the HTTP bytes (and TLS's end of stream) rather than records.
+	tls     *tls.Config
+	log     *slog.Logger
+	metrics *metrics.Metrics
+}
+
+func newUpstream(u Upstream, log *slog.Logger, m *metrics.Metrics) (*upstream, error) {
+	pu, err := url.Parse(u.URL)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", u.Name, err)
+	}
+	addr := pu.Host
+	if pu.Port() == "" {
+		addr = net.JoinHostPort(pu.Hostname(), map[string]string{"http": "80", "https": "443"}[pu.Scheme])
+	}
+	up := &upstream{name: u.Name, scheme: pu.Scheme, timeout: u.Timeout, idle: u.KeepAliveIdle, log: log, metrics: m}
+	if pu.Scheme == "https" {
+		up.tls = &tls.Config{ServerName: pu.Hostname(), ClientSessionCache: tls.NewLRUClientSessionCache(0)}
+	}
+	up.hc = up.client(addr)
+	up.fresh = up.client(addr)
+	return up, nil
+}
+
+// dial opens a connection to the upstream, with its TLS handshake done
+// for https.
+func (u *upstream) dial(addr string) (net.Conn, error) {
+	limit := min(u.timeout, 10*time.Second)
+	raw, err := net.DialTimeout("tcp", addr, limit)
+	if err != nil {
+		return nil, err
+	}
+	c := raw
+	if u.tls != nil {
+		tc := tls.Client(raw, u.tls)
+		ctx, cancel := context.WithTimeout(context.Background(), limit)
+		defer cancel()
+		if err := tc.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("tls handshake with %s: %w", addr, err)
+		}
+		c = tc
+	}
+	return newUpstreamConn(c, raw, u), nil
+}
+
+func (u *upstream) client(addr string) *fasthttp.HostClient {
+	return &fasthttp.HostClient{
+		Addr:  addr,
+		IsTLS: u.scheme == "https",
+		Dial:  u.dial,
+		// Bodies stream back instead of being read whole (forward reads
+		// small ones whole itself).
+		StreamResponseBody: true,
+		// The path was normalized and escaped by wxgate; send it as is.
+		DisablePathNormalizing:   true,
+		NoDefaultUserAgentHeader: true,
+		// One attempt: fasthttp's retry cannot tell a request the upstream
+		// never read from one it may have acted on; forward decides
+		// (upstream.resend).
+		MaxIdemponentCallAttempts: 1,
+		// Shorter than the idle timeouts of common upstreams (Node and
+		// Apache 5 s, nginx 75 s), so they rarely close a connection the
+		// pool still offers.
+		MaxIdleConnDuration: u.idle,
+		MaxConns:            4096,
+	}
+}
+
+// streamAbove is the body size above which upstream answers stream rather
+// than being read whole.
+const streamAbove = 256 << 10
+
+// Why a pooled connection was not used for a request; the request then
+// goes out on a new connection.
+var (
+	errUpstreamClosed = errors.New("proxy: the upstream closed the idle connection")
+	errIdleExpired    = errors.New("proxy: the connection was idle longer than the upstream keeps it")
+)
+
+// errAnswerCut replaces the end of a connection in the middle of an
+// answer body: fasthttp reads it at a chunk boundary as the end of the
+// body, and the client would get a complete-looking answer.
+var errAnswerCut = fmt.Errorf("proxy: the upstream closed the connection before the end of its answer: %w", io.ErrUnexpectedEOF)
+
+// resend sends req again on a new connection when its pooled connection
+// failed in a way that shows the upstream never read it (issue 9), or read
+// it without acting on it as far as HTTP can tell (an idempotent request
+// without a body). It returns err unchanged otherwise. size is the body's
+// length as forward set it.
+func (u *upstream) resend(req *fasthttp.Request, resp *fasthttp.Response, body *clientBody, size int, err error) error {
+	reason := u.replayable(req, resp, body, err)
+	if reason == "" {
+		return err
+	}
+	u.metrics.UpstreamRetry(u.name, reason)
+	if body != nil {
+		// fasthttp let go of the stream; not a byte of it was read.
+		req.SetBodyStream(body, size)
+	}
+	// A new connection, used once: another pooled one may be as dead
+	// (after an upstream restart all are).
+	req.SetConnectionClose()
+	defer req.Header.ResetConnectionClose()
+	return u.fresh.Do(req, resp)
+}
+
+// replayable says why req may go out again after err, "" if it may not:
+// only on a pooled connection (a new one failing says the upstream is
+// down), before any answer byte, never after a timeout, never once a body
+// byte was read.
+func (u *upstream) replayable(req *fasthttp.Request, resp *fasthttp.Response, body *clientBody, err error) string {
+	c := connOf(resp)
+	if c == nil || c.exchanges < 2 || c.got > 0 || isTimeout(err) || (body != nil && body.n > 0) {
+		return ""
+	}
+	switch {
+	case c.refused == errIdleExpired:
+		return "expired"
+	case c.refused != nil || c.writeFailed:
+		// Nothing, or not all of the request, reached an open socket.
+		return "closed"
+	case errors.Is(err, fasthttp.ErrConnectionClosed) && idempotent(req):
+		// The upstream may have read the request before its connection
+		// closed; only a method that may be repeated goes again
+		// (RFC 9110 9.2.2), as net/http's Transport does.
+		return "reset"
+	}
+	return ""
+}
+
+// idempotent reports whether req's method may be repeated (RFC 9110 9.2.2).
+func idempotent(req *fasthttp.Request) bool {
+	h := &req.Header
+	return h.IsGet() || h.IsHead() || h.IsOptions() || h.IsTrace() || h.IsPut() || h.IsDelete()
+}
+
+// cut records an answer body that ended early: the client's connection is
+// aborted (fasthttp writes no end of body after a read error) and the
+// upstream connection closed.
+func (u *upstream) cut(rid string, err error) {
+	reason := "closed"
+	if isTimeout(err) {
+		reason = "timeout"
+	}
+	u.metrics.UpstreamCut(u.name, reason)
+	u.log.LogAttrs(context.Background(), slog.LevelWarn, "upstream answer cut off",
+		slog.String("upstream", u.name), slog.String("request_id", rid), slog.Any("error", err))
+}
+
+// upstreamConn is one connection to an upstream. It gives the connection
+// an idle timeout (every read and write may wait at most the upstream's
+// timeout: fasthttp's own deadlines cover the whole exchange, body
+// included, which would cut long downloads), and it follows each exchange
+// so that forward can tell whether a failed request may go out again and
+// whether an answer body was cut.
+type upstreamConn struct {
+	net.Conn
+	up   *upstream
+	addr connAddr
+	// raw and peekFD look at the socket without reading from it (nil where
+	// that is not possible); peekFD is bound once, so a peek allocates
+	// nothing.
+	raw    syscall.RawConn
+	peekFD func(fd uintptr) bool
+	open   bool // what the last peek found
+	buf    [1]byte
+
+	// The exchange in progress. fasthttp gives a connection to one request
+	// at a time, so only that request's goroutine touches these.
+	exchanges   int   // begun on this connection
+	sending     bool  // the request is going out; no answer byte read yet
+	refused     error // why begin refused the connection, nil if it did not
+	writeFailed bool
+	got         int64 // answer bytes read in this exchange
+	// framed: an answer body whose end is given by its framing is being
+	// read, so the connection ending first is a cut.
+	framed bool
+	// resp is the answer being read, rid its request's ID (for the log).
+	resp *fasthttp.Response
+	rid  string
+	// last is when the last answer byte came; limit is how long after it
+	// the connection may be used again.
+	last  time.Time
+	limit time.Duration
+}
+
+// connAddr is an upstreamConn's local address. fasthttp keeps it in the
+// Response (ParseNetConn), which is how forward finds the connection a
+// request went out on.
+type connAddr struct {
+	net.Addr
+	c *upstreamConn
+}
+
+// newUpstreamConn wraps c, whose TCP connection is raw (c itself for
+// http).
+func newUpstreamConn(c, raw net.Conn, up *upstream) *upstreamConn {
+	uc := &upstreamConn{Conn: c, up: up, last: time.Now(), limit: up.idle}
+	uc.addr = connAddr{Addr: c.LocalAddr(), c: uc}
+	uc.initPeek(raw)
+	return uc
+}
+
+// Handshake tells fasthttp that the connection needs no TLS handshake of
+// its own: dial did it (fasthttp takes a connection with this method for
+// one already speaking TLS).
+func (c *upstreamConn) Handshake() error { return nil }
+
+// connOf returns the connection resp was read from, nil if none.
+func connOf(resp *fasthttp.Response) *upstreamConn {
+	if a, ok := resp.LocalAddr().(*connAddr); ok {
+		return a.c
+	}
+	return nil
+}
+
+func (c *upstreamConn) LocalAddr() net.Addr { return &c.addr }
+
+// begin starts an exchange; on a pooled connection it checks first that
+// the connection is still open and not idle past its limit, and refuses
+// it otherwise, before a byte of the request has gone out or a byte of
+// the client's body has been read.
+func (c *upstreamConn) begin(now time.Time) error {
+	if c.sending {
+		return c.refused
+	}
+	c.sending, c.exchanges = true, c.exchanges+1
+	c.refused, c.writeFailed, c.got, c.framed, c.resp, c.rid = nil, false, 0, false, nil, ""
+	if c.exchanges == 1 {
+		return nil
+	}
+	switch {
+	case now.Sub(c.last) > c.limit:
+		c.refused = errIdleExpired
+	case !c.stillOpen(now):
+		c.refused = errUpstreamClosed
+	}
+	return c.refused
+}
+
+// stillOpen reports whether the upstream has neither closed the idle
+// connection nor sent anything unasked on it (a "408 Request Timeout"
+// before closing, say), either of which would be read as this request's
+// answer.
+func (c *upstreamConn) stillOpen(now time.Time) bool {
+	if c.raw == nil {
+		return true
+	}
+	// A deadline already past would fail the peek itself.
+	if err := c.Conn.SetReadDeadline(now.Add(c.up.timeout)); err != nil {
+		return false
+	}
+	c.open = false
+	if err := c.raw.Read(c.peekFD); err != nil {
+		return false
+	}
+	return c.open
+}
+
+// answered notes the answer's headers: the upstream's own idle timeout,
+// and whether a connection ending before the body does is a cut.
+func (c *upstreamConn) answered(resp *fasthttp.Response, rid string) {
+	c.resp, c.rid = resp, rid
+	// Without Content-Length or chunked framing the body ends with the
+	// connection (-2): nothing to cut.
+	c.framed = resp.IsBodyStream() && resp.Header.ContentLength() != -2
+	if v := resp.Header.Peek("Keep-Alive"); len(v) > 0 {
+		if d, ok := keepAliveTimeout(v); ok {
+			c.limit = min(c.limit, d)
+		}
+	}
+}
+
+func (c *upstreamConn) Read(b []byte) (int, error) {
+	c.sending = false
+	if err := c.Conn.SetReadDeadline(time.Now().Add(c.up.timeout)); err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.got += int64(n)
+		c.last = time.Now()
+	}
+	if err != nil && c.framed {
+		c.framed = false
+		if err == io.EOF {
+			err = errAnswerCut
+		}
+		// fasthttp takes a connection that ends right after the last
+		// chunk, before the final CRLF, for the end of the body: it must
+		// still not go back to the pool.
+		c.resp.SetConnectionClose()
+		c.up.cut(c.rid, err)
+	}
+	return n, err
+}
+
+func (c *upstreamConn) Write(b []byte) (int, error) {
+	now := time.Now()
+	if err := c.begin(now); err != nil {
+		return 0, err
+	}
+	if err := c.Conn.SetWriteDeadline(now.Add(c.up.timeout)); err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Write(b)
+	if err != nil {
+		c.writeFailed = true
+	}
+	return n, err
+}
+
+// SetDeadline and friends are ignored: the idle timeout governs.
+func (c *upstreamConn) SetDeadline(time.Time) error      { return nil }
+func (c *upstreamConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *upstreamConn) SetWriteDeadline(time.Time) error { return nil }
+
+// beginBody is called before the first byte of a client's body is read
+// for the upstream: the body goes nowhere its connection has closed.
+func beginBody(resp *fasthttp.Response) error {
+	if c := connOf(resp); c != nil {
+		return c.begin(time.Now())
+	}
+	return nil
+}
+
+// keepAliveTimeout reads "timeout=N" from a Keep-Alive header value (RFC
+// 2068 19.7.1.1) and returns how long wxgate may leave a connection idle:
+// a second less than N, so that the request is there before the
+// upstream's timer fires, or half of N below 2 s.
+func keepAliveTimeout(v []byte) (time.Duration, bool) {
+	const key = "timeout="
+	for len(v) > 0 {
+		var param []byte
+		if i := bytes.IndexByte(v, ','); i >= 0 {
+			param, v = v[:i], v[i+1:]
+		} else {
+			param, v = v, nil
+		}
+		param = bytes.TrimSpace(param)
+		if len(param) <= len(key) || !equalFoldASCII(param[:len(key)], key) {
+			continue
+		}
+		n := 0
+		for _, ch := range param[len(key):] {
+			if ch < '0' || ch > '9' || n > 1e6 {
+				return 0, false
+			}
+			n = n*10 + int(ch-'0')
+		}
+		d := time.Duration(n) * time.Second
+		if d >= 2*time.Second {
+			return d - time.Second, true
+		}
+		return d / 2, true
+	}
+	return 0, false
+}
+
+func equalFoldASCII(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range b {
+		x := b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if x != s[i] {
+			return false
+		}
+	}
+	return true
+}
