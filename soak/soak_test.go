@@ -557,7 +557,8 @@ type appTokenPoller struct {
 func (p *appTokenPoller) run(ctx context.Context) {
 	for i := 0; ctx.Err() == nil; i++ {
 		r := p.w.replicas[i%len(p.w.replicas)]
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+r.admin+"/app-token?appid="+url.QueryEscape(oaID), nil)
+		_, admin := r.addrs()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/app-token?appid="+url.QueryEscape(oaID), nil)
 		req.Header.Set("Authorization", "Bearer soak-admin-token-0123456789")
 		resp, err := probe.Do(req)
 		switch {

@@ -156,8 +156,11 @@ api = true
 
 // replica is one `wxgate serve` process.
 type replica struct {
-	w           *world
-	name        string
+	w    *world
+	name string
+	// mu guards pub and admin: a restart moves them while the balancer and
+	// the app-token poller read them.
+	mu          sync.Mutex
 	pub, admin  string
 	cmd         *exec.Cmd
 	out         *syncBuffer
@@ -180,11 +183,14 @@ func freePort(t *testing.T) string {
 func (r *replica) start() {
 	t := r.w.t
 	t.Helper()
-	r.pub, r.admin = freePort(t), freePort(t)
+	pub, admin := freePort(t), freePort(t)
+	r.mu.Lock()
+	r.pub, r.admin = pub, admin
+	r.mu.Unlock()
 	r.out = &syncBuffer{}
 	r.cmd = exec.Command(r.w.bin, "serve", "--config", r.w.cfg)
 	r.cmd.Dir = r.w.dir
-	r.cmd.Env = append(r.w.env, "WXGATE_SERVER_LISTEN="+r.pub, "WXGATE_SERVER_ADMIN_LISTEN="+r.admin)
+	r.cmd.Env = append(r.w.env, "WXGATE_SERVER_LISTEN="+pub, "WXGATE_SERVER_ADMIN_LISTEN="+admin)
 	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -207,8 +213,16 @@ func (r *replica) start() {
 
 var probe = &http.Client{Timeout: 2 * time.Second}
 
+// addrs returns the public and admin addresses of the running process.
+func (r *replica) addrs() (pub, admin string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pub, r.admin
+}
+
 func (r *replica) ready() bool {
-	resp, err := probe.Get("http://" + r.admin + "/readyz")
+	_, admin := r.addrs()
+	resp, err := probe.Get("http://" + admin + "/readyz")
 	if err != nil {
 		return false
 	}
@@ -218,7 +232,8 @@ func (r *replica) ready() bool {
 
 // metrics scrapes the replica and keeps the scrape.
 func (r *replica) metrics() string {
-	resp, err := probe.Get("http://" + r.admin + "/metrics")
+	_, admin := r.addrs()
+	resp, err := probe.Get("http://" + admin + "/metrics")
 	if err != nil {
 		if p := r.lastMetrics.Load(); p != nil {
 			return *p
@@ -358,7 +373,8 @@ func (b *balancer) relay(c net.Conn) {
 	if r == nil {
 		return
 	}
-	u, err := net.DialTimeout("tcp", r.pub, 2*time.Second)
+	pub, _ := r.addrs()
+	u, err := net.DialTimeout("tcp", pub, 2*time.Second)
 	if err != nil {
 		return
 	}
