@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"strings"
 	"sync"
@@ -18,6 +19,9 @@ type Memory struct {
 	c *cache.Cache
 	// sets guards every *memberSet in c (AddMember changes them in place).
 	sets sync.Mutex
+	// values orders the writes of plain values, so that Swap's compare and
+	// store are one step to every other writer.
+	values sync.Mutex
 }
 
 // NewMemory returns an empty memory store whose janitor drops expired
@@ -46,6 +50,8 @@ func (m *Memory) Get(_ context.Context, key string) ([]byte, error) {
 // Set implements Store. A ttl of zero or less deletes key: go-cache would
 // otherwise keep it forever.
 func (m *Memory) Set(_ context.Context, key string, value []byte, ttl time.Duration) error {
+	m.values.Lock()
+	defer m.values.Unlock()
 	if ttl <= 0 {
 		m.c.Delete(key)
 		return nil
@@ -68,6 +74,8 @@ func (m *Memory) SetNX(_ context.Context, key string, value []byte, ttl time.Dur
 // own lock, so a concurrent Delete is either before (nothing stored) or
 // after.
 func (m *Memory) Replace(_ context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	m.values.Lock()
+	defer m.values.Unlock()
 	if ttl <= 0 {
 		_, ok := m.c.Get(key)
 		m.c.Delete(key)
@@ -78,8 +86,25 @@ func (m *Memory) Replace(_ context.Context, key string, value []byte, ttl time.D
 	return err == nil, nil
 }
 
+// Swap implements Store.
+func (m *Memory) Swap(_ context.Context, key string, old, value []byte, ttl time.Duration) (bool, error) {
+	m.values.Lock()
+	defer m.values.Unlock()
+	v, ok := m.c.Get(key)
+	if cur, isValue := v.([]byte); !ok || !isValue || !bytes.Equal(cur, old) {
+		return false, nil
+	}
+	if ttl <= 0 {
+		m.c.Delete(key)
+		return true, nil
+	}
+	return m.c.Replace(strings.Clone(key), append([]byte(nil), value...), ttl) == nil, nil
+}
+
 // Delete implements Store.
 func (m *Memory) Delete(_ context.Context, key string) error {
+	m.values.Lock()
+	defer m.values.Unlock()
 	m.c.Delete(key)
 	return nil
 }

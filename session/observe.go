@@ -43,6 +43,11 @@ func (o *observed) Replace(ctx context.Context, key string, v []byte, ttl time.D
 	return ok, o.note("replace", err)
 }
 
+func (o *observed) Swap(ctx context.Context, key string, old, v []byte, ttl time.Duration) (bool, error) {
+	ok, err := o.s.Swap(ctx, key, old, v, ttl)
+	return ok, o.note("swap", err)
+}
+
 func (o *observed) Delete(ctx context.Context, key string) error {
 	return o.note("delete", o.s.Delete(ctx, key))
 }

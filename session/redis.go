@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
@@ -373,6 +374,47 @@ func (r *Redis) Replace(ctx context.Context, key string, value []byte, ttl time.
 		return false, r.wrap("setxx", err)
 	}
 	return xx.Val(), nil
+}
+
+// Swap implements Store with an optimistic transaction (WATCH, GET, MULTI,
+// SET, EXEC): values are sealed with a random nonce, so the comparison is
+// of opened values, here, and EXEC fails if anyone wrote the key since
+// the GET. It is not waited for (wait_replicas): a touch lost in a
+// failover only costs the next request another touch.
+func (r *Redis) Swap(ctx context.Context, key string, old, value []byte, ttl time.Duration) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	k := r.prefix + key
+	swapped := false
+	err := r.c.Watch(ctx, func(tx *redis.Tx) error {
+		b, err := tx.Get(ctx, k).Bytes()
+		if errors.Is(err, redis.Nil) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if cur, err := r.open(k, b); err != nil || !bytes.Equal(cur, old) {
+			return nil
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			if ttl <= 0 {
+				p.Del(ctx, k)
+			} else {
+				p.Set(ctx, k, r.seal(k, value), ttl)
+			}
+			return nil
+		})
+		swapped = err == nil
+		return err
+	}, k)
+	if errors.Is(err, redis.TxFailedErr) {
+		return false, nil
+	}
+	if err != nil {
+		return false, r.wrap("swap", err)
+	}
+	return swapped, nil
 }
 
 // Delete implements Store.

@@ -398,7 +398,8 @@ func (m *Manager) Get(ctx context.Context, rawID string) (*Session, error) {
 	if !ValidID(rawID) {
 		return nil, ErrNotFound
 	}
-	b, err := m.store.Get(ctx, sessionPrefix+Hash(rawID))
+	key := sessionPrefix + Hash(rawID)
+	b, err := m.store.Get(ctx, key)
 	if err != nil {
 		return nil, err
 	}
@@ -414,8 +415,7 @@ func (m *Manager) Get(ctx context.Context, rawID string) (*Session, error) {
 		return nil, ErrNotFound
 	}
 	if now.Sub(s.LastSeen) >= touchEvery {
-		s.LastSeen = now
-		if err := m.replace(ctx, &s); err != nil {
+		if err := m.touch(ctx, key, b, &s, now); err != nil {
 			return nil, fmt.Errorf("touching session: %w", err)
 		}
 	}
@@ -429,6 +429,23 @@ func (m *Manager) Delete(ctx context.Context, rawID string) error {
 		return nil
 	}
 	return m.DeleteByKey(ctx, Hash(rawID))
+}
+
+// touch records that s, read as old, was seen at now. It stores s only if
+// the record is still old: a write since the read (a refreshed WeChat
+// token, a logout) wins, and the next request touches again.
+func (m *Manager) touch(ctx context.Context, key string, old []byte, s *Session, now time.Time) error {
+	seen := s.LastSeen
+	s.LastSeen = now
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	if _, err := m.store.Swap(ctx, key, old, b, m.expiry(s)); err != nil {
+		s.LastSeen = seen
+		return err
+	}
+	return nil
 }
 
 // save stores a new session.

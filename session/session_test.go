@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"testing"
 	"time"
@@ -91,5 +92,66 @@ func TestPendingAndClaim(t *testing.T) {
 	}
 	if _, err := m.Pending(ctx, "short"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Pending(malformed) = %v", err)
+	}
+}
+
+// refreshBetween is a store that, once armed, saves a refreshed token
+// right after the next read of key: a background refresh landing between
+// a request's read of its session and that request's touch.
+type refreshBetween struct {
+	Store
+	key   string
+	armed bool
+	write func(old []byte) []byte
+}
+
+func (r *refreshBetween) Get(ctx context.Context, key string) ([]byte, error) {
+	b, err := r.Store.Get(ctx, key)
+	if err == nil && r.armed && key == r.key {
+		r.armed = false
+		if _, err := r.Store.Replace(ctx, key, r.write(b), time.Hour); err != nil {
+			return nil, err
+		}
+	}
+	return b, err
+}
+
+func TestTouchKeepsARefreshMadeSinceTheRead(t *testing.T) {
+	ctx := context.Background()
+	cfg := Config{TTL: 10 * time.Hour, IdleTTL: time.Hour}
+	cfg.SetDefaults()
+	store := &refreshBetween{Store: NewMemory(0)}
+	m := NewManager(store, cfg)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	m.Now = func() time.Time { return now }
+	s, err := m.Create(ctx, Identity{OpenID: "o1"}, &Tokens{AccessToken: "old", ExpiresAt: now.Add(2 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.key, store.armed = sessionPrefix+s.Key, true
+	store.write = func(old []byte) []byte {
+		var fresh Session
+		_ = json.Unmarshal(old, &fresh)
+		fresh.Tokens = &Tokens{AccessToken: "refreshed", ExpiresAt: now.Add(2 * time.Hour)}
+		b, _ := json.Marshal(fresh)
+		return b
+	}
+	now = now.Add(2 * touchEvery) // the next Get touches
+	if _, err := m.Get(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.GetByKey(ctx, s.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Tokens == nil || got.Tokens.AccessToken != "refreshed" {
+		t.Errorf("after a touch that raced a refresh the stored token is %+v; want the refreshed one", got.Tokens)
+	}
+	// The touch that lost is not lost for good: the next request touches.
+	if _, err := m.Get(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := m.GetByKey(ctx, s.Key); !got.LastSeen.Equal(now) {
+		t.Errorf("LastSeen after the next request = %s, want %s", got.LastSeen, now)
 	}
 }

@@ -32,6 +32,11 @@ type Store interface {
 	// so that a write racing a logout or revocation (which delete the key)
 	// cannot bring the login back.
 	Replace(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error)
+	// Swap stores value under key for ttl only if key still holds old (a
+	// value Get returned), and reports whether it did. A session's
+	// once-a-minute touch uses it, so that it never undoes a write made
+	// since its read, such as a refreshed WeChat token.
+	Swap(ctx context.Context, key string, old, value []byte, ttl time.Duration) (bool, error)
 	// Delete removes key; deleting an absent key is not an error.
 	Delete(ctx context.Context, key string) error
 

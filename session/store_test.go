@@ -200,6 +200,42 @@ func testStore(t *testing.T, s Store) {
 			t.Errorf("Replace after Delete brought the value back: err = %v", err)
 		}
 	})
+	t.Run("swap only what was read", func(t *testing.T) {
+		_ = s.Set(ctx, "w", []byte("v1"), time.Minute)
+		if ok, err := s.Swap(ctx, "w", []byte("v0"), []byte("v2"), time.Minute); ok || err != nil {
+			t.Errorf("Swap(stale old) = %v, %v; want false, nil", ok, err)
+		}
+		if ok, err := s.Swap(ctx, "w", []byte("v1"), []byte("v2"), time.Minute); !ok || err != nil {
+			t.Errorf("Swap(current old) = %v, %v; want true, nil", ok, err)
+		}
+		if got, _ := s.Get(ctx, "w"); string(got) != "v2" {
+			t.Errorf("after Swap: %q, want v2", got)
+		}
+		_ = s.Delete(ctx, "w")
+		if ok, _ := s.Swap(ctx, "w", []byte("v2"), []byte("v3"), time.Minute); ok {
+			t.Error("Swap after Delete = true")
+		}
+		if _, err := s.Get(ctx, "w"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Swap after Delete brought the value back: err = %v", err)
+		}
+		// Concurrent swaps from one read: exactly one wins.
+		_ = s.Set(ctx, "w", []byte("base"), time.Minute)
+		var wins atomic.Int32
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if ok, err := s.Swap(ctx, "w", []byte("base"), []byte{byte('a' + i)}, time.Minute); ok && err == nil {
+					wins.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		if n := wins.Load(); n != 1 {
+			t.Errorf("8 swaps from one read: %d won, want 1", n)
+		}
+	})
 	t.Run("setnx once", func(t *testing.T) {
 		var wins atomic.Int32
 		var wg sync.WaitGroup
