@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,28 +101,7 @@ func clusterFamilies(t *testing.T, s Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wins atomic.Int32
-	var winner atomic.Pointer[Pair]
-	var wg sync.WaitGroup
-	for i := 0; i < 20; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			np, err := is.Refresh(ctx, p.RefreshToken)
-			switch {
-			case err == nil:
-				wins.Add(1)
-				winner.Store(np)
-			case !errors.Is(err, ErrInvalidGrant):
-				t.Errorf("loser: %v", err)
-			}
-		}()
-	}
-	wg.Wait()
-	if wins.Load() != 1 {
-		t.Fatalf("%d of 20 concurrent refreshes won, want 1", wins.Load())
-	}
-	p2 := winner.Load()
+	p2 := raceRefresh(t, is, p.RefreshToken, 20)
 	if _, err := is.Authenticate(ctx, p2.AccessToken); err != nil {
 		t.Fatalf("the new access token: %v", err)
 	}

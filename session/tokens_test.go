@@ -267,28 +267,8 @@ func TestConcurrentRefreshOneWinner(t *testing.T) {
 	is, _ := newIssuer(t, ES256)
 	ctx := context.Background()
 	p, _ := is.Login(ctx, Identity{OpenID: "o1"}, nil)
-	var wins atomic.Int32
-	var winner atomic.Pointer[Pair]
-	var wg sync.WaitGroup
-	for i := 0; i < 50; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			np, err := is.Refresh(ctx, p.RefreshToken)
-			switch {
-			case err == nil:
-				wins.Add(1)
-				winner.Store(np)
-			case !errors.Is(err, ErrInvalidGrant):
-				t.Errorf("loser err = %v", err)
-			}
-		}()
-	}
-	wg.Wait()
-	if wins.Load() != 1 {
-		t.Fatalf("%d of 50 concurrent refreshes succeeded, want 1", wins.Load())
-	}
-	if _, err := is.Refresh(ctx, winner.Load().RefreshToken); err != nil {
+	won := raceRefresh(t, is, p.RefreshToken, 50)
+	if _, err := is.Refresh(ctx, won.RefreshToken); err != nil {
 		t.Errorf("the winner's refresh token: %v", err)
 	}
 }
@@ -311,4 +291,33 @@ func TestAssertionCached(t *testing.T) {
 	if a3, _ := is.Assertion("h1", id, "app"); a3 == a1 {
 		t.Error("assertion near expiry was not re-signed")
 	}
+}
+
+// raceRefresh presents one refresh token n times at once and returns the
+// one pair issued; it fails the test unless exactly one refresh won and
+// the others got ErrInvalidGrant.
+func raceRefresh(t *testing.T, is *Issuer, token string, n int) *Pair {
+	t.Helper()
+	var wins atomic.Int32
+	var winner atomic.Pointer[Pair]
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			np, err := is.Refresh(context.Background(), token)
+			switch {
+			case err == nil:
+				wins.Add(1)
+				winner.Store(np)
+			case !errors.Is(err, ErrInvalidGrant):
+				t.Errorf("loser err = %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("%d of %d concurrent refreshes succeeded, want 1", wins.Load(), n)
+	}
+	return winner.Load()
 }
