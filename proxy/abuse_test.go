@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -134,5 +135,32 @@ action = "deny"
 	resp.Body.Close()
 	if deleted.Load() > 0 {
 		t.Errorf("POST /orders/42 with X-HTTP-Method-Override: DELETE: %d %q: the upstream ran its DELETE handler past a DELETE deny rule", resp.StatusCode, body)
+	}
+}
+
+// TestCompletedLoginsFreeTheirStarts: the bound is on logins in flight. A
+// client (one address: a carrier-grade NAT, an office) whose people finish
+// their logins keeps getting to log in; one that only starts them is
+// refused at the bound. The soak test found the first refused after 300
+// logins in ten minutes.
+func TestCompletedLoginsFreeTheirStarts(t *testing.T) {
+	e := newEnvOpts(t, envOptions{maxPendingPerClient: 3})
+	for i := range 8 {
+		b := e.browser(weChatUA)
+		if got := b.login("/orders", fmt.Sprintf("nat%d", i)); !strings.HasSuffix(got, "/orders") {
+			t.Fatalf("login %d of 8 from one address: landed on %s", i+1, got)
+		}
+	}
+	// Starts that never finish still count: the fourth is refused.
+	b := e.browser(weChatUA)
+	for i := range 4 {
+		resp, _ := b.get("/_wxgate/start?rd=%2F", nil)
+		want := http.StatusFound
+		if i == 3 {
+			want = http.StatusTooManyRequests
+		}
+		if resp.StatusCode != want {
+			t.Fatalf("unfinished start %d: %d, want %d", i+1, resp.StatusCode, want)
+		}
 	}
 }

@@ -21,6 +21,12 @@ import (
 // at all times: a share that switched on under pressure would let one
 // network create the pressure and so cap every other.
 //
+// A start that ends in a login is released: the bound is on logins in
+// flight, and counting finished ones would refuse the 301st person behind
+// one carrier-grade NAT within ten minutes although nothing is pending.
+// Only a login WeChat authorized releases, so a client cannot free its own
+// slots by sending callbacks with made-up codes.
+//
 // It counts starts in two fixed windows of the pending lifetime and weighs
 // the previous one by how much of it still overlaps the sliding window: a
 // cheap estimate of the starts in the last lifetime, which is the number of
@@ -102,4 +108,35 @@ func (l *startLimiter) allow(client netip.Addr) (ok bool, reason string) {
 	l.cur[network]++
 	l.curTotal++
 	return true, ""
+}
+
+// release gives back one start of client after its login completed: from
+// the current window if it counted one there, else from the previous one.
+// The callback may reach a replica other than the one that admitted the
+// start; a count is never taken below zero, so that replica can admit at
+// most one more start per completed login, never more than were pending.
+func (l *startLimiter) release(client netip.Addr) {
+	key, network := clientKey(client), networkKey(client)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.cur[key] > 0:
+		decrement(l.cur, key)
+		decrement(l.cur, network)
+		l.curTotal--
+	case l.prev[key] > 0:
+		decrement(l.prev, key)
+		decrement(l.prev, network)
+		l.prevTotal--
+	}
+}
+
+// decrement lowers counts[k], dropping the entry at zero so that the maps
+// stay as small as what is pending.
+func decrement(counts map[netip.Prefix]int, k netip.Prefix) {
+	if counts[k] <= 1 {
+		delete(counts, k)
+		return
+	}
+	counts[k]--
 }

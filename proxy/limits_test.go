@@ -132,3 +132,18 @@ func TestNetworkShareNotTriggeredByOneNetwork(t *testing.T) {
 		}
 	}
 }
+
+func TestReleaseNeverGoesBelowZero(t *testing.T) {
+	now := time.Unix(1795433000, 0)
+	l := newStartLimiter(2, 100, 10*time.Minute, func() time.Time { return now })
+	a := netip.MustParseAddr("198.51.100.7")
+	// Callbacks this replica never admitted (another replica's starts).
+	for range 5 {
+		l.release(a)
+	}
+	for i := range 3 {
+		if ok, _ := l.allow(a); ok != (i < 2) {
+			t.Fatalf("start %d after foreign releases: allowed %v", i+1, ok)
+		}
+	}
+}

@@ -207,6 +207,7 @@ func (s *Server) callback(c *fiber.Ctx) error {
 		return storeError(err)
 	}
 	s.setCookie(c, s.cookies.session, sess.ID, s.cfg.Session.TTL)
+	s.starts.release(requestOf(c).client)
 	s.metrics.Login("oa", "ok")
 	noStore(c)
 	return c.Redirect(p.ReturnURL, http.StatusFound)
