@@ -329,6 +329,41 @@ func TestRedisStore(t *testing.T) {
 			t.Errorf("Members 2m later = %v, want f:fam kept and s:new dropped", got)
 		}
 	})
+	t.Run("a restart costs no error", func(t *testing.T) {
+		// A Redis restarted for an upgrade is away for a moment: calls in
+		// that moment get through (go-redis's retry) rather than answer 503.
+		if err := r.Set(ctx, "restarted", []byte("v"), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		var failed atomic.Int32
+		var first atomic.Value
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := r.Get(ctx, "restarted"); err != nil {
+						failed.Add(1)
+						first.CompareAndSwap(nil, err.Error())
+					}
+				}
+			}()
+		}
+		srv.Stop()
+		srv.Restart()
+		close(stop)
+		wg.Wait()
+		if n := failed.Load(); n != 0 {
+			t.Errorf("%d calls failed across a Redis restart; first: %v", n, first.Load())
+		}
+	})
 	t.Run("down is unavailable, back is back", func(t *testing.T) {
 		if err := r.Set(ctx, "kept", []byte("v"), time.Hour); err != nil {
 			t.Fatal(err)
