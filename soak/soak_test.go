@@ -133,6 +133,9 @@ func TestSoak(t *testing.T) {
 
 	if n := tally.gateway5xx.Load(); n != 0 {
 		t.Errorf("%d 5xx answers the upstream did not send; first: %s", n, tally.firstOf("gateway5xx"))
+		for _, r := range w.replicas {
+			t.Logf("%s's warnings and errors:\n%s", r.name, lastLines(r.out.String(), 30))
+		}
 	}
 	if n := tally.transport.Load(); n != 0 {
 		t.Errorf("%d requests failed without an answer on paths whose upstream answered; first: %s", n, tally.firstOf("transport"))
@@ -679,4 +682,10 @@ func (w *world) labelCounts(name string, labels ...string) string {
 		}
 	}
 	return strings.Join(out, ", ")
+}
+
+// lastLines is the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
