@@ -285,10 +285,29 @@ func (c *upstreamConn) stillOpen(now time.Time) bool {
 		return false
 	}
 	c.open = false
-	if err := c.raw.Read(c.peekFD); err != nil {
+	if err := c.raw.Read(c.peekFD); err != nil || !c.open {
 		return false
 	}
-	return c.open
+	return !c.tlsHeld()
+}
+
+// tlsHeld reports whether crypto/tls holds bytes it has already taken off
+// the socket, where the peek cannot see them: an unasked record (or a
+// close_notify) that came in the same segment as the last answer would
+// otherwise be read as the next request's answer, another user's.
+func (c *upstreamConn) tlsHeld() bool {
+	tc, ok := c.Conn.(*tls.Conn)
+	if !ok {
+		return false
+	}
+	// A deadline already past makes the read take only what tls holds:
+	// the socket is not even tried. The timeout does not stick to the
+	// connection; Read sets the next deadline.
+	if err := tc.SetReadDeadline(time.Unix(1, 0)); err != nil {
+		return true
+	}
+	n, err := tc.Read(c.buf[:])
+	return n > 0 || !isTimeout(err)
 }
 
 // answered notes the answer's headers: the upstream's own idle timeout,

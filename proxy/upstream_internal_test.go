@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"io"
@@ -9,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -99,6 +103,87 @@ func TestUpstreamTLS(t *testing.T) {
 	}
 	if !strings.Contains(body, "hello") && body != "" {
 		t.Errorf("cut answer body %q", body)
+	}
+}
+
+// coalescedConn passes writes through, or, while held, keeps them and sends
+// them in one write on flush: TLS records that arrive in one segment.
+type coalescedConn struct {
+	net.Conn
+	mu   sync.Mutex
+	hold bool
+	buf  bytes.Buffer
+}
+
+func (c *coalescedConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.hold {
+		return c.buf.Write(b)
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *coalescedConn) setHold() {
+	c.mu.Lock()
+	c.hold = true
+	c.mu.Unlock()
+}
+
+func (c *coalescedConn) flush() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hold = false
+	_, err := c.Conn.Write(c.buf.Bytes())
+	c.buf.Reset()
+	return err
+}
+
+// TestUpstreamTLSUnaskedRecord: an https upstream that sends an unasked
+// answer right behind its first one, in the same segment, must not have
+// it read as the next request's answer. crypto/tls takes both records off
+// the socket at once, so the peek finds the socket empty; the unasked
+// answer would go to the next user.
+func TestUpstreamTLSUnaskedRecord(t *testing.T) {
+	up, srv, _ := tlsUpstream(t, nil)
+	cfg := srv.TLS.Clone()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			raw, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				hc := &coalescedConn{Conn: raw}
+				c := tls.Server(hc, cfg)
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for i := 0; ; i++ {
+					if _, err := http.ReadRequest(r); err != nil {
+						return
+					}
+					hc.setHold()
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+					if i == 0 {
+						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nnot yours")
+					}
+					if hc.flush() != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	up.hc.Addr, up.fresh.Addr = ln.Addr().String(), ln.Addr().String()
+	for i := range 3 {
+		if code, body, err := get(t, up); code != 200 || body != "ok" || err != nil {
+			t.Errorf("GET #%d = %d %q %v, want 200 ok", i, code, body, err)
+		}
 	}
 }
 
