@@ -109,7 +109,12 @@ const streamAbove = 256 << 10
 var (
 	errUpstreamClosed = errors.New("proxy: the upstream closed the idle connection")
 	errIdleExpired    = errors.New("proxy: the connection was idle longer than the upstream keeps it")
+	errSwitched       = errors.New("proxy: the upstream switched protocols on the connection")
 )
+
+// errSwitchedUnasked answers a 101: wxgate never asks for an upgrade
+// (Upgrade is hop-by-hop), and its client would be left without an answer.
+var errSwitchedUnasked = errors.New("proxy: the upstream answered 101 Switching Protocols to a request that asked for no upgrade")
 
 // errAnswerCut replaces the end of a connection in the middle of an
 // answer body: fasthttp reads it at a chunk boundary as the end of the
@@ -206,6 +211,11 @@ type upstreamConn struct {
 	refused     error // why begin refused the connection, nil if it did not
 	writeFailed bool
 	got         int64 // answer bytes read in this exchange
+	// switched: the upstream answered 101. fasthttp takes that for a
+	// complete answer without a body and pools the connection, which no
+	// longer speaks HTTP: what the upstream sends on it next would be read
+	// as another request's answer.
+	switched bool
 	// framed: an answer body whose end is given by its framing is being
 	// read, so the connection ending first is a cut.
 	framed bool
@@ -264,6 +274,8 @@ func (c *upstreamConn) begin(now time.Time) error {
 		return nil
 	}
 	switch {
+	case c.switched:
+		c.refused = errSwitched
 	case now.Sub(c.last) > c.limit:
 		c.refused = errIdleExpired
 	case !c.stillOpen(now):
@@ -331,6 +343,9 @@ func (c *upstreamConn) Read(b []byte) (int, error) {
 	}
 	n, err := c.Conn.Read(b)
 	if n > 0 {
+		if c.got == 0 && switchesProtocols(b[:n]) {
+			c.switched = true
+		}
 		c.got += int64(n)
 		c.last = time.Now()
 	}
@@ -375,6 +390,12 @@ func beginBody(resp *fasthttp.Response) error {
 		return c.begin(time.Now())
 	}
 	return nil
+}
+
+// switchesProtocols reports whether an answer's first bytes are the status
+// line of a 101.
+func switchesProtocols(b []byte) bool {
+	return len(b) >= 13 && bytes.HasPrefix(b, []byte("HTTP/1.")) && string(b[8:12]) == " 101" && (b[12] == ' ' || b[12] == '\r')
 }
 
 // keepAliveTimeout reads "timeout=N" from a Keep-Alive header value (RFC

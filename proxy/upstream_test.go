@@ -498,3 +498,39 @@ func TestUpstreamCutBody(t *testing.T) {
 		})
 	}
 }
+
+// TestUpstreamSwitchedProtocols: an upstream that answers 101 to a request
+// that asked for no upgrade (wxgate drops Upgrade) gets a 502, and its
+// connection, which no longer speaks HTTP, never carries another request:
+// fasthttp takes a 101 for a complete answer and pools the connection, and
+// what the upstream sent on it next went to the next user.
+func TestUpstreamSwitchedProtocols(t *testing.T) {
+	var mu sync.Mutex
+	switched := map[net.Conn]bool{}
+	u := newLiveUpstream(t, 0, func(u *liveUpstream) {
+		u.answer = func(c net.Conn, n int64, _ upstreamRequest) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			s := "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+			switch {
+			case switched[c]:
+				// Another protocol's bytes, which happen to parse.
+				s = "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nnot yours"
+			case n == 1:
+				switched[c] = true
+				s = "HTTP/1.1 101 Switching Protocols\r\n\r\n"
+			}
+			_, err := io.WriteString(c, s)
+			return err == nil
+		}
+	})
+	e := newEnvOpts(t, envOptions{appUpstream: u.URL()})
+	if code, _ := call(t, e, "GET", "/public/a", nil); code != 502 {
+		t.Errorf("GET answered 101 = %d, want 502", code)
+	}
+	for i := range 2 {
+		if code, body := call(t, e, "GET", "/public/b", nil); code != 200 || body != "ok" {
+			t.Errorf("GET #%d after the 101 = %d %q, want 200 ok", i, code, body)
+		}
+	}
+}
