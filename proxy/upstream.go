@@ -211,6 +211,9 @@ type upstreamConn struct {
 	refused     error // why begin refused the connection, nil if it did not
 	writeFailed bool
 	got         int64 // answer bytes read in this exchange
+	// unread: the upstream closed while the request was going out; the
+	// rest of it is dropped (Write).
+	unread bool
 	// switched: the upstream answered 101. fasthttp takes that for a
 	// complete answer without a body and pools the connection, which no
 	// longer speaks HTTP: what the upstream sends on it next would be read
@@ -269,6 +272,7 @@ func (c *upstreamConn) begin(now time.Time) error {
 		return c.refused
 	}
 	c.sending, c.exchanges = true, c.exchanges+1
+	c.unread = false
 	c.refused, c.writeFailed, c.got, c.framed, c.resp, c.rid = nil, false, 0, false, nil, ""
 	if c.exchanges == 1 {
 		return nil
@@ -371,9 +375,21 @@ func (c *upstreamConn) Write(b []byte) (int, error) {
 	if err := c.Conn.SetWriteDeadline(now.Add(c.up.timeout)); err != nil {
 		return 0, err
 	}
+	if c.unread {
+		return len(b), nil
+	}
 	n, err := c.Conn.Write(b)
 	if err != nil {
 		c.writeFailed = true
+		if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+			// The upstream stopped reading the request and closed, often
+			// after answering early (a 413 for a body too large, a 401):
+			// fasthttp would give up on the exchange and that answer would
+			// become a 502. The rest of the request goes nowhere, and
+			// fasthttp goes on to read the answer, or the connection's end.
+			c.unread = true
+			return len(b), nil
+		}
 	}
 	return n, err
 }

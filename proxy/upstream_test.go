@@ -534,3 +534,56 @@ func TestUpstreamSwitchedProtocols(t *testing.T) {
 		}
 	}
 }
+
+// TestUpstreamEarlyAnswer: an upstream that answers before reading a large
+// body (a 413 for a body over its limit) and closes, as Go's net/http does
+// half a second later, gets its answer to the client, not a 502: the
+// gateway's writes fail with a reset once the upstream has closed.
+func TestUpstreamEarlyAnswer(t *testing.T) {
+	for _, tc := range []struct{ name, close string }{
+		{name: "connection close", close: "Connection: close\r\n"},
+		{name: "closed unannounced"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := newLiveUpstream(t, 0, func(u *liveUpstream) {
+				u.read = func(r *bufio.Reader) (upstreamRequest, bool) {
+					var req upstreamRequest
+					for { // the head only
+						l, err := r.ReadString('\n')
+						if err != nil {
+							return req, false
+						}
+						if req.method == "" {
+							req.method, _, _ = strings.Cut(l, " ")
+						}
+						if l == "\r\n" {
+							return req, true
+						}
+					}
+				}
+				u.answer = func(c net.Conn, _ int64, req upstreamRequest) bool {
+					if req.method != "POST" {
+						_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+						return err == nil
+					}
+					_, _ = io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\n"+tc.close+"Content-Length: 8\r\n\r\ntoo long")
+					// Closing with the body unread resets the connection.
+					return false
+				}
+			})
+			e := newEnvOpts(t, envOptions{appUpstream: u.URL()})
+			if code, _ := call(t, e, "GET", "/public/warm", nil); code != 200 {
+				t.Fatalf("warm-up GET = %d, want 200", code)
+			}
+			if code, body := call(t, e, "POST", "/public/upload", bytes.Repeat([]byte("x"), 8<<20)); code != 413 || body != "too long" {
+				t.Errorf("POST = %d %.40q, want the upstream's 413", code, body)
+			}
+			if code, body := call(t, e, "GET", "/public/next", nil); code != 200 || body != "ok" {
+				t.Errorf("next GET = %d %q, want 200 ok", code, body)
+			}
+			if n := u.served.Load(); n != 3 {
+				t.Errorf("the upstream read %d requests, want 3 (the POST once)", n)
+			}
+		})
+	}
+}
