@@ -155,8 +155,8 @@ func (u *upstream) replayable(req *fasthttp.Request, resp *fasthttp.Response, bo
 	switch {
 	case c.refused == errIdleExpired:
 		return "expired"
-	case c.refused != nil || c.writeFailed:
-		// Nothing, or not all of the request, reached an open socket.
+	case c.refused != nil || c.unsent:
+		// Nothing of the request reached an open socket.
 		return "closed"
 	case errors.Is(err, fasthttp.ErrConnectionClosed) && idempotent(req):
 		// The upstream may have read the request before its connection
@@ -206,11 +206,15 @@ type upstreamConn struct {
 
 	// The exchange in progress. fasthttp gives a connection to one request
 	// at a time, so only that request's goroutine touches these.
-	exchanges   int   // begun on this connection
-	sending     bool  // the request is going out; no answer byte read yet
-	refused     error // why begin refused the connection, nil if it did not
-	writeFailed bool
-	got         int64 // answer bytes read in this exchange
+	exchanges int   // begun on this connection
+	sending   bool  // the request is going out; no answer byte read yet
+	refused   error // why begin refused the connection, nil if it did not
+	// unsent: a write failed before any byte of the request went out. A
+	// request partly sent is not: the upstream may have read its head and
+	// acted on it.
+	unsent bool
+	sent   int64 // request bytes written in this exchange
+	got    int64 // answer bytes read in this exchange
 	// unread: the upstream closed while the request was going out; the
 	// rest of it is dropped (Write).
 	unread bool
@@ -273,7 +277,7 @@ func (c *upstreamConn) begin(now time.Time) error {
 	}
 	c.sending, c.exchanges = true, c.exchanges+1
 	c.unread = false
-	c.refused, c.writeFailed, c.got, c.framed, c.resp, c.rid = nil, false, 0, false, nil, ""
+	c.refused, c.unsent, c.sent, c.got, c.framed, c.resp, c.rid = nil, false, 0, 0, false, nil, ""
 	if c.exchanges == 1 {
 		return nil
 	}
@@ -379,8 +383,9 @@ func (c *upstreamConn) Write(b []byte) (int, error) {
 		return len(b), nil
 	}
 	n, err := c.Conn.Write(b)
+	c.sent += int64(n)
 	if err != nil {
-		c.writeFailed = true
+		c.unsent = c.sent == 0
 		if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
 			// The upstream stopped reading the request and closed, often
 			// after answering early (a 413 for a body too large, a 401):
