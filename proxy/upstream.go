@@ -276,8 +276,8 @@ func (c *upstreamConn) begin(now time.Time) error {
 		return c.refused
 	}
 	c.sending, c.exchanges = true, c.exchanges+1
-	c.unread = false
-	c.refused, c.unsent, c.sent, c.got, c.framed, c.resp, c.rid = nil, false, 0, 0, false, nil, ""
+	c.refused, c.unsent, c.unread, c.sent, c.got = nil, false, false, 0, 0
+	c.framed, c.resp, c.rid = false, nil, ""
 	if c.exchanges == 1 {
 		return nil
 	}
@@ -376,11 +376,11 @@ func (c *upstreamConn) Write(b []byte) (int, error) {
 	if err := c.begin(now); err != nil {
 		return 0, err
 	}
-	if err := c.Conn.SetWriteDeadline(now.Add(c.up.timeout)); err != nil {
-		return 0, err
-	}
 	if c.unread {
 		return len(b), nil
+	}
+	if err := c.Conn.SetWriteDeadline(now.Add(c.up.timeout)); err != nil {
+		return 0, err
 	}
 	n, err := c.Conn.Write(b)
 	c.sent += int64(n)
