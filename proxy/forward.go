@@ -152,6 +152,10 @@ func (s *Server) checkWeChatToken(who *caller, rule *policies.Rule) error {
 // chunked body streams, and a cut aborts the client's connection
 // (upstreamConn.Read).
 func readAnswer(resp *fasthttp.Response, rid string) error {
+	if resp.StatusCode() == fasthttp.StatusSwitchingProtocols {
+		// Its connection is never used again (upstreamConn.switched).
+		return errSwitchedUnasked
+	}
 	if !resp.IsBodyStream() {
 		// fasthttp has already put the connection back in the pool.
 		return nil

@@ -109,7 +109,12 @@ const streamAbove = 256 << 10
 var (
 	errUpstreamClosed = errors.New("proxy: the upstream closed the idle connection")
 	errIdleExpired    = errors.New("proxy: the connection was idle longer than the upstream keeps it")
+	errSwitched       = errors.New("proxy: the upstream switched protocols on the connection")
 )
+
+// errSwitchedUnasked answers a 101: wxgate never asks for an upgrade
+// (Upgrade is hop-by-hop), and its client would be left without an answer.
+var errSwitchedUnasked = errors.New("proxy: the upstream answered 101 Switching Protocols to a request that asked for no upgrade")
 
 // errAnswerCut replaces the end of a connection in the middle of an
 // answer body: fasthttp reads it at a chunk boundary as the end of the
@@ -150,8 +155,8 @@ func (u *upstream) replayable(req *fasthttp.Request, resp *fasthttp.Response, bo
 	switch {
 	case c.refused == errIdleExpired:
 		return "expired"
-	case c.refused != nil || c.writeFailed:
-		// Nothing, or not all of the request, reached an open socket.
+	case c.refused != nil || c.unsent:
+		// Nothing of the request reached an open socket.
 		return "closed"
 	case errors.Is(err, fasthttp.ErrConnectionClosed) && idempotent(req):
 		// The upstream may have read the request before its connection
@@ -201,11 +206,23 @@ type upstreamConn struct {
 
 	// The exchange in progress. fasthttp gives a connection to one request
 	// at a time, so only that request's goroutine touches these.
-	exchanges   int   // begun on this connection
-	sending     bool  // the request is going out; no answer byte read yet
-	refused     error // why begin refused the connection, nil if it did not
-	writeFailed bool
-	got         int64 // answer bytes read in this exchange
+	exchanges int   // begun on this connection
+	sending   bool  // the request is going out; no answer byte read yet
+	refused   error // why begin refused the connection, nil if it did not
+	// unsent: a write failed before any byte of the request went out. A
+	// request partly sent is not: the upstream may have read its head and
+	// acted on it.
+	unsent bool
+	sent   int64 // request bytes written in this exchange
+	got    int64 // answer bytes read in this exchange
+	// unread: the upstream closed while the request was going out; the
+	// rest of it is dropped (Write).
+	unread bool
+	// switched: the upstream answered 101. fasthttp takes that for a
+	// complete answer without a body and pools the connection, which no
+	// longer speaks HTTP: what the upstream sends on it next would be read
+	// as another request's answer.
+	switched bool
 	// framed: an answer body whose end is given by its framing is being
 	// read, so the connection ending first is a cut.
 	framed bool
@@ -259,11 +276,14 @@ func (c *upstreamConn) begin(now time.Time) error {
 		return c.refused
 	}
 	c.sending, c.exchanges = true, c.exchanges+1
-	c.refused, c.writeFailed, c.got, c.framed, c.resp, c.rid = nil, false, 0, false, nil, ""
+	c.refused, c.unsent, c.unread, c.sent, c.got = nil, false, false, 0, 0
+	c.framed, c.resp, c.rid = false, nil, ""
 	if c.exchanges == 1 {
 		return nil
 	}
 	switch {
+	case c.switched:
+		c.refused = errSwitched
 	case now.Sub(c.last) > c.limit:
 		c.refused = errIdleExpired
 	case !c.stillOpen(now):
@@ -285,10 +305,29 @@ func (c *upstreamConn) stillOpen(now time.Time) bool {
 		return false
 	}
 	c.open = false
-	if err := c.raw.Read(c.peekFD); err != nil {
+	if err := c.raw.Read(c.peekFD); err != nil || !c.open {
 		return false
 	}
-	return c.open
+	return !c.tlsHeld()
+}
+
+// tlsHeld reports whether crypto/tls holds bytes it has already taken off
+// the socket, where the peek cannot see them: an unasked record (or a
+// close_notify) that came in the same segment as the last answer would
+// otherwise be read as the next request's answer, another user's.
+func (c *upstreamConn) tlsHeld() bool {
+	tc, ok := c.Conn.(*tls.Conn)
+	if !ok {
+		return false
+	}
+	// A deadline already past makes the read take only what tls holds:
+	// the socket is not even tried. The timeout does not stick to the
+	// connection; Read sets the next deadline.
+	if err := tc.SetReadDeadline(time.Unix(1, 0)); err != nil {
+		return true
+	}
+	n, err := tc.Read(c.buf[:])
+	return n > 0 || !isTimeout(err)
 }
 
 // answered notes the answer's headers: the upstream's own idle timeout,
@@ -312,6 +351,9 @@ func (c *upstreamConn) Read(b []byte) (int, error) {
 	}
 	n, err := c.Conn.Read(b)
 	if n > 0 {
+		if c.got == 0 && switchesProtocols(b[:n]) {
+			c.switched = true
+		}
 		c.got += int64(n)
 		c.last = time.Now()
 	}
@@ -334,12 +376,25 @@ func (c *upstreamConn) Write(b []byte) (int, error) {
 	if err := c.begin(now); err != nil {
 		return 0, err
 	}
+	if c.unread {
+		return len(b), nil
+	}
 	if err := c.Conn.SetWriteDeadline(now.Add(c.up.timeout)); err != nil {
 		return 0, err
 	}
 	n, err := c.Conn.Write(b)
+	c.sent += int64(n)
 	if err != nil {
-		c.writeFailed = true
+		c.unsent = c.sent == 0
+		if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+			// The upstream stopped reading the request and closed, often
+			// after answering early (a 413 for a body too large, a 401):
+			// fasthttp would give up on the exchange and that answer would
+			// become a 502. The rest of the request goes nowhere, and
+			// fasthttp goes on to read the answer, or the connection's end.
+			c.unread = true
+			return len(b), nil
+		}
 	}
 	return n, err
 }
@@ -356,6 +411,12 @@ func beginBody(resp *fasthttp.Response) error {
 		return c.begin(time.Now())
 	}
 	return nil
+}
+
+// switchesProtocols reports whether an answer's first bytes are the status
+// line of a 101.
+func switchesProtocols(b []byte) bool {
+	return len(b) >= 13 && bytes.HasPrefix(b, []byte("HTTP/1.")) && string(b[8:12]) == " 101" && (b[12] == ' ' || b[12] == '\r')
 }
 
 // keepAliveTimeout reads "timeout=N" from a Keep-Alive header value (RFC

@@ -498,3 +498,92 @@ func TestUpstreamCutBody(t *testing.T) {
 		})
 	}
 }
+
+// TestUpstreamSwitchedProtocols: an upstream that answers 101 to a request
+// that asked for no upgrade (wxgate drops Upgrade) gets a 502, and its
+// connection, which no longer speaks HTTP, never carries another request:
+// fasthttp takes a 101 for a complete answer and pools the connection, and
+// what the upstream sent on it next went to the next user.
+func TestUpstreamSwitchedProtocols(t *testing.T) {
+	var mu sync.Mutex
+	switched := map[net.Conn]bool{}
+	u := newLiveUpstream(t, 0, func(u *liveUpstream) {
+		u.answer = func(c net.Conn, n int64, _ upstreamRequest) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			s := "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+			switch {
+			case switched[c]:
+				// Another protocol's bytes, which happen to parse.
+				s = "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nnot yours"
+			case n == 1:
+				switched[c] = true
+				s = "HTTP/1.1 101 Switching Protocols\r\n\r\n"
+			}
+			_, err := io.WriteString(c, s)
+			return err == nil
+		}
+	})
+	e := newEnvOpts(t, envOptions{appUpstream: u.URL()})
+	if code, _ := call(t, e, "GET", "/public/a", nil); code != 502 {
+		t.Errorf("GET answered 101 = %d, want 502", code)
+	}
+	for i := range 2 {
+		if code, body := call(t, e, "GET", "/public/b", nil); code != 200 || body != "ok" {
+			t.Errorf("GET #%d after the 101 = %d %q, want 200 ok", i, code, body)
+		}
+	}
+}
+
+// TestUpstreamEarlyAnswer: an upstream that answers before reading a large
+// body (a 413 for a body over its limit) and closes, as Go's net/http does
+// half a second later, gets its answer to the client, not a 502: the
+// gateway's writes fail with a reset once the upstream has closed.
+func TestUpstreamEarlyAnswer(t *testing.T) {
+	for _, tc := range []struct{ name, close string }{
+		{name: "connection close", close: "Connection: close\r\n"},
+		{name: "closed unannounced"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := newLiveUpstream(t, 0, func(u *liveUpstream) {
+				u.read = func(r *bufio.Reader) (upstreamRequest, bool) {
+					var req upstreamRequest
+					for { // the head only
+						l, err := r.ReadString('\n')
+						if err != nil {
+							return req, false
+						}
+						if req.method == "" {
+							req.method, _, _ = strings.Cut(l, " ")
+						}
+						if l == "\r\n" {
+							return req, true
+						}
+					}
+				}
+				u.answer = func(c net.Conn, _ int64, req upstreamRequest) bool {
+					if req.method != "POST" {
+						_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+						return err == nil
+					}
+					_, _ = io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\n"+tc.close+"Content-Length: 8\r\n\r\ntoo long")
+					// Closing with the body unread resets the connection.
+					return false
+				}
+			})
+			e := newEnvOpts(t, envOptions{appUpstream: u.URL()})
+			if code, _ := call(t, e, "GET", "/public/warm", nil); code != 200 {
+				t.Fatalf("warm-up GET = %d, want 200", code)
+			}
+			if code, body := call(t, e, "POST", "/public/upload", bytes.Repeat([]byte("x"), 8<<20)); code != 413 || body != "too long" {
+				t.Errorf("POST = %d %.40q, want the upstream's 413", code, body)
+			}
+			if code, body := call(t, e, "GET", "/public/next", nil); code != 200 || body != "ok" {
+				t.Errorf("next GET = %d %q, want 200 ok", code, body)
+			}
+			if n := u.served.Load(); n != 3 {
+				t.Errorf("the upstream read %d requests, want 3 (the POST once)", n)
+			}
+		})
+	}
+}
