@@ -339,14 +339,29 @@ func (r *Redis) SetNX(ctx context.Context, key string, value []byte, ttl time.Du
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	k := r.prefix + key
+	sealed := r.seal(k, value)
 	var nx *redis.BoolCmd
-	err := r.write(ctx, func(c redis.Cmdable) redis.Cmder { nx = c.SetNX(ctx, k, r.seal(k, value), ttl); return nx })
+	err := r.write(ctx, func(c redis.Cmdable) redis.Cmder { nx = c.SetNX(ctx, k, sealed, ttl); return nx })
 	if err != nil {
-		// A lease or claim that replicas may not have is not won.
+		// A lease or claim that replicas may not have is not won, so it
+		// must not stay held either: a refresh token's rotation claim set
+		// on the master while WAIT fell short made the client's retry look
+		// like reuse and revoked its family, and a lease would hold every
+		// replica back for its whole TTL. Best effort: if this fails too,
+		// the key expires.
+		if nx != nil && nx.Err() == nil && nx.Val() {
+			_ = delIfValue.Run(ctx, r.c, []string{k}, sealed).Err()
+		}
 		return false, r.wrap("setnx", err)
 	}
 	return nx.Val(), nil
 }
+
+// delIfValue deletes KEYS[1] only if it still holds ARGV[1] (a sealed value,
+// unique by its nonce): what SetNX set, not a later holder's.
+var delIfValue = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
 
 // Replace implements Store with SET ... XX, which checks and sets in one
 // step.
