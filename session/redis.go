@@ -52,7 +52,8 @@ type RedisConfig struct {
 	// Default: "wxgate:".
 	KeyPrefix string `toml:"key_prefix"`
 	// WaitReplicas, if set, makes every write of a value (Set, SetNX,
-	// Replace, Delete: sessions, logouts, token families, leases) count
+	// Replace, Delete: sessions, logouts, token families, leases; and
+	// AddMember: a person's index entries) count
 	// only once that many replicas have it: the write is followed by WAIT
 	// on the same connection, and fewer acknowledgements within
 	// WaitTimeout fail the call (ErrUnavailable, a 503). Replication is
@@ -454,7 +455,26 @@ func (r *Redis) AddMember(ctx context.Context, key, member string, until, now ti
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	over, err := addMember.Run(ctx, r.c, []string{r.prefix + key}, member, until.UnixMilli(), now.UnixMilli(), max(limit, 0)).StringSlice()
+	keys, args := []string{r.prefix + key}, []any{member, until.UnixMilli(), now.UnixMilli(), max(limit, 0)}
+	var res *redis.Cmd
+	// Waited for like the login it lists (wait_replicas): a failover must
+	// not keep a session and lose its entry, which the admin's revocation
+	// finds it by.
+	err := r.write(ctx, func(c redis.Cmdable) redis.Cmder {
+		if r.waitReplicas > 0 {
+			// In a pipeline EVALSHA cannot fall back to EVAL on NOSCRIPT
+			// (a restarted or promoted server has no scripts): send the
+			// script itself.
+			res = addMember.Eval(ctx, c, keys, args...)
+		} else {
+			res = addMember.Run(ctx, c, keys, args...)
+		}
+		return res
+	})
+	if err != nil {
+		return nil, r.wrap("add member", err)
+	}
+	over, err := res.StringSlice()
 	if err != nil {
 		return nil, r.wrap("add member", err)
 	}

@@ -124,3 +124,38 @@ func TestRefreshFailedMidRotationIsRetryable(t *testing.T) {
 		})
 	}
 }
+
+// TestIndexEntryWaitsForReplicas: with wait_replicas, a person's index
+// entry counts only once the replicas have it, as the login it lists does.
+// Before, AddMember did not wait: a failover right after a login could
+// keep the session (its write waited) and lose its entry, and the admin's
+// DELETE /sessions would then miss a live login.
+func TestIndexEntryWaitsForReplicas(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	// No replica: WAIT 1 is always short, as with a lost replica.
+	r, err := NewRedis(RedisConfig{Addrs: []string{srv.Addr}, KeyPrefix: "wait-index:", WaitReplicas: 1, WaitTimeout: 20 * time.Millisecond, Timeout: 2 * time.Second}, make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	now := time.Now()
+	if _, err := r.AddMember(ctx, UserIndex("o-waited"), "s:k", now.Add(time.Hour), now, 10); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("AddMember with too few replicas = %v, want ErrUnavailable", err)
+	}
+	// The script still runs (EVAL, not a cached EVALSHA, in the pipeline
+	// with WAIT: a restarted server has no scripts).
+	if got, err := r.Members(ctx, UserIndex("o-waited")); err != nil || len(got) != 1 || got[0] != "s:k" {
+		t.Errorf("Members = %v, %v; want the entry on the master", got, err)
+	}
+	if err := r.c.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	over, err := r.AddMember(ctx, UserIndex("o-waited"), "s:k2", now.Add(2*time.Hour), now, 1)
+	if !errors.Is(err, ErrUnavailable) || len(over) != 0 {
+		t.Errorf("AddMember after SCRIPT FLUSH = %v, %v; want ErrUnavailable (WAIT), no surplus reported", over, err)
+	}
+	if got, _ := r.Members(ctx, UserIndex("o-waited")); len(got) != 2 {
+		t.Errorf("Members after SCRIPT FLUSH = %v, want both entries", got)
+	}
+}
