@@ -203,14 +203,19 @@ func (is *Issuer) Refresh(ctx context.Context, refresh string) (*Pair, error) {
 		is.unclaim(ctx, f.ID, h)
 		return nil, err
 	}
+	// Listed with its new end before the family is: a failure here then
+	// rotates nothing (after the rotation it failed a refresh whose new
+	// token nobody got, and the retry with the old one revoked the
+	// family), and an end listed later than the family's is harmless.
+	if err := is.index(ctx, f); err != nil {
+		is.unclaim(ctx, f.ID, h)
+		return nil, err
+	}
 	if err := is.replaceFamily(ctx, f); errors.Is(err, errFamilyEnded) {
 		// Revoked while this refresh ran: the revocation stands.
 		return nil, fmt.Errorf("%w: %w", ErrInvalidGrant, err)
 	} else if err != nil {
 		is.unclaim(ctx, f.ID, h)
-		return nil, err
-	}
-	if err := is.index(ctx, f); err != nil {
 		return nil, err
 	}
 	return is.pair(f, next)

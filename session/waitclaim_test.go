@@ -90,6 +90,13 @@ func (f failingWrites) Set(ctx context.Context, key string, v []byte, ttl time.D
 	return f.Store.Set(ctx, key, v, ttl)
 }
 
+func (f failingWrites) AddMember(ctx context.Context, key, m string, until, now time.Time, limit int) ([]string, error) {
+	if strings.HasPrefix(key, f.prefix) {
+		return nil, ErrUnavailable
+	}
+	return f.Store.AddMember(ctx, key, m, until, now, limit)
+}
+
 func (f failingWrites) Replace(ctx context.Context, key string, v []byte, ttl time.Duration) (bool, error) {
 	if strings.HasPrefix(key, f.prefix) {
 		return false, ErrUnavailable
@@ -98,12 +105,15 @@ func (f failingWrites) Replace(ctx context.Context, key string, v []byte, ttl ti
 }
 
 // TestRefreshFailedMidRotationIsRetryable: a refresh that won the claim on
-// its token but could not store the new token or the family (the store
-// failed: a 503) rotated nothing, so the client's token is still the
-// family's current one. The claim must not outlive the failure, or the
-// client's retry after reuse_grace revokes the family as reuse.
+// its token but could not store the new token, list the family's new end
+// in its person's index, or store the family (the store failed: a 503)
+// must rotate nothing, so that the client's token is still the family's
+// current one, and the claim must not outlive the failure: otherwise the
+// client's retry after reuse_grace revokes the family as reuse. (The index
+// entry was written after the family, so its failure came after the
+// rotation.)
 func TestRefreshFailedMidRotationIsRetryable(t *testing.T) {
-	for _, failing := range []string{refreshPrefix, familyPrefix} {
+	for _, failing := range []string{refreshPrefix, familyPrefix, "idx:user:"} {
 		t.Run(strings.TrimSuffix(failing, ":"), func(t *testing.T) {
 			ctx := context.Background()
 			is, now := newIssuer(t, ES256)
