@@ -53,7 +53,8 @@ type RedisConfig struct {
 	// Default: "wxgate:".
 	KeyPrefix string `toml:"key_prefix"`
 	// WaitReplicas, if set, makes every write of a value (Set, SetNX,
-	// Replace, Delete: sessions, logouts, token families, leases) count
+	// Replace, Delete: sessions, logouts, token families, leases; and
+	// AddMember: a person's index entries) count
 	// only once that many replicas have it: the write is followed by WAIT
 	// on the same connection, and fewer acknowledgements within
 	// WaitTimeout fail the call (ErrUnavailable, a 503). Replication is
@@ -340,14 +341,29 @@ func (r *Redis) SetNX(ctx context.Context, key string, value []byte, ttl time.Du
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	k := r.prefix + key
+	sealed := r.seal(k, value)
 	var nx *redis.BoolCmd
-	err := r.write(ctx, func(c redis.Cmdable) redis.Cmder { nx = c.SetNX(ctx, k, r.seal(k, value), ttl); return nx })
+	err := r.write(ctx, func(c redis.Cmdable) redis.Cmder { nx = c.SetNX(ctx, k, sealed, ttl); return nx })
 	if err != nil {
-		// A lease or claim that replicas may not have is not won.
+		// A lease or claim that replicas may not have is not won, so it
+		// must not stay held either: a refresh token's rotation claim set
+		// on the master while WAIT fell short made the client's retry look
+		// like reuse and revoked its family, and a lease would hold every
+		// replica back for its whole TTL. Best effort: if this fails too,
+		// the key expires.
+		if nx != nil && nx.Err() == nil && nx.Val() {
+			_ = delIfValue.Run(ctx, r.c, []string{k}, sealed).Err()
+		}
 		return false, r.wrap("setnx", err)
 	}
 	return nx.Val(), nil
 }
+
+// delIfValue deletes KEYS[1] only if it still holds ARGV[1] (a sealed value,
+// unique by its nonce): what SetNX set, not a later holder's.
+var delIfValue = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
 
 // Replace implements Store with SET ... XX, which checks and sets in one
 // step.
@@ -481,7 +497,26 @@ func (r *Redis) AddMember(ctx context.Context, key, member string, until, now ti
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	over, err := addMember.Run(ctx, r.c, []string{r.prefix + key}, member, until.UnixMilli(), now.UnixMilli(), max(limit, 0)).StringSlice()
+	keys, args := []string{r.prefix + key}, []any{member, until.UnixMilli(), now.UnixMilli(), max(limit, 0)}
+	var res *redis.Cmd
+	// Waited for like the login it lists (wait_replicas): a failover must
+	// not keep a session and lose its entry, which the admin's revocation
+	// finds it by.
+	err := r.write(ctx, func(c redis.Cmdable) redis.Cmder {
+		if r.waitReplicas > 0 {
+			// In a pipeline EVALSHA cannot fall back to EVAL on NOSCRIPT
+			// (a restarted or promoted server has no scripts): send the
+			// script itself.
+			res = addMember.Eval(ctx, c, keys, args...)
+		} else {
+			res = addMember.Run(ctx, c, keys, args...)
+		}
+		return res
+	})
+	if err != nil {
+		return nil, r.wrap("add member", err)
+	}
+	over, err := res.StringSlice()
 	if err != nil {
 		return nil, r.wrap("add member", err)
 	}

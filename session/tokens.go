@@ -200,18 +200,39 @@ func (is *Issuer) Refresh(ctx context.Context, refresh string) (*Pair, error) {
 	next := NewID()
 	f.Current, f.Rotated = Hash(next), now
 	if err := is.saveRefresh(ctx, f.Current, f.ID, now); err != nil {
+		is.unclaim(ctx, f.ID, h)
+		return nil, err
+	}
+	// Listed with its new end before the family is: a failure here then
+	// rotates nothing (after the rotation it failed a refresh whose new
+	// token nobody got, and the retry with the old one revoked the
+	// family), and an end listed later than the family's is harmless.
+	if err := is.index(ctx, f); err != nil {
+		is.unclaim(ctx, f.ID, h)
 		return nil, err
 	}
 	if err := is.replaceFamily(ctx, f); errors.Is(err, errFamilyEnded) {
 		// Revoked while this refresh ran: the revocation stands.
 		return nil, fmt.Errorf("%w: %w", ErrInvalidGrant, err)
 	} else if err != nil {
-		return nil, err
-	}
-	if err := is.index(ctx, f); err != nil {
+		is.unclaim(ctx, f.ID, h)
 		return nil, err
 	}
 	return is.pair(f, next)
+}
+
+// unclaim drops the rotation claim on refresh token hash h after a
+// refresh that won it failed on a store error (a 503), if the family's
+// current token is still h: nothing was rotated, and the client, which
+// keeps h, must be able to try again. Left in place, the claim would make
+// that retry, once past reuse_grace, look like reuse of a rotated-out token
+// and revoke the family. A family the failed write did replace (a Redis
+// WAIT short of replicas still leaves the write on the master) keeps the
+// claim: h is rotated out. Best effort: on a failure here the claim stays.
+func (is *Issuer) unclaim(ctx context.Context, sid, h string) {
+	if f, err := is.Family(ctx, sid); err == nil && hmac.Equal([]byte(f.Current), []byte(h)) {
+		_ = is.store.Delete(ctx, rotatedPrefix+h)
+	}
 }
 
 func (is *Issuer) withinGrace(ctx context.Context, h string, now time.Time) bool {

@@ -62,6 +62,13 @@ function sharedState (wx, key) {
   return st
 }
 
+// isPair reports whether v looks like a token pair. A 200 from something in
+// front of the gateway (a proxy's or WAF's page) is not one: stored, it would
+// replace the pair and be sent as "Bearer undefined".
+function isPair (v) {
+  return !!v && typeof v.access_token === 'string' && v.access_token !== '' && typeof v.refresh_token === 'string'
+}
+
 // samePair reports whether a and b are the same token pair.
 function samePair (a, b) {
   return !!a && !!b && a.access_token === b.access_token && a.refresh_token === b.refresh_token
@@ -124,6 +131,7 @@ function createClient (options) {
         const { code } = await call(wx.login, {})
         const res = await post('/miniprogram/login', { code })
         if (res.statusCode !== 200) throw fail(res, 'login')
+        if (!isPair(res.data)) throw new WxgateError('login: not a token pair', { statusCode: res.statusCode, data: res.data })
         return save(res.data)
       })().finally(() => { st.loggingIn = null })
     }
@@ -148,7 +156,14 @@ function createClient (options) {
     if (!st.refreshing) {
       st.refreshing = (async () => {
         const res = await post('/token/refresh', { refresh_token: now.refresh_token })
-        if (res.statusCode === 200) return save(res.data)
+        if (res.statusCode === 200) {
+          if (isPair(res.data)) return save(res.data)
+          // The gateway may or may not have rotated the pair: keeping it
+          // could present a rotated-out refresh token later, which revokes
+          // the login. Forget it; the next request logs in.
+          clear()
+          throw new WxgateError('refresh: not a token pair', { statusCode: res.statusCode, data: res.data })
+        }
         if (res.data && res.data.error === 'invalid_grant') {
           // Another JS context may have rotated it first (the gateway's
           // reuse grace answers that without revoking): take its pair.

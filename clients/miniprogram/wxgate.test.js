@@ -337,3 +337,27 @@ test('storage that cannot be written: the pair lives in memory and no stale stor
   assert.equal(wx.calls.login, 1)
   assert.equal(wx.storage.wxgate_tokens, undefined)
 })
+
+test('a 200 answer that is not a token pair is a failure, never stored or sent as a bearer', async () => {
+  for (const path of ['/_wxgate/miniprogram/login', '/_wxgate/token/refresh']) {
+    const wx = fakeGateway()
+    const api = createClient({ baseURL: 'https://gw.example', wx })
+    if (path.endsWith('/refresh')) {
+      await api.request({ url: '/api/warm' })
+      wx.expireAll()
+    }
+    // A proxy or WAF in front answering with its own page.
+    const request = wx.request
+    const bearers = []
+    wx.request = (opts) => {
+      if (opts.url.endsWith(path)) return setImmediate(() => opts.success({ statusCode: 200, data: '<html>blocked</html>', header: {} }))
+      if (opts.header && opts.header.Authorization) bearers.push(opts.header.Authorization)
+      return request(opts)
+    }
+    await assert.rejects(api.request({ url: '/api/x' }), (err) => err.name === 'WxgateError' && /not a token pair/.test(err.message), path)
+    assert.equal(wx.storage.wxgate_tokens, undefined, path + ': what is stored')
+    assert.ok(!bearers.includes('Bearer undefined'), path + ': sent "Bearer undefined"')
+    wx.request = request
+    assert.equal((await api.request({ url: '/api/x' })).statusCode, 200, path + ': the next request')
+  }
+})
