@@ -266,6 +266,20 @@ type Session struct {
 	Tokens   *Tokens   `json:"tokens,omitempty"`
 	Created  time.Time `json:"created"`
 	LastSeen time.Time `json:"last_seen"`
+	// Ends is the absolute end fixed at login (Created plus ttl then). A
+	// ttl raised later does not lengthen the session: its index entries
+	// end here, and a session living past them would escape revoke-all.
+	// Zero in sessions stored before it existed.
+	Ends time.Time `json:"ends,omitzero"`
+}
+
+// end is when s ends at the latest under the current ttl.
+func (m *Manager) end(s *Session) time.Time {
+	end := s.Created.Add(m.ttl)
+	if !s.Ends.IsZero() && s.Ends.Before(end) {
+		end = s.Ends
+	}
+	return end
 }
 
 // Manager creates, finds and ends sessions and pending logins in a Store.
@@ -314,7 +328,7 @@ const touchEvery = time.Minute
 // indexes it by user (for revocation) and, with tokens, for the sweeper.
 func (m *Manager) Create(ctx context.Context, id Identity, tokens *Tokens) (*Session, error) {
 	now := m.Now()
-	s := &Session{ID: NewID(), Identity: id, Tokens: tokens, Created: now, LastSeen: now}
+	s := &Session{ID: NewID(), Identity: id, Tokens: tokens, Created: now, LastSeen: now, Ends: now.Add(m.ttl)}
 	s.Key = Hash(s.ID)
 	if err := m.save(ctx, s); err != nil {
 		return nil, fmt.Errorf("creating session: %w", err)
@@ -323,7 +337,7 @@ func (m *Manager) Create(ctx context.Context, id Identity, tokens *Tokens) (*Ses
 	// entries are written once, not on every touch, and are never dropped
 	// while it lives. One that ends idle stays listed (and counted against
 	// max_logins_per_user) until then; the admin API skips it.
-	end := s.Created.Add(m.ttl)
+	end := s.Ends
 	if err := indexLogin(ctx, m.store, &id, "s:"+s.Key, end, now, m.maxLogins, m.OnCapped); err != nil {
 		return nil, fmt.Errorf("indexing session: %w", err)
 	}
@@ -355,7 +369,7 @@ func (m *Manager) GetByKey(ctx context.Context, key string) (*Session, error) {
 	}
 	s.Key = key
 	now := m.Now()
-	if !now.Before(s.Created.Add(m.ttl)) || !now.Before(s.LastSeen.Add(m.idle)) {
+	if !now.Before(m.end(&s)) || !now.Before(s.LastSeen.Add(m.idle)) {
 		return nil, ErrNotFound
 	}
 	return &s, nil
@@ -411,7 +425,7 @@ func (m *Manager) Get(ctx context.Context, rawID string) (*Session, error) {
 	// reused once the handler returns, and the session outlives that.
 	s.ID, s.Key = strings.Clone(rawID), Hash(rawID)
 	now := m.Now()
-	if !now.Before(s.Created.Add(m.ttl)) || !now.Before(s.LastSeen.Add(m.idle)) {
+	if !now.Before(m.end(&s)) || !now.Before(s.LastSeen.Add(m.idle)) {
 		return nil, ErrNotFound
 	}
 	if now.Sub(s.LastSeen) >= touchEvery {
@@ -482,7 +496,7 @@ func (m *Manager) replace(ctx context.Context, s *Session) error {
 // expiry is how long the store keeps s: the nearer of its absolute end and
 // its idle end.
 func (m *Manager) expiry(s *Session) time.Duration {
-	end := s.Created.Add(m.ttl)
+	end := m.end(s)
 	if idle := s.LastSeen.Add(m.idle); idle.Before(end) {
 		end = idle
 	}

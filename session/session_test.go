@@ -155,3 +155,36 @@ func TestTouchKeepsARefreshMadeSinceTheRead(t *testing.T) {
 		t.Errorf("LastSeen after the next request = %s, want %s", got.LastSeen, now)
 	}
 }
+
+// TestRaisedTTLDoesNotOutliveTheIndex: a session keeps the end it got at
+// login when [session] ttl is raised later, so revoke-all, which finds
+// sessions by their index entries (kept until that end), still reaches
+// every session that lives.
+func TestRaisedTTLDoesNotOutliveTheIndex(t *testing.T) {
+	ctx := context.Background()
+	store := NewMemory(0)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	manager := func(ttl time.Duration) *Manager {
+		cfg := Config{TTL: ttl, IdleTTL: 24 * time.Hour}
+		cfg.SetDefaults()
+		m := NewManager(store, cfg)
+		m.Now = func() time.Time { return now }
+		return m
+	}
+	before := manager(time.Hour)
+	s, err := before.Create(ctx, Identity{OpenID: "o-ttl"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := manager(10 * time.Hour) // the operator raised ttl and restarted
+	now = now.Add(90 * time.Minute)
+	if _, err := after.Get(ctx, s.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get 90m into a 1h session after ttl went to 10h = %v, want ErrNotFound", err)
+	}
+	// Lowering ttl still shortens sessions.
+	s2, _ := after.Create(ctx, Identity{OpenID: "o-ttl"}, nil)
+	now = now.Add(2 * time.Hour)
+	if _, err := manager(time.Hour).Get(ctx, s2.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get 2h into a 10h session after ttl went to 1h = %v, want ErrNotFound", err)
+	}
+}
