@@ -1,0 +1,42 @@
+package proxy_test
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/wxgate/wxgate/wechat/wechatsim"
+)
+
+// TestRefreshAnswerWithoutToken: WeChat (or a proxy in front of it) answers
+// a user-token refresh with HTTP 200 and a JSON body that has no errcode and
+// no token ({} or an empty access_token, expires_in 0). That is no token:
+// the session keeps its current one, which is still valid, and the failed
+// refresh backs off like any other, instead of replacing the token with an
+// empty, already expired one and costing a WeChat call per request.
+func TestRefreshAnswerWithoutToken(t *testing.T) {
+	t.Setenv("WXGATE_SESSION_REFRESH_BACKOFF", "10s")
+	for _, body := range []string{`{}`, `{"access_token":"","expires_in":7200}`, `{"access_token":"x","expires_in":0}`, `{"access_token":"x","expires_in":-5}`} {
+		t.Run(body, func(t *testing.T) {
+			e := newEnv(t)
+			b := e.browser(weChatUA)
+			b.login("/", "lia")
+			before := first(b.upstreamView("/wxtoken/x", nil).Headers["X-Wechat-Access-Token"])
+			e.both(2*time.Hour - 2*time.Minute) // inside the margin, still valid
+			e.sim.InjectFault(wechatsim.Fault{Path: refreshPath, Body: body, Times: 100})
+			for i := 0; i < 10; i++ {
+				resp, _ := b.get("/wxtoken/x", nil)
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("request %d after WeChat answered %s: %d, want 200 with the still-valid token", i, body, resp.StatusCode)
+				}
+				time.Sleep(20 * time.Millisecond) // let a background refresh land
+			}
+			if got := first(b.upstreamView("/wxtoken/x", nil).Headers["X-Wechat-Access-Token"]); got != before {
+				t.Errorf("token passed after WeChat answered %s: %q, want the current %q", body, got, before)
+			}
+			if n := e.refreshes(); n > 3 {
+				t.Errorf("refresh calls = %d after 11 requests, want one attempt (at most 3 calls) then backoff", n)
+			}
+		})
+	}
+}

@@ -1,0 +1,73 @@
+package wechat_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/wxgate/wxgate/session"
+	"github.com/wxgate/wxgate/wechat"
+)
+
+// fakeStable answers every /cgi-bin/stable_token call with body.
+func fakeStable(t *testing.T, body *atomic.Value, calls *atomic.Int64) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		_, _ = io.WriteString(w, body.Load().(string))
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// TestHolderAnswerWithoutToken: stable_token answers HTTP 200 without an
+// errcode but without a token ({}), with an empty one, or with no lifetime.
+// The holder must not share that as the app's token (every caller would
+// get "" for two hours, or every Get would call WeChat again), and a huge
+// expires_in is held to WeChat's documented 2 hours.
+func TestHolderAnswerWithoutToken(t *testing.T) {
+	for _, body := range []string{`{}`, `{"access_token":"","expires_in":7200}`, `{"access_token":"T","expires_in":0}`} {
+		t.Run(body, func(t *testing.T) {
+			var answer atomic.Value
+			answer.Store(body)
+			var calls atomic.Int64
+			now := time.Now()
+			h := wechat.NewHolder(wechat.New(wechat.Config{APIBase: fakeStable(t, &answer, &calls)}), wechat.App{AppID: oaID, Secret: oaSecret},
+				session.NewMemory(0), wechat.HolderConfig{
+					IsNotFound: func(err error) bool { return errors.Is(err, session.ErrNotFound) },
+					Now:        func() time.Time { return now },
+				})
+			for i := 0; i < 5; i++ {
+				if tok, err := h.Get(context.Background()); err == nil {
+					t.Fatalf("Get %d after WeChat answered %s: token %q expiring %s, want an error", i, body, tok.AccessToken.Reveal(), tok.ExpiresAt.Sub(now))
+				}
+			}
+			if n := calls.Load(); n != 1 {
+				t.Errorf("WeChat calls = %d for 5 Gets, want 1 then the backoff", n)
+			}
+		})
+	}
+	t.Run("huge expires_in", func(t *testing.T) {
+		var answer atomic.Value
+		answer.Store(`{"access_token":"T","expires_in":100000000000}`)
+		var calls atomic.Int64
+		now := time.Now()
+		h := wechat.NewHolder(wechat.New(wechat.Config{APIBase: fakeStable(t, &answer, &calls)}), wechat.App{AppID: oaID, Secret: oaSecret},
+			session.NewMemory(0), wechat.HolderConfig{
+				IsNotFound: func(err error) bool { return errors.Is(err, session.ErrNotFound) },
+				Now:        func() time.Time { return now },
+			})
+		tok, err := h.Get(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if life := tok.ExpiresAt.Sub(now); life != 2*time.Hour {
+			t.Errorf("lifetime of a token WeChat said lives 1e11 s: %s, want WeChat's documented 2h", life)
+		}
+	})
+}
