@@ -71,3 +71,29 @@ func TestHolderAnswerWithoutToken(t *testing.T) {
 		}
 	})
 }
+
+// TestHolderPauseAfterClockJump: a failure recorded while the clock ran a
+// day ahead (a replica's, or this one's before NTP stepped it back) must
+// not pause fetching for that day: no pause is ever longer than a minute,
+// so a pause ending further ahead than that is read as none.
+func TestHolderPauseAfterClockJump(t *testing.T) {
+	var answer atomic.Value
+	answer.Store(`{"errcode":-1,"errmsg":"system error"}`)
+	var calls atomic.Int64
+	base := time.Now()
+	var offset atomic.Int64
+	offset.Store(int64(24 * time.Hour))
+	h := wechat.NewHolder(wechat.New(wechat.Config{APIBase: fakeStable(t, &answer, &calls), Retries: -1}), wechat.App{AppID: oaID, Secret: oaSecret},
+		session.NewMemory(0), wechat.HolderConfig{
+			IsNotFound: func(err error) bool { return errors.Is(err, session.ErrNotFound) },
+			Now:        func() time.Time { return base.Add(time.Duration(offset.Load())) },
+		})
+	if _, err := h.Get(context.Background()); err == nil {
+		t.Fatal("Get while WeChat fails: no error")
+	}
+	offset.Store(0) // the clock steps back a day; WeChat answers again
+	answer.Store(`{"access_token":"T","expires_in":7200}`)
+	if tok, err := h.Get(context.Background()); err != nil || tok.AccessToken != "T" {
+		t.Fatalf("Get after the clock stepped back a day: %v, want the token (calls %d)", err, calls.Load())
+	}
+}
