@@ -95,9 +95,12 @@ func (s *Server) needsRefresh(t *session.Tokens, now time.Time) bool {
 }
 
 // inBackoff reports whether t's login failed to refresh lately and must not
-// be tried before t.RetryAt.
-func inBackoff(t *session.Tokens, now time.Time) bool {
-	return t != nil && now.Before(t.RetryAt)
+// be tried before t.RetryAt. A RetryAt further ahead than the longest pause
+// was written by a clock running ahead (a replica's, or this one's before
+// it was stepped back) and is read as none: otherwise the login would not
+// refresh, and its expired token would not pass, until that clock's time.
+func (s *Server) inBackoff(t *session.Tokens, now time.Time) bool {
+	return t != nil && now.Before(t.RetryAt) && t.RetryAt.Sub(now) <= s.maxRefreshPause()
 }
 
 // requestTokens returns the WeChat tokens a request of login r uses (r.tokens
@@ -122,7 +125,7 @@ func (s *Server) requestTokens(ctx context.Context, r refreshable) (*session.Tok
 		}
 		return nil, errLoginEnded
 	}
-	if inBackoff(t, now) {
+	if s.inBackoff(t, now) {
 		return t, nil
 	}
 	f := s.startRefresh(r)
@@ -280,7 +283,7 @@ func (s *Server) awaitHeld(ctx context.Context, r refreshable, lease string) (*s
 			return nil, err
 		case err != nil:
 			return nil, errRefreshHeld
-		case !s.needsRefresh(cur, s.sessions.Now()) || inBackoff(cur, s.sessions.Now()):
+		case !s.needsRefresh(cur, s.sessions.Now()) || s.inBackoff(cur, s.sessions.Now()):
 			return cur, nil
 		}
 	}
@@ -318,6 +321,11 @@ func (s *Server) refreshPause(n int) time.Duration {
 	d := base << min(n-1, 4) // 16x is past the cap
 	d = min(d, 12*base)
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+// maxRefreshPause is the longest pause refreshPause returns.
+func (s *Server) maxRefreshPause() time.Duration {
+	return 12 * s.cfg.Session.RefreshBackoff * 12 / 10
 }
 
 // sessionRefreshable wraps the browser session stored under key, whose
@@ -426,7 +434,7 @@ func (s *Server) sweep(ctx context.Context, budget time.Duration) {
 			continue
 		}
 		now := s.sessions.Now()
-		if err != nil || !s.needsRefresh(sess.Tokens, now) || inBackoff(sess.Tokens, now) {
+		if err != nil || !s.needsRefresh(sess.Tokens, now) || s.inBackoff(sess.Tokens, now) {
 			continue
 		}
 		select {

@@ -40,3 +40,28 @@ func TestRefreshAnswerWithoutToken(t *testing.T) {
 		})
 	}
 }
+
+// TestRefreshBackoffAfterClockJump: a failed refresh recorded while the
+// gateway's clock ran an hour ahead (a replica's clock, or this one's before
+// NTP stepped it back) must not keep the login from refreshing for that
+// hour: no backoff is longer than 12 x refresh_backoff (and its jitter), so
+// a retry time further ahead is read as none.
+func TestRefreshBackoffAfterClockJump(t *testing.T) {
+	t.Setenv("WXGATE_SESSION_REFRESH_BACKOFF", "100ms")
+	e := newEnv(t)
+	b := e.browser(weChatUA)
+	b.login("/", "max")
+	e.both(2*time.Hour + time.Second) // expired
+	e.advance(time.Hour)              // the gateway's clock runs an hour ahead
+	e.sim.InjectFault(wechatsim.Fault{Path: refreshPath, Errcode: -1, Times: 3})
+	before := e.refreshes()
+	pollUntil(t, 5*time.Second, "the failing refresh", func() bool {
+		b.get("/page", nil)
+		return e.refreshes() >= before+3
+	})
+	e.advance(-time.Hour) // stepped back; WeChat answers again
+	pollUntil(t, 5*time.Second, "a refresh once the clock is right and WeChat answers", func() bool {
+		resp, _ := b.get("/wxtoken/x", nil)
+		return resp.StatusCode == http.StatusOK
+	})
+}
