@@ -65,3 +65,26 @@ func TestRefreshBackoffAfterClockJump(t *testing.T) {
 		return resp.StatusCode == http.StatusOK
 	})
 }
+
+// TestAppTokenDuringARedisOutage: with Redis down, /app-token on each
+// replica answers the valid token it last saw (backends keep sending
+// messages), not a 503.
+func TestAppTokenDuringARedisOutage(t *testing.T) {
+	c, _ := newAppTokenCluster(t)
+	statuses, tokens, _ := c.getAppTokens(4)
+	if statuses[200] != 4 || len(tokens) != 1 {
+		t.Fatalf("GET /app-token: statuses %v, tokens %d", statuses, len(tokens))
+	}
+	c.redis.Stop()
+	statuses, tokens2, slowest := c.getAppTokens(10)
+	if statuses[200] != 10 || len(tokens2) != 1 || tokens2[firstKey(tokens)] != 10 {
+		t.Errorf("Redis down: statuses %v, tokens %v (slowest %v); want the current token from both replicas", statuses, len(tokens2), slowest)
+	}
+}
+
+func firstKey(m map[string]int) string {
+	for k := range m {
+		return k
+	}
+	return ""
+}

@@ -97,3 +97,74 @@ func TestHolderPauseAfterClockJump(t *testing.T) {
 		t.Fatalf("Get after the clock stepped back a day: %v, want the token (calls %d)", err, calls.Load())
 	}
 }
+
+// flakyStore is a shared store that fails every call while down is set.
+type flakyStore struct {
+	wechat.SharedStore
+	down atomic.Bool
+}
+
+var errStoreDown = errors.New("store down")
+
+func (s *flakyStore) Get(ctx context.Context, key string) ([]byte, error) {
+	if s.down.Load() {
+		return nil, errStoreDown
+	}
+	return s.SharedStore.Get(ctx, key)
+}
+
+func (s *flakyStore) Set(ctx context.Context, key string, v []byte, ttl time.Duration) error {
+	if s.down.Load() {
+		return errStoreDown
+	}
+	return s.SharedStore.Set(ctx, key, v, ttl)
+}
+
+func (s *flakyStore) SetNX(ctx context.Context, key string, v []byte, ttl time.Duration) (bool, error) {
+	if s.down.Load() {
+		return false, errStoreDown
+	}
+	return s.SharedStore.SetNX(ctx, key, v, ttl)
+}
+
+func (s *flakyStore) Delete(ctx context.Context, key string) error {
+	if s.down.Load() {
+		return errStoreDown
+	}
+	return s.SharedStore.Delete(ctx, key)
+}
+
+// TestHolderStoreDown: while the shared store is unreachable, the holder
+// serves the valid token it last saw instead of failing, and asks WeChat
+// nothing (the lease that keeps fetches one at a time is in the store);
+// once the token has expired it fails with the store's error.
+func TestHolderStoreDown(t *testing.T) {
+	var answer atomic.Value
+	answer.Store(`{"access_token":"T","expires_in":7200}`)
+	var calls atomic.Int64
+	now := time.Now()
+	store := &flakyStore{SharedStore: session.NewMemory(0)}
+	h := wechat.NewHolder(wechat.New(wechat.Config{APIBase: fakeStable(t, &answer, &calls)}), wechat.App{AppID: oaID, Secret: oaSecret},
+		store, wechat.HolderConfig{
+			IsNotFound: func(err error) bool { return errors.Is(err, session.ErrNotFound) },
+			Now:        func() time.Time { return now },
+		})
+	ctx := context.Background()
+	if _, err := h.Get(ctx); err != nil {
+		t.Fatal(err)
+	}
+	store.down.Store(true)
+	for _, at := range []time.Duration{time.Minute, time.Hour + 57*time.Minute} { // fresh, then in the window
+		now = now.Add(at)
+		if tok, err := h.Get(ctx); err != nil || tok.AccessToken != "T" {
+			t.Errorf("Get %s later with the store down: %v, want the current token", at, err)
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("WeChat calls = %d, want 1 (none while the store is down)", n)
+	}
+	now = now.Add(3 * time.Minute) // expired
+	if _, err := h.Get(ctx); !errors.Is(err, errStoreDown) {
+		t.Errorf("Get after expiry with the store down: %v, want the store's error", err)
+	}
+}
