@@ -168,3 +168,36 @@ func TestHolderStoreDown(t *testing.T) {
 		t.Errorf("Get after expiry with the store down: %v, want the store's error", err)
 	}
 }
+
+// TestHolderInvalidateLoop: a backend that gets 40001 for a reason of its
+// own reports every token it is given as invalid, in a loop. The first
+// report replaces the token; the next ones, within 30 s of it, must not
+// reach WeChat: a stable_token call that may not force answers the same
+// token (a wasted call), and each /cgi-bin/token call replaces the token and
+// counts against its 2000-a-day quota, whose end (45009) blocks the app
+// token for everyone.
+func TestHolderInvalidateLoop(t *testing.T) {
+	for _, tc := range []struct{ source, path string }{
+		{"stable_token", "/cgi-bin/stable_token"},
+		{"token", "/cgi-bin/token"},
+	} {
+		t.Run(tc.source, func(t *testing.T) {
+			h, sim, _ := newHolder(t, tc.source)
+			ctx := context.Background()
+			tokens := map[wechat.Secret]bool{}
+			for i := 0; i < 10; i++ {
+				cur, err := h.Get(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tokens[cur.AccessToken] = true
+				if _, _, err := h.Invalidate(ctx, cur.AccessToken); err != nil {
+					t.Fatalf("Invalidate %d: %v", i, err)
+				}
+			}
+			if n := sim.Calls()[tc.path]; n != 2 || len(tokens) != 2 {
+				t.Errorf("10 reports of the current token within 30 s: %d WeChat calls, %d tokens; want 2 calls (the fetch, one replacement) and 2 tokens", n, len(tokens))
+			}
+		})
+	}
+}
