@@ -318,7 +318,9 @@ func (s *Server) backOff(ctx context.Context, r refreshable, cur *session.Tokens
 // or take 20% so that logins that failed together do not retry together.
 func (s *Server) refreshPause(n int) time.Duration {
 	base := s.cfg.Session.RefreshBackoff
-	d := base << min(n-1, 4) // 16x is past the cap
+	// n comes from the stored login: clamped, so that no record can make
+	// the shift negative (a panic, in a background goroutine).
+	d := base << min(max(n-1, 0), 4) // 16x is past the cap
 	d = min(d, 12*base)
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }

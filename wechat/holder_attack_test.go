@@ -201,3 +201,24 @@ func TestHolderInvalidateLoop(t *testing.T) {
 		})
 	}
 }
+
+// TestHolderOddPauseRecord: the shared pause record is read back from the
+// store; a failure count no version writes (negative, or at the top of an
+// int, so that one more overflows) must still give a bounded pause, not a
+// panic on a negative shift.
+func TestHolderOddPauseRecord(t *testing.T) {
+	for _, failures := range []string{"-5", "9223372036854775807"} {
+		t.Run(failures, func(t *testing.T) {
+			var answer atomic.Value
+			answer.Store(`{"errcode":-1,"errmsg":"system error"}`)
+			var calls atomic.Int64
+			store := session.NewMemory(0)
+			_ = store.Set(context.Background(), "apptoken:backoff:"+oaID, []byte(`{"failures":`+failures+`}`), time.Minute)
+			h := wechat.NewHolder(wechat.New(wechat.Config{APIBase: fakeStable(t, &answer, &calls), Retries: -1}), wechat.App{AppID: oaID, Secret: oaSecret},
+				store, wechat.HolderConfig{IsNotFound: func(err error) bool { return errors.Is(err, session.ErrNotFound) }})
+			if _, err := h.Get(context.Background()); err == nil {
+				t.Fatal("Get while WeChat fails: no error")
+			}
+		})
+	}
+}

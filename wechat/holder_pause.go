@@ -56,7 +56,9 @@ func backoff(n int, life time.Duration) time.Duration {
 	if life > 0 {
 		base, ceiling = min(base, max(life/400, time.Millisecond)), min(ceiling, max(life/100, time.Millisecond))
 	}
-	d := min(base<<min(n-1, 20), ceiling)
+	// n comes from the shared store: clamped, so that no record can make
+	// the shift negative (a panic).
+	d := min(base<<min(max(n-1, 0), 20), ceiling)
 	return d/2 + rand.N(d/2+1)
 }
 
