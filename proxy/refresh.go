@@ -74,6 +74,31 @@ type refresher struct {
 	mu   sync.Mutex
 	// flights are the refreshes in flight by refreshable.key; guarded by mu.
 	flights map[string]*flight
+	// closed is set by shut: no refresh starts after it (guarded by mu).
+	closed bool
+	// running counts the refresh goroutines, added to under mu while not
+	// closed, so that shut can wait for them.
+	running sync.WaitGroup
+}
+
+// shut stops starting refreshes, cuts those in flight, and waits until
+// they have ended, or until ctx ends. A cut refresh releases its lease on
+// its way out: were the store closed first, the lease would stay for
+// snsLeaseTTL and hold back the other replicas' refresh of that login.
+func (rf *refresher) shut(ctx context.Context) {
+	rf.mu.Lock()
+	rf.closed = true
+	rf.mu.Unlock()
+	rf.stop()
+	done := make(chan struct{})
+	go func() {
+		rf.running.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 }
 
 func newRefresher() *refresher {
@@ -162,6 +187,10 @@ func (s *Server) startRefresh(r refreshable) *flight {
 		rf.mu.Unlock()
 		return f
 	}
+	if rf.closed {
+		rf.mu.Unlock()
+		return nil // shutting down: the request goes on with its tokens
+	}
 	if len(rf.flights) >= maxRefreshes {
 		rf.mu.Unlock()
 		s.metrics.Refresh("sns", "busy")
@@ -169,8 +198,10 @@ func (s *Server) startRefresh(r refreshable) *flight {
 	}
 	f := &flight{done: make(chan struct{})}
 	rf.flights[r.key] = f
+	rf.running.Add(1)
 	rf.mu.Unlock()
 	go func() {
+		defer rf.running.Done()
 		ctx, cancel := context.WithTimeout(rf.ctx, refreshTimeout)
 		defer cancel()
 		f.tokens, f.err = s.refreshOnce(ctx, r)

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"context"
 	"net/http"
 	"testing"
 	"time"
@@ -87,4 +88,36 @@ func firstKey(m map[string]int) string {
 		return k
 	}
 	return ""
+}
+
+// TestShutdownReleasesRefreshLease: a replica stops while its background
+// refresh of a login waits for WeChat. Shutdown cuts the refresh and lets
+// its lease go before it closes the store, so the other replica refreshes
+// that login at once: the lease must not be left for its 40 s TTL (during
+// which every request there with the expired token waits refresh_wait and
+// pass_wechat_token routes answer 503).
+func TestShutdownReleasesRefreshLease(t *testing.T) {
+	t.Setenv("WXGATE_SESSION_REFRESH_WAIT", "0s")
+	t.Setenv("WXGATE_WECHAT_TIMEOUT", "5s")
+	sw, _, c := switchedCluster(t, "0s")
+	b := c.gws[0].browser(weChatUA)
+	b.login("/", "ned")
+	c.both(2*time.Hour + time.Second) // expired
+	sw.set(weChatHang)
+	b.get("/page", nil) // starts the refresh on replica 0, which hangs
+	pollUntil(t, 5*time.Second, "replica 0 refreshing", func() bool {
+		calls, _, _, _ := sw.stats()
+		return calls == 1
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.gws[0].gw.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sw.set(weChatUp)
+	b1 := b.on(c.gws[1])
+	pollUntil(t, 2*time.Second, "replica 1 passes a refreshed token", func() bool {
+		resp, _ := b1.get("/wxtoken/x", nil)
+		return resp.StatusCode == http.StatusOK
+	})
 }
