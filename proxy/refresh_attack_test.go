@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,4 +121,40 @@ func TestShutdownReleasesRefreshLease(t *testing.T) {
 		resp, _ := b1.get("/wxtoken/x", nil)
 		return resp.StatusCode == http.StatusOK
 	})
+}
+
+// TestSweeperRefreshKeepsATouch: the sweeper refreshes the token of a
+// session near its idle end; while WeChat answers (or times out), the user
+// comes back (the request writes the session's last-seen time). The
+// refresh's save (new tokens, or the failure's backoff) must not write back
+// the last-seen time it read: that put the session's idle end in the past,
+// so the save deleted a session in use, and the user was sent to log in
+// again.
+func TestSweeperRefreshKeepsATouch(t *testing.T) {
+	for _, tc := range []struct{ timeout, result string }{{"10s", "ok"}, {"2s", "error"}} {
+		t.Run(tc.result, func(t *testing.T) {
+			const idle = 2*time.Hour - time.Minute // the token enters the 5m margin before the idle end
+			t.Setenv("WXGATE_SESSION_IDLE_TTL", idle.String())
+			t.Setenv("WXGATE_WECHAT_TIMEOUT", tc.timeout)
+			t.Setenv("WXGATE_WECHAT_RETRIES", "-1")
+			sw, sim, simURL := newSwitchedSim(t)
+			e := newEnvOpts(t, envOptions{sim: sim, simURL: simURL, refreshAhead: "1s"})
+			b := e.browser(weChatUA)
+			b.login("/", "ola")
+			e.both(idle - 3*time.Second)
+			sw.latency.Store(int64(4 * time.Second)) // the refresh ends past the idle end it read
+			pollUntil(t, 3*time.Second, "the sweeper refreshing", func() bool {
+				calls, _, _, _ := sw.stats()
+				return calls == 1
+			})
+			if resp, _ := b.get("/page", nil); resp.StatusCode != http.StatusOK {
+				t.Fatalf("request while the sweeper refreshes: %d", resp.StatusCode)
+			}
+			done := `wxgate_token_refreshes_total{kind="sns",result="` + tc.result + `"} 1`
+			pollUntil(t, 10*time.Second, "the refresh saved", func() bool { return strings.Contains(e.scrape(), done) })
+			if resp, _ := b.get("/page", nil); resp.StatusCode != http.StatusOK {
+				t.Errorf("request after the sweeper's refresh: %d, want 200 (the session was in use)", resp.StatusCode)
+			}
+		})
+	}
 }

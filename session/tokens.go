@@ -363,8 +363,9 @@ func (is *Issuer) UpdateFamily(ctx context.Context, sid string, change func(*Fam
 	return nil, fmt.Errorf("%w: token family %s changed %d times during an update", ErrUnavailable, sid, updateTries)
 }
 
-// updateTries bounds UpdateFamily's reads: a family changes at most at
-// each rotation and WeChat refresh, so a few always suffice.
+// updateTries bounds the reads of UpdateFamily and Manager.Update: a
+// record changes at most at each rotation, touch and WeChat refresh, so a
+// few always suffice.
 const updateTries = 5
 
 // saveFamily stores a new family.
