@@ -339,7 +339,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	idleDone := make(chan struct{})
 	go closeIdleUntil(idleDone, 20*time.Millisecond, s.pubConns, s.adminConns)
-	s.refreshes.stop()
+	s.refreshes.shut(ctx)
 	err := errors.Join(s.app.ShutdownWithContext(ctx), s.admin.ShutdownWithContext(ctx))
 	close(idleDone)
 	if err != nil && ctx.Err() != nil {

@@ -138,7 +138,7 @@ func (s *Server) checkWeChatToken(who *caller, rule *policies.Rule) error {
 		return nil
 	}
 	retry := time.Second
-	if inBackoff(who.tokens, now) {
+	if s.inBackoff(who.tokens, now) {
 		retry = max(retry, (who.tokens.RetryAt.Sub(now) + time.Second - 1).Truncate(time.Second))
 	}
 	return &Error{Status: http.StatusServiceUnavailable, Page: "wechat_unavailable", Code: "wechat_unavailable", JSON: rule.API,

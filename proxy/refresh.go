@@ -74,6 +74,31 @@ type refresher struct {
 	mu   sync.Mutex
 	// flights are the refreshes in flight by refreshable.key; guarded by mu.
 	flights map[string]*flight
+	// closed is set by shut: no refresh starts after it (guarded by mu).
+	closed bool
+	// running counts the refresh goroutines, added to under mu while not
+	// closed, so that shut can wait for them.
+	running sync.WaitGroup
+}
+
+// shut stops starting refreshes, cuts those in flight, and waits until
+// they have ended, or until ctx ends. A cut refresh releases its lease on
+// its way out: were the store closed first, the lease would stay for
+// snsLeaseTTL and hold back the other replicas' refresh of that login.
+func (rf *refresher) shut(ctx context.Context) {
+	rf.mu.Lock()
+	rf.closed = true
+	rf.mu.Unlock()
+	rf.stop()
+	done := make(chan struct{})
+	go func() {
+		rf.running.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 }
 
 func newRefresher() *refresher {
@@ -95,9 +120,12 @@ func (s *Server) needsRefresh(t *session.Tokens, now time.Time) bool {
 }
 
 // inBackoff reports whether t's login failed to refresh lately and must not
-// be tried before t.RetryAt.
-func inBackoff(t *session.Tokens, now time.Time) bool {
-	return t != nil && now.Before(t.RetryAt)
+// be tried before t.RetryAt. A RetryAt further ahead than the longest pause
+// was written by a clock running ahead (a replica's, or this one's before
+// it was stepped back) and is read as none: otherwise the login would not
+// refresh, and its expired token would not pass, until that clock's time.
+func (s *Server) inBackoff(t *session.Tokens, now time.Time) bool {
+	return t != nil && now.Before(t.RetryAt) && t.RetryAt.Sub(now) <= s.maxRefreshPause()
 }
 
 // requestTokens returns the WeChat tokens a request of login r uses (r.tokens
@@ -122,7 +150,7 @@ func (s *Server) requestTokens(ctx context.Context, r refreshable) (*session.Tok
 		}
 		return nil, errLoginEnded
 	}
-	if inBackoff(t, now) {
+	if s.inBackoff(t, now) {
 		return t, nil
 	}
 	f := s.startRefresh(r)
@@ -159,6 +187,10 @@ func (s *Server) startRefresh(r refreshable) *flight {
 		rf.mu.Unlock()
 		return f
 	}
+	if rf.closed {
+		rf.mu.Unlock()
+		return nil // shutting down: the request goes on with its tokens
+	}
 	if len(rf.flights) >= maxRefreshes {
 		rf.mu.Unlock()
 		s.metrics.Refresh("sns", "busy")
@@ -166,8 +198,10 @@ func (s *Server) startRefresh(r refreshable) *flight {
 	}
 	f := &flight{done: make(chan struct{})}
 	rf.flights[r.key] = f
+	rf.running.Add(1)
 	rf.mu.Unlock()
 	go func() {
+		defer rf.running.Done()
 		ctx, cancel := context.WithTimeout(rf.ctx, refreshTimeout)
 		defer cancel()
 		f.tokens, f.err = s.refreshOnce(ctx, r)
@@ -280,7 +314,7 @@ func (s *Server) awaitHeld(ctx context.Context, r refreshable, lease string) (*s
 			return nil, err
 		case err != nil:
 			return nil, errRefreshHeld
-		case !s.needsRefresh(cur, s.sessions.Now()) || inBackoff(cur, s.sessions.Now()):
+		case !s.needsRefresh(cur, s.sessions.Now()) || s.inBackoff(cur, s.sessions.Now()):
 			return cur, nil
 		}
 	}
@@ -315,9 +349,16 @@ func (s *Server) backOff(ctx context.Context, r refreshable, cur *session.Tokens
 // or take 20% so that logins that failed together do not retry together.
 func (s *Server) refreshPause(n int) time.Duration {
 	base := s.cfg.Session.RefreshBackoff
-	d := base << min(n-1, 4) // 16x is past the cap
+	// n comes from the stored login: clamped, so that no record can make
+	// the shift negative (a panic, in a background goroutine).
+	d := base << min(max(n-1, 0), 4) // 16x is past the cap
 	d = min(d, 12*base)
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+// maxRefreshPause is the longest pause refreshPause returns.
+func (s *Server) maxRefreshPause() time.Duration {
+	return 12 * s.cfg.Session.RefreshBackoff * 12 / 10
 }
 
 // sessionRefreshable wraps the browser session stored under key, whose
@@ -426,7 +467,7 @@ func (s *Server) sweep(ctx context.Context, budget time.Duration) {
 			continue
 		}
 		now := s.sessions.Now()
-		if err != nil || !s.needsRefresh(sess.Tokens, now) || inBackoff(sess.Tokens, now) {
+		if err != nil || !s.needsRefresh(sess.Tokens, now) || s.inBackoff(sess.Tokens, now) {
 			continue
 		}
 		select {

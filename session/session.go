@@ -375,14 +375,45 @@ func (m *Manager) GetByKey(ctx context.Context, key string) (*Session, error) {
 	return &s, nil
 }
 
-// Update stores a changed session (new WeChat tokens) under its key. A
-// session that ended meanwhile (logout, revocation) stays ended: Update
-// then returns ErrNotFound.
+// Update stores s.Tokens (new WeChat tokens, or a failed refresh's
+// backoff) as the tokens of the session stored under s.Key, and changes
+// nothing else. It swaps only the record it read (Store.Swap), reading
+// again if the session changed since: a refresh takes seconds, and writing
+// back the whole session it read before would undo a request's touch made
+// meanwhile, putting the idle end back where it was, in the past for a
+// session near it, so that the write deleted a session in use. A session
+// that ended meanwhile (logout, revocation, its idle or absolute end)
+// stays ended: Update then returns ErrNotFound.
 func (m *Manager) Update(ctx context.Context, s *Session) error {
-	if err := m.replace(ctx, s); err != nil {
-		return fmt.Errorf("updating session: %w", err)
+	key := sessionPrefix + s.Key
+	for range updateTries {
+		b, err := m.store.Get(ctx, key)
+		if err != nil {
+			return fmt.Errorf("updating session: %w", err)
+		}
+		var cur Session
+		if err := json.Unmarshal(b, &cur); err != nil {
+			return fmt.Errorf("decoding session: %w", err)
+		}
+		ttl := m.expiry(&cur)
+		if ttl <= 0 {
+			return fmt.Errorf("updating session: %w", ErrNotFound)
+		}
+		cur.Tokens = s.Tokens
+		nb, err := json.Marshal(&cur)
+		if err != nil {
+			return fmt.Errorf("updating session: %w", err)
+		}
+		ok, err := m.store.Swap(ctx, key, b, nb, ttl)
+		if err != nil {
+			return fmt.Errorf("updating session: %w", err)
+		}
+		if ok {
+			return nil
+		}
+		// Changed (touched) or ended since the read: read it again.
 	}
-	return nil
+	return fmt.Errorf("%w: session changed %d times during an update", ErrUnavailable, updateTries)
 }
 
 // DeleteByKey ends a session found by key.
@@ -473,24 +504,6 @@ func (m *Manager) save(ctx context.Context, s *Session) error {
 		return m.store.Delete(ctx, sessionPrefix+s.Key)
 	}
 	return m.store.Set(ctx, sessionPrefix+s.Key, b, ttl)
-}
-
-// replace stores a changed session only if it is still stored: a write
-// that read the session before a logout deleted it must not bring it back.
-// It returns ErrNotFound when the session ended meanwhile.
-func (m *Manager) replace(ctx context.Context, s *Session) error {
-	b, err := json.Marshal(s)
-	if err != nil {
-		return err
-	}
-	ok, err := m.store.Replace(ctx, sessionPrefix+s.Key, b, m.expiry(s))
-	switch {
-	case err != nil:
-		return err
-	case !ok:
-		return ErrNotFound
-	}
-	return nil
 }
 
 // expiry is how long the store keeps s: the nearer of its absolute end and

@@ -322,25 +322,51 @@ func (is *Issuer) Family(ctx context.Context, sid string) (*Family, error) {
 
 // UpdateFamily applies change to a live family and stores it. A family
 // that was revoked (deleted) or expired is ErrInvalidToken: its tokens are
-// dead, which is the client's news, not a store failure.
+// dead, which is the client's news, not a store failure. The family is
+// stored only if it is still as read (Store.Swap); otherwise change is
+// applied again to the newer family. A save of WeChat tokens (a background
+// refresh) that read the family just before the client rotated its pair
+// would otherwise write back the old refresh token's hash: the rotation
+// lost, the client's new refresh token is refused and the user logged out.
+// change must therefore only set what it changes. Like a touch, the swap
+// is not waited for (wait_replicas): a failover may lose it, which costs
+// another WeChat refresh; rotations (Refresh) are waited for.
 func (is *Issuer) UpdateFamily(ctx context.Context, sid string, change func(*Family)) (*Family, error) {
-	f, err := is.Family(ctx, sid)
-	if errors.Is(err, ErrNotFound) {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, errFamilyEnded)
-	} else if err != nil {
-		return nil, err
+	for range updateTries {
+		b, err := is.store.Get(ctx, familyPrefix+sid)
+		if errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidToken, errFamilyEnded)
+		} else if err != nil {
+			return nil, err
+		}
+		var f Family
+		if err := json.Unmarshal(b, &f); err != nil {
+			return nil, fmt.Errorf("decoding token family: %w", err)
+		}
+		if f.Revoked {
+			return nil, fmt.Errorf("%w: family revoked", ErrInvalidToken)
+		}
+		change(&f)
+		nb, err := json.Marshal(&f)
+		if err != nil {
+			return nil, fmt.Errorf("saving token family: %w", err)
+		}
+		ok, err := is.store.Swap(ctx, familyPrefix+sid, b, nb, f.Rotated.Add(is.cfg.RefreshTTL).Sub(is.Now()))
+		if err != nil {
+			return nil, fmt.Errorf("saving token family: %w", err)
+		}
+		if ok {
+			return &f, nil
+		}
+		// Changed or ended since the read: read it again.
 	}
-	if f.Revoked {
-		return nil, fmt.Errorf("%w: family revoked", ErrInvalidToken)
-	}
-	change(f)
-	if err := is.replaceFamily(ctx, f); errors.Is(err, errFamilyEnded) {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
-	} else if err != nil {
-		return nil, err
-	}
-	return f, nil
+	return nil, fmt.Errorf("%w: token family %s changed %d times during an update", ErrUnavailable, sid, updateTries)
 }
+
+// updateTries bounds the reads of UpdateFamily and Manager.Update: a
+// record changes at most at each rotation, touch and WeChat refresh, so a
+// few always suffice.
+const updateTries = 5
 
 // saveFamily stores a new family.
 func (is *Issuer) saveFamily(ctx context.Context, f *Family) error {

@@ -43,6 +43,9 @@ func (c *Client) stableToken(ctx context.Context, app App, force bool, now time.
 	if err := c.call(ctx, http.MethodPost, "/cgi-bin/stable_token", nil, body, retry, &out); err != nil {
 		return nil, fmt.Errorf("fetching stable token: %w", err)
 	}
+	if err := checkToken("/cgi-bin/stable_token", out.AccessToken, &out.ExpiresIn); err != nil {
+		return nil, fmt.Errorf("fetching stable token: %w", err)
+	}
 	return &AppToken{AccessToken: out.AccessToken, ExpiresAt: now.Add(time.Duration(out.ExpiresIn) * time.Second), FetchedAt: now}, nil
 }
 
@@ -56,6 +59,9 @@ func (c *Client) Token(ctx context.Context, app App, now time.Time) (*AppToken, 
 		ExpiresIn   int    `json:"expires_in"`
 	}
 	if err := c.call(ctx, http.MethodGet, "/cgi-bin/token", q, nil, false, &out); err != nil {
+		return nil, fmt.Errorf("fetching app token: %w", err)
+	}
+	if err := checkToken("/cgi-bin/token", out.AccessToken, &out.ExpiresIn); err != nil {
 		return nil, fmt.Errorf("fetching app token: %w", err)
 	}
 	return &AppToken{AccessToken: out.AccessToken, ExpiresAt: now.Add(time.Duration(out.ExpiresIn) * time.Second), FetchedAt: now}, nil

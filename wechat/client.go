@@ -168,6 +168,9 @@ func (c *Client) ExchangeCode(ctx context.Context, app App, code string) (*UserT
 	if err := c.call(ctx, http.MethodGet, "/sns/oauth2/access_token", q, nil, false, &t); err != nil {
 		return nil, fmt.Errorf("exchanging code: %w", err)
 	}
+	if err := checkToken("/sns/oauth2/access_token", t.AccessToken, &t.ExpiresIn); err != nil {
+		return nil, fmt.Errorf("exchanging code: %w", err)
+	}
 	return &t, nil
 }
 
@@ -180,6 +183,9 @@ func (c *Client) RefreshUserToken(ctx context.Context, appID string, refreshToke
 	}
 	var t UserToken
 	if err := c.call(ctx, http.MethodGet, "/sns/oauth2/refresh_token", q, nil, true, &t); err != nil {
+		return nil, fmt.Errorf("refreshing sns token: %w", err)
+	}
+	if err := checkToken("/sns/oauth2/refresh_token", t.AccessToken, &t.ExpiresIn); err != nil {
 		return nil, fmt.Errorf("refreshing sns token: %w", err)
 	}
 	return &t, nil
@@ -206,6 +212,26 @@ func (c *Client) CheckUserToken(ctx context.Context, accessToken Secret, openID 
 	if err := c.call(ctx, http.MethodGet, "/sns/auth", q, nil, true, nil); err != nil {
 		return fmt.Errorf("checking sns token: %w", err)
 	}
+	return nil
+}
+
+// maxTokenLife is the longest lifetime, in seconds, taken from an answer:
+// WeChat documents 7200 for user and app access tokens. A longer claim
+// (up to one that overflows a time.Duration) would keep a token in use
+// long after WeChat dropped it; a shorter one is taken as it is.
+const maxTokenLife = 7200
+
+// checkToken checks the token and lifetime of an answer without errcode,
+// and bounds the lifetime by maxTokenLife. An answer without a token or
+// with no lifetime left (a proxy's "{}", a broken answer) is not a token:
+// it is an unavailable WeChat, so the current token is kept and the next
+// attempt backs off, instead of an empty or expired token replacing a
+// valid one and every request asking again.
+func checkToken(endpoint string, token Secret, expiresIn *int) error {
+	if token == "" || *expiresIn <= 0 {
+		return fmt.Errorf("%w: %s: answer without a token or its lifetime (expires_in %d)", ErrUnavailable, endpoint, *expiresIn)
+	}
+	*expiresIn = min(*expiresIn, maxTokenLife)
 	return nil
 }
 

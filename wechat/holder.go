@@ -54,6 +54,9 @@ type Holder struct {
 	mu          sync.Mutex
 	pausedUntil time.Time
 	pausedErr   error
+	// last is the token this replica last read or shared, served while
+	// the shared store cannot be read (guarded by mu).
+	last *AppToken
 }
 
 // Errors a Holder reports.
@@ -116,7 +119,25 @@ func (h *Holder) current(ctx context.Context) (*AppToken, error) {
 	if err := json.Unmarshal(b, &t); err != nil {
 		return nil, nil // unreadable: fetch a new one
 	}
+	h.remember(&t)
 	return &t, nil
+}
+
+// remember keeps t as the token last seen.
+func (h *Holder) remember(t *AppToken) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.last = t
+}
+
+// lastValid returns the token last seen if it is still valid at now.
+func (h *Holder) lastValid(now time.Time) *AppToken {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if valid(h.last, now) {
+		return h.last
+	}
+	return nil
 }
 
 // Current returns the shared token without fetching; nil when there is
@@ -149,10 +170,16 @@ func (h *Holder) fresh(t *AppToken, now time.Time) bool {
 // Get returns a valid app access token. A token in its refresh window is
 // returned at once and replaced in the background, so a failing WeChat
 // never fails a caller the current token can serve; only a caller without
-// a valid token waits, at most Wait.
+// a valid token waits, at most Wait. While the shared store cannot be read,
+// the valid token this replica last saw is served.
 func (h *Holder) Get(ctx context.Context) (*AppToken, error) {
 	t, err := h.current(ctx)
 	if err != nil {
+		// The store is down: the token this replica last saw still works
+		// at WeChat, and no fetch can take the lease anyway.
+		if last := h.lastValid(h.cfg.Now()); last != nil {
+			return last, nil
+		}
 		return nil, err
 	}
 	now := h.cfg.Now()
@@ -256,6 +283,14 @@ func (h *Holder) fetch(ctx context.Context, force bool) (*AppToken, error) {
 		return cur, nil // another replica fetched between our read and the lease
 	}
 	forced := force && h.mayForce(ctx, now)
+	if force && !forced && valid(cur, now) {
+		// Past the forced-refresh limits the current token stands: a
+		// stable_token call would only answer it again, and a /cgi-bin/token
+		// call would replace it against a 2000-a-day quota whose end (45009)
+		// blocks the app token, so a backend reporting every token it gets
+		// cannot turn its own 40001s into WeChat calls.
+		return cur, nil
+	}
 	t, err := h.call(ctx, forced, now)
 	if err != nil {
 		h.report(nil, resultLabel(err), err)
@@ -299,6 +334,7 @@ func (h *Holder) keep(ctx context.Context, now time.Time, cur, t *AppToken, forc
 	if err := h.store.Set(ctx, h.key("current"), b, t.ExpiresAt.Sub(now)); err != nil {
 		return nil, fmt.Errorf("sharing app token: %w", err)
 	}
+	h.remember(t)
 	_ = h.store.Delete(ctx, h.key("blocked"))
 	result := "ok"
 	h.resume(ctx)

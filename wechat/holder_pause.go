@@ -8,6 +8,12 @@ import (
 	"time"
 )
 
+// maxPause is the longest pause any failure sets (backoffMax, blockedFor).
+// A pause said to end further ahead was set by a clock running ahead (a
+// replica's, or this one's before it was stepped back) and is read as none:
+// otherwise it would stop every fetch until that clock's time came.
+const maxPause = max(backoffMax, blockedFor)
+
 // pauseRecord is the shared pause between app token fetches.
 type pauseRecord struct {
 	// Failures in a row.
@@ -50,7 +56,9 @@ func backoff(n int, life time.Duration) time.Duration {
 	if life > 0 {
 		base, ceiling = min(base, max(life/400, time.Millisecond)), min(ceiling, max(life/100, time.Millisecond))
 	}
-	d := min(base<<min(n-1, 20), ceiling)
+	// n comes from the shared store: clamped, so that no record can make
+	// the shift negative (a panic).
+	d := min(base<<min(max(n-1, 0), 20), ceiling)
 	return d/2 + rand.N(d/2+1)
 }
 
@@ -83,7 +91,7 @@ func (h *Holder) sharedPause(ctx context.Context, now time.Time) error {
 		return nil
 	}
 	var r pauseRecord
-	if json.Unmarshal(b, &r) != nil || !now.Before(r.Until) {
+	if json.Unmarshal(b, &r) != nil || !now.Before(r.Until) || r.Until.Sub(now) > maxPause {
 		return nil
 	}
 	perr := h.pauseError(r)
@@ -101,7 +109,7 @@ func (h *Holder) pauseHere(until time.Time, err error) {
 func (h *Holder) localPause(now time.Time) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if now.Before(h.pausedUntil) {
+	if now.Before(h.pausedUntil) && h.pausedUntil.Sub(now) <= maxPause {
 		return h.pausedErr
 	}
 	return nil
