@@ -127,7 +127,7 @@ func (m *Metrics) Request(route string, code int, d time.Duration) {
 }
 
 // Upstream records the time an upstream took to answer (outcome: ok,
-// timeout, error).
+// timeout, error, or client_error when the client's request body broke).
 func (m *Metrics) Upstream(name, outcome string, d time.Duration) {
 	m.upstreamDuration.WithLabelValues(name, outcome).Observe(d.Seconds())
 }
@@ -155,8 +155,8 @@ func (m *Metrics) WeChatCall(endpoint, result string, d time.Duration) {
 	m.wechatDuration.WithLabelValues(endpoint).Observe(d.Seconds())
 }
 
-// StartRefused counts a login start refused with 429 (reason: client or
-// total).
+// StartRefused counts a login start refused with 429 (reason: client,
+// network or total).
 func (m *Metrics) StartRefused(reason string) { m.startsRefused.WithLabelValues(reason).Inc() }
 
 // LoginCapped is the session.Manager and session.Issuer OnCapped hook: a

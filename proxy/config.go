@@ -69,8 +69,9 @@ type ServerConfig struct {
 	// absent) means 5s; zero means none. `wxgate dev` uses zero.
 	ShutdownDelay *time.Duration `toml:"shutdown_delay"`
 	// ShutdownTimeout bounds the wait for requests in flight once the
-	// listener has closed; those still running then are cut. Default: 25s
-	// (with the delay, Kubernetes' default 30s grace period).
+	// listener has closed; those still running then are cut. At most 1h;
+	// zero means the default: 25s (with the delay, Kubernetes' default 30s
+	// grace period).
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
 
 	// Dev turns on what only `wxgate dev` may do: the "continue as if inside

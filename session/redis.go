@@ -59,8 +59,9 @@ type RedisConfig struct {
 	// on the same connection, and fewer acknowledgements within
 	// WaitTimeout fail the call (ErrUnavailable, a 503). Replication is
 	// asynchronous, so without it a failover can lose the master's last
-	// writes: a login just confirmed, or a logout. Standalone and Sentinel
-	// only. Default: 0 (off).
+	// writes: a login just confirmed, or a logout. Swap (touches, saved
+	// WeChat tokens) and RemoveMember are not waited for. Standalone and
+	// Sentinel only. Default: 0 (off).
 	WaitReplicas int `toml:"wait_replicas"`
 	// WaitTimeout bounds each WAIT; it must be below Timeout. Default:
 	// 100ms.

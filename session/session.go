@@ -57,7 +57,9 @@ type Config struct {
 	MaxPendingPerClient int `toml:"max_pending_per_client"`
 	// RefreshAhead, if set, runs a sweeper at this interval that refreshes
 	// the WeChat tokens of sessions within RefreshMargin of expiry without
-	// waiting for a request. Default: 0 (off).
+	// waiting for a request: at most 4 at once per replica, skipping those
+	// in backoff, starting refreshes for at most one interval per sweep.
+	// 0 (off) or at least 1s. Default: 0 (off).
 	RefreshAhead time.Duration `toml:"refresh_ahead"`
 	// MaxLoginsPerUser bounds the logins (browser sessions and API token
 	// families) one person (openid or unionid) keeps. A login beyond it
@@ -76,7 +78,8 @@ type Config struct {
 	// RefreshBackoff is the pause after a failed refresh before that login
 	// is tried again, by any request, the sweeper or any replica; it doubles
 	// with each consecutive failure up to 12 times itself, with ±20%
-	// jitter (issue 9). Default: 5s (so at most 1m).
+	// jitter (issue 9). 100ms..10m. Default: 5s (so at most 1m before the
+	// jitter, 72s with it).
 	RefreshBackoff time.Duration `toml:"refresh_backoff"`
 }
 
