@@ -34,7 +34,7 @@ jstest:
 # faults. It prints its report; SOAK_REPORT=FILE also writes it there.
 SOAK ?= 10m
 soak:
-	SOAK=$(SOAK) go test -count=1 -v -timeout 30m -run '^TestSoak$$' ./soak
+	SOAK=$(SOAK) go test -count=1 -v -timeout 70m -run '^TestSoak$$' ./soak
 
 bench:
 	go test -run '^$$' -bench . -benchtime 3000x ./proxy ./session
