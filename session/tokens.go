@@ -215,10 +215,29 @@ func (is *Issuer) Refresh(ctx context.Context, refresh string) (*Pair, error) {
 		// Revoked while this refresh ran: the revocation stands.
 		return nil, fmt.Errorf("%w: %w", ErrInvalidGrant, err)
 	} else if err != nil {
+		if landed, _ := is.isCurrent(ctx, f.ID, f.Current); landed {
+			// The family was stored and only its confirmation failed (a
+			// Redis WAIT short of replicas leaves the write on the master):
+			// h is rotated out, so a 503 would leave the client with a
+			// token that can only be refused or, past reuse_grace, revoke
+			// the login. The new pair is the client's best chance; if a
+			// failover loses the write, it logs in again.
+			return is.pair(f, next)
+		}
 		is.unclaim(ctx, f.ID, h)
 		return nil, err
 	}
 	return is.pair(f, next)
+}
+
+// isCurrent reports whether the family sid's current refresh token hash
+// is h.
+func (is *Issuer) isCurrent(ctx context.Context, sid, h string) (bool, error) {
+	f, err := is.Family(ctx, sid)
+	if err != nil {
+		return false, err
+	}
+	return hmac.Equal([]byte(f.Current), []byte(h)), nil
 }
 
 // unclaim drops the rotation claim on refresh token hash h after a
@@ -228,9 +247,10 @@ func (is *Issuer) Refresh(ctx context.Context, refresh string) (*Pair, error) {
 // that retry, once past reuse_grace, look like reuse of a rotated-out token
 // and revoke the family. A family the failed write did replace (a Redis
 // WAIT short of replicas still leaves the write on the master) keeps the
-// claim: h is rotated out. Best effort: on a failure here the claim stays.
+// claim: h is rotated out, and Refresh hands out the new pair. Best
+// effort: on a failure here the claim stays.
 func (is *Issuer) unclaim(ctx context.Context, sid, h string) {
-	if f, err := is.Family(ctx, sid); err == nil && hmac.Equal([]byte(f.Current), []byte(h)) {
+	if current, _ := is.isCurrent(ctx, sid, h); current {
 		_ = is.store.Delete(ctx, rotatedPrefix+h)
 	}
 }

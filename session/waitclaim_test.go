@@ -169,3 +169,41 @@ func TestIndexEntryWaitsForReplicas(t *testing.T) {
 		t.Errorf("Members after SCRIPT FLUSH = %v, want both entries", got)
 	}
 }
+
+// landedUnconfirmed stores family writes and then reports them failed, as
+// Redis does when WAIT finds too few replicas after the master took the
+// write.
+type landedUnconfirmed struct{ Store }
+
+func (l landedUnconfirmed) Replace(ctx context.Context, key string, v []byte, ttl time.Duration) (bool, error) {
+	ok, err := l.Store.Replace(ctx, key, v, ttl)
+	if err == nil && strings.HasPrefix(key, familyPrefix) {
+		return ok, ErrUnavailable
+	}
+	return ok, err
+}
+
+// TestRefreshWhoseFamilyWriteLandedUnconfirmed: when the rotated family
+// reached the store and only its confirmation failed, the old refresh
+// token is rotated out for good; a 503 then left the client nothing that
+// works (its retry was refused, and past reuse_grace revoked the login).
+// It gets the new pair instead.
+func TestRefreshWhoseFamilyWriteLandedUnconfirmed(t *testing.T) {
+	ctx := context.Background()
+	is, now := newIssuer(t, ES256)
+	p, err := is.Login(ctx, Identity{OpenID: "o-landed", Scope: "miniprogram"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	healthy := is.store
+	is.store = landedUnconfirmed{healthy}
+	p2, err := is.Refresh(ctx, p.RefreshToken)
+	if err != nil {
+		t.Fatalf("Refresh whose family write landed unconfirmed = %v; want the new pair", err)
+	}
+	is.store = healthy
+	*now = now.Add(is.cfg.ReuseGrace + time.Second)
+	if _, err := is.Refresh(ctx, p2.RefreshToken); err != nil {
+		t.Errorf("the new pair's refresh = %v; want it to work", err)
+	}
+}
