@@ -1,5 +1,5 @@
 # The one test command: README and .ci/run both use `make test`.
-.PHONY: test lint gotest fuzz jstest bench build dev soak
+.PHONY: test lint gotest fuzz jstest bench gobench build dev soak
 
 test: lint gotest fuzz jstest
 
@@ -36,7 +36,14 @@ SOAK ?= 10m
 soak:
 	SOAK=$(SOAK) go test -count=1 -v -timeout 70m -run '^TestSoak$$' ./soak
 
+# The load harness: wrk against the origin, a bare fiber proxy and wxgate
+# (memory and Redis stores), one table with ratios to the bare proxy
+# (docs/performance.md). Needs wrk and redis-server.
 bench:
+	go run ./internal/loadbench
+
+# The Go benchmarks of the hot path.
+gobench:
 	go test -run '^$$' -bench . -benchtime 3000x ./proxy ./session
 
 build:
