@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/wxgate/wxgate/internal/syncbuf"
 )
 
 // liveUpstream is a keep-alive upstream on raw sockets that behaves the way
@@ -395,24 +397,6 @@ func TestUpstreamNoReplay(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination tests read while the gateway writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestUpstreamCutBody: an upstream answer that stops before its framing
 // says it ends must not reach the client as a complete one, and the dead
 // connection must not serve the next request (issue 9, finding 2).
@@ -445,7 +429,7 @@ func TestUpstreamCutBody(t *testing.T) {
 					return err == nil
 				}
 			})
-			var log syncBuffer
+			var log syncbuf.Buffer
 			e := newEnvOpts(t, envOptions{appUpstream: u.URL(), log: &log})
 			rc := e.dial()
 			_ = rc.conn.SetDeadline(time.Now().Add(5 * time.Second))

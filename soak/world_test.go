@@ -1,7 +1,6 @@
 package soak
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -20,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wxgate/wxgate/internal/syncbuf"
 
 	"github.com/wxgate/wxgate/internal/redistest"
 	"github.com/wxgate/wxgate/wechat/wechatsim"
@@ -163,7 +164,7 @@ type replica struct {
 	mu          sync.Mutex
 	pub, admin  string
 	cmd         *exec.Cmd
-	out         *syncBuffer
+	out         *syncbuf.Buffer
 	done        chan struct{}
 	exitErr     error
 	lastMetrics atomic.Pointer[string] // the last scrape, kept across a restart
@@ -187,7 +188,7 @@ func (r *replica) start() {
 	r.mu.Lock()
 	r.pub, r.admin = pub, admin
 	r.mu.Unlock()
-	r.out = &syncBuffer{}
+	r.out = &syncbuf.Buffer{}
 	r.cmd = exec.Command(r.w.bin, "serve", "--config", r.w.cfg)
 	r.cmd.Dir = r.w.dir
 	r.cmd.Env = append(r.w.env, "WXGATE_SERVER_LISTEN="+pub, "WXGATE_SERVER_ADMIN_LISTEN="+admin)
@@ -390,24 +391,6 @@ func closeWrite(c net.Conn) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.CloseWrite()
 	}
-}
-
-// syncBuffer is a bytes.Buffer a process writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // simCode asks the simulator for a login code, as wx.login or SendAuth

@@ -12,10 +12,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wxgate/wxgate/internal/syncbuf"
 )
 
 // Helpers for tests that run the built binary as a real process, the way
@@ -70,28 +71,10 @@ func serveEnv(port, public string, extra ...string) []string {
 	}, extra...)...)
 }
 
-// syncBuffer is a bytes.Buffer a process writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // proc is a wxgate process under test.
 type proc struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *syncbuf.Buffer
 	// simURL is the simulator's URL from dev's banner; "" for serve.
 	simURL string
 	// done is closed once the process has exited; err is Wait's result.
@@ -102,7 +85,7 @@ type proc struct {
 // newProc prepares bin with args to run in dir; run starts it.
 func newProc(t *testing.T, bin, dir string, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(bin, args...), stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{cmd: exec.Command(bin, args...), stderr: &syncbuf.Buffer{}, done: make(chan struct{})}
 	p.cmd.Dir, p.cmd.Env, p.cmd.Stderr = dir, env, p.stderr
 	return p
 }
