@@ -58,6 +58,10 @@ func failoverUnderLoad(t *testing.T, extra string, synced bool) {
 	conf := fmt.Sprintf("addrs = [%q, %q, %q]\nmaster_name = %q\n",
 		sn.Addrs[0], sn.Addrs[1], sn.Addrs[2], sn.MasterName) + extra
 	c := newClusterOn(t, 2, conf)
+	// The replica's first sync, before any login: with wait_replicas a
+	// login before it is a 503 (WAIT finds no replica yet), which a loaded
+	// CI machine showed. Later writes are not waited for here.
+	sn.Synced(t)
 
 	// A login is a browser session and a token pair of one person, and the
 	// openids the upstream must see for each.
