@@ -287,7 +287,7 @@ var requestPaths = []string{"/api/echo", "/api/echo", "/api/echo", "/api/echo", 
 
 // judge classifies one proxied answer. It returns false when the caller's
 // login is gone (401).
-func (t *tally) judge(who, path string, resp *http.Response, err error, wantOpenID string) bool {
+func (t *tally) judge(ctx context.Context, who, path string, resp *http.Response, err error, wantOpenID string) bool {
 	if err != nil {
 		t.count(path + " no answer")
 		t.transport.Add(1)
@@ -296,6 +296,10 @@ func (t *tally) judge(who, path string, resp *http.Response, err error, wantOpen
 	}
 	defer resp.Body.Close()
 	body, rerr := io.ReadAll(resp.Body)
+	if ctx.Err() != nil {
+		// The run ended while the body came: nobody's failure.
+		return true
+	}
 	status := fmt.Sprint(resp.StatusCode)
 	switch {
 	case path == "/api/cut" && resp.StatusCode < 500:
@@ -410,7 +414,7 @@ func (b *browser) run(ctx context.Context) {
 			}
 			return
 		}
-		if !b.tally.judge(b.user, path, resp, err, b.openID) {
+		if !b.tally.judge(ctx, b.user, path, resp, err, b.openID) {
 			// The session is gone: counted as lost; log in again so the run
 			// goes on.
 			_ = b.login(ctx)
@@ -533,7 +537,7 @@ func (a *appClient) run(ctx context.Context) {
 			}
 			return
 		}
-		if !a.tally.judge(a.user, path, resp, err, a.openID) {
+		if !a.tally.judge(ctx, a.user, path, resp, err, a.openID) {
 			_ = a.login(ctx)
 		}
 		time.Sleep(40 * time.Millisecond)
