@@ -207,9 +207,15 @@ func NewRedis(cfg RedisConfig, key []byte) (*Redis, error) {
 		DialTimeout:      cfg.Timeout,
 		ReadTimeout:      cfg.Timeout,
 		WriteTimeout:     cfg.Timeout,
-		// One quick retry covers a dropped pooled connection; more would
-		// turn an outage into slow answers.
-		MaxRetries: 1,
+		// Retries with short backoffs (16 ms doubling to 128 ms, at most
+		// about 240 ms in all, within the call's timeout) carry a call
+		// across a dropped pooled connection and a restart: a Redis that
+		// just started answers LOADING while it reads its append-only
+		// file, and one quick retry was not enough (a 503 in CI). A Redis
+		// that stays down costs each call that much before its 503.
+		MaxRetries:      4,
+		MinRetryBackoff: 16 * time.Millisecond,
+		MaxRetryBackoff: 128 * time.Millisecond,
 	}
 	if cfg.TLS {
 		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.TLSServerName}
