@@ -144,11 +144,7 @@ func (s *Server) requestTokens(ctx context.Context, r refreshable) (*session.Tok
 	}
 	if !now.Before(t.RefreshExpiresAt) {
 		// The tracked 30-day end: no WeChat call can help.
-		s.metrics.Refresh("sns", "refresh_expired")
-		if err := r.end(ctx); err != nil {
-			return nil, err
-		}
-		return nil, errLoginEnded
+		return nil, s.endLogin(ctx, r, "refresh_expired")
 	}
 	if s.inBackoff(t, now) {
 		return t, nil
@@ -213,6 +209,16 @@ func (s *Server) startRefresh(r refreshable) *flight {
 	return f
 }
 
+// endLogin ends r's login, which WeChat will not refresh again, counting
+// it as result: errLoginEnded, or the store's failure to end it.
+func (s *Server) endLogin(ctx context.Context, r refreshable, result string) error {
+	s.metrics.Refresh("sns", result)
+	if err := r.end(ctx); err != nil {
+		return err
+	}
+	return errLoginEnded
+}
+
 // refreshOnce renews a login's WeChat access token if no replica holds its
 // lease, and returns the tokens to use. A failure keeps the lease for a
 // backoff pause, so no replica tries the login again before it.
@@ -243,20 +249,12 @@ func (s *Server) refreshOnce(ctx context.Context, r refreshable) (*session.Token
 		return cur, nil // refreshed meanwhile
 	}
 	if !now.Before(cur.RefreshExpiresAt) {
-		s.metrics.Refresh("sns", "refresh_expired")
-		if err := r.end(ctx); err != nil {
-			return nil, err
-		}
-		return nil, errLoginEnded
+		return nil, s.endLogin(ctx, r, "refresh_expired")
 	}
 	tok, err := s.wechat.RefreshUserToken(ctx, r.appID, cur.RefreshToken)
 	switch {
 	case wechat.HasCode(err, wechat.CodeRefreshExpired, wechat.CodeInvalidRefresh):
-		s.metrics.Refresh("sns", "ended")
-		if err := r.end(ctx); err != nil {
-			return nil, err
-		}
-		return nil, errLoginEnded
+		return nil, s.endLogin(ctx, r, "ended")
 	case err != nil && s.refreshes.ctx.Err() != nil:
 		// Cut short by Shutdown: not WeChat's failure, so no backoff; the
 		// lease goes, and another replica may refresh at once.
