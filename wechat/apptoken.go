@@ -18,18 +18,12 @@ type AppToken struct {
 	RefreshAt time.Time `json:"refresh_at,omitzero"`
 }
 
-// StableToken fetches the app access token through /cgi-bin/stable_token.
+// stableToken fetches the app access token through /cgi-bin/stable_token.
 // force asks WeChat to invalidate the current token and issue a new one
-// (limited to 20 a day, 30 s apart). now is the caller's clock.
-func (c *Client) StableToken(ctx context.Context, app App, force bool, now time.Time) (*AppToken, error) {
-	// Normal mode is idempotent (it returns the current token); a forced
-	// refresh is not.
-	return c.stableToken(ctx, app, force, now, !force)
-}
-
-// stableToken is StableToken with the retries chosen by the caller: the
-// Holder makes one call per attempt and paces attempts itself.
-func (c *Client) stableToken(ctx context.Context, app App, force bool, now time.Time, retry bool) (*AppToken, error) {
+// (limited to 20 a day, 30 s apart). now is the caller's clock. It is
+// never retried: the Holder makes one call per attempt and paces attempts
+// itself.
+func (c *Client) stableToken(ctx context.Context, app App, force bool, now time.Time) (*AppToken, error) {
 	body := map[string]any{
 		"grant_type":    "client_credential",
 		"appid":         app.AppID,
@@ -40,7 +34,7 @@ func (c *Client) stableToken(ctx context.Context, app App, force bool, now time.
 		AccessToken Secret `json:"access_token"`
 		ExpiresIn   int    `json:"expires_in"`
 	}
-	if err := c.call(ctx, http.MethodPost, "/cgi-bin/stable_token", nil, body, retry, &out); err != nil {
+	if err := c.call(ctx, http.MethodPost, "/cgi-bin/stable_token", nil, body, false, &out); err != nil {
 		return nil, fmt.Errorf("fetching stable token: %w", err)
 	}
 	if err := checkToken("/cgi-bin/stable_token", out.AccessToken, &out.ExpiresIn); err != nil {

@@ -307,7 +307,7 @@ func (h *Holder) call(ctx context.Context, forced bool, now time.Time) (*AppToke
 	if h.cfg.Source == "token" {
 		t, err = h.client.Token(ctx, h.app, now)
 	} else {
-		t, err = h.client.stableToken(ctx, h.app, forced, now, false)
+		t, err = h.client.stableToken(ctx, h.app, forced, now)
 	}
 	if err != nil {
 		return nil, err
