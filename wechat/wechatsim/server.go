@@ -329,16 +329,6 @@ func avatarURL(openID string) string {
 	return "https://thirdwx.qlogo.cn/mmopen/vi_32/" + openID + "/132"
 }
 
-// userByOpenID finds the test user behind an openid of app. Callers hold s.mu.
-func (s *Server) userByOpenID(appID, openID string) (string, bool) {
-	for u := range s.users {
-		if s.openID(appID, u) == openID {
-			return u, true
-		}
-	}
-	return "", false
-}
-
 func (s *Server) sortedUsers() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
