@@ -65,7 +65,10 @@ func (m *Memory) SetNX(_ context.Context, key string, value []byte, ttl time.Dur
 	if ttl <= 0 {
 		return false, nil
 	}
-	// go-cache's Add checks and sets under its own lock.
+	// go-cache's Add checks and sets under its own lock; values orders it
+	// with Swap.
+	m.values.Lock()
+	defer m.values.Unlock()
 	err := m.c.Add(strings.Clone(key), append([]byte(nil), value...), ttl)
 	return err == nil, nil
 }
