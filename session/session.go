@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/wxgate/wxgate/wechat"
+	"github.com/wxgate/wxgate/internal/secret"
 )
 
 // Config is the [session] section of gateway.toml.
@@ -245,9 +245,9 @@ func (id *Identity) User() string {
 // Tokens are a session's WeChat user tokens. They never leave the server
 // unless a route sets pass_wechat_token.
 type Tokens struct {
-	AccessToken      wechat.Secret `json:"access_token"`
+	AccessToken      secret.Secret `json:"access_token"`
 	ExpiresAt        time.Time     `json:"expires_at"`
-	RefreshToken     wechat.Secret `json:"refresh_token"`
+	RefreshToken     secret.Secret `json:"refresh_token"`
 	RefreshExpiresAt time.Time     `json:"refresh_expires_at"`
 	// Failures counts the refreshes that failed in a row (WeChat down);
 	// RetryAt is when the next may start. A success clears both. The store

@@ -13,7 +13,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwt"
 	"github.com/patrickmn/go-cache"
 
-	"github.com/wxgate/wxgate/wechat"
+	"github.com/wxgate/wxgate/internal/secret"
 )
 
 // TokenConfig is the [tokens] section: API clients' token pairs.
@@ -506,17 +506,17 @@ func identityClaims(id *Identity, issuer, audience string, iat, exp time.Time) *
 
 // SaveSessionKey keeps a mini-program user's session_key on the server. A
 // newer login replaces it, as a newer wx.login does at WeChat.
-func (is *Issuer) SaveSessionKey(ctx context.Context, appID, openID string, key wechat.Secret) error {
+func (is *Issuer) SaveSessionKey(ctx context.Context, appID, openID string, key secret.Secret) error {
 	return is.store.Set(ctx, sessionKeyPref+appID+":"+openID, []byte(key.Reveal()), is.cfg.RefreshTTL)
 }
 
 // SessionKey returns a mini-program user's session_key, or ErrNotFound.
-func (is *Issuer) SessionKey(ctx context.Context, appID, openID string) (wechat.Secret, error) {
+func (is *Issuer) SessionKey(ctx context.Context, appID, openID string) (secret.Secret, error) {
 	b, err := is.store.Get(ctx, sessionKeyPref+appID+":"+openID)
 	if err != nil {
 		return "", err
 	}
-	return wechat.Secret(b), nil
+	return secret.Secret(b), nil
 }
 
 // AssertionTTL is the lifetime of an X-WeChat-Identity assertion (DESIGN.md:

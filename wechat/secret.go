@@ -2,30 +2,15 @@ package wechat
 
 import (
 	"fmt"
-	"log/slog"
 	"os"
 	"strings"
+
+	"github.com/wxgate/wxgate/internal/secret"
 )
 
-// Secret holds an AppSecret or a WeChat token. It redacts itself when
-// formatted or logged, so a secret that reaches a log line by mistake prints
-// as "[REDACTED]". Use Reveal where the real value is needed (a request to
-// WeChat, a store).
-type Secret string
-
-const redacted = "[REDACTED]"
-
-// Reveal returns the secret's value.
-func (s Secret) Reveal() string { return string(s) }
-
-func (s Secret) String() string   { return redacted }
-func (s Secret) GoString() string { return redacted }
-
-// LogValue implements slog.LogValuer.
-func (s Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
-
-// Format implements fmt.Formatter so that %s, %v, %q and %x all redact.
-func (s Secret) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(redacted)) }
+// Secret holds an AppSecret or a WeChat token and redacts itself when
+// formatted or logged (internal/secret).
+type Secret = secret.Secret
 
 // AppConfig is one WeChat app in gateway.toml ([wechat.official_account],
 // [wechat.website], [wechat.miniprogram], [wechat.app]).

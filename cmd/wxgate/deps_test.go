@@ -25,6 +25,7 @@ func TestDeps(t *testing.T) {
 			"github.com/gofiber/fiber/v2": "sessions know nothing of HTTP; proxy sets cookies",
 			"github.com/valyala/fasthttp": "sessions know nothing of HTTP",
 			module + "policies":           "sessions do not decide access",
+			module + "wechat":             "sessions keep WeChat's tokens (internal/secret) but never call WeChat",
 		},
 		"wechat": {
 			module + "proxy":              "lower packages never import proxy",
