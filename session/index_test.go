@@ -66,12 +66,7 @@ func TestReplaceOwnsItsKey(t *testing.T) {
 func TestUserIndexKeepsEveryLiveFamily(t *testing.T) {
 	bothStores(t, func(t *testing.T, s Store) {
 		ctx := context.Background()
-		pemKey, _ := GenerateKey(ES256)
-		ks, err := ParseKeys(pemKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		is := NewIssuer(s, ks, iss, TokenConfig{AccessTTL: time.Minute, RefreshTTL: 2 * time.Second, ReuseGrace: time.Second})
+		is := issuerOn(t, s, TokenConfig{AccessTTL: time.Minute, RefreshTTL: 2 * time.Second, ReuseGrace: time.Second})
 		p, err := is.Login(ctx, Identity{OpenID: "o-rotating", Scope: "miniprogram"}, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -101,14 +96,7 @@ func TestUserIndexKeepsEveryLiveFamily(t *testing.T) {
 func TestUserIndexIsNotShortened(t *testing.T) {
 	bothStores(t, func(t *testing.T, s Store) {
 		ctx := context.Background()
-		pemKey, _ := GenerateKey(ES256)
-		ks, err := ParseKeys(pemKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := TokenConfig{}
-		cfg.SetDefaults()
-		is := NewIssuer(s, ks, iss, cfg)
+		is := issuerOn(t, s, TokenConfig{})
 		id := Identity{OpenID: "o-shortened", Scope: "miniprogram"}
 		p, err := is.Login(ctx, id, nil)
 		if err != nil {
@@ -311,14 +299,7 @@ func TestUserIndexCapEndsNearestEnd(t *testing.T) {
 	bothStores(t, func(t *testing.T, s Store) {
 		ctx := context.Background()
 		clock := &testClock{t: time.Now()}
-		pemKey, _ := GenerateKey(ES256)
-		ks, err := ParseKeys(pemKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tc := TokenConfig{}
-		tc.SetDefaults()
-		is := NewIssuer(s, ks, iss, tc)
+		is := issuerOn(t, s, TokenConfig{})
 		is.Now, is.MaxLoginsPerUser = clock.now, 2
 		m := NewManager(s, Config{TTL: 168 * time.Hour, IdleTTL: 24 * time.Hour, MaxLoginsPerUser: 2})
 		m.Now = clock.now

@@ -22,6 +22,17 @@ const iss = "https://app.example.com"
 
 func newIssuer(t testing.TB, alg string) (*Issuer, *time.Time) {
 	t.Helper()
+	cfg := TokenConfig{}
+	cfg.SetDefaults()
+	is := NewIssuer(NewMemory(0), testKeys(t, alg), iss, cfg)
+	now := time.Now()
+	is.Now = func() time.Time { return now }
+	return is, &now
+}
+
+// testKeys is a fresh key set of one alg key.
+func testKeys(t testing.TB, alg string) *KeySet {
+	t.Helper()
 	pemKey, err := GenerateKey(alg)
 	if err != nil {
 		t.Fatal(err)
@@ -30,12 +41,16 @@ func newIssuer(t testing.TB, alg string) (*Issuer, *time.Time) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := TokenConfig{}
-	cfg.SetDefaults()
-	is := NewIssuer(NewMemory(0), ks, iss, cfg)
-	now := time.Now()
-	is.Now = func() time.Time { return now }
-	return is, &now
+	return ks
+}
+
+// issuerOn is an ES256 issuer on s; a zero cfg is the defaults.
+func issuerOn(t testing.TB, s Store, cfg TokenConfig) *Issuer {
+	t.Helper()
+	if cfg == (TokenConfig{}) {
+		cfg.SetDefaults()
+	}
+	return NewIssuer(s, testKeys(t, ES256), iss, cfg)
 }
 
 func TestKeyAlgorithms(t *testing.T) {

@@ -50,11 +50,7 @@ func TestRefreshFailedByWaitIsRetryable(t *testing.T) {
 	})
 
 	t.Run("refresh", func(t *testing.T) {
-		pemKey, _ := GenerateKey(ES256)
-		ks, err := ParseKeys(pemKey)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ks := testKeys(t, ES256)
 		cfg := TokenConfig{}
 		cfg.SetDefaults()
 		now := time.Now()
