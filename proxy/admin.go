@@ -14,6 +14,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/gofiber/fiber/v2/middleware/pprof"
 	"github.com/gofiber/fiber/v2/middleware/recover"
 
 	"github.com/wxgate/wxgate/session"
@@ -34,6 +35,9 @@ func (s *Server) newAdminApp() *fiber.App {
 	api.Post("/app-token/invalidate", s.adminInvalidate)
 	api.Get("/sessions", s.adminSessions)
 	api.Delete("/sessions", s.adminSessions)
+	if s.cfg.Server.Pprof {
+		api.Use(pprof.New())
+	}
 	return app
 }
 

@@ -73,6 +73,10 @@ type ServerConfig struct {
 	// zero means the default: 25s (with the delay, Kubernetes' default 30s
 	// grace period).
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
+	// Pprof serves Go's profiles (net/http/pprof) under /debug/pprof/ on
+	// the admin listener, behind admin_token_env like the admin API, for
+	// finding where a busy gateway spends its time. Default: false.
+	Pprof bool `toml:"pprof"`
 
 	// Dev turns on what only `wxgate dev` may do: the "continue as if inside
 	// WeChat" link. Never set from the file.

@@ -197,6 +197,8 @@ type envOptions struct {
 	appKeys string
 	// log, if set, receives the gateway's log at level warn and above.
 	log io.Writer
+	// serverKeys are more TOML lines for [server] ("pprof = true").
+	serverKeys string
 }
 
 func newEnv(t testing.TB) *env { return newEnvOpts(t, envOptions{}) }
@@ -282,6 +284,9 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 	conf := fmt.Sprintf(baseTOML, public, o.adminEnv, o.sessionTTL, o.sessionTTL, o.refreshAhead, store, e.simURL, e.simURL, verify, e.keyFile, o.reuseGrace, appURL, slow.URL)
 	if o.appKeys != "" {
 		conf = strings.Replace(conf, "name = \"app\"\n", "name = \"app\"\n"+o.appKeys+"\n", 1)
+	}
+	if o.serverKeys != "" {
+		conf = strings.Replace(conf, "[server]\n", "[server]\n"+o.serverKeys+"\n", 1)
 	}
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,7 @@
 // Command loadbench measures wxgate against a bare fiber reverse proxy in
 // front of the same fasthttp origin, on loopback, in one run (make bench):
 //
-//	go run ./internal/loadbench [-duration 10s] [-runs 3] [-conns 16]
+//	go run ./internal/loadbench [-duration 10s] [-runs 3] [-conns 16] [-profile DIR]
 //
 // It starts, each as its own process so that /proc gives each its CPU
 // time: the origin, the baseline (fiber's proxy.Balancer, no auth), and
@@ -34,8 +34,9 @@ func main() {
 	runs := flag.Int("runs", 3, "runs per row; the table gives medians")
 	conns := flag.Int("conns", 16, "wrk connections")
 	threads := flag.Int("threads", 1, "wrk threads")
+	profile := flag.String("profile", "", "a directory for a CPU profile (pprof) of each wxgate row's last run")
 	flag.Parse()
-	if err := run(options{duration: *duration, runs: *runs, conns: *conns, threads: *threads}); err != nil {
+	if err := run(options{duration: *duration, runs: *runs, conns: *conns, threads: *threads, profile: *profile}); err != nil {
 		fmt.Fprintln(os.Stderr, "loadbench:", err)
 		os.Exit(1)
 	}

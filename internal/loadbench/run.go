@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -23,6 +24,9 @@ type options struct {
 	runs     int
 	conns    int
 	threads  int
+	// profile, if set, is a directory that receives a CPU profile of
+	// each wxgate row, taken during its last run.
+	profile string
 }
 
 // The apps wxgate and the simulator share.
@@ -91,7 +95,9 @@ type row struct {
 	headers []string
 	// pids whose CPU the row counts; extra is counted apart (Redis).
 	pid, extra int
-	results    []result
+	// admin is the gateway's admin listener (wxgate rows only).
+	admin   string
+	results []result
 }
 
 func run(o options) error {
@@ -175,20 +181,25 @@ func run(o options) error {
 		"BENCH_SESSION_KEY=" + base64.StdEncoding.EncodeToString(sessionKey),
 		"WXGATE_SERVER_LISTEN=ADDR", "WXGATE_SERVER_PUBLIC_URL=http://ADDR",
 	}
+	admins := map[*proc]string{}
 	gateway := func(name, store string) (*proc, error) {
 		cfg := filepath.Join(dir, name+".toml")
 		redisSection := ""
 		if store == "redis" {
 			redisSection = fmt.Sprintf("encryption_key_env = \"BENCH_SESSION_KEY\"\n[session.redis]\naddrs = [%q]\n", redis.addr)
 		}
-		if err := os.WriteFile(cfg, []byte(fmt.Sprintf(configTemplate, store, redisSection, key, simURL, simURL, oaID, appID, orig.addr)), 0o600); err != nil {
+		if err := os.WriteFile(cfg, []byte(fmt.Sprintf(configTemplate, o.profile != "", store, redisSection, key, simURL, simURL, oaID, appID, orig.addr)), 0o600); err != nil {
 			return nil, err
 		}
 		admin, err := freeAddr()
 		if err != nil {
 			return nil, err
 		}
-		return launch(name, append(env, "WXGATE_SERVER_ADMIN_LISTEN="+admin), bin, "serve", "--config", cfg)
+		p, err := launch(name, append(env, "WXGATE_SERVER_ADMIN_LISTEN="+admin), bin, "serve", "--config", cfg)
+		if err == nil {
+			admins[p] = admin
+		}
+		return p, err
 	}
 	mem, err := gateway("wxgate-memory", "memory")
 	if err != nil {
@@ -215,16 +226,26 @@ func run(o options) error {
 	rows := []*row{
 		{name: "origin direct", url: "http://" + orig.addr + "/api/items", pid: orig.cmd.Process.Pid},
 		{name: "baseline: bare fiber proxy", url: "http://" + base.addr + "/api/items", pid: base.cmd.Process.Pid},
-		{name: "wxgate: public route", url: "http://" + mem.addr + "/public/items", pid: mem.cmd.Process.Pid},
-		{name: "wxgate: cookie session", url: "http://" + mem.addr + "/api/items", headers: []string{"Cookie: " + memCookie}, pid: mem.cmd.Process.Pid},
-		{name: "wxgate: bearer token", url: "http://" + mem.addr + "/api/items", headers: []string{"Authorization: Bearer " + bearer}, pid: mem.cmd.Process.Pid},
-		{name: "wxgate: cookie session, Redis", url: "http://" + red.addr + "/api/items", headers: []string{"Cookie: " + redCookie}, pid: red.cmd.Process.Pid, extra: redis.cmd.Process.Pid},
+		{name: "wxgate: public route", url: "http://" + mem.addr + "/public/items", pid: mem.cmd.Process.Pid, admin: admins[mem]},
+		{name: "wxgate: cookie session", url: "http://" + mem.addr + "/api/items", headers: []string{"Cookie: " + memCookie}, pid: mem.cmd.Process.Pid, admin: admins[mem]},
+		{name: "wxgate: bearer token", url: "http://" + mem.addr + "/api/items", headers: []string{"Authorization: Bearer " + bearer}, pid: mem.cmd.Process.Pid, admin: admins[mem]},
+		{name: "wxgate: cookie session, Redis", url: "http://" + red.addr + "/api/items", headers: []string{"Cookie: " + redCookie}, pid: red.cmd.Process.Pid, extra: redis.cmd.Process.Pid, admin: admins[red]},
 	}
 	// Rows take turns, run by run, so that a slow spell of the machine
 	// falls on all of them alike.
 	for i := range o.runs {
 		for _, r := range rows {
+			var prof chan error
+			if o.profile != "" && r.admin != "" && i == o.runs-1 {
+				prof = make(chan error, 1)
+				go func() { prof <- profileRow(r, o) }()
+			}
 			res, err := drive(r, o)
+			if prof != nil {
+				if perr := <-prof; perr != nil && err == nil {
+					err = perr
+				}
+			}
 			if err != nil {
 				return fmt.Errorf("%s, run %d: %w", r.name, i+1, err)
 			}
@@ -243,6 +264,7 @@ func run(o options) error {
 // the table measures, in front of the origin.
 const configTemplate = `
 [server]
+pprof = %t
 log_level = "error"
 shutdown_delay = "0s"
 
@@ -285,3 +307,28 @@ name = "api"
 path = "/api/**"
 api = true
 `
+
+// profileRow saves a CPU profile of r's gateway, taken over the middle of
+// a run, to o.profile (go tool pprof FILE).
+func profileRow(r *row, o options) error {
+	secs := max(1, int(o.duration.Seconds())-2)
+	time.Sleep(time.Second) // past wrk's connection set-up
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", r.admin, secs))
+	if err != nil {
+		return fmt.Errorf("profile: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profile: %s", resp.Status)
+	}
+	name := strings.NewReplacer("wxgate: ", "", ", ", "-", " ", "-").Replace(r.name) + ".pprof"
+	f, err := os.Create(filepath.Join(o.profile, name))
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("profile: %w", err)
+	}
+	return f.Close()
+}
