@@ -40,7 +40,7 @@ soak:
 # (memory and Redis stores), one table with ratios to the bare proxy
 # (docs/performance.md). Needs wrk and redis-server.
 bench:
-	go run ./internal/loadbench
+	go run ./internal/loadbench $(BENCHFLAGS)
 
 # The Go benchmarks of the hot path.
 gobench:
