@@ -16,57 +16,6 @@ import (
 	"github.com/wxgate/wxgate/internal/secret"
 )
 
-// TokenConfig is the [tokens] section: API clients' token pairs.
-type TokenConfig struct {
-	// SigningKeyFile holds the PEM signing keys (the first signs, all
-	// verify). Generated with an ES256 key on first start when missing.
-	// `wxgate dev` keeps its own in a dev/ directory beside this path, and
-	// the keys it generates carry "Wxgate-Origin: dev", which serve
-	// refuses (LoadKeys). Default: ".wxgate/signing-key.pem".
-	SigningKeyFile string `toml:"signing_key_file"`
-	// AccessTTL is an access token's lifetime. Default: 2h.
-	AccessTTL time.Duration `toml:"access_ttl"`
-	// RefreshTTL is a refresh token's lifetime; a family lives as long as it
-	// keeps rotating. Default: 720h (30 days).
-	RefreshTTL time.Duration `toml:"refresh_ttl"`
-	// ReuseGrace: a rotated-out refresh token presented again within this
-	// long of its rotation is refused without revoking its family, so that
-	// a client's racing requests do not log it out. Later reuse revokes the
-	// family. Default: 2s. Zero would make any race a revocation.
-	ReuseGrace time.Duration `toml:"reuse_grace"`
-}
-
-// SetDefaults fills zero fields with their defaults.
-func (c *TokenConfig) SetDefaults() {
-	if c.SigningKeyFile == "" {
-		c.SigningKeyFile = ".wxgate/signing-key.pem"
-	}
-	if c.AccessTTL == 0 {
-		c.AccessTTL = 2 * time.Hour
-	}
-	if c.RefreshTTL == 0 {
-		c.RefreshTTL = 720 * time.Hour
-	}
-	if c.ReuseGrace == 0 {
-		c.ReuseGrace = 2 * time.Second
-	}
-}
-
-// Validate reports every problem with the section, one per line.
-func (c *TokenConfig) Validate() error {
-	var errs []error
-	if c.AccessTTL < time.Minute || c.AccessTTL > 24*time.Hour {
-		errs = append(errs, fmt.Errorf("tokens.access_ttl: %s is outside 1m..24h", c.AccessTTL))
-	}
-	if c.RefreshTTL < c.AccessTTL {
-		errs = append(errs, fmt.Errorf("tokens.refresh_ttl: %s is shorter than access_ttl", c.RefreshTTL))
-	}
-	if c.ReuseGrace < 0 || c.ReuseGrace > time.Minute {
-		errs = append(errs, fmt.Errorf("tokens.reuse_grace: %s is outside 0..1m", c.ReuseGrace))
-	}
-	return errors.Join(errs...)
-}
-
 // ErrInvalidGrant is a refresh token that is unknown, expired, revoked or
 // already used.
 var ErrInvalidGrant = errors.New("session: invalid grant")
