@@ -22,6 +22,9 @@ type Memory struct {
 	// values orders the writes of plain values, so that Swap's compare and
 	// store are one step to every other writer.
 	values sync.Mutex
+	// records keeps the sessions and token families read lately decoded;
+	// every write drops what it writes (cache.go).
+	records *recordCache
 }
 
 // NewMemory returns an empty memory store whose janitor drops expired
@@ -30,7 +33,13 @@ func NewMemory(cleanup time.Duration) *Memory {
 	if cleanup <= 0 {
 		cleanup = time.Minute
 	}
-	return &Memory{c: cache.New(cache.NoExpiration, cleanup)}
+	m := &Memory{c: cache.New(cache.NoExpiration, cleanup)}
+	m.records = newRecordCache(m.Get, nil)
+	return m
+}
+
+func (m *Memory) load(ctx context.Context, key string, decode func([]byte) (any, error)) (any, []byte, error) {
+	return m.records.load(ctx, key, decode)
 }
 
 // Get implements Store.
@@ -50,6 +59,7 @@ func (m *Memory) Get(_ context.Context, key string) ([]byte, error) {
 // Set implements Store. A ttl of zero or less deletes key: go-cache would
 // otherwise keep it forever.
 func (m *Memory) Set(_ context.Context, key string, value []byte, ttl time.Duration) error {
+	defer m.records.forget(key)
 	m.values.Lock()
 	defer m.values.Unlock()
 	if ttl <= 0 {
@@ -62,6 +72,7 @@ func (m *Memory) Set(_ context.Context, key string, value []byte, ttl time.Durat
 
 // SetNX implements Store.
 func (m *Memory) SetNX(_ context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	defer m.records.forget(key)
 	if ttl <= 0 {
 		return false, nil
 	}
@@ -77,6 +88,7 @@ func (m *Memory) SetNX(_ context.Context, key string, value []byte, ttl time.Dur
 // own lock, so a concurrent Delete is either before (nothing stored) or
 // after.
 func (m *Memory) Replace(_ context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	defer m.records.forget(key)
 	m.values.Lock()
 	defer m.values.Unlock()
 	if ttl <= 0 {
@@ -91,6 +103,7 @@ func (m *Memory) Replace(_ context.Context, key string, value []byte, ttl time.D
 
 // Swap implements Store.
 func (m *Memory) Swap(_ context.Context, key string, old, value []byte, ttl time.Duration) (bool, error) {
+	defer m.records.forget(key)
 	m.values.Lock()
 	defer m.values.Unlock()
 	v, ok := m.c.Get(key)
@@ -106,6 +119,7 @@ func (m *Memory) Swap(_ context.Context, key string, old, value []byte, ttl time
 
 // Delete implements Store.
 func (m *Memory) Delete(_ context.Context, key string) error {
+	defer m.records.forget(key)
 	m.values.Lock()
 	defer m.values.Unlock()
 	m.c.Delete(key)

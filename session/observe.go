@@ -68,3 +68,9 @@ func (o *observed) RemoveMember(ctx context.Context, key, m string) error {
 
 // Unwrap returns the observed store.
 func (o *observed) Unwrap() Store { return o.s }
+
+// load passes a cached read on to the observed store (cache.go).
+func (o *observed) load(ctx context.Context, key string, decode func([]byte) (any, error)) (any, []byte, error) {
+	v, raw, err := loadRecord(ctx, o.s, key, decode)
+	return v, raw, o.note("get", err)
+}

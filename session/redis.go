@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -33,6 +34,17 @@ type Redis struct {
 	waitTimeout  time.Duration
 	// cluster is the client when it is a Cluster client, else nil.
 	cluster *redis.ClusterClient
+	// records keeps the sessions and token families read lately decoded;
+	// writes drop what they write, here and, by publishing, on every
+	// replica (cache.go).
+	records *recordCache
+	// cfg (defaults set) and the passwords dial the cache's subscription
+	// (watch.go).
+	cfg               RedisConfig
+	password, sentPwd string
+	// watched is the subscription's current connection; nil before the
+	// first.
+	watched atomic.Pointer[watchConn]
 }
 
 // NewRedis connects (lazily) to Redis. key is the 32-byte encryption key.
@@ -84,8 +96,10 @@ func NewRedis(cfg RedisConfig, key []byte) (*Redis, error) {
 	r := &Redis{
 		c: redis.NewUniversalClient(opts), prefix: cfg.KeyPrefix, timeout: cfg.Timeout, aead: aead,
 		waitReplicas: int64(cfg.WaitReplicas), waitTimeout: cfg.WaitTimeout,
+		cfg: cfg, password: pw, sentPwd: spw,
 	}
 	r.cluster, _ = r.c.(*redis.ClusterClient)
+	r.records = newRecordCache(r.Get, r)
 	return r, nil
 }
 
@@ -100,8 +114,15 @@ func ParseEncryptionKey(s string) ([]byte, error) {
 	return nil, errors.New("not base64 of 32 bytes (make one with: head -c32 /dev/urandom | base64)")
 }
 
-// Close closes the connections.
-func (r *Redis) Close() error { return r.c.Close() }
+// Close ends the cache's subscription and closes the connections.
+func (r *Redis) Close() error {
+	r.records.close()
+	return r.c.Close()
+}
+
+func (r *Redis) load(ctx context.Context, key string, decode func([]byte) (any, error)) (any, []byte, error) {
+	return r.records.load(ctx, key, decode)
+}
 
 // Ping reports whether Redis answers.
 func (r *Redis) Ping(ctx context.Context) error {
@@ -198,7 +219,8 @@ func (r *Redis) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	k := r.prefix + key
-	return r.wrap("set", r.write(ctx, func(c redis.Cmdable) redis.Cmder { return c.Set(ctx, k, r.seal(k, value), ttl) }))
+	err := r.wrap("set", r.write(ctx, func(c redis.Cmdable) redis.Cmder { return c.Set(ctx, k, r.seal(k, value), ttl) }))
+	return r.records.wrote(ctx, key, true, err)
 }
 
 // SetNX implements Store.
@@ -222,9 +244,9 @@ func (r *Redis) SetNX(ctx context.Context, key string, value []byte, ttl time.Du
 		if nx != nil && nx.Err() == nil && nx.Val() {
 			_ = delIfValue.Run(ctx, r.c, []string{k}, sealed).Err()
 		}
-		return false, r.wrap("setnx", err)
+		return false, r.records.wrote(ctx, key, false, r.wrap("setnx", err))
 	}
-	return nx.Val(), nil
+	return nx.Val(), r.records.wrote(ctx, key, nx.Val(), nil)
 }
 
 // delIfValue deletes KEYS[1] only if it still holds ARGV[1] (a sealed value,
@@ -242,9 +264,9 @@ func (r *Redis) Replace(ctx context.Context, key string, value []byte, ttl time.
 		var del *redis.IntCmd
 		err := r.write(ctx, func(c redis.Cmdable) redis.Cmder { del = c.Del(ctx, r.prefix+key); return del })
 		if err != nil {
-			return false, r.wrap("del", err)
+			return false, r.records.wrote(ctx, key, true, r.wrap("del", err))
 		}
-		return del.Val() > 0, nil
+		return del.Val() > 0, r.records.wrote(ctx, key, del.Val() > 0, nil)
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
@@ -252,12 +274,12 @@ func (r *Redis) Replace(ctx context.Context, key string, value []byte, ttl time.
 	var xx *redis.BoolCmd
 	err := r.write(ctx, func(c redis.Cmdable) redis.Cmder { xx = c.SetXX(ctx, k, r.seal(k, value), ttl); return xx })
 	if errors.Is(err, redis.Nil) {
-		return false, nil
+		return false, r.records.wrote(ctx, key, false, nil)
 	}
 	if err != nil {
-		return false, r.wrap("setxx", err)
+		return false, r.records.wrote(ctx, key, true, r.wrap("setxx", err))
 	}
-	return xx.Val(), nil
+	return xx.Val(), r.records.wrote(ctx, key, xx.Val(), nil)
 }
 
 // Swap implements Store with an optimistic transaction (WATCH, GET, MULTI,
@@ -293,19 +315,20 @@ func (r *Redis) Swap(ctx context.Context, key string, old, value []byte, ttl tim
 		return err
 	}, k)
 	if errors.Is(err, redis.TxFailedErr) {
-		return false, nil
+		return false, r.records.wrote(ctx, key, false, nil)
 	}
 	if err != nil {
-		return false, r.wrap("swap", err)
+		return false, r.records.wrote(ctx, key, true, r.wrap("swap", err))
 	}
-	return swapped, nil
+	return swapped, r.records.wrote(ctx, key, swapped, nil)
 }
 
 // Delete implements Store.
 func (r *Redis) Delete(ctx context.Context, key string) error {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	return r.wrap("del", r.write(ctx, func(c redis.Cmdable) redis.Cmder { return c.Del(ctx, r.prefix+key) }))
+	err := r.wrap("del", r.write(ctx, func(c redis.Cmdable) redis.Cmder { return c.Del(ctx, r.prefix+key) }))
+	return r.records.wrote(ctx, key, true, err)
 }
 
 // addMember is AddMember in one step on one key (so it runs on Redis
@@ -411,7 +434,10 @@ func (r *Redis) RemoveMember(ctx context.Context, key, member string) error {
 // them as plain text on stderr, among the gateway's JSON lines, where a
 // log pipeline cannot parse them. go-redis has one logger per process:
 // call this once, before any Redis client works.
-func LogRedisTo(log *slog.Logger) { redis.SetLogger(redisLogger{log}) }
+func LogRedisTo(log *slog.Logger) {
+	redis.SetLogger(redisLogger{log})
+	watchLog.Store(log)
+}
 
 type redisLogger struct{ log *slog.Logger }
 

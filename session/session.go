@@ -239,18 +239,21 @@ func (m *Manager) Get(ctx context.Context, rawID string) (*Session, error) {
 	if !ValidID(rawID) {
 		return nil, ErrNotFound
 	}
-	key := sessionPrefix + Hash(rawID)
-	b, err := m.store.Get(ctx, key)
+	h := Hash(rawID)
+	key := sessionPrefix + h
+	v, b, err := loadRecord(ctx, m.store, key, decodeSession)
 	if err != nil {
 		return nil, err
 	}
-	var s Session
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("decoding session: %w", err)
+	// A copy: the cache's is shared.
+	s := *v.(*Session)
+	if s.Tokens != nil {
+		t := *s.Tokens
+		s.Tokens = &t
 	}
 	// The ID is copied: callers read it from a request whose buffer is
 	// reused once the handler returns, and the session outlives that.
-	s.ID, s.Key = strings.Clone(rawID), Hash(rawID)
+	s.ID, s.Key = strings.Clone(rawID), h
 	now := m.Now()
 	if !now.Before(m.end(&s)) || !now.Before(s.LastSeen.Add(m.idle)) {
 		return nil, ErrNotFound
@@ -261,6 +264,15 @@ func (m *Manager) Get(ctx context.Context, rawID string) (*Session, error) {
 		}
 	}
 	return &s, nil
+}
+
+// decodeSession decodes a stored session for the cache.
+func decodeSession(b []byte) (any, error) {
+	s := new(Session)
+	if err := json.Unmarshal(b, s); err != nil {
+		return nil, fmt.Errorf("decoding session: %w", err)
+	}
+	return s, nil
 }
 
 // Delete ends the session with raw ID. Malformed or unknown IDs are ignored,

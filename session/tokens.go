@@ -282,11 +282,26 @@ func (is *Issuer) saveRefresh(ctx context.Context, h, family string, now time.Ti
 
 // Family returns a family by ID, revoked or not, or ErrNotFound.
 func (is *Issuer) Family(ctx context.Context, sid string) (*Family, error) {
-	var f Family
-	if err := getJSON(ctx, is.store, "token family", familyPrefix+sid, &f); err != nil {
+	v, _, err := loadRecord(ctx, is.store, familyPrefix+sid, decodeFamily)
+	if err != nil {
 		return nil, err
 	}
+	// A copy: the cache's is shared.
+	f := *v.(*Family)
+	if f.Tokens != nil {
+		t := *f.Tokens
+		f.Tokens = &t
+	}
 	return &f, nil
+}
+
+// decodeFamily decodes a stored family for the cache.
+func decodeFamily(b []byte) (any, error) {
+	f := new(Family)
+	if err := json.Unmarshal(b, f); err != nil {
+		return nil, fmt.Errorf("decoding token family: %w", err)
+	}
+	return f, nil
 }
 
 // UpdateFamily applies change to a live family and stores it. A family

@@ -1,0 +1,205 @@
+package session
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The Redis store's side of the cache (cache.go): writes of sessions and
+// token families are published on a channel, and every replica follows it
+// on a connection of its own (watchConn), which shows when news is
+// waiting unread.
+
+// channel is where writes of cacheable keys are announced.
+func (r *Redis) channel() string { return r.prefix + "changed" }
+
+// publish implements notifier. After the message, a PING: Redis sends a
+// published message to the subscribers in the same turn of its event loop
+// as the publisher's answer, but may send the answer first; a command read
+// after that answer is handled in a later turn, so once the PING's answer
+// is here, the message is in every subscriber's socket (where watchConn
+// sees it), and the write's caller may answer its client. In a Cluster the
+// channel is a shard channel (Redis 7), published and followed on the
+// master of its slot, so that the same holds; a plain PUBLISH there
+// reaches the other nodes later, over the cluster bus.
+func (r *Redis) publish(ctx context.Context, key string) error {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	var c redis.Cmdable = r.c
+	if r.cluster != nil {
+		node, err := r.cluster.MasterForKey(ctx, r.channel())
+		if err != nil {
+			return r.wrap("publish", err)
+		}
+		if err := node.SPublish(ctx, r.channel(), key).Err(); err != nil {
+			return r.wrap("publish", err)
+		}
+		c = node
+	} else if err := r.c.Publish(ctx, r.channel(), key).Err(); err != nil {
+		return r.wrap("publish", err)
+	}
+	return r.wrap("publish", c.Ping(ctx).Err())
+}
+
+// unread implements notifier.
+func (r *Redis) unread() bool {
+	w := r.watched.Load()
+	return w == nil || w.unread()
+}
+
+// watchPing is how often a quiet subscription is checked: a connection
+// that answers no PING within two of these is given up and dialed again,
+// the cache unused meanwhile.
+const watchPing = time.Second
+
+// watch implements notifier with a subscription, dialed again whenever it
+// fails.
+func (r *Redis) watch(ctx context.Context, changed func(key string), live func(bool)) {
+	seed := 0
+	for ctx.Err() == nil {
+		if err := r.subscribe(ctx, seed, changed, live); err != nil && ctx.Err() == nil {
+			logWatchFailure(ctx, err)
+		}
+		live(false)
+		seed++
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond): // no busy loop while Redis is down
+		}
+	}
+}
+
+// subscribe follows one subscription until it fails or ctx ends. seed
+// counts the attempts, so that the Sentinels are asked in turn.
+func (r *Redis) subscribe(ctx context.Context, seed int, changed func(key string), live func(bool)) error {
+	addr, err := r.watchAddr(ctx, seed)
+	if err != nil {
+		return err
+	}
+	// A client of its own with one connection, dialed through watchConn.
+	c := redis.NewClient(&redis.Options{
+		Addr: addr, Username: r.cfg.Username, Password: r.password,
+		DialTimeout: r.timeout, ReadTimeout: r.timeout, WriteTimeout: r.timeout,
+		PoolSize: 1, MaxRetries: -1,
+		Dialer: r.dialWatch,
+	})
+	defer c.Close()
+	var ps *redis.PubSub
+	if r.cluster != nil {
+		ps = c.SSubscribe(ctx, r.channel())
+	} else {
+		ps = c.Subscribe(ctx, r.channel())
+	}
+	defer ps.Close()
+	unanswered := 0 // pings sent since the last message
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, watchPing)
+		if err != nil {
+			var timeout interface{ Timeout() bool }
+			if ctx.Err() != nil || !errors.As(err, &timeout) || !timeout.Timeout() {
+				return err
+			}
+			if unanswered++; unanswered > 1 {
+				return fmt.Errorf("no answer to PING within %s", 2*watchPing)
+			}
+			if err := ps.Ping(ctx); err != nil {
+				return err
+			}
+			continue
+		}
+		unanswered = 0
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" || m.Kind == "ssubscribe" {
+				live(true)
+			}
+		case *redis.Message:
+			changed(m.Payload)
+		}
+	}
+}
+
+// watchAddr is the server the subscription dials: the standalone server;
+// in a Cluster, the master of the channel's slot; a Sentinel setup's
+// master, as the Sentinels (in turn) name it.
+func (r *Redis) watchAddr(ctx context.Context, seed int) (string, error) {
+	addrs := r.cfg.Addrs
+	switch {
+	case r.cluster != nil:
+		node, err := r.cluster.MasterForKey(ctx, r.channel())
+		if err != nil {
+			return "", fmt.Errorf("finding the master of the channel's slot: %w", err)
+		}
+		return node.Options().Addr, nil
+	case r.cfg.MasterName == "":
+		return addrs[0], nil
+	}
+	var errs []error
+	for i := range addrs {
+		s := redis.NewSentinelClient(&redis.Options{
+			Addr: addrs[(seed+i)%len(addrs)], Password: r.sentPwd,
+			DialTimeout: r.timeout, ReadTimeout: r.timeout, WriteTimeout: r.timeout,
+			TLSConfig: r.tlsConfig(), MaxRetries: -1,
+		})
+		hp, err := s.GetMasterAddrByName(ctx, r.cfg.MasterName).Result()
+		_ = s.Close()
+		if err == nil && len(hp) == 2 {
+			return net.JoinHostPort(hp[0], hp[1]), nil
+		}
+		errs = append(errs, err)
+	}
+	return "", fmt.Errorf("no Sentinel named master %q: %w", r.cfg.MasterName, errors.Join(errs...))
+}
+
+// dialWatch dials the subscription's connection, TLS on top of the
+// watchConn, so that it sees the socket itself.
+func (r *Redis) dialWatch(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := net.Dialer{Timeout: r.timeout, KeepAlive: 5 * time.Minute}
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	w := newWatchConn(c)
+	var conn net.Conn = w
+	if cfg := r.tlsConfig(); cfg != nil {
+		if cfg.ServerName == "" {
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		tc := tls.Client(w, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+		conn = tc
+	}
+	r.watched.Store(w)
+	return conn, nil
+}
+
+// tlsConfig is a fresh TLS configuration, nil without tls.
+func (r *Redis) tlsConfig() *tls.Config {
+	if !r.cfg.TLS {
+		return nil
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, ServerName: r.cfg.TLSServerName}
+}
+
+// watchLog receives the subscription's failures: LogRedisTo's logger, or
+// slog.Default.
+var watchLog atomic.Pointer[slog.Logger]
+
+func logWatchFailure(ctx context.Context, err error) {
+	l := watchLog.Load()
+	if l == nil {
+		l = slog.Default()
+	}
+	l.WarnContext(ctx, "the session cache's subscription to Redis failed; sessions are read from Redis until it is back", "error", err)
+}
