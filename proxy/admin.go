@@ -94,10 +94,8 @@ func (s *Server) readyz(c *fiber.Ctx) error {
 	}
 	ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
 	defer cancel()
-	if p, ok := s.rawStore.(interface{ Ping(context.Context) error }); ok {
-		if err := p.Ping(ctx); err != nil {
-			return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "store unavailable", "store": s.cfg.Session.Store})
-		}
+	if err := s.sessions.Ping(ctx); err != nil {
+		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "store unavailable", "store": s.cfg.Session.Store})
 	}
 	// A blocked app token (IP whitelist, quota) needs a person, but the
 	// gateway still serves logins: report it without leaving the pool.
@@ -116,7 +114,7 @@ func (s *Server) readyz(c *fiber.Ctx) error {
 // newHolder builds the shared app-token holder of app, reporting to logs
 // and metrics.
 func (s *Server) newHolder(app wechat.App) *wechat.Holder {
-	return wechat.NewHolder(s.wechat, app, s.sessions.Store(), wechat.HolderConfig{
+	return wechat.NewHolder(s.wechat, app, s.sessions.Shared("apptoken:"), wechat.HolderConfig{
 		Source:     s.cfg.WeChat.AppTokenSource,
 		IsNotFound: isNotFound,
 		Now:        func() time.Time { return s.sessions.Now() },
@@ -218,19 +216,19 @@ func (s *Server) adminSessions(c *fiber.Ctx) error {
 		return badRequest("openid or unionid: required")
 	}
 	ctx := c.UserContext()
-	members, err := s.sessions.Store().Members(ctx, session.UserIndex(user))
+	logins, err := s.sessions.Logins(ctx, user)
 	if err != nil {
 		return storeError(err)
 	}
 	del := c.Method() == http.MethodDelete
 	out := []fiber.Map{}
-	for _, m := range members {
-		kind, id, _ := strings.Cut(m, ":")
-		switch kind {
-		case "s":
+	for _, l := range logins {
+		id := l.ID
+		switch l.Kind {
+		case "session":
 			sess, err := s.sessions.GetByKey(ctx, id)
 			if isNotFound(err) {
-				_ = s.sessions.Store().RemoveMember(ctx, session.UserIndex(user), m)
+				_ = s.sessions.Unlist(ctx, user, l)
 				continue
 			} else if err != nil {
 				return storeError(err)
@@ -242,10 +240,10 @@ func (s *Server) adminSessions(c *fiber.Ctx) error {
 			}
 			out = append(out, fiber.Map{"kind": "session", "id": id, "openid": sess.Identity.OpenID, "unionid": sess.Identity.UnionID,
 				"scope": sess.Identity.Scope, "created": sess.Created, "last_seen": sess.LastSeen})
-		case "f":
+		case "token_family":
 			f, err := s.issuer.Family(ctx, id)
 			if isNotFound(err) {
-				_ = s.sessions.Store().RemoveMember(ctx, session.UserIndex(user), m)
+				_ = s.sessions.Unlist(ctx, user, l)
 				continue
 			} else if err != nil {
 				return storeError(err)

@@ -39,8 +39,6 @@ type Server struct {
 	engine   *policies.Engine
 	sessions *session.Manager
 	issuer   *session.Issuer
-	// rawStore is the store itself, unobserved: snapshots and pings use it.
-	rawStore  session.Store
 	wechat    *wechat.Client
 	metrics   *metrics.Metrics
 	upstreams map[string]*upstream
@@ -196,7 +194,6 @@ func New(cfg *Config, opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	s.rawStore = store
 	store = session.Observe(store, s.metrics.StoreError)
 	s.sessions = session.NewManager(store, cfg.Session)
 	if restored > 0 {
@@ -349,18 +346,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.log.Warn("the shutdown's time ran out: cut the requests still in flight", "requests", cut, "cause", context.Cause(ctx).Error())
 		err = nil
 	}
-	if m, ok := s.rawStore.(*session.Memory); ok && s.cfg.Session.SnapshotFile != "" {
-		n, serr := m.SaveSnapshot(s.cfg.Session.SnapshotFile, s.origin)
+	if file := s.cfg.Session.SnapshotFile; file != "" {
+		n, saved, serr := s.sessions.SaveSnapshot(file, s.origin)
 		if serr != nil {
 			err = errors.Join(err, serr)
-		} else {
-			s.log.Info("wrote the memory store's snapshot", "entries", n, "file", s.cfg.Session.SnapshotFile)
+		} else if saved {
+			s.log.Info("wrote the memory store's snapshot", "entries", n, "file", file)
 		}
 	}
-	if c, ok := s.rawStore.(interface{ Close() error }); ok {
-		err = errors.Join(err, c.Close())
-	}
-	return err
+	return errors.Join(err, s.sessions.Close())
 }
 
 // ctxKey types keep fiber Locals keys private (STYLE.md 9).

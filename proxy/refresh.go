@@ -44,7 +44,7 @@ const (
 	heldPoll = 100 * time.Millisecond
 )
 
-// Lease values: what the holder of "lease:sns:"+key is doing.
+// Lease states: what the holder of a login's RefreshLease is doing.
 const (
 	leaseRefreshing = "refreshing"
 	leaseBackoff    = "backoff "
@@ -223,9 +223,8 @@ func (s *Server) endLogin(ctx context.Context, r refreshable, result string) err
 // lease, and returns the tokens to use. A failure keeps the lease for a
 // backoff pause, so no replica tries the login again before it.
 func (s *Server) refreshOnce(ctx context.Context, r refreshable) (*session.Tokens, error) {
-	store := s.sessions.Store()
-	lease := "lease:sns:" + r.key
-	won, err := store.SetNX(ctx, lease, []byte(leaseRefreshing), snsLeaseTTL)
+	lease := s.sessions.RefreshLease(r.key)
+	won, err := lease.Take(ctx, leaseRefreshing, snsLeaseTTL)
 	if err != nil {
 		return nil, storeError(err)
 	}
@@ -235,7 +234,7 @@ func (s *Server) refreshOnce(ctx context.Context, r refreshable) (*session.Token
 	release := true
 	defer func() {
 		if release {
-			_ = store.Delete(context.WithoutCancel(ctx), lease)
+			_ = lease.Release(context.WithoutCancel(ctx))
 		}
 	}()
 	// Read under the lease: a replica that refreshed just before saved its
@@ -290,13 +289,12 @@ func (s *Server) refreshOnce(ctx context.Context, r refreshable) (*session.Token
 // may be waiting: reread the login until its new tokens are saved, within
 // refresh_wait. Otherwise (a token still valid, a login in backoff) there
 // is nothing to wait for.
-func (s *Server) awaitHeld(ctx context.Context, r refreshable, lease string) (*session.Tokens, error) {
+func (s *Server) awaitHeld(ctx context.Context, r refreshable, lease session.Lease) (*session.Tokens, error) {
 	wait := s.cfg.Session.Wait()
 	if wait <= 0 || r.tokens == nil || s.sessions.Now().Before(r.tokens.ExpiresAt) {
 		return nil, errRefreshHeld
 	}
-	v, err := s.sessions.Store().Get(ctx, lease)
-	if err != nil || string(v) != leaseRefreshing {
+	if state, err := lease.State(ctx); err != nil || state != leaseRefreshing {
 		return nil, errRefreshHeld
 	}
 	deadline := time.Now().Add(wait)
@@ -323,13 +321,13 @@ func (s *Server) awaitHeld(ctx context.Context, r refreshable, lease string) (*s
 // row, so no replica tries it before, and records the failure with the
 // tokens, so that requests and the sweeper skip the login without asking
 // the store. It returns the pause.
-func (s *Server) backOff(ctx context.Context, r refreshable, cur *session.Tokens, lease string, now time.Time) time.Duration {
+func (s *Server) backOff(ctx context.Context, r refreshable, cur *session.Tokens, lease session.Lease, now time.Time) time.Duration {
 	n := cur.Failures + 1
 	pause := s.refreshPause(n)
 	// The refresh may have used up its context waiting for WeChat.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if err := s.sessions.Store().Set(ctx, lease, []byte(leaseBackoff+strconv.Itoa(n)), pause); err != nil {
+	if err := lease.Hold(ctx, leaseBackoff+strconv.Itoa(n), pause); err != nil {
 		// The lease then lapses after snsLeaseTTL: a longer pause, never a
 		// storm.
 		s.log.LogAttrs(ctx, slog.LevelWarn, "holding a refresh lease for its backoff", slog.Any("error", err))

@@ -69,7 +69,7 @@ func clusterSessions(t *testing.T, s Store) {
 		}
 		keys = append(keys, "s:"+ss.Key)
 	}
-	members, err := s.Members(ctx, UserIndex("u-cluster"))
+	members, err := s.Members(ctx, userIndex("u-cluster"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func clusterFamilies(t *testing.T, s Store) {
 	if _, err := is.Authenticate(ctx, p2.AccessToken); err != nil {
 		t.Fatalf("the new access token: %v", err)
 	}
-	members, _ := s.Members(ctx, UserIndex("u-fam"))
+	members, _ := s.Members(ctx, userIndex("u-fam"))
 	if len(members) != 1 || !strings.HasPrefix(members[0], "f:") {
 		t.Errorf("index of u-fam = %v, want one family", members)
 	}

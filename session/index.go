@@ -13,7 +13,7 @@ const DefaultMaxLoginsPerUser = 100
 
 // indexLogin lists a login (member "s:"+session key or "f:"+family ID,
 // which ends at the latest at until) in the index of each of id's users
-// (UserIndex), and ends the logins this one pushes beyond limit in an
+// (userIndex), and ends the logins this one pushes beyond limit in an
 // index: those nearest their end (issue 9: one person's index grew with
 // every login). A login is ended before it leaves the index, so one that
 // could not be ended stays listed for the next login or an admin's
@@ -25,7 +25,7 @@ func indexLogin(ctx context.Context, store Store, id *Identity, member string, u
 		if u == "" {
 			continue
 		}
-		key := UserIndex(u)
+		key := userIndex(u)
 		over, err := store.AddMember(ctx, key, member, until, now, limit)
 		if err != nil {
 			return err
@@ -72,4 +72,34 @@ func endLogin(ctx context.Context, store Store, member string) error {
 		return store.Delete(ctx, familyPrefix+id)
 	}
 	return nil
+}
+
+// Login is one of a person's logins, as their index lists it.
+type Login struct {
+	// Kind is "session" or "token_family".
+	Kind string
+	// ID is the session's Key or the token family's ID.
+	ID string
+	// member is its entry in the index.
+	member string
+}
+
+// Logins lists the logins indexed under user (an openid or unionid); some
+// may have ended since, which Unlist then removes.
+func (m *Manager) Logins(ctx context.Context, user string) ([]Login, error) {
+	members, err := m.store.Members(ctx, userIndex(user))
+	if err != nil {
+		return nil, err
+	}
+	logins := make([]Login, 0, len(members))
+	for _, mb := range members {
+		_, id, _ := strings.Cut(mb, ":")
+		logins = append(logins, Login{Kind: loginKind(mb), ID: id, member: mb})
+	}
+	return logins, nil
+}
+
+// Unlist removes an ended login from user's index.
+func (m *Manager) Unlist(ctx context.Context, user string, l Login) error {
+	return m.store.RemoveMember(ctx, userIndex(user), l.member)
 }

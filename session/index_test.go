@@ -81,7 +81,7 @@ func TestUserIndexKeepsEveryLiveFamily(t *testing.T) {
 		if err != nil {
 			t.Fatalf("the family, refreshed in time, is gone: %v", err)
 		}
-		members, _ := s.Members(ctx, UserIndex("o-rotating"))
+		members, _ := s.Members(ctx, userIndex("o-rotating"))
 		if !slices.Contains(members, "f:"+f.ID) {
 			t.Errorf("a live family is missing from its user's index (%v): the admin API cannot revoke it", members)
 		}
@@ -111,7 +111,7 @@ func TestUserIndexIsNotShortened(t *testing.T) {
 		if err != nil {
 			t.Fatalf("the family ended: %v", err)
 		}
-		members, _ := s.Members(ctx, UserIndex("o-shortened"))
+		members, _ := s.Members(ctx, userIndex("o-shortened"))
 		if !slices.Contains(members, "f:"+f.ID) {
 			t.Errorf("the user's index expired with the session (%v) while the family lives: the admin API cannot revoke it", members)
 		}
@@ -159,7 +159,7 @@ func TestUserIndexBounded(t *testing.T) {
 			t.Errorf("%d of %d logins alive, want at most max_logins_per_user = %d (and most of them)", len(live), logins, limit)
 		}
 		for _, u := range []string{id.OpenID, id.UnionID} {
-			listed, _ := s.Members(ctx, UserIndex(u))
+			listed, _ := s.Members(ctx, userIndex(u))
 			if len(listed) > limit {
 				t.Errorf("index of %s after %d logins: %d entries, want at most %d", u, logins, len(listed), limit)
 			}
@@ -255,7 +255,7 @@ func TestUserIndexDropsEnded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, _ := s.Members(ctx, UserIndex(id.OpenID))
+		got, _ := s.Members(ctx, userIndex(id.OpenID))
 		if want := []string{"s:" + last.Key}; !slices.Equal(got, want) {
 			t.Errorf("index an hour after 50 one-hour sessions, then a login: %d entries, want only the new one", len(got))
 		}
@@ -284,7 +284,7 @@ func TestUserIndexKeepsIdleSlidingSessions(t *testing.T) {
 			if _, err := m.Create(ctx, id, nil); err != nil {
 				t.Fatal(err)
 			}
-			if got, _ := s.Members(ctx, UserIndex(id.OpenID)); !slices.Contains(got, "s:"+used.Key) {
+			if got, _ := s.Members(ctx, userIndex(id.OpenID)); !slices.Contains(got, "s:"+used.Key) {
 				t.Fatalf("after %d×50m of use the live session left its index", step)
 			}
 		}
@@ -329,7 +329,7 @@ func TestUserIndexCapEndsNearestEnd(t *testing.T) {
 		if _, err := m.Get(ctx, second.ID); !errors.Is(err, ErrNotFound) {
 			t.Errorf("a third login: the session nearest its end: Get = %v, want ErrNotFound", err)
 		}
-		if got, _ := s.Members(ctx, UserIndex(id.OpenID)); len(got) != 2 {
+		if got, _ := s.Members(ctx, userIndex(id.OpenID)); len(got) != 2 {
 			t.Errorf("index = %v, want the 2 families", got)
 		}
 		// A browser login now ends before both families, but it is the one

@@ -167,21 +167,6 @@ func (m *Manager) Result(ctx context.Context, state string) (*Result, error) {
 	return &r, nil
 }
 
-// Count returns the number of live sessions when the store can count them
-// (the memory store), and -1 otherwise.
-func (m *Manager) Count() int {
-	s := m.store
-	for {
-		if c, ok := s.(interface{ Count(string) int }); ok {
-			return c.Count(sessionPrefix)
-		}
-		u, ok := s.(interface{ Unwrap() Store })
-		if !ok {
-			return -1
-		}
-		s = u.Unwrap()
-	}
-}
 
 func (m *Manager) put(ctx context.Context, action, key string, v any, ttl time.Duration) error {
 	return putJSON(ctx, m.store, action, key, v, ttl)

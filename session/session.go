@@ -145,16 +145,13 @@ func (m *Manager) Create(ctx context.Context, id Identity, tokens *Tokens) (*Ses
 	return s, nil
 }
 
-// UserIndex is the set of a user's sessions ("s:"+key) and token families
+// userIndex is the set of a user's sessions ("s:"+key) and token families
 // ("f:"+id), by openid or unionid, each listed until its end at the latest
 // and at most max_logins_per_user of them (index.go).
-func UserIndex(user string) string { return "idx:user:" + user }
+func userIndex(user string) string { return "idx:user:" + user }
 
 // tokenIndex is the set of sessions that hold WeChat tokens.
 const tokenIndex = "idx:tokens"
-
-// Store returns the manager's store (for leases shared with it).
-func (m *Manager) Store() Store { return m.store }
 
 // GetByKey returns a session by its Key (no ID: it cannot be used to
 // log in), or ErrNotFound.

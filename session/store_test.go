@@ -300,32 +300,32 @@ func TestRedisStore(t *testing.T) {
 	t.Run("an index from before issue 9", func(t *testing.T) {
 		// A plain set, as AddMember wrote it before: still listed and
 		// revocable after the upgrade, then converted by the next login.
-		k := r.prefix + UserIndex("o-upgraded")
+		k := r.prefix + userIndex("o-upgraded")
 		if err := r.c.SAdd(ctx, k, "s:old1", "s:old2", "f:fam").Err(); err != nil {
 			t.Fatal(err)
 		}
 		_ = r.c.PExpire(ctx, k, time.Hour)
-		got, err := r.Members(ctx, UserIndex("o-upgraded"))
+		got, err := r.Members(ctx, userIndex("o-upgraded"))
 		if slices.Sort(got); err != nil || !slices.Equal(got, []string{"f:fam", "s:old1", "s:old2"}) {
 			t.Errorf("Members(old set) = %v, %v", got, err)
 		}
-		if err := r.RemoveMember(ctx, UserIndex("o-upgraded"), "s:old1"); err != nil {
+		if err := r.RemoveMember(ctx, userIndex("o-upgraded"), "s:old1"); err != nil {
 			t.Errorf("RemoveMember(old set) = %v", err)
 		}
 		now := time.Now()
-		if _, err := r.AddMember(ctx, UserIndex("o-upgraded"), "s:new", now.Add(time.Minute), now, 0); err != nil {
+		if _, err := r.AddMember(ctx, userIndex("o-upgraded"), "s:new", now.Add(time.Minute), now, 0); err != nil {
 			t.Fatalf("AddMember(old set) = %v", err)
 		}
-		got, _ = r.Members(ctx, UserIndex("o-upgraded"))
+		got, _ = r.Members(ctx, userIndex("o-upgraded"))
 		if slices.Sort(got); !slices.Equal(got, []string{"f:fam", "s:new", "s:old2"}) {
 			t.Errorf("Members after conversion = %v", got)
 		}
 		// The old members keep the old set's life (an hour), not the new
 		// member's minute.
-		if _, err := r.AddMember(ctx, UserIndex("o-upgraded"), "s:later", now.Add(time.Hour), now.Add(2*time.Minute), 0); err != nil {
+		if _, err := r.AddMember(ctx, userIndex("o-upgraded"), "s:later", now.Add(time.Hour), now.Add(2*time.Minute), 0); err != nil {
 			t.Fatal(err)
 		}
-		if got, _ := r.Members(ctx, UserIndex("o-upgraded")); !slices.Contains(got, "f:fam") || slices.Contains(got, "s:new") {
+		if got, _ := r.Members(ctx, userIndex("o-upgraded")); !slices.Contains(got, "f:fam") || slices.Contains(got, "s:new") {
 			t.Errorf("Members 2m later = %v, want f:fam kept and s:new dropped", got)
 		}
 	})

@@ -146,22 +146,22 @@ func TestIndexEntryWaitsForReplicas(t *testing.T) {
 	}
 	t.Cleanup(func() { r.Close() })
 	now := time.Now()
-	if _, err := r.AddMember(ctx, UserIndex("o-waited"), "s:k", now.Add(time.Hour), now, 10); !errors.Is(err, ErrUnavailable) {
+	if _, err := r.AddMember(ctx, userIndex("o-waited"), "s:k", now.Add(time.Hour), now, 10); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("AddMember with too few replicas = %v, want ErrUnavailable", err)
 	}
 	// The script still runs (EVAL, not a cached EVALSHA, in the pipeline
 	// with WAIT: a restarted server has no scripts).
-	if got, err := r.Members(ctx, UserIndex("o-waited")); err != nil || len(got) != 1 || got[0] != "s:k" {
+	if got, err := r.Members(ctx, userIndex("o-waited")); err != nil || len(got) != 1 || got[0] != "s:k" {
 		t.Errorf("Members = %v, %v; want the entry on the master", got, err)
 	}
 	if err := r.c.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	over, err := r.AddMember(ctx, UserIndex("o-waited"), "s:k2", now.Add(2*time.Hour), now, 1)
+	over, err := r.AddMember(ctx, userIndex("o-waited"), "s:k2", now.Add(2*time.Hour), now, 1)
 	if !errors.Is(err, ErrUnavailable) || len(over) != 0 {
 		t.Errorf("AddMember after SCRIPT FLUSH = %v, %v; want ErrUnavailable (WAIT), no surplus reported", over, err)
 	}
-	if got, _ := r.Members(ctx, UserIndex("o-waited")); len(got) != 2 {
+	if got, _ := r.Members(ctx, userIndex("o-waited")); len(got) != 2 {
 		t.Errorf("Members after SCRIPT FLUSH = %v, want both entries", got)
 	}
 }
