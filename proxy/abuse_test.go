@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -106,7 +107,7 @@ action = "deny"
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := errors.Join(cfg.Provision(), cfg.Validate()); err != nil {
 		t.Fatal(err)
 	}
 	gw, err := proxy.New(cfg, proxy.Options{Logger: discardLogger()})

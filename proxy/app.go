@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -91,69 +90,58 @@ type Options struct {
 	Now func() time.Time
 }
 
-// New builds a gateway from a validated cfg (Config.Validate). With
-// cfg.Server.Dev it is `wxgate dev`'s gateway: the snapshot and signing key
-// it writes are marked session.OriginDev, and otherwise it refuses files
-// so marked (issue 8).
+// New builds a gateway from cfg, provisioned (Config.Provision) and
+// validated (Config.Validate). It wires what Provision made and parses and
+// reads nothing of the config again. It does what only a start may do and
+// a check must not: it loads the signing key, creating the file when it is
+// missing, and opens the store, which for the memory store consumes its
+// snapshot. With cfg.Server.Dev it is `wxgate dev`'s gateway: the snapshot
+// and signing key it writes are marked session.OriginDev, and otherwise it
+// refuses files so marked (issue 8).
 func New(cfg *Config, opts Options) (*Server, error) {
+	if !cfg.ready {
+		return nil, errNotProvisioned
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	engine, err := policies.New(cfg.Routes, cfg.Policy)
-	if err != nil {
-		return nil, err
-	}
-	public, err := url.Parse(cfg.Server.PublicURL)
-	if err != nil {
-		return nil, fmt.Errorf("server.public_url: %w", err)
-	}
-	_, publicAuthority, err := parseHost(public.Host)
-	if err != nil {
-		return nil, fmt.Errorf("server.public_url: %w", err)
-	}
+	srv := cfg.Server
 	s := &Server{
 		cfg:             cfg,
 		log:             log,
 		origin:          session.OriginServe,
-		engine:          engine,
+		engine:          cfg.engine,
 		upstreams:       map[string]*upstream{},
-		public:          public,
-		publicAuthority: withoutDefaultPort(public.Scheme, publicAuthority),
-		prefix:          cfg.Server.Prefix,
-		cookies:         newCookieNames(public.Scheme == "https"),
+		public:          srv.public,
+		publicAuthority: srv.publicAuthority,
+		prefix:          srv.Prefix,
+		trusted:         srv.trusted,
+		cookies:         newCookieNames(srv.public.Scheme == "https"),
+		verify:          cfg.verify,
+		adminToken:      srv.adminToken.Reveal(),
+		oa:              cfg.WeChat.OfficialAccount.App(),
+		mp:              cfg.WeChat.MiniProgram.App(),
+		mobile:          cfg.WeChat.MobileApp.App(),
 		pubConns:        newConnSet(),
 		adminConns:      newConnSet(),
 	}
-	if cfg.Server.Dev {
+	if srv.Dev {
 		s.origin = session.OriginDev
 	}
 	s.metrics = metrics.New(func() float64 { return float64(s.sessions.Count()) })
 	wcfg := cfg.WeChat
 	wcfg.OnCall = s.metrics.WeChatCall
 	s.wechat = wechat.New(wcfg)
-	for _, a := range []struct {
-		key string
-		cfg wechat.AppConfig
-		app *wechat.App
-	}{
-		{"wechat.official_account", cfg.WeChat.OfficialAccount, &s.oa},
-		{"wechat.miniprogram", cfg.WeChat.MiniProgram, &s.mp},
-		{"wechat.app", cfg.WeChat.MobileApp, &s.mobile},
-	} {
-		if !a.cfg.Configured() {
-			continue
-		}
-		secret, err := a.cfg.ResolveSecret()
-		if err != nil {
-			return nil, fmt.Errorf("%s.%w", a.key, err)
-		}
-		*a.app = wechat.App{AppID: a.cfg.AppID, Secret: secret}
+	for _, u := range cfg.Upstreams {
+		s.upstreams[u.Name] = newUpstream(u, log, s.metrics)
 	}
-	s.adminToken = os.Getenv(cfg.Server.AdminTokenEnv)
 	keys := opts.Keys
 	if keys == nil {
-		var created bool
+		var (
+			created bool
+			err     error
+		)
 		keys, created, err = session.LoadKeys(cfg.Tokens.SigningKeyFile, s.origin)
 		if err != nil {
 			return nil, fmt.Errorf("tokens.signing_key_file: %w", err)
@@ -163,33 +151,13 @@ func New(cfg *Config, opts Options) (*Server, error) {
 				"file", cfg.Tokens.SigningKeyFile, "alg", keys.Algorithm())
 		}
 	}
-	for _, p := range cfg.Server.TrustedProxies {
-		pfx, err := parsePrefix(p)
-		if err != nil {
-			return nil, fmt.Errorf("server.trusted_proxies: %w", err)
-		}
-		s.trusted = append(s.trusted, pfx)
-	}
-	for _, u := range cfg.Upstreams {
-		up, err := newUpstream(u, log, s.metrics)
-		if err != nil {
-			return nil, err
-		}
-		s.upstreams[u.Name] = up
-	}
-	if f := cfg.WeChat.OfficialAccount.VerifyFile; f != "" {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("wechat.official_account.verify_file: %w", err)
-		}
-		s.verify = verifyFile{path: "/" + baseName(f), body: b}
-	}
 	// The store comes last of what can fail: loading the memory store's
 	// snapshot consumes it, so from here on only Shutdown (which writes it
 	// again) may end the gateway without losing its sessions.
 	store := opts.Store
 	var restored int
 	if store == nil {
+		var err error
 		if store, restored, err = cfg.Session.NewStore(s.origin); err != nil {
 			return nil, err
 		}
@@ -199,7 +167,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	if restored > 0 {
 		log.Info("restored the memory store from its snapshot and removed the file", "entries", restored, "file", cfg.Session.SnapshotFile)
 	}
-	s.issuer = session.NewIssuer(store, keys, strings.TrimSuffix(public.String(), "/"), cfg.Tokens)
+	s.issuer = session.NewIssuer(store, keys, strings.TrimSuffix(srv.public.String(), "/"), cfg.Tokens)
 	s.issuer.MaxLoginsPerUser = cfg.Session.MaxLoginsPerUser
 	s.sessions.OnCapped, s.issuer.OnCapped = s.metrics.LoginCapped, s.metrics.LoginCapped
 	if opts.Now != nil {
@@ -223,18 +191,6 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		srv.CloseOnShutdown = true
 	}
 	return s, nil
-}
-
-type verifyFile struct {
-	path string
-	body []byte
-}
-
-func baseName(p string) string {
-	if i := strings.LastIndexAny(p, `/\`); i >= 0 {
-		return p[i+1:]
-	}
-	return p
 }
 
 // App is the public listener's fiber app.
@@ -482,18 +438,4 @@ func (s *Server) isTrusted(a netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-func parseLevel(s string) (slog.Level, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return 0, fmt.Errorf("%q is not debug, info, warn or error", s)
-	}
-	return l, nil
-}
-
-// LogLevel returns the configured log level.
-func (c *Config) LogLevel() slog.Level {
-	l, _ := parseLevel(c.Server.LogLevel)
-	return l
 }

@@ -3,6 +3,8 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/wxgate/wxgate/internal/secret"
 	"github.com/wxgate/wxgate/policies"
 	"github.com/wxgate/wxgate/session"
 	"github.com/wxgate/wxgate/wechat"
@@ -28,6 +31,22 @@ type Config struct {
 	Policy    policies.Config     `toml:"policy"`
 	Routes    []policies.Rule     `toml:"route"`
 	Upstreams []Upstream          `toml:"upstream"`
+
+	// What Provision made of the config besides the fields above: engine
+	// is Routes and Policy compiled (nil if they did not compile), verify
+	// the official account's verify file, read.
+	engine *policies.Engine
+	verify verifyFile
+	// provisioned says that Provision ran (Validate needs it); ready, that
+	// it met no problem (New needs it).
+	provisioned, ready bool
+}
+
+// verifyFile is the official account's domain-verification file, served
+// at path on the public listener.
+type verifyFile struct {
+	path string
+	body []byte
 }
 
 // ServerConfig is the [server] section.
@@ -81,6 +100,16 @@ type ServerConfig struct {
 	// Dev turns on what only `wxgate dev` may do: the "continue as if inside
 	// WeChat" link. Never set from the file.
 	Dev bool `toml:"-"`
+
+	// What Provision made of the keys above; zero before it, and where a
+	// key did not parse.
+	public *url.URL // PublicURL
+	// publicAuthority is the public URL's host[:port], normalized and
+	// without the scheme's default port: what an origin is compared to.
+	publicAuthority string
+	trusted         []netip.Prefix // TrustedProxies
+	logLevel        slog.Level     // LogLevel
+	adminToken      secret.Secret  // AdminTokenEnv's value
 }
 
 // Upstream is one [[upstream]]: an app wxgate forwards to.
@@ -100,6 +129,29 @@ type Upstream struct {
 	// "Keep-Alive: timeout=N" from the upstream lowers it per connection.
 	// Default: 4s.
 	KeepAliveIdle time.Duration `toml:"keepalive_idle"`
+
+	// URL as Provision parsed it: scheme is "http" or "https", addr is
+	// host:port with the scheme's default port filled in, and host is the
+	// name TLS verifies. Empty before Provision and when URL did not parse.
+	scheme, addr, host string
+}
+
+// provision parses URL. An empty URL is Validate's to report.
+func (u *Upstream) provision() error {
+	u.scheme, u.addr, u.host = "", "", ""
+	if u.URL == "" {
+		return nil
+	}
+	pu, err := url.Parse(u.URL)
+	if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || (pu.Path != "" && pu.Path != "/") {
+		return fmt.Errorf("url: %q must be http(s)://host[:port]", u.URL)
+	}
+	port := pu.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[pu.Scheme]
+	}
+	u.scheme, u.addr, u.host = pu.Scheme, net.JoinHostPort(pu.Hostname(), port), pu.Hostname()
+	return nil
 }
 
 var upstreamNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
@@ -211,28 +263,103 @@ func (c *Config) warnings() []string {
 	return w
 }
 
-// Validate reports every problem, one per line, each naming its key. It
-// reads secret files and variables to check they resolve, and changes
-// nothing.
+// Provision turns the config into ready values, once (STYLE.md 4, after
+// Caddy's Provisioner): it reads every secret (the apps' AppSecrets, the
+// admin token, the Redis passwords and encryption key) and the official
+// account's verify file, and parses the public URL, the trusted proxies,
+// the log level, the upstreams' URLs and the routes (a compiled
+// policies.Engine) into unexported fields that New wires as they are. It
+// reports every source it cannot read and every value it cannot parse,
+// each naming its key and never a secret's value, and goes on past them,
+// so that Validate can check the rest: report both, as `wxgate check`,
+// serve and dev do. Call it again after changing c.
+//
+// Provision only reads. What a start writes stays with New: the signing
+// key (created when missing) and the memory store's snapshot (consumed as
+// it is read), so that `wxgate check` leaves both alone.
+func (c *Config) Provision() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	s := &c.Server
+	s.public, s.publicAuthority = nil, ""
+	if s.PublicURL != "" {
+		u, authority, err := parsePublicURL(s.PublicURL)
+		if err != nil {
+			add("server.public_url: %q must be http(s)://host[:port] with no path", s.PublicURL)
+		} else {
+			s.public, s.publicAuthority = u, authority
+		}
+	}
+	s.trusted = nil
+	for _, p := range s.TrustedProxies {
+		pfx, err := parsePrefix(p)
+		if err != nil {
+			add("server.trusted_proxies: %q is not an IP or CIDR", p)
+			continue
+		}
+		s.trusted = append(s.trusted, pfx)
+	}
+	level, err := parseLevel(s.LogLevel)
+	if err != nil {
+		add("server.log_level: %v", err)
+	}
+	s.logLevel = level
+	s.adminToken = ""
+	if s.AdminTokenEnv != "" {
+		// Unset or short is Validate's to report, with the rule.
+		s.adminToken = secret.Secret(os.Getenv(s.AdminTokenEnv))
+	}
+	if err := c.Session.Provision(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.WeChat.Provision(); err != nil {
+		errs = append(errs, err)
+	}
+	c.verify = verifyFile{}
+	if f := c.WeChat.OfficialAccount.VerifyFile; f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			add("wechat.official_account.verify_file: %v", err)
+		} else {
+			c.verify = verifyFile{path: "/" + baseName(f), body: b}
+		}
+	}
+	for i := range c.Upstreams {
+		if err := c.Upstreams[i].provision(); err != nil {
+			add("upstream[%d].%w", i, err)
+		}
+	}
+	if c.engine, err = policies.New(c.Routes, c.Policy); err != nil {
+		errs = append(errs, err)
+	}
+	c.provisioned, c.ready = true, len(errs) == 0
+	return errors.Join(errs...)
+}
+
+// errNotProvisioned is Validate's and New's answer for a config that
+// Provision has not prepared.
+var errNotProvisioned = errors.New("proxy: the config is not provisioned (call Config.Provision first)")
+
+// Validate reports every problem Provision leaves, one per line, each
+// naming its key: what is missing, out of range or inconsistent. It checks
+// the values Provision made and reads nothing (no file, no environment
+// variable), so its answer depends on c alone; it changes nothing. A key
+// whose value Provision could not read or parse is not reported again.
 func (c *Config) Validate() error {
+	if !c.provisioned {
+		return errNotProvisioned
+	}
 	var errs []error
 	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	s := c.Server
-	if u, err := url.Parse(s.PublicURL); s.PublicURL == "" {
+	if s.PublicURL == "" {
 		add("server.public_url: required (the URL browsers use to reach wxgate)")
-	} else if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-		add("server.public_url: %q must be http(s)://host[:port] with no path", s.PublicURL)
 	}
 	if !strings.HasPrefix(s.Prefix, "/") || strings.HasSuffix(s.Prefix, "/") || len(s.Prefix) < 2 {
 		add("server.prefix: %q must start with / and not end with /", s.Prefix)
 	}
 	if s.Listen == s.AdminListen {
 		add("server.admin_listen: must differ from server.listen")
-	}
-	for _, p := range s.TrustedProxies {
-		if _, err := parsePrefix(p); err != nil {
-			add("server.trusted_proxies: %q is not an IP or CIDR", p)
-		}
 	}
 	for _, h := range s.AllowedRedirectHosts {
 		if _, _, err := parseHost(strings.TrimPrefix(h, ".")); err != nil || strings.HasSuffix(h, ".") {
@@ -244,14 +371,14 @@ func (c *Config) Validate() error {
 			add("server.admin_hosts: %q is not a host name", h)
 		}
 	}
-	if _, err := parseLevel(s.LogLevel); err != nil {
-		add("server.log_level: %v", err)
-	}
 	if d := s.ShutdownDelayOrDefault(); d < 0 || d > 5*time.Minute {
 		add("server.shutdown_delay: %s is outside 0..5m", d)
 	}
 	if s.ShutdownTimeout < 0 || s.ShutdownTimeout > time.Hour {
 		add("server.shutdown_timeout: %s is outside 0..1h (0: the default, 25s)", s.ShutdownTimeout)
+	}
+	if e := s.AdminTokenEnv; e != "" && len(s.adminToken) < 16 {
+		add("server.admin_token_env: environment variable %s must hold at least 16 characters", e)
 	}
 	if err := c.Session.Validate(); err != nil {
 		errs = append(errs, err)
@@ -270,9 +397,6 @@ func (c *Config) Validate() error {
 	if src := c.WeChat.AppTokenSource; src != "stable_token" && src != "token" {
 		add("wechat.app_token_source: %q is not stable_token or token", src)
 	}
-	if e := s.AdminTokenEnv; e != "" && len(os.Getenv(e)) < 16 {
-		add("server.admin_token_env: environment variable %s must hold at least 16 characters", e)
-	}
 	configured := 0
 	for _, na := range c.apps() {
 		name, a := na.key, na.app
@@ -286,16 +410,8 @@ func (c *Config) Validate() error {
 		if !strings.HasPrefix(a.AppID, "wx") {
 			add("%s.appid: %q does not look like an appid (wx...)", name, a.AppID)
 		}
-		if _, err := a.ResolveSecret(); err != nil {
-			add("%s.%v", name, err)
-		}
 		if a.VerifyFile != "" && name != "wechat.official_account" {
 			add("%s.verify_file: only the official account has one", name)
-		}
-	}
-	if v := c.WeChat.OfficialAccount.VerifyFile; v != "" {
-		if _, err := os.Stat(v); err != nil {
-			add("wechat.official_account.verify_file: %v", err)
 		}
 	}
 	if configured == 0 {
@@ -313,8 +429,8 @@ func (c *Config) Validate() error {
 			add("%s.name: duplicate upstream %q", key, u.Name)
 		}
 		names[u.Name] = true
-		if pu, err := url.Parse(u.URL); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || (pu.Path != "" && pu.Path != "/") {
-			add("%s.url: %q must be http(s)://host[:port]", key, u.URL)
+		if u.URL == "" {
+			add("%s.url: required (http(s)://host[:port])", key)
 		}
 		if u.Timeout < 0 {
 			add("%s.timeout: must not be negative", key)
@@ -326,9 +442,6 @@ func (c *Config) Validate() error {
 	if len(c.Upstreams) == 0 {
 		add("upstream: at least one [[upstream]] is required")
 	}
-	if _, err := policies.New(c.Routes, c.Policy); err != nil {
-		errs = append(errs, err)
-	}
 	if c.Policy.Upstream != "" && !names[c.Policy.Upstream] && len(c.Upstreams) > 0 {
 		add("policy.upstream: no [[upstream]] named %q", c.Policy.Upstream)
 	}
@@ -338,6 +451,46 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Engine is the routes and [policy] compiled by Provision: nil before it,
+// and when they did not compile.
+func (c *Config) Engine() *policies.Engine { return c.engine }
+
+// LogLevel is the log level Provision parsed: info before it.
+func (c *Config) LogLevel() slog.Level { return c.Server.logLevel }
+
+// parsePublicURL parses [server] public_url, which must be
+// http(s)://host[:port] with no path, and returns it with its authority
+// (publicAuthority).
+func parsePublicURL(s string) (*url.URL, string, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, "", err
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		return nil, "", errors.New("not http(s)://host[:port] with no path")
+	}
+	_, authority, err := parseHost(u.Host)
+	if err != nil {
+		return nil, "", err
+	}
+	return u, withoutDefaultPort(u.Scheme, authority), nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("%q is not debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+func baseName(p string) string {
+	if i := strings.LastIndexAny(p, `/\`); i >= 0 {
+		return p[i+1:]
+	}
+	return p
 }
 
 func parsePrefix(s string) (netip.Prefix, error) {

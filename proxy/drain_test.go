@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -265,7 +266,7 @@ url = "http://127.0.0.1:9400"
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = cfg.Validate()
+			err = errors.Join(cfg.Provision(), cfg.Validate())
 			if tc.problem != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.problem) {
 					t.Fatalf("Validate() = %v, want a problem with %s", err, tc.problem)

@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -110,7 +111,7 @@ api = true
 	if err != nil {
 		panic(err)
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := errors.Join(cfg.Provision(), cfg.Validate()); err != nil {
 		panic(err)
 	}
 	gw, err := proxy.New(cfg, proxy.Options{Logger: discardLogger()})

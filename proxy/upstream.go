@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"syscall"
 	"time"
 
@@ -37,22 +36,15 @@ type upstream struct {
 	metrics *metrics.Metrics
 }
 
-func newUpstream(u Upstream, log *slog.Logger, m *metrics.Metrics) (*upstream, error) {
-	pu, err := url.Parse(u.URL)
-	if err != nil {
-		return nil, fmt.Errorf("upstream %s: %w", u.Name, err)
+// newUpstream builds u's connection pool from the URL Provision parsed.
+func newUpstream(u Upstream, log *slog.Logger, m *metrics.Metrics) *upstream {
+	up := &upstream{name: u.Name, scheme: u.scheme, timeout: u.Timeout, idle: u.KeepAliveIdle, log: log, metrics: m}
+	if u.scheme == "https" {
+		up.tls = &tls.Config{ServerName: u.host, ClientSessionCache: tls.NewLRUClientSessionCache(0)}
 	}
-	addr := pu.Host
-	if pu.Port() == "" {
-		addr = net.JoinHostPort(pu.Hostname(), map[string]string{"http": "80", "https": "443"}[pu.Scheme])
-	}
-	up := &upstream{name: u.Name, scheme: pu.Scheme, timeout: u.Timeout, idle: u.KeepAliveIdle, log: log, metrics: m}
-	if pu.Scheme == "https" {
-		up.tls = &tls.Config{ServerName: pu.Hostname(), ClientSessionCache: tls.NewLRUClientSessionCache(0)}
-	}
-	up.hc = up.client(addr)
-	up.fresh = up.client(addr)
-	return up, nil
+	up.hc = up.client(u.addr)
+	up.fresh = up.client(u.addr)
+	return up
 }
 
 // dial opens a connection to the upstream, with its TLS handshake done

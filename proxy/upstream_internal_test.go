@@ -36,11 +36,7 @@ func tlsUpstream(t *testing.T, h http.HandlerFunc) (*upstream, *httptest.Server,
 	}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	up, err := newUpstream(Upstream{Name: "tls", URL: srv.URL, Timeout: 5 * time.Second, KeepAliveIdle: 4 * time.Second},
-		slog.New(slog.NewTextHandler(io.Discard, nil)), metrics.New(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
+	up := provisionedUpstream(t, Upstream{Name: "tls", URL: srv.URL, Timeout: 5 * time.Second, KeepAliveIdle: 4 * time.Second})
 	roots := x509.NewCertPool()
 	roots.AddCert(srv.Certificate())
 	up.tls.RootCAs = roots
@@ -253,11 +249,7 @@ func (c *scriptedConn) SetWriteDeadline(time.Time) error { return nil }
 // upstream may have read it and acted on it. Only a request none of whose
 // bytes went out may go again whatever its method.
 func TestUpstreamPartlySentNoReplay(t *testing.T) {
-	up, err := newUpstream(Upstream{Name: "app", URL: "http://127.0.0.1:1", Timeout: 5 * time.Second, KeepAliveIdle: 4 * time.Second},
-		slog.New(slog.NewTextHandler(io.Discard, nil)), metrics.New(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
+	up := provisionedUpstream(t, Upstream{Name: "app", URL: "http://127.0.0.1:1", Timeout: 5 * time.Second, KeepAliveIdle: 4 * time.Second})
 	for _, tc := range []struct {
 		name   string
 		failAt int // the write that fails, counted from the first request's
@@ -298,4 +290,13 @@ func TestUpstreamPartlySentNoReplay(t *testing.T) {
 			}
 		})
 	}
+}
+
+// provisionedUpstream is u's pool, its URL parsed as Provision does.
+func provisionedUpstream(t *testing.T, u Upstream) *upstream {
+	t.Helper()
+	if err := u.provision(); err != nil {
+		t.Fatal(err)
+	}
+	return newUpstream(u, slog.New(slog.NewTextHandler(io.Discard, nil)), metrics.New(nil))
 }

@@ -157,7 +157,7 @@ func TestRedisModeValidation(t *testing.T) {
 			t.Setenv("WXGATE_TEST_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
 			c := Config{Store: "redis", EncryptionKeyEnv: "WXGATE_TEST_KEY", Redis: tc.r}
 			c.SetDefaults()
-			err := c.Validate()
+			err := errors.Join(c.Provision(), c.Validate())
 			switch {
 			case tc.want == "" && err != nil:
 				t.Errorf("Validate = %v, want nil", err)

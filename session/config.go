@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/wxgate/wxgate/internal/secret"
 )
 
 // Config is the [session] section of gateway.toml.
@@ -75,6 +77,10 @@ type Config struct {
 	// jitter (issue 9). 100ms..10m. Default: 5s (so at most 1m before the
 	// jitter, 72s with it).
 	RefreshBackoff time.Duration `toml:"refresh_backoff"`
+
+	// key is the encryption key Provision read and decoded: nil before
+	// Provision, with the memory store, and when the key did not resolve.
+	key []byte
 }
 
 // DefaultRefreshWait is RefreshWait's default.
@@ -123,34 +129,53 @@ func (c *Config) SetDefaults() {
 	}
 }
 
-// EncryptionKey reads the Redis encryption key from its source.
-func (c *Config) EncryptionKey() ([]byte, error) {
+// Provision reads the section's secrets from their sources, once: with
+// store = "redis", the encryption key (decoded) and the Redis passwords.
+// It reports every source it cannot read and every key that does not
+// decode, naming the key and never the value, and goes on past them so
+// that Validate can check the rest. A section without a source for the
+// encryption key is Validate's to report. NewStore uses what Provision
+// read; Validate reads nothing. Call it again after changing c.
+func (c *Config) Provision() error {
+	c.key = nil
+	if c.Store != "redis" {
+		return nil
+	}
+	var errs []error
+	// Where the key comes from, for the errors: readSecret takes the
+	// variable first.
+	src := "encryption_key_env: environment variable " + c.EncryptionKeyEnv
+	if c.EncryptionKeyEnv == "" {
+		src = "encryption_key_file: " + c.EncryptionKeyFile
+	}
 	raw, err := readSecret("encryption_key", c.EncryptionKeyEnv, c.EncryptionKeyFile)
-	if err != nil {
-		return nil, err
+	switch {
+	case err != nil:
+		errs = append(errs, fmt.Errorf("session.%w", err))
+	case raw == "" && c.EncryptionKeyEnv == "" && c.EncryptionKeyFile != "":
+		errs = append(errs, fmt.Errorf("session.%s is empty", src))
+	case raw != "":
+		if c.key, err = ParseEncryptionKey(raw); err != nil {
+			errs = append(errs, fmt.Errorf("session.%s: %w", src, err))
+		}
 	}
-	if raw == "" {
-		return nil, fmt.Errorf("encryption_key_env: required with store = \"redis\" (or encryption_key_file)")
-	}
-	k, err := ParseEncryptionKey(raw)
-	if err != nil {
-		return nil, fmt.Errorf("encryption_key: %w", err)
-	}
-	return k, nil
+	errs = append(errs, c.Redis.provision()...)
+	return errors.Join(errs...)
 }
 
 // NewStore opens the configured store for a gateway started as as. For
 // the memory store it loads (and so removes) the snapshot, if any, and
 // reports how many entries came back; the snapshot's Origin must suit as
-// (Memory.LoadSnapshot).
+// (Memory.LoadSnapshot). It is for the start of a gateway, never for a
+// check of its config: Provision and Validate leave the snapshot alone.
+// The Redis store needs c provisioned (Provision).
 func (c *Config) NewStore(as Origin) (Store, int, error) {
 	switch c.Store {
 	case "redis":
-		key, err := c.EncryptionKey()
-		if err != nil {
-			return nil, 0, fmt.Errorf("session.%w", err)
+		if c.key == nil {
+			return nil, 0, errors.New("session: the Redis store needs its encryption key: call Config.Provision first")
 		}
-		r, err := NewRedis(c.Redis, key)
+		r, err := NewRedis(c.Redis, c.key)
 		return r, 0, err
 	default:
 		m := NewMemory(0)
@@ -165,7 +190,9 @@ func (c *Config) NewStore(as Origin) (Store, int, error) {
 	}
 }
 
-// Validate reports every problem with the section, one per line.
+// Validate reports every problem with the section, one per line, each
+// naming its key. It reads nothing (the secrets are Provision's) and
+// changes nothing.
 func (c *Config) Validate() error {
 	var errs []error
 	switch c.Store {
@@ -174,8 +201,8 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("session.redis: set, but store is \"memory\""))
 		}
 	case "redis":
-		if _, err := c.EncryptionKey(); err != nil {
-			errs = append(errs, fmt.Errorf("session.%w", err))
+		if c.EncryptionKeyEnv == "" && c.EncryptionKeyFile == "" {
+			errs = append(errs, fmt.Errorf("session.encryption_key_env: required with store = \"redis\" (or encryption_key_file)"))
 		}
 		errs = append(errs, c.Redis.validate()...)
 		if c.SnapshotFile != "" {
@@ -262,6 +289,12 @@ type RedisConfig struct {
 	// WaitTimeout bounds each WAIT; it must be below Timeout. Default:
 	// 100ms.
 	WaitTimeout time.Duration `toml:"wait_timeout"`
+
+	// pass and sentinelPass are the passwords Provision read; provisioned
+	// says it ran. NewRedis given a config that was never provisioned
+	// reads them itself.
+	pass, sentinelPass secret.Secret
+	provisioned        bool
 }
 
 // SetDefaults fills zero fields with their defaults.
@@ -289,14 +322,8 @@ func (c *RedisConfig) isCluster() bool {
 // validate reports the section's problems; c has its defaults set.
 func (c *RedisConfig) validate() []error {
 	var errs []error
-	if _, err := c.password(); err != nil {
-		errs = append(errs, fmt.Errorf("session.redis.%w", err))
-	}
 	if c.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("session.redis.timeout: must not be negative"))
-	}
-	if _, err := c.sentinelPassword(); err != nil {
-		errs = append(errs, fmt.Errorf("session.redis.%w", err))
 	}
 	if c.MasterName == "" && (c.SentinelPasswordEnv != "" || c.SentinelPasswordFile != "") {
 		errs = append(errs, fmt.Errorf("session.redis.sentinel_password_env: set, but master_name (Sentinel mode) is not"))
@@ -323,11 +350,37 @@ func (c *RedisConfig) validate() []error {
 	return errs
 }
 
+// provision reads the passwords from their sources and reports those it
+// cannot read.
+func (c *RedisConfig) provision() []error {
+	var errs []error
+	pw, err := readSecret("password", c.PasswordEnv, c.PasswordFile)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("session.redis.%w", err))
+	}
+	spw, err := readSecret("sentinel_password", c.SentinelPasswordEnv, c.SentinelPasswordFile)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("session.redis.%w", err))
+	}
+	c.pass, c.sentinelPass, c.provisioned = secret.Secret(pw), secret.Secret(spw), true
+	return errs
+}
+
+// password is the master's password: what Provision read, or, for a
+// config that was never provisioned (NewRedis called directly), read now.
 func (c *RedisConfig) password() (string, error) {
+	if c.provisioned {
+		return c.pass.Reveal(), nil
+	}
 	return readSecret("password", c.PasswordEnv, c.PasswordFile)
 }
 
+// sentinelPassword is the Sentinels' password, as password is the
+// master's.
 func (c *RedisConfig) sentinelPassword() (string, error) {
+	if c.provisioned {
+		return c.sentinelPass.Reveal(), nil
+	}
 	return readSecret("sentinel_password", c.SentinelPasswordEnv, c.SentinelPasswordFile)
 }
 

@@ -33,11 +33,7 @@ func check(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "--explain: want \"METHOD URL\" with an absolute URL, got %q\n", *explain)
 		return 2
 	}
-	engine, err := policies.New(cfg.Routes, cfg.Policy)
-	if err != nil {
-		printLines(stdout, err)
-		return 1
-	}
+	engine := cfg.Engine()
 	p, err := policies.ParsePath(u.EscapedPath())
 	if err != nil {
 		fmt.Fprintf(stdout, "%s %s: refused with 400: %v\n", method, u, err)

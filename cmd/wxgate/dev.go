@@ -27,7 +27,8 @@ import (
 const openPlatformID = "wxgate-simulated-open-platform"
 
 // simApps registers the config's apps with the simulator: same appids and
-// secrets, the public URL's host as the authorization domain.
+// secrets (cfg is provisioned), the public URL's host as the authorization
+// domain.
 func simApps(cfg *proxy.Config) ([]wechatsim.App, error) {
 	pu, err := url.Parse(cfg.Server.PublicURL)
 	if err != nil {
@@ -44,15 +45,12 @@ func simApps(cfg *proxy.Config) ([]wechatsim.App, error) {
 	}
 	var apps []wechatsim.App
 	for _, k := range kinds {
-		if !k.app.Configured() {
+		app := k.app.App()
+		if app.AppID == "" {
 			continue
 		}
-		secret, err := k.app.ResolveSecret()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", k.typ, err)
-		}
 		apps = append(apps, wechatsim.App{
-			AppID: k.app.AppID, Secret: secret.Reveal(), Type: k.typ,
+			AppID: app.AppID, Secret: app.Secret.Reveal(), Type: k.typ,
 			OpenPlatformID: openPlatformID, Domain: pu.Hostname(),
 		})
 	}
@@ -61,13 +59,11 @@ func simApps(cfg *proxy.Config) ([]wechatsim.App, error) {
 
 // devSecrets gives every configured app whose secret does not resolve a
 // random one: in dev the simulator is WeChat, so any secret both sides
-// share will do.
+// share will do. The config's Provision then reads each app's secret
+// again (a variable or a file; in dev only).
 func devSecrets(cfg *proxy.Config) {
 	for _, a := range []*wechat.AppConfig{&cfg.WeChat.OfficialAccount, &cfg.WeChat.Website, &cfg.WeChat.MiniProgram, &cfg.WeChat.MobileApp} {
-		if !a.Configured() {
-			continue
-		}
-		if _, err := a.ResolveSecret(); err == nil {
+		if a.Provision() == nil {
 			continue
 		}
 		b := make([]byte, 16)
@@ -199,6 +195,12 @@ func simulate(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, w := range warnings {
 		fmt.Fprintln(stderr, "warning:", w)
+	}
+	// Only the apps' secrets: the simulator needs nothing else of the
+	// config, and the gateway it stands in for may run elsewhere.
+	if err := cfg.WeChat.Provision(); err != nil {
+		printLines(stderr, err)
+		return 1
 	}
 	apps, err := simApps(cfg)
 	if err != nil {

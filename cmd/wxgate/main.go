@@ -78,8 +78,11 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// loadAndValidate loads a config and validates it, printing warnings and one
-// line per problem.
+// loadAndValidate loads a config, lets adjust change it, provisions it
+// (reading its secrets and files, parsing its values) and validates it,
+// printing warnings and one line per problem. check, serve and dev all
+// come through here: what check accepts, serve starts with. It writes
+// nothing: the signing key and the snapshot are proxy.New's.
 func loadAndValidate(path string, stderr io.Writer, adjust func(*proxy.Config)) (*proxy.Config, bool) {
 	cfg, warnings, err := proxy.LoadConfig(path, os.Environ())
 	if err != nil {
@@ -92,7 +95,8 @@ func loadAndValidate(path string, stderr io.Writer, adjust func(*proxy.Config)) 
 	for _, w := range warnings {
 		fmt.Fprintln(stderr, "warning:", w)
 	}
-	if err := cfg.Validate(); err != nil {
+	// Both, so that one run names every problem.
+	if err := errors.Join(cfg.Provision(), cfg.Validate()); err != nil {
 		printLines(stderr, err)
 		return nil, false
 	}

@@ -2,10 +2,14 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wxgate/wxgate/session"
 )
@@ -110,6 +114,41 @@ upstream = "ghost"
 				}
 			}
 		})
+	}
+}
+
+// TestCheckWritesNothing: check reads a config, never what a start
+// writes. The signing key it names is not created, and the memory store's
+// snapshot is not consumed (a start removes it as it reads it, issue 8):
+// checking a config before a restart must not lose the sessions the last
+// graceful stop saved.
+func TestCheckWritesNothing(t *testing.T) {
+	t.Setenv("WXGATE_CHECK_TEST_SECRET", "s3cret-value")
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "signing-key.pem")
+	snapshot := filepath.Join(dir, "sessions.snapshot")
+	m := session.NewMemory(0)
+	if err := m.Set(t.Context(), "k", []byte("v"), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.SaveSnapshot(snapshot, session.OriginServe); err != nil {
+		t.Fatal(err)
+	}
+	saved, err := os.ReadFile(snapshot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := good + fmt.Sprintf("[session]\nsnapshot_file = %q\n[tokens]\nsigning_key_file = %q\n", snapshot, keyFile)
+	for _, args := range [][]string{nil, {"--explain", "GET https://app.example.com/admin/x"}} {
+		if code, out := runCheck(t, conf, args...); code != 0 {
+			t.Fatalf("check %v: exit %d, want 0\n%s", args, code, out)
+		}
+		if _, err := os.Stat(keyFile); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("check %v: stat of the signing key file = %v, want it not created", args, err)
+		}
+		if b, err := os.ReadFile(snapshot); err != nil || !bytes.Equal(b, saved) {
+			t.Errorf("check %v: the snapshot after = %d bytes, %v; want it as saved (%d bytes)", args, len(b), err, len(saved))
+		}
 	}
 }
 
