@@ -277,3 +277,39 @@ func cacheAcrossReplicas(t *testing.T, cfg RedisConfig, nodes []string) {
 		waitLive(rb)
 	})
 }
+
+// TestRedisCacheWithoutChannel: a Redis user that may not use the channel
+// (Redis 7 gives new users no channels) costs the cache, never a login or
+// a logout: writes go on, and every read goes to Redis.
+func TestRedisCacheWithoutChannel(t *testing.T) {
+	srv := redistest.Start(t, "--appendonly", "no")
+	ctx := context.Background()
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { _ = admin.Close() })
+	if err := admin.Do(ctx, "acl", "setuser", "nochannel", "on", ">nochannel-pw", "~*", "+@all", "resetchannels").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("WXGATE_TEST_NOCHANNEL_PW", "nochannel-pw")
+	r, err := NewRedis(RedisConfig{Addrs: []string{srv.Addr}, Username: "nochannel", PasswordEnv: "WXGATE_TEST_NOCHANNEL_PW"}, make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	m := NewManager(r, Config{TTL: time.Hour, IdleTTL: time.Hour})
+	s, err := m.Create(ctx, Identity{OpenID: "o1", Scope: "snsapi_base"}, nil)
+	if err != nil {
+		t.Fatalf("login with a Redis user without the channel: %v", err)
+	}
+	if _, err := m.Get(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Delete(ctx, s.ID); err != nil {
+		t.Fatalf("logout with a Redis user without the channel: %v", err)
+	}
+	if _, err := m.Get(ctx, s.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get after the logout: %v, want ErrNotFound", err)
+	}
+	if r.records.live.Load() {
+		t.Error("the cache is live without a subscription")
+	}
+}

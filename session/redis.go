@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,6 +46,8 @@ type Redis struct {
 	// watched is the subscription's current connection; nil before the
 	// first.
 	watched atomic.Pointer[watchConn]
+	// noChannel logs once that the Redis user may not publish.
+	noChannel sync.Once
 }
 
 // NewRedis connects (lazily) to Redis. key is the 32-byte encryption key.

@@ -34,16 +34,28 @@ func (r *Redis) publish(ctx context.Context, key string) error {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	var c redis.Cmdable = r.c
+	var err error
 	if r.cluster != nil {
-		node, err := r.cluster.MasterForKey(ctx, r.channel())
-		if err != nil {
-			return r.wrap("publish", err)
+		var node *redis.Client
+		if node, err = r.cluster.MasterForKey(ctx, r.channel()); err == nil {
+			err = node.SPublish(ctx, r.channel(), key).Err()
+			c = node
 		}
-		if err := node.SPublish(ctx, r.channel(), key).Err(); err != nil {
-			return r.wrap("publish", err)
-		}
-		c = node
-	} else if err := r.c.Publish(ctx, r.channel(), key).Err(); err != nil {
+	} else {
+		err = r.c.Publish(ctx, r.channel(), key).Err()
+	}
+	var refused redis.Error
+	if errors.As(err, &refused) {
+		// Redis refused the command itself: a user without the channel
+		// (NOPERM), or a Cluster before Redis 7 (no shard channels). No
+		// replica (they share the user and the server) can subscribe
+		// either, so none keeps anything to drop.
+		r.noChannel.Do(func() {
+			logWatch(ctx, "Redis refuses the channel "+r.channel()+"; sessions are read from Redis on every request", err)
+		})
+		return nil
+	}
+	if err != nil {
 		return r.wrap("publish", err)
 	}
 	return r.wrap("publish", c.Ping(ctx).Err())
@@ -64,18 +76,39 @@ const watchPing = time.Second
 // fails.
 func (r *Redis) watch(ctx context.Context, changed func(key string), live func(bool)) {
 	seed := 0
+	pause := watchRetry
 	for ctx.Err() == nil {
-		if err := r.subscribe(ctx, seed, changed, live); err != nil && ctx.Err() == nil {
-			logWatchFailure(ctx, err)
-		}
+		wasUp := false
+		err := r.subscribe(ctx, seed, changed, func(up bool) {
+			wasUp = wasUp || up
+			live(up)
+		})
 		live(false)
+		if ctx.Err() != nil {
+			return
+		}
+		// One line per outage, not one per attempt.
+		if wasUp || seed == 0 {
+			logWatch(ctx, "the session cache's subscription to Redis failed; sessions are read from Redis until it is back", err)
+		}
+		if wasUp {
+			pause = watchRetry
+		}
 		seed++
 		select {
 		case <-ctx.Done():
-		case <-time.After(100 * time.Millisecond): // no busy loop while Redis is down
+		case <-time.After(pause):
 		}
+		pause = min(2*pause, watchRetryMax)
 	}
 }
+
+// The pause before dialing the subscription again doubles from watchRetry
+// to watchRetryMax while it keeps failing.
+const (
+	watchRetry    = 100 * time.Millisecond
+	watchRetryMax = 10 * time.Second
+)
 
 // subscribe follows one subscription until it fails or ctx ends. seed
 // counts the attempts, so that the Sentinels are asked in turn.
@@ -196,10 +229,10 @@ func (r *Redis) tlsConfig() *tls.Config {
 // slog.Default.
 var watchLog atomic.Pointer[slog.Logger]
 
-func logWatchFailure(ctx context.Context, err error) {
+func logWatch(ctx context.Context, msg string, err error) {
 	l := watchLog.Load()
 	if l == nil {
 		l = slog.Default()
 	}
-	l.WarnContext(ctx, "the session cache's subscription to Redis failed; sessions are read from Redis until it is back", "error", err)
+	l.WarnContext(ctx, msg, "error", err)
 }
