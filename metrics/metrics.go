@@ -6,6 +6,7 @@ package metrics
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,21 +19,25 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	requests         *prometheus.CounterVec
-	requestDuration  *prometheus.HistogramVec
-	upstreamDuration *prometheus.HistogramVec
-	upstreamRetries  *prometheus.CounterVec
-	upstreamCuts     *prometheus.CounterVec
-	logins           *prometheus.CounterVec
-	wechatCalls      *prometheus.CounterVec
-	wechatDuration   *prometheus.HistogramVec
-	storeErrors      *prometheus.CounterVec
-	refreshes        *prometheus.CounterVec
-	appTokenExpiry   *prometheus.GaugeVec
-	appTokenAge      *prometheus.GaugeVec
-	appTokenProblem  *prometheus.GaugeVec
-	startsRefused    *prometheus.CounterVec
-	loginsCapped     *prometheus.CounterVec
+	requests *prometheus.CounterVec
+	// requestCells (requestKey -> *requestCells) and upstreamCells
+	// (upstreamKey -> prometheus.Observer) keep the children requests
+	// record in.
+	requestCells, upstreamCells sync.Map
+	requestDuration             *prometheus.HistogramVec
+	upstreamDuration            *prometheus.HistogramVec
+	upstreamRetries             *prometheus.CounterVec
+	upstreamCuts                *prometheus.CounterVec
+	logins                      *prometheus.CounterVec
+	wechatCalls                 *prometheus.CounterVec
+	wechatDuration              *prometheus.HistogramVec
+	storeErrors                 *prometheus.CounterVec
+	refreshes                   *prometheus.CounterVec
+	appTokenExpiry              *prometheus.GaugeVec
+	appTokenAge                 *prometheus.GaugeVec
+	appTokenProblem             *prometheus.GaugeVec
+	startsRefused               *prometheus.CounterVec
+	loginsCapped                *prometheus.CounterVec
 }
 
 // New registers wxgate's collectors. activeSessions, if not nil, is read at
@@ -122,14 +127,45 @@ func New(activeSessions func() float64) *Metrics {
 
 // Request records one answered request.
 func (m *Metrics) Request(route string, code int, d time.Duration) {
-	m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
-	m.requestDuration.WithLabelValues(route).Observe(d.Seconds())
+	k := requestKey{route, code}
+	c, ok := m.requestCells.Load(k)
+	if !ok {
+		c, _ = m.requestCells.LoadOrStore(k, &requestCells{
+			count: m.requests.WithLabelValues(route, strconv.Itoa(code)),
+			dur:   m.requestDuration.WithLabelValues(route),
+		})
+	}
+	rc := c.(*requestCells)
+	rc.count.Inc()
+	rc.dur.Observe(d.Seconds())
 }
+
+// requestKey and upstreamKey name the children of the vectors every
+// request records in; requestCells and upstreamCells keep them, so that a
+// request finds them without formatting its status and hashing its labels
+// (WithLabelValues). Routes, upstreams, statuses and outcomes come from
+// the configuration and the code, never from a request, so they are few.
+type (
+	requestKey struct {
+		route string
+		code  int
+	}
+	requestCells struct {
+		count prometheus.Counter
+		dur   prometheus.Observer
+	}
+	upstreamKey struct{ name, outcome string }
+)
 
 // Upstream records the time an upstream took to answer (outcome: ok,
 // timeout, error, or client_error when the client's request body broke).
 func (m *Metrics) Upstream(name, outcome string, d time.Duration) {
-	m.upstreamDuration.WithLabelValues(name, outcome).Observe(d.Seconds())
+	k := upstreamKey{name, outcome}
+	o, ok := m.upstreamCells.Load(k)
+	if !ok {
+		o, _ = m.upstreamCells.LoadOrStore(k, m.upstreamDuration.WithLabelValues(name, outcome))
+	}
+	o.(prometheus.Observer).Observe(d.Seconds())
 }
 
 // UpstreamRetry counts a request sent again on a new connection (reason:

@@ -1,0 +1,50 @@
+package metrics
+
+import (
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// TestRequestCells: the children kept per route and status count what
+// WithLabelValues would, each under its own labels.
+func TestRequestCells(t *testing.T) {
+	m := New(func() float64 { return 0 })
+	for range 3 {
+		m.Request("app", 200, time.Millisecond)
+	}
+	m.Request("app", 502, time.Millisecond)
+	m.Request("api", 200, time.Millisecond)
+	m.Upstream("app", "ok", time.Millisecond)
+	m.Upstream("app", "ok", time.Millisecond)
+	m.Upstream("app", "timeout", time.Second)
+	for _, tc := range []struct {
+		route, code string
+		want        float64
+	}{
+		{"app", "200", 3},
+		{"app", "502", 1},
+		{"api", "200", 1},
+		{"api", "502", 0},
+	} {
+		if got := testutil.ToFloat64(m.requests.WithLabelValues(tc.route, tc.code)); got != tc.want {
+			t.Errorf("wxgate_requests_total{route=%q,code=%q} = %v, want %v", tc.route, tc.code, got, tc.want)
+		}
+	}
+	if got := testutil.CollectAndCount(m.requestDuration); got != 2 {
+		t.Errorf("request duration series = %d, want 2 (app, api)", got)
+	}
+	if got := testutil.CollectAndCount(m.upstreamDuration); got != 2 {
+		t.Errorf("upstream duration series = %d, want 2 (ok, timeout)", got)
+	}
+}
+
+func BenchmarkRequest(b *testing.B) {
+	m := New(func() float64 { return 0 })
+	b.ReportAllocs()
+	for b.Loop() {
+		m.Request("app", 200, time.Millisecond)
+		m.Upstream("app", "ok", time.Millisecond)
+	}
+}
