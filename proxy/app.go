@@ -34,10 +34,10 @@ type Server struct {
 	log *slog.Logger
 	// origin is session.OriginDev in `wxgate dev` (cfg.Server.Dev), else
 	// session.OriginServe: what New loads and Shutdown writes (issue 8).
-	origin   session.Origin
-	engine   *policies.Engine
-	sessions *session.Manager
-	issuer   *session.Issuer
+	origin    session.Origin
+	engine    *policies.Engine
+	sessions  *session.Manager
+	issuer    *session.Issuer
 	wechat    *wechat.Client
 	metrics   *metrics.Metrics
 	upstreams map[string]*upstream

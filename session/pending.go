@@ -167,7 +167,6 @@ func (m *Manager) Result(ctx context.Context, state string) (*Result, error) {
 	return &r, nil
 }
 
-
 func (m *Manager) put(ctx context.Context, action, key string, v any, ttl time.Duration) error {
 	return putJSON(ctx, m.store, action, key, v, ttl)
 }
