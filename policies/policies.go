@@ -23,7 +23,7 @@ import (
 
 // Actions a rule can take.
 const (
-	Public = "public" // forward, with identity headers when there is a session
+	Public = "public" // forward; the caller is never looked at
 	Login  = "login"  // forward only with an identity that satisfies the rule
 	Deny   = "deny"   // refuse with 403
 )
