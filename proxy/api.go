@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -118,7 +117,7 @@ func (s *Server) miniprogramLogin(c *fiber.Ctx) error {
 	if err := s.issuer.SaveSessionKey(ctx, s.mp.AppID, ws.OpenID, ws.SessionKey); err != nil {
 		return storeError(err)
 	}
-	p, err := s.issuer.Login(ctx, session.Identity{OpenID: ws.OpenID, UnionID: ws.UnionID, AppID: s.mp.AppID, Scope: "miniprogram"}, nil)
+	p, err := s.issuer.Login(ctx, session.Identity{OpenID: ws.OpenID, UnionID: ws.UnionID, AppID: s.mp.AppID, Scope: scopeMiniProgram}, nil)
 	if err != nil {
 		return storeError(err)
 	}
@@ -142,8 +141,8 @@ func (s *Server) appLogin(c *fiber.Ctx) error {
 		s.metrics.Login("app", loginResult(err))
 		return apiWeChatError(err)
 	}
-	id := session.Identity{OpenID: tok.OpenID, UnionID: tok.UnionID, AppID: s.mobile.AppID, Scope: "app"}
-	if strings.Contains(tok.Scope, scopeUserinfo) {
+	id := session.Identity{OpenID: tok.OpenID, UnionID: tok.UnionID, AppID: s.mobile.AppID, Scope: scopeApp}
+	if grantsUserinfo(tok.Scope) {
 		info, err := s.wechat.UserInfo(ctx, tok.AccessToken, tok.OpenID, wechatLang(c))
 		if err != nil {
 			s.metrics.Login("app", loginResult(err))
@@ -193,7 +192,7 @@ func (s *Server) miniprogramDecrypt(c *fiber.Ctx) error {
 	if req.EncryptedData == "" || req.IV == "" {
 		return badRequest("encrypted_data and iv are required")
 	}
-	if f.Identity.Scope != "miniprogram" || f.Identity.AppID != s.mp.AppID {
+	if f.Identity.Scope != scopeMiniProgram || f.Identity.AppID != s.mp.AppID {
 		return badRequest("decrypt needs a mini-program login")
 	}
 	ctx := c.UserContext()

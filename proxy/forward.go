@@ -210,7 +210,7 @@ func (s *Server) currentSession(c *fiber.Ctx) (*session.Session, error) {
 func (s *Server) needLogin(c *fiber.Ctx, rule *policies.Rule, path string, outcome policies.Outcome) error {
 	scope, e := rule.Scope, &Error{Status: http.StatusUnauthorized, Page: "login_required", Code: "login_required", JSON: rule.API}
 	if outcome == policies.NeedScope {
-		scope, e = policies.Userinfo, &Error{Status: http.StatusForbidden, Page: "insufficient_scope", Code: "insufficient_scope", JSON: rule.API}
+		scope, e = routeUserinfo, &Error{Status: http.StatusForbidden, Page: "insufficient_scope", Code: "insufficient_scope", JSON: rule.API}
 	}
 	e.Link = s.startURL(c, path, scope)
 	if !rule.API && !wantsJSON(c) && (c.Method() == http.MethodGet || c.Method() == http.MethodHead) {

@@ -112,10 +112,5 @@ func policyIdentity(who *caller) *policies.Identity {
 	if who == nil {
 		return nil
 	}
-	scope := policies.Base
-	switch who.id.Scope {
-	case "snsapi_userinfo", "snsapi_login", "app":
-		scope = policies.Userinfo
-	}
-	return &policies.Identity{OpenID: who.id.OpenID, UnionID: who.id.UnionID, Scope: scope}
+	return &policies.Identity{OpenID: who.id.OpenID, UnionID: who.id.UnionID, Scope: routeScope(who.id.Scope)}
 }

@@ -11,15 +11,8 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
-	"github.com/wxgate/wxgate/policies"
 	"github.com/wxgate/wxgate/session"
 	"github.com/wxgate/wxgate/wechat"
-)
-
-// WeChat scopes of the official-account flow.
-const (
-	scopeBase     = "snsapi_base"
-	scopeUserinfo = "snsapi_userinfo"
 )
 
 // refreshTokenLife is how long WeChat's sns refresh_token lives
@@ -57,10 +50,7 @@ func (s *Server) start(c *fiber.Ctx) error {
 			Err: fmt.Errorf("rd: %d bytes, over the %d-byte limit", len(raw), maxReturnURL)}
 	}
 	rd := s.safeRedirect(raw)
-	scope := scopeBase
-	if c.Query("scope") == policies.Userinfo {
-		scope = scopeUserinfo
-	}
+	scope := authorizeScope(c.Query("scope"))
 	kind := classifyUA(c.Get(fiber.HeaderUserAgent))
 	// Only `wxgate dev` lets a desktop browser run the in-WeChat flow, so the
 	// dance can be watched against the simulator.
@@ -83,7 +73,7 @@ func (s *Server) openInWeChat(c *fiber.Ctx, kind uaKind, rd, scope string) error
 	d := s.page(c, page)
 	d.Footer = s.public.String() + strings.TrimPrefix(rd, "/")
 	if s.cfg.Server.Dev && s.oa.AppID != "" {
-		q := url.Values{"rd": {rd}, "scope": {map[string]string{scopeBase: policies.Base, scopeUserinfo: policies.Userinfo}[scope]}, "flow": {"oa"}}
+		q := url.Values{"rd": {rd}, "scope": {routeScope(scope)}, "flow": {"oa"}}
 		d.Links = append(d.Links, pageLink{URL: s.prefix + "/start?" + q.Encode(), Label: label(c, "dev"), Primary: true})
 	}
 	return s.render(c, d)
@@ -173,13 +163,13 @@ func (s *Server) callback(c *fiber.Ctx) error {
 		// authorization and never treat it as logged in.
 		s.metrics.Login("oa", "snapshot")
 		d := s.page(c, "snapshot")
-		q := url.Values{"rd": {p.ReturnURL}, "scope": {policies.Userinfo}}
+		q := url.Values{"rd": {p.ReturnURL}, "scope": {routeUserinfo}}
 		d.Links = []pageLink{{URL: s.prefix + "/start?" + q.Encode(), Label: label(c, "authorize"), Primary: true}}
 		c.Status(http.StatusForbidden)
 		return s.render(c, d)
 	}
 	id := session.Identity{OpenID: tok.OpenID, UnionID: tok.UnionID, AppID: s.oa.AppID, Scope: scopeBase}
-	if strings.Contains(tok.Scope, scopeUserinfo) {
+	if grantsUserinfo(tok.Scope) {
 		id.Scope = scopeUserinfo
 		info, err := s.wechat.UserInfo(ctx, tok.AccessToken, tok.OpenID, wechatLang(c))
 		if err != nil {
