@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -54,6 +53,9 @@ type request struct {
 	// client is the client's address (X-Forwarded-For from trusted
 	// proxies).
 	client netip.Addr
+	// api is set once the request's route is known and is an api route:
+	// then every error answers JSON.
+	api bool
 }
 
 // edge checks a request and records its request. A malformed request gets
@@ -63,11 +65,7 @@ func (s *Server) edge(c *fiber.Ctx) error {
 	r, err := s.readRequest(c)
 	if err != nil {
 		setRoute(c, "invalid")
-		status := http.StatusBadRequest
-		if errors.Is(err, errVersion) {
-			status = http.StatusHTTPVersionNotSupported
-		}
-		return &Error{Status: status, Page: "bad_request", Code: "invalid_request", Err: err, Close: true}
+		return malformed(err)
 	}
 	c.Locals(requestKey, r)
 	return c.Next()

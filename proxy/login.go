@@ -46,8 +46,7 @@ const maxReturnURL = 2 << 10
 func (s *Server) start(c *fiber.Ctx) error {
 	raw := c.Query("rd")
 	if len(raw) > maxReturnURL {
-		return &Error{Status: http.StatusBadRequest, Page: "bad_request", Code: "invalid_request",
-			Err: fmt.Errorf("rd: %d bytes, over the %d-byte limit", len(raw), maxReturnURL)}
+		return invalidRequest(fmt.Errorf("rd: %d bytes, over the %d-byte limit", len(raw), maxReturnURL))
 	}
 	rd := s.safeRedirect(raw)
 	scope := authorizeScope(c.Query("scope"))
@@ -84,8 +83,7 @@ func (s *Server) openInWeChat(c *fiber.Ctx, kind uaKind, rd, scope string) error
 func (s *Server) beginOA(c *fiber.Ctx, rd, scope string, attempt int) error {
 	if ok, why := s.starts.allow(requestOf(c).client); !ok {
 		s.metrics.StartRefused(why)
-		return &Error{Status: http.StatusTooManyRequests, Page: "too_many_logins", Code: "too_many_requests",
-			RetryAfter: time.Minute, Err: fmt.Errorf("pending logins over the %s bound", why)}
+		return tooManyLogins(fmt.Errorf("pending logins over the %s bound", why))
 	}
 	binding := c.Cookies(s.cookies.binding)
 	if !session.ValidID(binding) {
@@ -116,12 +114,12 @@ func (s *Server) callback(c *fiber.Ctx) error {
 	retry := s.prefix + "/start"
 	if !session.ValidState(state) {
 		s.metrics.Login("oa", "bad_state")
-		return &Error{Status: http.StatusBadRequest, Page: "login_expired", Code: "invalid_request", Link: retry}
+		return loginExpired(retry)
 	}
 	p, err := s.sessions.Pending(ctx, state)
 	if isNotFound(err) {
 		s.metrics.Login("oa", "bad_state")
-		return &Error{Status: http.StatusBadRequest, Page: "login_expired", Code: "invalid_request", Link: retry}
+		return loginExpired(retry)
 	} else if err != nil {
 		return storeError(err)
 	}
@@ -131,7 +129,7 @@ func (s *Server) callback(c *fiber.Ctx) error {
 	// logs nobody in there.
 	if !p.BoundTo(c.Cookies(s.cookies.binding)) {
 		s.metrics.Login("oa", "other_browser")
-		return &Error{Status: http.StatusForbidden, Page: "other_browser", Code: "invalid_request", Link: retry}
+		return otherBrowser(retry)
 	}
 	// A second callback (Android double redirect, refresh, back button)
 	// lands on the first one's outcome.
@@ -140,7 +138,7 @@ func (s *Server) callback(c *fiber.Ctx) error {
 	}
 	if code == "" {
 		s.metrics.Login("oa", "refused")
-		return &Error{Status: http.StatusForbidden, Page: "refused", Code: "access_denied", Link: retry}
+		return refused(retry)
 	}
 	first, err := s.sessions.Claim(ctx, state)
 	if err != nil {
@@ -238,8 +236,7 @@ func (s *Server) remembered(c *fiber.Ctx, state string) (bool, error) {
 func (s *Server) restart(c *fiber.Ctx, p *session.Pending, why string) error {
 	if p.Attempt >= 1 {
 		s.metrics.Login("oa", why)
-		return &Error{Status: http.StatusBadRequest, Page: "code_invalid", Code: "invalid_grant",
-			Link: s.prefix + "/start?" + url.Values{"rd": {p.ReturnURL}}.Encode()}
+		return codeInvalid(s.prefix + "/start?" + url.Values{"rd": {p.ReturnURL}}.Encode())
 	}
 	s.metrics.Login("oa", "restarted")
 	return s.beginOA(c, p.ReturnURL, p.Scope, p.Attempt+1)
@@ -291,24 +288,19 @@ func logoutToken(id string) string { return session.Hash("wxgate logout\x00" + i
 // (Origin, which browsers send on every POST) or, without Origin, carry
 // the logout form's token.
 func (s *Server) logout(c *fiber.Ctx) error {
-	body, err := readBody(c)
+	// A browser's form: errors are pages, unless the client asks for JSON.
+	body, err := readRawBody(c)
 	if err != nil {
-		// A browser's form: the error page, unless the client asks for JSON.
-		var e *Error
-		if errors.As(err, &e) {
-			e.JSON = false
-		}
-		return err
+		return invalidRequest(err)
 	}
 	form, err := url.ParseQuery(string(body))
 	if err != nil {
-		return &Error{Status: http.StatusBadRequest, Page: "bad_request", Code: "invalid_request", Err: fmt.Errorf("logout form: %w", err)}
+		return invalidRequest(fmt.Errorf("logout form: %w", err))
 	}
 	rd := s.safeRedirect(form.Get("rd"))
 	if id := c.Cookies(s.cookies.session); session.ValidID(id) {
 		if !s.fromOwnOrigin(c, form.Get("token"), id) {
-			return &Error{Status: http.StatusForbidden, Page: "forbidden", Code: "forbidden",
-				Err: errors.New("logout from another origin or without the form's token")}
+			return forbidden(errors.New("logout from another origin or without the form's token"))
 		}
 		if err := s.sessions.Delete(c.UserContext(), id); err != nil {
 			return storeError(err)
@@ -328,7 +320,7 @@ func (s *Server) userinfo(c *fiber.Ctx) error {
 	case authErr != nil:
 		return authErr
 	case who == nil:
-		return &Error{Status: http.StatusUnauthorized, Page: "login_required", Code: "login_required", JSON: true, Link: s.prefix + "/start"}
+		return loginRequired(s.prefix + "/start").asJSON()
 	}
 	id := who.id
 	noStore(c)
