@@ -73,7 +73,7 @@ func TestProblemsGolden(t *testing.T) {
 	s := &Server{log: slog.New(slog.DiscardHandler)}
 	app := fiber.New(fiber.Config{ErrorHandler: s.handleError, DisableStartupMessage: true})
 	app.Get("/:problem", func(c *fiber.Ctx) error {
-		c.Locals(requestIDKey, "0123456789abcdef0123456789abcdef")
+		requestOf(c).id = "0123456789abcdef0123456789abcdef"
 		for p, err := range samples {
 			if p.String() == c.Params("problem") {
 				return err

@@ -36,7 +36,7 @@ func (s *Server) forward(c *fiber.Ctx) error {
 	var who *caller
 	var authErr error
 	if d.Outcome == policies.NeedLogin {
-		who, authErr, err = s.currentCaller(c)
+		who, authErr, err = s.currentCaller(c, r)
 		if who != nil {
 			d = route.Decide(policyIdentity(who))
 		}
@@ -76,7 +76,7 @@ func (s *Server) forward(c *fiber.Ctx) error {
 		}
 	}
 	req.Header.Set(fiber.HeaderXRequestID, requestID(c))
-	setForwarded(&req.Header, r.client.String(), r.scheme, r.authority, r.trusted)
+	setForwarded(&req.Header, r.client, r.scheme, r.authority, r.trusted)
 	if who != nil {
 		assertion, err := s.issuer.Assertion(who.holder, who.id, up.name)
 		if err != nil {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -99,7 +100,7 @@ func TestSetForwarded(t *testing.T) {
 	var h fasthttp.RequestHeader
 	h.Set("X-Forwarded-For", "1.2.3.4")
 	h.Set("X-Forwarded-Proto", "https")
-	setForwarded(&h, "10.0.0.2", "http", "app.example.com", true)
+	setForwarded(&h, netip.MustParseAddr("10.0.0.2"), "http", "app.example.com", true)
 	if got := string(h.Peek("X-Forwarded-For")); got != "1.2.3.4, 10.0.0.2" {
 		t.Errorf("trusted X-Forwarded-For = %q", got)
 	}
@@ -107,7 +108,7 @@ func TestSetForwarded(t *testing.T) {
 		t.Errorf("trusted X-Forwarded-Proto = %q", got)
 	}
 	var u fasthttp.RequestHeader
-	setForwarded(&u, "203.0.113.7", "http", "app.example.com", false)
+	setForwarded(&u, netip.MustParseAddr("203.0.113.7"), "http", "app.example.com", false)
 	if string(u.Peek("X-Forwarded-For")) != "203.0.113.7" || string(u.Peek("X-Forwarded-Host")) != "app.example.com" {
 		t.Errorf("untrusted: %s", u.String())
 	}

@@ -313,7 +313,7 @@ func (s *Server) logout(c *fiber.Ctx) error {
 
 // userinfo answers the current identity as JSON: GET /_wxgate/userinfo.
 func (s *Server) userinfo(c *fiber.Ctx) error {
-	who, authErr, err := s.currentCaller(c)
+	who, authErr, err := s.currentCaller(c, requestOf(c))
 	switch {
 	case err != nil:
 		return err
