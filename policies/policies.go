@@ -7,7 +7,9 @@
 // some split on an encoded slash. A path is decided on every such reading
 // and the strictest decision wins (ParsePath, Engine.Decide); what is
 // forwarded keeps encoded delimiters encoded, so it means to the upstream
-// what the policy decided on.
+// what the policy decided on. Engine.Route matches the readings without
+// the caller, so that a gateway looks the caller up only when a login
+// route needs one.
 //
 // It is pure Go: no HTTP types, no I/O.
 package policies

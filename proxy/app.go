@@ -431,7 +431,8 @@ func (s *Server) observe(c *fiber.Ctx) error {
 		c.Context().SetConnectionClose()
 	}
 	d := time.Since(start)
-	route := requestOf(c).route
+	r := requestOf(c)
+	route := r.route
 	if route == "" {
 		route = "wxgate"
 	}
@@ -439,7 +440,7 @@ func (s *Server) observe(c *fiber.Ctx) error {
 	s.metrics.Request(route, status, d)
 	if s.log.Enabled(c.UserContext(), slog.LevelInfo) {
 		s.log.LogAttrs(c.UserContext(), slog.LevelInfo, "request",
-			slog.String("request_id", requestOf(c).id),
+			slog.String("request_id", r.id),
 			slog.String("method", c.Method()),
 			// The path only: queries carry codes and states.
 			slog.String("path", string(c.Request().URI().PathOriginal())),

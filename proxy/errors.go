@@ -281,7 +281,8 @@ func classify(err error) *Error {
 func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	e := classify(err)
 	p := &problems[e.problem]
-	rid := requestID(c)
+	r := requestOf(c)
+	rid := r.id
 	level := slog.LevelInfo
 	if p.status >= 500 {
 		level = slog.LevelError
@@ -306,7 +307,7 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(e.retryAfter/time.Second)))
 	}
 	c.Status(p.status)
-	if e.json || requestOf(c).api || wantsJSON(c) {
+	if e.json || r.api || wantsJSON(c) {
 		desc := p.desc
 		if desc == "" {
 			desc = describe(p.page, "en")

@@ -75,7 +75,7 @@ func (s *Server) forward(c *fiber.Ctx) error {
 			req.Header.Del(fiber.HeaderAuthorization)
 		}
 	}
-	req.Header.Set(fiber.HeaderXRequestID, requestID(c))
+	req.Header.Set(fiber.HeaderXRequestID, r.id)
 	setForwarded(&req.Header, r.client, r.scheme, r.authority, r.trusted)
 	if who != nil {
 		assertion, err := s.issuer.Assertion(who.holder, who.id, up.name)
@@ -118,7 +118,7 @@ func (s *Server) forward(c *fiber.Ctx) error {
 	}
 	took := time.Since(start) // until the headers
 	if err == nil {
-		err = readAnswer(resp, requestID(c))
+		err = readAnswer(resp, r.id)
 	}
 	if err != nil {
 		outcome := "error"

@@ -59,6 +59,18 @@ func TestSanitizeRequest(t *testing.T) {
 			kept: map[string]string{"X-Keep": "yes"},
 		},
 		{
+			name: "keep-alive alone",
+			in:   map[string]string{"Connection": "Keep-Alive", "Keep-Alive": "timeout=5", "X-Keep": "yes"},
+			gone: []string{"Keep-Alive", "Connection"},
+			kept: map[string]string{"X-Keep": "yes"},
+		},
+		{
+			name: "Connection cannot remove the framing",
+			in:   map[string]string{"Connection": "Content-Length, Host, X-Foo", "X-Foo": "1", "Content-Length": "0"},
+			gone: []string{"X-Foo", "Connection"},
+			kept: map[string]string{"Content-Length": "0"},
+		},
+		{
 			name: "untrusted forwarded headers",
 			in:   map[string]string{"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https", "X-Request-Id": "mine", "X-WeChat-OpenID": "o"},
 			gone: []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Request-Id", "X-WeChat-OpenID"},
