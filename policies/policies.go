@@ -7,7 +7,9 @@
 // some split on an encoded slash. A path is decided on every such reading
 // and the strictest decision wins (ParsePath, Engine.Decide); what is
 // forwarded keeps encoded delimiters encoded, so it means to the upstream
-// what the policy decided on.
+// what the policy decided on. Engine.Route matches the readings without
+// the caller, so that a gateway looks the caller up only when a login
+// route needs one.
 //
 // It is pure Go: no HTTP types, no I/O.
 package policies
@@ -23,7 +25,7 @@ import (
 
 // Actions a rule can take.
 const (
-	Public = "public" // forward, with identity headers when there is a session
+	Public = "public" // forward; the caller is never looked at
 	Login  = "login"  // forward only with an identity that satisfies the rule
 	Deny   = "deny"   // refuse with 403
 )

@@ -49,8 +49,7 @@ func (s *Server) newAdminApp() *fiber.App {
 func (s *Server) adminHost(c *fiber.Ctx) error {
 	name, _, err := parseHost(string(c.Request().Header.Host()))
 	if err != nil || !s.isAdminHost(name) {
-		return &Error{Status: http.StatusForbidden, Page: "forbidden", Code: "forbidden", JSON: true,
-			Err: fmt.Errorf("admin request for host %q", c.Request().Header.Host())}
+		return forbidden(fmt.Errorf("admin request for host %q", c.Request().Header.Host())).asJSON()
 	}
 	return c.Next()
 }
@@ -83,7 +82,7 @@ func (s *Server) requireAdmin(c *fiber.Ctx) error {
 	}
 	tok, _ := bearerToken(c)
 	if subtle.ConstantTimeCompare([]byte(tok), []byte(s.adminToken)) != 1 {
-		return &Error{Status: http.StatusUnauthorized, Page: "login_required", Code: "invalid_token", JSON: true}
+		return invalidToken(nil)
 	}
 	return c.Next()
 }
@@ -141,8 +140,7 @@ func (s *Server) newHolder(app wechat.App) *wechat.Holder {
 func (s *Server) holder(c *fiber.Ctx, appID string) (*wechat.Holder, error) {
 	h, ok := s.holders[appID]
 	if !ok {
-		return nil, &Error{Status: http.StatusNotFound, Page: "not_found", Code: "not_found", JSON: true,
-			Err: errors.New("no app access token for that appid")}
+		return nil, notFound(errors.New("no app access token for that appid")).asJSON()
 	}
 	return h, nil
 }
@@ -197,7 +195,7 @@ func (s *Server) adminInvalidate(c *fiber.Ctx) error {
 func appTokenError(err error) error {
 	switch {
 	case errors.Is(err, wechat.ErrBlocked):
-		return &Error{Status: http.StatusServiceUnavailable, Page: "wechat_unavailable", Code: "app_token_blocked", Err: err, JSON: true}
+		return appTokenBlocked(err)
 	case errors.Is(err, session.ErrUnavailable):
 		return storeError(err)
 	}

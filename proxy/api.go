@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"strings"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -18,14 +16,10 @@ import (
 // maxAPIBody bounds the JSON body of the API endpoints.
 const maxAPIBody = 64 << 10
 
-// badRequest is the 400 invalid_request answer of the API endpoints.
-func badRequest(format string, a ...any) *Error {
-	return &Error{Status: http.StatusBadRequest, Page: "bad_request", Code: "invalid_request", Err: fmt.Errorf(format, a...), JSON: true}
-}
-
-// readBody reads the request's body, refusing bodies over maxAPIBody. The
-// bytes are the caller's own (they do not alias fasthttp's buffers).
-func readBody(c *fiber.Ctx) ([]byte, error) {
+// readRawBody reads the request's body, refusing bodies over maxAPIBody.
+// The bytes are the caller's own (they do not alias fasthttp's buffers).
+// Its error is the cause of an invalid request.
+func readRawBody(c *fiber.Ctx) ([]byte, error) {
 	var r io.Reader
 	if c.Request().IsBodyStream() {
 		r = c.Context().RequestBodyStream()
@@ -34,12 +28,12 @@ func readBody(c *fiber.Ctx) ([]byte, error) {
 	}
 	b, err := io.ReadAll(io.LimitReader(r, maxAPIBody+1))
 	if err != nil {
-		return nil, badRequest("reading body: %w", err)
+		return nil, fmt.Errorf("reading body: %w", err)
 	}
 	if len(b) > maxAPIBody {
 		// handleError closes the connection, so the unread rest of the body
 		// is not parsed as the next request.
-		return nil, badRequest("body over %d bytes", maxAPIBody)
+		return nil, fmt.Errorf("body over %d bytes", maxAPIBody)
 	}
 	return b, nil
 }
@@ -47,9 +41,9 @@ func readBody(c *fiber.Ctx) ([]byte, error) {
 // readJSON decodes the request's JSON body into v, refusing bodies over
 // maxAPIBody, unknown fields, trailing data and empty required strings.
 func readJSON(c *fiber.Ctx, v any) error {
-	b, err := readBody(c)
+	b, err := readRawBody(c)
 	if err != nil {
-		return err
+		return badRequest("%w", err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -89,10 +83,6 @@ func (s *Server) jwks(c *fiber.Ctx) error {
 	return c.Send(s.issuer.Keys().JWKS())
 }
 
-func notConfigured(app string) *Error {
-	return &Error{Status: http.StatusNotFound, Page: "not_found", Code: "not_found", Err: fmt.Errorf("%s is not configured", app), JSON: true}
-}
-
 // sendPair answers a token pair; it must never be cached.
 func sendPair(c *fiber.Ctx, p *session.Pair) error {
 	noStore(c)
@@ -118,7 +108,7 @@ func (s *Server) miniprogramLogin(c *fiber.Ctx) error {
 	if err := s.issuer.SaveSessionKey(ctx, s.mp.AppID, ws.OpenID, ws.SessionKey); err != nil {
 		return storeError(err)
 	}
-	p, err := s.issuer.Login(ctx, session.Identity{OpenID: ws.OpenID, UnionID: ws.UnionID, AppID: s.mp.AppID, Scope: "miniprogram"}, nil)
+	p, err := s.issuer.Login(ctx, session.Identity{OpenID: ws.OpenID, UnionID: ws.UnionID, AppID: s.mp.AppID, Scope: scopeMiniProgram}, nil)
 	if err != nil {
 		return storeError(err)
 	}
@@ -142,8 +132,8 @@ func (s *Server) appLogin(c *fiber.Ctx) error {
 		s.metrics.Login("app", loginResult(err))
 		return apiWeChatError(err)
 	}
-	id := session.Identity{OpenID: tok.OpenID, UnionID: tok.UnionID, AppID: s.mobile.AppID, Scope: "app"}
-	if strings.Contains(tok.Scope, scopeUserinfo) {
+	id := session.Identity{OpenID: tok.OpenID, UnionID: tok.UnionID, AppID: s.mobile.AppID, Scope: scopeApp}
+	if grantsUserinfo(tok.Scope) {
 		info, err := s.wechat.UserInfo(ctx, tok.AccessToken, tok.OpenID, wechatLang(c))
 		if err != nil {
 			s.metrics.Login("app", loginResult(err))
@@ -193,7 +183,7 @@ func (s *Server) miniprogramDecrypt(c *fiber.Ctx) error {
 	if req.EncryptedData == "" || req.IV == "" {
 		return badRequest("encrypted_data and iv are required")
 	}
-	if f.Identity.Scope != "miniprogram" || f.Identity.AppID != s.mp.AppID {
+	if f.Identity.Scope != scopeMiniProgram || f.Identity.AppID != s.mp.AppID {
 		return badRequest("decrypt needs a mini-program login")
 	}
 	ctx := c.UserContext()
@@ -333,14 +323,6 @@ func (s *Server) tokenRevoke(c *fiber.Ctx) error {
 	}
 	noStore(c)
 	return c.JSON(fiber.Map{"revoked": true})
-}
-
-// apiWeChatError makes a WeChat failure an API answer (502 wechat_error
-// with errcode, or 503 wechat_unavailable).
-func apiWeChatError(err error) error {
-	e := classify(err)
-	e.JSON = true
-	return e
 }
 
 func loginResult(err error) string {

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/recover"
@@ -316,35 +317,30 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // ctxKey types keep fiber Locals keys private (STYLE.md 9).
 type ctxKey int
 
-const (
-	routeKey ctxKey = iota
-	requestIDKey
-	requestKey
-)
+// requestKey holds the request's *request: the one Locals value, so that
+// the ID, the route and what the edge read cost one allocation together.
+const requestKey ctxKey = 0
 
-func requestID(c *fiber.Ctx) string {
-	v, _ := c.Locals(requestIDKey).(string)
-	return v
-}
+func requestID(c *fiber.Ctx) string { return requestOf(c).id }
 
-func setRoute(c *fiber.Ctx, name string) { c.Locals(routeKey, name) }
+// setRoute names the route a request took, for logs and metrics.
+func setRoute(c *fiber.Ctx, name string) { requestOf(c).route = name }
 
-// requestIDMiddleware keeps a well-formed X-Request-ID from a trusted proxy
-// and otherwise makes one, then sets it on the request (for the upstream)
-// and the response.
+// requestIDMiddleware starts the request's record with its ID: a
+// well-formed X-Request-ID from a trusted proxy, or a new one. The answer
+// carries it; forward sets it on the request to the upstream.
 func (s *Server) requestIDMiddleware(c *fiber.Ctx) error {
-	rid := ""
-	if s.trustedPeer(c) {
+	r := &request{scheme: "http", trusted: s.trustedPeer(c)}
+	if r.trusted {
 		if v := c.Get(fiber.HeaderXRequestID); validRequestID(v) {
-			rid = strings.Clone(v)
+			r.id = strings.Clone(v)
 		}
 	}
-	if rid == "" {
-		rid = newRequestID()
+	if r.id == "" {
+		r.newID()
 	}
-	c.Locals(requestIDKey, rid)
-	c.Request().Header.Set(fiber.HeaderXRequestID, rid)
-	c.Set(fiber.HeaderXRequestID, rid)
+	c.Locals(requestKey, r)
+	c.Set(fiber.HeaderXRequestID, r.id)
 	return c.Next()
 }
 
@@ -360,10 +356,13 @@ func validRequestID(v string) bool {
 	return true
 }
 
-func newRequestID() string {
+// newID gives r a new random ID, kept in r itself: no allocation of its own.
+func (r *request) newID() {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	hex.Encode(r.idBuf[:], b[:])
+	// idBuf is never written again, and the string keeps r alive.
+	r.id = unsafe.String(&r.idBuf[0], len(r.idBuf))
 }
 
 // observe logs and counts every request. It hands errors to handleError
@@ -382,7 +381,8 @@ func (s *Server) observe(c *fiber.Ctx) error {
 		c.Context().SetConnectionClose()
 	}
 	d := time.Since(start)
-	route, _ := c.Locals(routeKey).(string)
+	r := requestOf(c)
+	route := r.route
 	if route == "" {
 		route = "wxgate"
 	}
@@ -390,7 +390,7 @@ func (s *Server) observe(c *fiber.Ctx) error {
 	s.metrics.Request(route, status, d)
 	if s.log.Enabled(c.UserContext(), slog.LevelInfo) {
 		s.log.LogAttrs(c.UserContext(), slog.LevelInfo, "request",
-			slog.String("request_id", requestID(c)),
+			slog.String("request_id", r.id),
 			slog.String("method", c.Method()),
 			// The path only: queries carry codes and states.
 			slog.String("path", string(c.Request().URI().PathOriginal())),

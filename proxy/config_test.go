@@ -18,8 +18,6 @@ import (
 	"github.com/wxgate/wxgate/session"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/config")
-
 // configEnv is the environment the configs under testdata/config see. No
 // value may appear in a report.
 var configEnv = map[string]string{
@@ -86,7 +84,7 @@ func TestConfigGolden(t *testing.T) {
 				err = errors.Join(cfg.Provision(), cfg.Validate())
 			}
 			got := report(warnings, err)
-			if *update {
+			if updating() {
 				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
 					t.Fatal(err)
 				}
@@ -206,4 +204,11 @@ func TestNewReadsNothing(t *testing.T) {
 			t.Errorf("admin GET /sessions with token %q = %d, want %d", tc.token, resp.StatusCode, tc.want)
 		}
 	}
+}
+
+// updating reports whether -update was given: the flag is declared once for
+// the test binary, by the package's internal tests (errors_test.go).
+func updating() bool {
+	f := flag.Lookup("update")
+	return f != nil && f.Value.String() == "true"
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -37,9 +36,17 @@ func headError(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", errHead, fmt.Sprintf(format, a...))
 }
 
-// request is what the edge learned of a request, once: every later step
-// reads it instead of the headers.
+// request is what wxgate learned of a request, once: every later step
+// reads it instead of the headers. requestIDMiddleware makes it with the
+// ID and whether the peer is trusted, the edge adds what it read of the
+// head, and forward the route and the caller.
 type request struct {
+	// id is the request ID (X-Request-ID).
+	id string
+	// idBuf holds a generated id.
+	idBuf [32]byte
+	// route names the route taken, for logs and metrics; empty: "wxgate".
+	route string
 	// host is the host name routes match: lowercase, without a trailing dot
 	// or a port.
 	host string
@@ -54,55 +61,58 @@ type request struct {
 	// client is the client's address (X-Forwarded-For from trusted
 	// proxies).
 	client netip.Addr
+	// api is set once the request's route is known and is an api route:
+	// then every error answers JSON.
+	api bool
+	// who is the caller, when the route needed one (currentCaller).
+	who caller
 }
 
 // edge checks a request and records its request. A malformed request gets
 // 400 and its connection is closed: after a framing error nothing that
 // follows on the connection can be trusted to be a request boundary.
 func (s *Server) edge(c *fiber.Ctx) error {
-	r, err := s.readRequest(c)
-	if err != nil {
-		setRoute(c, "invalid")
-		status := http.StatusBadRequest
-		if errors.Is(err, errVersion) {
-			status = http.StatusHTTPVersionNotSupported
-		}
-		return &Error{Status: status, Page: "bad_request", Code: "invalid_request", Err: err, Close: true}
+	r := requestOf(c)
+	if err := s.readRequest(c, r); err != nil {
+		r.route = "invalid"
+		return malformed(err)
 	}
-	c.Locals(requestKey, r)
 	return c.Next()
 }
 
-// requestOf returns what the edge recorded of c.
+// requestOf returns what was recorded of c.
 func requestOf(c *fiber.Ctx) *request {
 	r, _ := c.Locals(requestKey).(*request)
 	if r == nil {
-		// Only the admin listener and tests reach handlers without the
-		// edge; they get the connection's own view.
-		return &request{scheme: "http"}
+		// Only the admin listener and tests reach handlers without
+		// requestIDMiddleware and the edge; they get an empty request ID and
+		// the connection's own view.
+		r = &request{scheme: "http"}
+		c.Locals(requestKey, r)
 	}
 	return r
 }
 
-func (s *Server) readRequest(c *fiber.Ctx) (*request, error) {
+// readRequest checks the head of c and records what it says in r, whose
+// trusted requestIDMiddleware set.
+func (s *Server) readRequest(c *fiber.Ctx, r *request) error {
 	h := &c.Request().Header
 	if h.IsConnect() {
-		return nil, headError("CONNECT is not proxied")
+		return headError("CONNECT is not proxied")
 	}
 	if p := string(h.Protocol()); p != "HTTP/1.1" && p != "HTTP/1.0" {
-		return nil, errVersion
+		return errVersion
 	}
 	if err := checkHead(h.RawHeaders()); err != nil {
-		return nil, err
+		return err
 	}
-	r := &request{trusted: s.trustedPeer(c)}
 	host, authority, err := parseHost(string(h.Host()))
 	if err != nil {
-		return nil, fmt.Errorf("host: %w", err)
+		return fmt.Errorf("host: %w", err)
 	}
 	if target := h.RequestURI(); hasScheme(target) {
 		if err := sameAuthority(target, authority); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	r.host, r.authority = host, authority
@@ -113,7 +123,7 @@ func (s *Server) readRequest(c *fiber.Ctx) (*request, error) {
 	if r.trusted {
 		if v := h.Peek(fiber.HeaderXForwardedHost); len(v) > 0 {
 			if r.host, r.authority, err = parseHost(string(v)); err != nil {
-				return nil, fmt.Errorf("X-Forwarded-Host: %w", err)
+				return fmt.Errorf("X-Forwarded-Host: %w", err)
 			}
 		}
 		switch string(h.Peek(fiber.HeaderXForwardedProto)) {
@@ -124,7 +134,7 @@ func (s *Server) readRequest(c *fiber.Ctx) (*request, error) {
 		}
 	}
 	r.client = s.clientAddr(c, r.trusted)
-	return r, nil
+	return nil
 }
 
 // checkHead checks the header block of a request as it came off the wire

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -14,38 +15,220 @@ import (
 	"github.com/wxgate/wxgate/wechat"
 )
 
-// Error is a failure with the answer the browser or API client gets. Handlers
-// return it; handleError turns it (and every other error) into a response.
+// problem is what went wrong, as the client is told: each one has exactly
+// one status, page and JSON error code, in problems. Handlers pick a
+// problem through a constructor below, never a status (issue 10).
+type problem uint8
+
+// Problems. problemInternal is the zero value: an Error nobody classified
+// is a 500.
+const (
+	problemInternal problem = iota
+	problemBadRequest
+	problemVersion
+	problemMethodNotAllowed
+	problemRequestTimeout
+	problemBodyTooLarge
+	problemHeadersTooLarge
+	problemNotFound
+	problemLoginRequired
+	problemInsufficientScope
+	problemForbidden
+	problemTokenExpired
+	problemInvalidToken
+	problemInvalidGrant
+	problemLoginExpired
+	problemOtherBrowser
+	problemRefused
+	problemCodeInvalid
+	problemTooManyLogins
+	problemWeChatError
+	problemWeChatUnavailable
+	problemAppTokenBlocked
+	problemUnavailable
+	problemUpstreamDown
+	problemUpstreamTimeout
+	numProblems
+)
+
+// problems is the one table of what each problem answers.
+var problems = [numProblems]struct {
+	name   string // for tests and golden files
+	status int
+	page   string // the browser's page: a key of messages
+	code   string // the JSON answer's "error" (DESIGN.md "API clients")
+	// desc is the JSON answer's "error_description"; empty: the page's
+	// English text.
+	desc string
+}{
+	problemInternal:          {"internal", http.StatusInternalServerError, "internal", "server_error", ""},
+	problemBadRequest:        {"bad_request", http.StatusBadRequest, "bad_request", "invalid_request", descMalformed},
+	problemVersion:           {"version", http.StatusHTTPVersionNotSupported, "bad_request", "invalid_request", descMalformed},
+	problemMethodNotAllowed:  {"method_not_allowed", http.StatusMethodNotAllowed, "bad_request", "invalid_request", descMalformed},
+	problemRequestTimeout:    {"request_timeout", http.StatusRequestTimeout, "bad_request", "invalid_request", descMalformed},
+	problemBodyTooLarge:      {"body_too_large", http.StatusRequestEntityTooLarge, "bad_request", "invalid_request", descMalformed},
+	problemHeadersTooLarge:   {"headers_too_large", http.StatusRequestHeaderFieldsTooLarge, "bad_request", "invalid_request", descMalformed},
+	problemNotFound:          {"not_found", http.StatusNotFound, "not_found", "not_found", ""},
+	problemLoginRequired:     {"login_required", http.StatusUnauthorized, "login_required", "login_required", ""},
+	problemInsufficientScope: {"insufficient_scope", http.StatusForbidden, "insufficient_scope", "insufficient_scope", ""},
+	problemForbidden:         {"forbidden", http.StatusForbidden, "forbidden", "forbidden", ""},
+	problemTokenExpired:      {"token_expired", http.StatusUnauthorized, "login_required", "token_expired", "the access token has expired; refresh it"},
+	problemInvalidToken:      {"invalid_token", http.StatusUnauthorized, "login_required", "invalid_token", "the access token is invalid"},
+	problemInvalidGrant:      {"invalid_grant", http.StatusUnauthorized, "login_required", "invalid_grant", "the refresh token is invalid, expired, revoked or already used; log in again"},
+	problemLoginExpired:      {"login_expired", http.StatusBadRequest, "login_expired", "invalid_request", descMalformed},
+	problemOtherBrowser:      {"other_browser", http.StatusForbidden, "other_browser", "invalid_request", descMalformed},
+	problemRefused:           {"refused", http.StatusForbidden, "refused", "access_denied", ""},
+	problemCodeInvalid:       {"code_invalid", http.StatusBadRequest, "code_invalid", "invalid_grant", "the refresh token is invalid, expired, revoked or already used; log in again"},
+	problemTooManyLogins:     {"too_many_logins", http.StatusTooManyRequests, "too_many_logins", "too_many_requests", "too many logins were started from this network; try again in a few minutes"},
+	problemWeChatError:       {"wechat_error", http.StatusBadGateway, "wechat_error", "wechat_error", ""},
+	problemWeChatUnavailable: {"wechat_unavailable", http.StatusServiceUnavailable, "wechat_unavailable", "wechat_unavailable", ""},
+	problemAppTokenBlocked:   {"app_token_blocked", http.StatusServiceUnavailable, "wechat_unavailable", "app_token_blocked", ""},
+	problemUnavailable:       {"unavailable", http.StatusServiceUnavailable, "unavailable", "unavailable", ""},
+	problemUpstreamDown:      {"upstream_down", http.StatusBadGateway, "upstream_down", "upstream_down", ""},
+	problemUpstreamTimeout:   {"upstream_timeout", http.StatusGatewayTimeout, "upstream_timeout", "upstream_timeout", ""},
+}
+
+const descMalformed = "the request is malformed"
+
+func (p problem) String() string { return problems[p].name }
+
+// Error is a failure with the answer the browser or API client gets.
+// Handlers return one from the constructors below (or any other error,
+// which classify maps); handleError turns it into the response.
 type Error struct {
-	Status int
-	// Page is the message shown to browsers (a key of messages).
-	Page string
-	// Code is the "error" member of the JSON answer (DESIGN.md "API clients").
-	Code string
-	// Err is the cause, logged with the error ID and never shown.
+	problem problem
+	// Err is the cause, logged with the request ID and never shown.
 	Err error
-	// Link, if set, is offered on the page (try again, log in).
-	Link string
-	// JSON forces a JSON answer; otherwise it follows Accept.
-	JSON bool
-	// RetryAfter, if set, is sent as Retry-After (429, 503).
-	RetryAfter time.Duration
-	// Close ends the connection after the answer: after a malformed request
+	// link, if set, is offered on the page (try again, log in) and as the
+	// JSON answer's login_url.
+	link string
+	// json forces a JSON answer; otherwise it follows the route (api) and
+	// Accept.
+	json bool
+	// retryAfter, if set, is sent as Retry-After (429, 503).
+	retryAfter time.Duration
+	// close ends the connection after the answer: after a malformed request
 	// nothing that follows on the connection can be trusted to start a new
 	// one.
-	Close bool
+	close bool
 }
 
 func (e *Error) Error() string {
+	page := problems[e.problem].page
 	if e.Err != nil {
-		return e.Page + ": " + e.Err.Error()
+		return page + ": " + e.Err.Error()
 	}
-	return e.Page
+	return page
 }
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// classify maps any error to the Error the client sees.
+// asJSON makes e answer JSON whatever the client accepts: the API
+// endpoints and the admin listener speak nothing else.
+func (e *Error) asJSON() *Error {
+	e.json = true
+	return e
+}
+
+// invalidRequest is the client's malformed request (a path, a form, a
+// parameter): 400 invalid_request.
+func invalidRequest(err error) *Error { return &Error{problem: problemBadRequest, Err: err} }
+
+// badRequest is the 400 invalid_request answer of the API endpoints.
+func badRequest(format string, a ...any) *Error {
+	return invalidRequest(fmt.Errorf(format, a...)).asJSON()
+}
+
+// malformed is the edge's refusal of a request that breaks HTTP: 400, or
+// 505 for a version other than HTTP/1.x, and the connection closes, since
+// where the next request starts is not known.
+func malformed(err error) *Error {
+	p := problemBadRequest
+	if errors.Is(err, errVersion) {
+		p = problemVersion
+	}
+	return &Error{problem: p, Err: err, close: true}
+}
+
+// badBody is a request body that is the client's error: 400, and the
+// connection closes, since where the body ends is not known.
+func badBody(err error) *Error {
+	return &Error{problem: problemBadRequest, Err: fmt.Errorf("reading the request body: %w", err), close: true}
+}
+
+// notFound answers 404.
+func notFound(err error) *Error { return &Error{problem: problemNotFound, Err: err} }
+
+// notConfigured is the 404 of an API endpoint whose app is not configured.
+func notConfigured(app string) *Error {
+	return notFound(fmt.Errorf("%s is not configured", app)).asJSON()
+}
+
+// forbidden answers 403: a deny route, a caller not on an allow list, a
+// request from the wrong origin.
+func forbidden(err error) *Error { return &Error{problem: problemForbidden, Err: err} }
+
+// loginRequired answers a request without the identity its route needs:
+// 401, offering the login at link.
+func loginRequired(link string) *Error { return &Error{problem: problemLoginRequired, link: link} }
+
+// insufficientScope answers a caller whose login lacks the route's scope:
+// 403, offering the authorization at link.
+func insufficientScope(link string) *Error {
+	return &Error{problem: problemInsufficientScope, link: link}
+}
+
+// invalidToken is the 401 of a bearer token that is not (or no longer)
+// valid, for API clients.
+func invalidToken(err error) *Error {
+	return &Error{problem: problemInvalidToken, Err: err, json: true}
+}
+
+// Answers of the official-account callback; each offers the login again
+// at retry.
+func loginExpired(retry string) *Error { return &Error{problem: problemLoginExpired, link: retry} }
+func otherBrowser(retry string) *Error { return &Error{problem: problemOtherBrowser, link: retry} }
+func refused(retry string) *Error      { return &Error{problem: problemRefused, link: retry} }
+func codeInvalid(retry string) *Error  { return &Error{problem: problemCodeInvalid, link: retry} }
+
+// tooManyLogins answers a start beyond the pending-login bounds: 429,
+// retry in a minute.
+func tooManyLogins(err error) *Error {
+	return &Error{problem: problemTooManyLogins, Err: err, retryAfter: time.Minute}
+}
+
+// wechatUnavailable answers 503 when WeChat cannot serve the request now;
+// retry is the Retry-After (0: none).
+func wechatUnavailable(err error, retry time.Duration) *Error {
+	return &Error{problem: problemWeChatUnavailable, Err: err, retryAfter: retry}
+}
+
+// appTokenBlocked answers an app access token WeChat will not issue now
+// (wechat.ErrBlocked): 503 app_token_blocked, as JSON.
+func appTokenBlocked(err error) *Error {
+	return &Error{problem: problemAppTokenBlocked, Err: err, json: true}
+}
+
+// storeError is the answer when the session store fails: 503, never a
+// logout.
+func storeError(err error) *Error { return &Error{problem: problemUnavailable, Err: err} }
+
+// upstreamError answers an upstream that failed: 504 when it timed out,
+// else 502.
+func upstreamError(name string, err error) *Error {
+	p := problemUpstreamDown
+	if isTimeout(err) {
+		p = problemUpstreamTimeout
+	}
+	return &Error{problem: p, Err: fmt.Errorf("upstream %s: %w", name, err)}
+}
+
+// apiWeChatError makes a WeChat failure an API answer (502 wechat_error
+// with errcode, or 503 wechat_unavailable).
+func apiWeChatError(err error) error { return classify(err).asJSON() }
+
+// classify maps any error to the Error the client sees: the one place an
+// error that is not already an *Error gets its problem.
 func classify(err error) *Error {
 	var pe *Error
 	if errors.As(err, &pe) {
@@ -53,16 +236,21 @@ func classify(err error) *Error {
 	}
 	var fe *fiber.Error
 	if errors.As(err, &fe) {
-		switch fe.Code {
-		case http.StatusNotFound:
-			return &Error{Status: fe.Code, Page: "not_found", Code: "not_found", Err: err}
-		case http.StatusMethodNotAllowed:
-			return &Error{Status: fe.Code, Page: "bad_request", Code: "invalid_request", Err: err}
-		case http.StatusRequestEntityTooLarge, http.StatusRequestHeaderFieldsTooLarge:
-			return &Error{Status: fe.Code, Page: "bad_request", Code: "invalid_request", Err: err}
-		}
-		if fe.Code >= 400 && fe.Code < 500 {
-			return &Error{Status: fe.Code, Page: "bad_request", Code: "invalid_request", Err: err}
+		// What fiber and fasthttp refuse before a handler runs
+		// (App.serverErrorHandler), and the router's own answers.
+		switch {
+		case fe.Code == http.StatusNotFound:
+			return notFound(err)
+		case fe.Code == http.StatusMethodNotAllowed:
+			return &Error{problem: problemMethodNotAllowed, Err: err}
+		case fe.Code == http.StatusRequestTimeout:
+			return &Error{problem: problemRequestTimeout, Err: err}
+		case fe.Code == http.StatusRequestEntityTooLarge:
+			return &Error{problem: problemBodyTooLarge, Err: err}
+		case fe.Code == http.StatusRequestHeaderFieldsTooLarge:
+			return &Error{problem: problemHeadersTooLarge, Err: err}
+		case fe.Code >= 400 && fe.Code < 500:
+			return invalidRequest(err)
 		}
 	}
 	var we *wechat.Error
@@ -70,21 +258,21 @@ func classify(err error) *Error {
 	case errors.Is(err, session.ErrUnavailable):
 		return storeError(err)
 	case errors.Is(err, session.ErrTokenExpired):
-		return &Error{Status: http.StatusUnauthorized, Page: "login_required", Code: "token_expired", Err: err, JSON: true}
+		return &Error{problem: problemTokenExpired, Err: err, json: true}
 	case errors.Is(err, session.ErrInvalidToken):
-		return &Error{Status: http.StatusUnauthorized, Page: "login_required", Code: "invalid_token", Err: err, JSON: true}
+		return invalidToken(err)
 	case errors.Is(err, session.ErrInvalidGrant):
-		return &Error{Status: http.StatusUnauthorized, Page: "login_required", Code: "invalid_grant", Err: err, JSON: true}
+		return &Error{problem: problemInvalidGrant, Err: err, json: true}
 	case errors.Is(err, wechat.ErrBadEncryptedData):
-		return &Error{Status: http.StatusBadRequest, Page: "bad_request", Code: "invalid_request", Err: err, JSON: true}
+		return invalidRequest(err).asJSON()
 	case errors.As(err, &we):
-		return &Error{Status: http.StatusBadGateway, Page: "wechat_error", Code: "wechat_error", Err: err}
+		return &Error{problem: problemWeChatError, Err: err}
 	case errors.Is(err, wechat.ErrUnavailable):
-		return &Error{Status: http.StatusServiceUnavailable, Page: "wechat_unavailable", Code: "wechat_unavailable", Err: err}
+		return wechatUnavailable(err, 0)
 	case errors.Is(err, context.DeadlineExceeded):
-		return &Error{Status: http.StatusServiceUnavailable, Page: "unavailable", Code: "unavailable", Err: err}
+		return storeError(err)
 	}
-	return &Error{Status: http.StatusInternalServerError, Page: "internal", Code: "server_error", Err: err}
+	return &Error{problem: problemInternal, Err: err}
 }
 
 // handleError is the one place errors become responses: it logs the detail
@@ -92,52 +280,54 @@ func classify(err error) *Error {
 // It replaces fiber's DefaultErrorHandler, which echoes err.Error().
 func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	e := classify(err)
-	rid := requestID(c)
+	p := &problems[e.problem]
+	r := requestOf(c)
+	rid := r.id
 	level := slog.LevelInfo
-	if e.Status >= 500 {
+	if p.status >= 500 {
 		level = slog.LevelError
 	}
 	if s.log.Enabled(c.UserContext(), level) {
 		s.log.LogAttrs(c.UserContext(), level, "request failed",
 			slog.String("request_id", rid),
-			slog.Int("status", e.Status),
-			slog.String("error", e.Page),
+			slog.Int("status", p.status),
+			slog.String("error", p.page),
 			slog.Any("cause", e.Err))
 	}
 	// Whatever an upstream had started to send is dropped.
 	c.Response().Reset()
-	if e.Close || c.Request().IsBodyStream() {
+	if e.close || c.Request().IsBodyStream() {
 		// A body nobody finished reading would be parsed as the next
 		// request on this connection.
 		c.Context().SetConnectionClose()
 	}
 	noStore(c)
 	c.Set(fiber.HeaderXRequestID, rid)
-	if e.RetryAfter > 0 {
-		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(e.RetryAfter/time.Second)))
+	if e.retryAfter > 0 {
+		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(e.retryAfter/time.Second)))
 	}
-	c.Status(e.Status)
-	if e.JSON || wantsJSON(c) {
-		desc := describeCode(e.Code)
+	c.Status(p.status)
+	if e.json || r.api || wantsJSON(c) {
+		desc := p.desc
 		if desc == "" {
-			desc = describe(e.Page, "en")
+			desc = describe(p.page, "en")
 		}
-		body := fiber.Map{"error": e.Code, "error_description": desc, "request_id": rid}
-		if e.Link != "" {
-			body["login_url"] = e.Link
+		body := fiber.Map{"error": p.code, "error_description": desc, "request_id": rid}
+		if e.link != "" {
+			body["login_url"] = e.link
 		}
 		if we := (*wechat.Error)(nil); errors.As(e.Err, &we) {
 			body["errcode"] = we.Code
 		}
 		switch {
-		case e.Code == "invalid_token" || e.Code == "token_expired":
-			c.Set(fiber.HeaderWWWAuthenticate, `Bearer error="invalid_token", error_description="`+describeCode(e.Code)+`"`)
-		case e.Status == http.StatusUnauthorized:
+		case e.problem == problemInvalidToken || e.problem == problemTokenExpired:
+			c.Set(fiber.HeaderWWWAuthenticate, `Bearer error="invalid_token", error_description="`+p.desc+`"`)
+		case p.status == http.StatusUnauthorized:
 			c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="wxgate"`)
 		}
 		return c.JSON(body)
 	}
-	return s.renderMessage(c, e.Page, e.Link, rid)
+	return s.renderMessage(c, p.page, e.link, rid)
 }
 
 // isTokenError reports whether err is a bearer token's verification
@@ -146,28 +336,10 @@ func isTokenError(err error) bool {
 	return errors.Is(err, session.ErrInvalidToken) || errors.Is(err, session.ErrTokenExpired)
 }
 
-// describeCode is the error_description of API error codes.
-func describeCode(code string) string {
-	switch code {
-	case "token_expired":
-		return "the access token has expired; refresh it"
-	case "invalid_token":
-		return "the access token is invalid"
-	case "invalid_grant":
-		return "the refresh token is invalid, expired, revoked or already used; log in again"
-	case "invalid_request":
-		return "the request is malformed"
-	case "too_many_requests":
-		return "too many logins were started from this network; try again in a few minutes"
-	}
-	return ""
-}
-
-// storeError is the answer when the session store fails: 503, never a
-// logout.
-func storeError(err error) *Error {
-	return &Error{Status: http.StatusServiceUnavailable, Page: "unavailable", Code: "unavailable", Err: err}
-}
-
 // isNotFound reports whether err means "no such session/state".
 func isNotFound(err error) bool { return errors.Is(err, session.ErrNotFound) }
+
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
+}

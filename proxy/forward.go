@@ -16,32 +16,47 @@ import (
 	"github.com/wxgate/wxgate/session"
 )
 
-// forward handles every request outside the prefix: decide, then proxy.
+// forward handles every request outside the prefix: route, look at the
+// caller only if the route needs one, then proxy.
+//
+// The route is resolved from method, host, path and client address alone;
+// public and deny routes never touch the session store, the token issuer or
+// WeChat, and a public route is forwarded without identity headers (issue
+// 10). Only when some reading of the path is a login route is the caller
+// looked up and the request decided again with its identity.
 func (s *Server) forward(c *fiber.Ctx) error {
+	r := requestOf(c)
 	p, err := policies.ParsePath(string(c.Request().URI().PathOriginal()))
 	if err != nil {
 		setRoute(c, "invalid")
-		return &Error{Status: http.StatusBadRequest, Page: "bad_request", Code: "invalid_request", Err: err}
+		return invalidRequest(err)
 	}
-	who, authErr, err := s.currentCaller(c)
-	if err != nil {
-		return err
+	route := s.engine.Route(c.Method(), r.host, p, r.client)
+	d := route.Decide(nil)
+	var who *caller
+	var authErr error
+	if d.Outcome == policies.NeedLogin {
+		who, authErr, err = s.currentCaller(c, r)
+		if who != nil {
+			d = route.Decide(policyIdentity(who))
+		}
 	}
-	r := requestOf(c)
-	d := s.engine.Decide(c.Method(), r.host, p, r.client, policyIdentity(who))
 	rule := d.Rule
 	setRoute(c, rule.Name)
+	r.api = rule.API
+	switch {
+	case err != nil:
+		return err
+	case authErr != nil:
+		// A client that sent a bad or expired bearer token gets the answer
+		// that tells it whether to refresh.
+		return authErr
+	}
 	switch d.Outcome {
 	case policies.NeedLogin, policies.NeedScope:
-		if authErr != nil {
-			// A client that sent a bad or expired bearer token gets the
-			// answer that tells it whether to refresh.
-			return authErr
-		}
 		return s.needLogin(c, rule, p.Forward, d.Outcome)
 	case policies.Forbidden:
-		return &Error{Status: http.StatusForbidden, Page: "forbidden", Code: "forbidden", JSON: rule.API,
-			Err: fmt.Errorf("route %s on the %s reading %q", rule.Name, d.Reading, d.Path)}
+		return forbidden(fmt.Errorf("route %s on the %s reading %q", rule.Name, d.Reading, d.Path))
 	}
 	if err := s.checkWeChatToken(who, rule); err != nil {
 		return err
@@ -60,8 +75,8 @@ func (s *Server) forward(c *fiber.Ctx) error {
 			req.Header.Del(fiber.HeaderAuthorization)
 		}
 	}
-	req.Header.Set(fiber.HeaderXRequestID, requestID(c))
-	setForwarded(&req.Header, r.client.String(), r.scheme, r.authority, r.trusted)
+	req.Header.Set(fiber.HeaderXRequestID, r.id)
+	setForwarded(&req.Header, r.client, r.scheme, r.authority, r.trusted)
 	if who != nil {
 		assertion, err := s.issuer.Assertion(who.holder, who.id, up.name)
 		if err != nil {
@@ -80,12 +95,6 @@ func (s *Server) forward(c *fiber.Ctx) error {
 	req.UseHostHeader = true
 	req.Header.SetHost(r.authority)
 	req.URI().SetHost(up.hc.Addr)
-	// badBody answers a request body that is the client's error: 400, and
-	// the connection closed, since where the body ends is not known.
-	badBody := func(err error) error {
-		return &Error{Status: http.StatusBadRequest, Page: "bad_request", Code: "invalid_request",
-			Err: fmt.Errorf("reading the request body: %w", err), JSON: rule.API, Close: true}
-	}
 	resp := c.Response()
 	var body *clientBody
 	size := req.Header.ContentLength()
@@ -109,15 +118,15 @@ func (s *Server) forward(c *fiber.Ctx) error {
 	}
 	took := time.Since(start) // until the headers
 	if err == nil {
-		err = readAnswer(resp, requestID(c))
+		err = readAnswer(resp, r.id)
 	}
 	if err != nil {
-		outcome, status, page := "error", http.StatusBadGateway, "upstream_down"
+		outcome := "error"
 		if isTimeout(err) {
-			outcome, status, page = "timeout", http.StatusGatewayTimeout, "upstream_timeout"
+			outcome = "timeout"
 		}
 		s.metrics.Upstream(up.name, outcome, took)
-		return &Error{Status: status, Page: page, Code: page, Err: fmt.Errorf("upstream %s: %w", up.name, err), JSON: rule.API}
+		return upstreamError(up.name, err)
 	}
 	s.metrics.Upstream(up.name, "ok", took)
 	removeHopByHop(&resp.Header)
@@ -141,8 +150,7 @@ func (s *Server) checkWeChatToken(who *caller, rule *policies.Rule) error {
 	if s.inBackoff(who.tokens, now) {
 		retry = max(retry, (who.tokens.RetryAt.Sub(now) + time.Second - 1).Truncate(time.Second))
 	}
-	return &Error{Status: http.StatusServiceUnavailable, Page: "wechat_unavailable", Code: "wechat_unavailable", JSON: rule.API,
-		RetryAfter: retry, Err: errors.New("the WeChat access token expired and its refresh has not succeeded")}
+	return wechatUnavailable(errors.New("the WeChat access token expired and its refresh has not succeeded"), retry)
 }
 
 // readAnswer prepares the upstream's answer in resp for the client. A body
@@ -181,11 +189,6 @@ func readAnswer(resp *fasthttp.Response, rid string) error {
 // answerBufs hold small answer bodies while they are read whole.
 var answerBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-func isTimeout(err error) bool {
-	var t interface{ Timeout() bool }
-	return errors.As(err, &t) && t.Timeout()
-}
-
 // currentSession returns the browser's session, nil when it has none (no
 // cookie, a malformed or unknown one). A store failure is an error, never a
 // logout.
@@ -208,16 +211,16 @@ func (s *Server) currentSession(c *fiber.Ctx) (*session.Session, error) {
 // has too small a scope (NeedScope): page loads go to start, keeping their
 // place; other requests get 401, or 403 for a missing scope.
 func (s *Server) needLogin(c *fiber.Ctx, rule *policies.Rule, path string, outcome policies.Outcome) error {
-	scope, e := rule.Scope, &Error{Status: http.StatusUnauthorized, Page: "login_required", Code: "login_required", JSON: rule.API}
+	scope, answer := rule.Scope, loginRequired
 	if outcome == policies.NeedScope {
-		scope, e = policies.Userinfo, &Error{Status: http.StatusForbidden, Page: "insufficient_scope", Code: "insufficient_scope", JSON: rule.API}
+		scope, answer = routeUserinfo, insufficientScope
 	}
-	e.Link = s.startURL(c, path, scope)
+	link := s.startURL(c, path, scope)
 	if !rule.API && !wantsJSON(c) && (c.Method() == http.MethodGet || c.Method() == http.MethodHead) {
 		noStore(c)
-		return c.Redirect(e.Link, http.StatusFound)
+		return c.Redirect(link, http.StatusFound)
 	}
-	return e
+	return answer(link)
 }
 
 // startURL is the login URL that returns to path (a Path.Forward, escaped)

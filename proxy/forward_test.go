@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -11,8 +12,11 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/wxgate/wxgate/session"
 )
 
 func TestHeaderSpoofing(t *testing.T) {
@@ -380,4 +384,125 @@ func TestMetrics(t *testing.T) {
 	if resp, _ := b.get("/metrics", nil); resp.StatusCode == http.StatusOK && strings.Contains(resp.Header.Get("Content-Type"), "text/plain") {
 		t.Error("/metrics answered on the public listener")
 	}
+}
+
+// readCounter is a session store that counts reads.
+type readCounter struct {
+	session.Store
+	reads atomic.Int64
+}
+
+func (s *readCounter) Get(ctx context.Context, key string) ([]byte, error) {
+	s.reads.Add(1)
+	return s.Store.Get(ctx, key)
+}
+
+// TestPublicAndDenyRoutesSkipTheCaller: the route is decided before the
+// caller is looked at, and public and deny routes never look (issue 10).
+// A valid session or bearer token costs them no store read, a public route
+// forwards no identity, and a bad bearer token there is no error.
+func TestPublicAndDenyRoutesSkipTheCaller(t *testing.T) {
+	store := &readCounter{Store: session.NewMemory(time.Minute)}
+	e := newEnvOpts(t, envOptions{store: store})
+	b := e.browser(weChatUA)
+	b.login("/", "alice")
+	cookie := "wxgate_session=" + b.cookie("wxgate_session")
+	bearer := "Bearer " + e.api().mpLogin("dora")["access_token"].(string)
+	tests := []struct {
+		name, host, path, auth string
+		want                   int
+	}{
+		{"public, cookie", "", "/public/x", cookie, http.StatusOK},
+		{"public, bearer", "", "/public/x", bearer, http.StatusOK},
+		{"public, bad bearer", "", "/public/x", "Bearer abc", http.StatusOK},
+		{"deny route, cookie", "", "/denied/x", cookie, http.StatusForbidden},
+		{"deny route, bearer", "", "/denied/x", bearer, http.StatusForbidden},
+		{"deny route on another reading, cookie", "", "/public/..;/denied/x", cookie, http.StatusForbidden},
+		{"deny host, bearer", "internal.localhost", "/x", bearer, http.StatusForbidden},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := store.reads.Load()
+			req, err := http.NewRequest(http.MethodGet, e.url+tc.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.host != "" {
+				req.Host = tc.host
+			}
+			if strings.HasPrefix(tc.auth, "Bearer") {
+				req.Header.Set("Authorization", tc.auth)
+			} else {
+				req.Header.Set("Cookie", tc.auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Fatalf("GET %s: %d, want %d; body %.200s", tc.path, resp.StatusCode, tc.want, body)
+			}
+			if n := store.reads.Load() - before; n != 0 {
+				t.Errorf("GET %s with %s: %d store reads, want 0", tc.path, tc.name, n)
+			}
+			if tc.want == http.StatusOK {
+				var got echo
+				if err := json.Unmarshal(body, &got); err != nil {
+					t.Fatal(err)
+				}
+				for _, h := range []string{"X-Wechat-Openid", "X-Wechat-Identity", "X-Forwarded-User", "Authorization", "Cookie"} {
+					if v := got.Headers[h]; len(v) > 0 {
+						t.Errorf("the upstream of a public route received %s", h)
+					}
+				}
+			}
+		})
+	}
+	// The same caller on login routes is looked up: the count can move.
+	for _, tc := range []struct{ path, auth string }{{"/x", cookie}, {"/api/x", bearer}} {
+		before := store.reads.Load()
+		hdr := map[string]string{"Cookie": tc.auth}
+		if strings.HasPrefix(tc.auth, "Bearer") {
+			hdr = map[string]string{"Authorization": tc.auth}
+		}
+		got := e.browser(weChatUA).upstreamView(tc.path, hdr)
+		if first(got.Headers["X-Wechat-Openid"]) == "" {
+			t.Errorf("GET %s: the upstream got no identity", tc.path)
+		}
+		if store.reads.Load() == before {
+			t.Errorf("GET %s on a login route read nothing from the store", tc.path)
+		}
+	}
+}
+
+// TestPublicRouteIgnoresWeChatOutage: while WeChat refuses every token
+// refresh, a public route is served to callers whose WeChat tokens have
+// expired without a single refresh call, and a bad bearer token there is
+// ignored; a login route tries the refresh (and is served anyway).
+func TestPublicRouteIgnoresWeChatOutage(t *testing.T) {
+	sw, sim, simURL := newSwitchedSim(t)
+	e := newEnvOpts(t, envOptions{sim: sim, simURL: simURL})
+	b := e.browser(weChatUA)
+	b.login("/", "alice")
+	bearer := appLogin(t, e, "gus")["access_token"].(string)
+	e.both(2*time.Hour + time.Minute) // both logins' WeChat tokens expired
+	sw.set(weChat503)
+	if resp, body := b.get("/public/x", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("public route, session: %d, want 200; body %.200s", resp.StatusCode, body)
+	}
+	if status, body, _ := e.api().get("/public/x", bearer); status != http.StatusOK {
+		t.Fatalf("public route, bearer: %d, want 200; body %v", status, body)
+	}
+	if calls, _, _, _ := sw.stats(); calls != 0 {
+		t.Errorf("public routes made %d WeChat refresh calls, want 0", calls)
+	}
+	if resp, body := b.get("/x", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("login route, session, WeChat down: %d, want 200; body %.200s", resp.StatusCode, body)
+	}
+	pollUntil(t, 5*time.Second, "the login route's refresh reached WeChat", func() bool {
+		calls, _, _, _ := sw.stats()
+		return calls > 0
+	})
 }

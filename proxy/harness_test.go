@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/wxgate/wxgate/proxy"
+	"github.com/wxgate/wxgate/session"
 	"github.com/wxgate/wxgate/wechat/wechatsim"
 )
 
@@ -200,6 +201,8 @@ type envOptions struct {
 	log io.Writer
 	// serverKeys are more TOML lines for [server] ("pprof = true").
 	serverKeys string
+	// store, if set, is the gateway's session store (proxy.Options.Store).
+	store session.Store
 }
 
 func newEnv(t testing.TB) *env { return newEnvOpts(t, envOptions{}) }
@@ -307,7 +310,7 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 	if o.clock != nil {
 		clock = o.clock
 	}
-	e.gw, err = proxy.New(cfg, proxy.Options{Logger: log, Now: clock})
+	e.gw, err = proxy.New(cfg, proxy.Options{Logger: log, Now: clock, Store: o.store})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net/netip"
 	"net/url"
 	"strings"
 
@@ -125,9 +126,13 @@ func removeHopByHop(h interface {
 	Peek(string) []byte
 	Del(string)
 }) {
-	for _, f := range strings.Split(string(h.Peek("Connection")), ",") {
-		if f = strings.TrimSpace(f); f != "" && !strings.EqualFold(f, "Content-Length") && !strings.EqualFold(f, "Host") {
-			h.Del(f)
+	// No Connection, or the usual keep-alive (in hopHeaders), cost nothing:
+	// this runs twice for every proxied request.
+	if conn := h.Peek("Connection"); len(conn) > 0 && !equalFold(conn, "keep-alive") {
+		for _, f := range strings.Split(string(conn), ",") {
+			if f = strings.TrimSpace(f); f != "" && !strings.EqualFold(f, "Content-Length") && !strings.EqualFold(f, "Host") {
+				h.Del(f)
+			}
 		}
 	}
 	for _, name := range hopHeaders {
@@ -156,12 +161,14 @@ func sanitizeRequest(h *fasthttp.RequestHeader, trusted bool) {
 // setForwarded sets X-Forwarded-For/Proto/Host. From a trusted proxy the
 // chain is extended and its proto and host kept; otherwise they are the
 // connection's own.
-func setForwarded(h *fasthttp.RequestHeader, client, proto, host string, trusted bool) {
+func setForwarded(h *fasthttp.RequestHeader, client netip.Addr, proto, host string, trusted bool) {
+	// Built on the stack: this runs for every proxied request.
+	var buf [64]byte
+	xff := buf[:0]
 	if prior := h.Peek("X-Forwarded-For"); trusted && len(prior) > 0 {
-		h.Set("X-Forwarded-For", string(prior)+", "+client)
-	} else {
-		h.Set("X-Forwarded-For", client)
+		xff = append(append(xff, prior...), ", "...)
 	}
+	h.SetBytesV("X-Forwarded-For", client.AppendTo(xff))
 	if !trusted || len(h.Peek("X-Forwarded-Proto")) == 0 {
 		h.Set("X-Forwarded-Proto", proto)
 	}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -58,6 +59,18 @@ func TestSanitizeRequest(t *testing.T) {
 			kept: map[string]string{"X-Keep": "yes"},
 		},
 		{
+			name: "keep-alive alone",
+			in:   map[string]string{"Connection": "Keep-Alive", "Keep-Alive": "timeout=5", "X-Keep": "yes"},
+			gone: []string{"Keep-Alive", "Connection"},
+			kept: map[string]string{"X-Keep": "yes"},
+		},
+		{
+			name: "Connection cannot remove the framing",
+			in:   map[string]string{"Connection": "Content-Length, Host, X-Foo", "X-Foo": "1", "Content-Length": "0"},
+			gone: []string{"X-Foo", "Connection"},
+			kept: map[string]string{"Content-Length": "0"},
+		},
+		{
 			name: "untrusted forwarded headers",
 			in:   map[string]string{"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https", "X-Request-Id": "mine", "X-WeChat-OpenID": "o"},
 			gone: []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Request-Id", "X-WeChat-OpenID"},
@@ -99,7 +112,7 @@ func TestSetForwarded(t *testing.T) {
 	var h fasthttp.RequestHeader
 	h.Set("X-Forwarded-For", "1.2.3.4")
 	h.Set("X-Forwarded-Proto", "https")
-	setForwarded(&h, "10.0.0.2", "http", "app.example.com", true)
+	setForwarded(&h, netip.MustParseAddr("10.0.0.2"), "http", "app.example.com", true)
 	if got := string(h.Peek("X-Forwarded-For")); got != "1.2.3.4, 10.0.0.2" {
 		t.Errorf("trusted X-Forwarded-For = %q", got)
 	}
@@ -107,7 +120,7 @@ func TestSetForwarded(t *testing.T) {
 		t.Errorf("trusted X-Forwarded-Proto = %q", got)
 	}
 	var u fasthttp.RequestHeader
-	setForwarded(&u, "203.0.113.7", "http", "app.example.com", false)
+	setForwarded(&u, netip.MustParseAddr("203.0.113.7"), "http", "app.example.com", false)
 	if string(u.Peek("X-Forwarded-For")) != "203.0.113.7" || string(u.Peek("X-Forwarded-Host")) != "app.example.com" {
 		t.Errorf("untrusted: %s", u.String())
 	}

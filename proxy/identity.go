@@ -67,44 +67,54 @@ func isBearer(v []byte) bool {
 // parseBearer returns the token of a Bearer Authorization value.
 func parseBearer(v string) string { return strings.TrimSpace(v[6:]) }
 
-// currentCaller finds the caller of a request. A bearer token wins over a
-// cookie. The caller's WeChat tokens may have expired while WeChat is down
-// (requestTokens); its identity holds all the same. authErr is a bearer
-// token's verification failure: the request then has no identity, and the
-// failure is what a route that needs one answers. err is a store failure
-// (503, never a logout).
-func (s *Server) currentCaller(c *fiber.Ctx) (who *caller, authErr, err error) {
+// currentCaller finds the caller of request c, r, and keeps it in r.who.
+// A bearer token wins over a cookie. The caller's WeChat tokens may have
+// expired while WeChat is down (requestTokens); its identity holds all the
+// same. authErr is a bearer token's verification failure: the request then
+// has no identity, and the failure is what a route that needs one answers.
+// err is a store failure (503, never a logout).
+func (s *Server) currentCaller(c *fiber.Ctx, r *request) (who *caller, authErr, err error) {
+	ctx := c.UserContext()
 	if tok, ok := bearerToken(c); ok {
-		f, verr := s.issuer.Authenticate(c.UserContext(), tok)
+		f, verr := s.issuer.Authenticate(ctx, tok)
 		switch {
-		case verr == nil:
-			tokens, err := s.requestTokens(c.UserContext(), s.familyRefreshable(f.ID, f.Identity.AppID, f.Tokens))
+		case isTokenError(verr):
+			return nil, verr, nil
+		case verr != nil:
+			return nil, nil, storeError(verr)
+		}
+		tokens := f.Tokens
+		if s.needsRefresh(tokens, s.sessions.Now()) {
+			tokens, err = s.requestTokens(ctx, s.familyRefreshable(f.ID, f.Identity.AppID, f.Tokens))
 			if errors.Is(err, errLoginEnded) {
 				// The app login is over at WeChat: the client logs in again.
 				return nil, fmt.Errorf("%w: WeChat login ended", session.ErrInvalidToken), nil
 			} else if err != nil {
 				return nil, nil, err
 			}
-			return &caller{id: &f.Identity, holder: "f:" + f.ID, tokens: tokens, family: f}, nil, nil
-		case isTokenError(verr):
-			return nil, verr, nil
-		default:
-			return nil, nil, storeError(verr)
 		}
+		r.who = caller{id: &f.Identity, holder: "f:" + f.ID, tokens: tokens, family: f}
+		return &r.who, nil, nil
 	}
 	sess, err := s.currentSession(c)
 	if err != nil || sess == nil {
 		return nil, nil, err
 	}
-	tokens, err := s.requestTokens(c.UserContext(), s.sessionRefreshable(sess.Key, sess.Identity.AppID, sess.Tokens))
-	if errors.Is(err, errLoginEnded) {
-		// WeChat ended the login: no session, so the request logs in
-		// again (silently for snsapi_base) and comes back here.
-		return nil, nil, nil
-	} else if err != nil {
-		return nil, nil, err
+	tokens := sess.Tokens
+	if s.needsRefresh(tokens, s.sessions.Now()) {
+		// Only then is the refreshable (closures) built: most requests
+		// need no refresh.
+		tokens, err = s.requestTokens(ctx, s.sessionRefreshable(sess.Key, sess.Identity.AppID, sess.Tokens))
+		if errors.Is(err, errLoginEnded) {
+			// WeChat ended the login: no session, so the request logs in
+			// again (silently for snsapi_base) and comes back here.
+			return nil, nil, nil
+		} else if err != nil {
+			return nil, nil, err
+		}
 	}
-	return &caller{id: &sess.Identity, holder: "s:" + sess.Key, tokens: tokens}, nil, nil
+	r.who = caller{id: &sess.Identity, holder: "s:" + sess.Key, tokens: tokens}
+	return &r.who, nil, nil
 }
 
 // policyIdentity is what policies needs to know of a caller.
@@ -112,10 +122,5 @@ func policyIdentity(who *caller) *policies.Identity {
 	if who == nil {
 		return nil
 	}
-	scope := policies.Base
-	switch who.id.Scope {
-	case "snsapi_userinfo", "snsapi_login", "app":
-		scope = policies.Userinfo
-	}
-	return &policies.Identity{OpenID: who.id.OpenID, UnionID: who.id.UnionID, Scope: scope}
+	return &policies.Identity{OpenID: who.id.OpenID, UnionID: who.id.UnionID, Scope: routeScope(who.id.Scope)}
 }

@@ -11,15 +11,8 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
-	"github.com/wxgate/wxgate/policies"
 	"github.com/wxgate/wxgate/session"
 	"github.com/wxgate/wxgate/wechat"
-)
-
-// WeChat scopes of the official-account flow.
-const (
-	scopeBase     = "snsapi_base"
-	scopeUserinfo = "snsapi_userinfo"
 )
 
 // refreshTokenLife is how long WeChat's sns refresh_token lives
@@ -53,14 +46,10 @@ const maxReturnURL = 2 << 10
 func (s *Server) start(c *fiber.Ctx) error {
 	raw := c.Query("rd")
 	if len(raw) > maxReturnURL {
-		return &Error{Status: http.StatusBadRequest, Page: "bad_request", Code: "invalid_request",
-			Err: fmt.Errorf("rd: %d bytes, over the %d-byte limit", len(raw), maxReturnURL)}
+		return invalidRequest(fmt.Errorf("rd: %d bytes, over the %d-byte limit", len(raw), maxReturnURL))
 	}
 	rd := s.safeRedirect(raw)
-	scope := scopeBase
-	if c.Query("scope") == policies.Userinfo {
-		scope = scopeUserinfo
-	}
+	scope := authorizeScope(c.Query("scope"))
 	kind := classifyUA(c.Get(fiber.HeaderUserAgent))
 	// Only `wxgate dev` lets a desktop browser run the in-WeChat flow, so the
 	// dance can be watched against the simulator.
@@ -83,7 +72,7 @@ func (s *Server) openInWeChat(c *fiber.Ctx, kind uaKind, rd, scope string) error
 	d := s.page(c, page)
 	d.Footer = s.public.String() + strings.TrimPrefix(rd, "/")
 	if s.cfg.Server.Dev && s.oa.AppID != "" {
-		q := url.Values{"rd": {rd}, "scope": {map[string]string{scopeBase: policies.Base, scopeUserinfo: policies.Userinfo}[scope]}, "flow": {"oa"}}
+		q := url.Values{"rd": {rd}, "scope": {routeScope(scope)}, "flow": {"oa"}}
 		d.Links = append(d.Links, pageLink{URL: s.prefix + "/start?" + q.Encode(), Label: label(c, "dev"), Primary: true})
 	}
 	return s.render(c, d)
@@ -94,8 +83,7 @@ func (s *Server) openInWeChat(c *fiber.Ctx, kind uaKind, rd, scope string) error
 func (s *Server) beginOA(c *fiber.Ctx, rd, scope string, attempt int) error {
 	if ok, why := s.starts.allow(requestOf(c).client); !ok {
 		s.metrics.StartRefused(why)
-		return &Error{Status: http.StatusTooManyRequests, Page: "too_many_logins", Code: "too_many_requests",
-			RetryAfter: time.Minute, Err: fmt.Errorf("pending logins over the %s bound", why)}
+		return tooManyLogins(fmt.Errorf("pending logins over the %s bound", why))
 	}
 	binding := c.Cookies(s.cookies.binding)
 	if !session.ValidID(binding) {
@@ -126,12 +114,12 @@ func (s *Server) callback(c *fiber.Ctx) error {
 	retry := s.prefix + "/start"
 	if !session.ValidState(state) {
 		s.metrics.Login("oa", "bad_state")
-		return &Error{Status: http.StatusBadRequest, Page: "login_expired", Code: "invalid_request", Link: retry}
+		return loginExpired(retry)
 	}
 	p, err := s.sessions.Pending(ctx, state)
 	if isNotFound(err) {
 		s.metrics.Login("oa", "bad_state")
-		return &Error{Status: http.StatusBadRequest, Page: "login_expired", Code: "invalid_request", Link: retry}
+		return loginExpired(retry)
 	} else if err != nil {
 		return storeError(err)
 	}
@@ -141,7 +129,7 @@ func (s *Server) callback(c *fiber.Ctx) error {
 	// logs nobody in there.
 	if !p.BoundTo(c.Cookies(s.cookies.binding)) {
 		s.metrics.Login("oa", "other_browser")
-		return &Error{Status: http.StatusForbidden, Page: "other_browser", Code: "invalid_request", Link: retry}
+		return otherBrowser(retry)
 	}
 	// A second callback (Android double redirect, refresh, back button)
 	// lands on the first one's outcome.
@@ -150,7 +138,7 @@ func (s *Server) callback(c *fiber.Ctx) error {
 	}
 	if code == "" {
 		s.metrics.Login("oa", "refused")
-		return &Error{Status: http.StatusForbidden, Page: "refused", Code: "access_denied", Link: retry}
+		return refused(retry)
 	}
 	first, err := s.sessions.Claim(ctx, state)
 	if err != nil {
@@ -173,13 +161,13 @@ func (s *Server) callback(c *fiber.Ctx) error {
 		// authorization and never treat it as logged in.
 		s.metrics.Login("oa", "snapshot")
 		d := s.page(c, "snapshot")
-		q := url.Values{"rd": {p.ReturnURL}, "scope": {policies.Userinfo}}
+		q := url.Values{"rd": {p.ReturnURL}, "scope": {routeUserinfo}}
 		d.Links = []pageLink{{URL: s.prefix + "/start?" + q.Encode(), Label: label(c, "authorize"), Primary: true}}
 		c.Status(http.StatusForbidden)
 		return s.render(c, d)
 	}
 	id := session.Identity{OpenID: tok.OpenID, UnionID: tok.UnionID, AppID: s.oa.AppID, Scope: scopeBase}
-	if strings.Contains(tok.Scope, scopeUserinfo) {
+	if grantsUserinfo(tok.Scope) {
 		id.Scope = scopeUserinfo
 		info, err := s.wechat.UserInfo(ctx, tok.AccessToken, tok.OpenID, wechatLang(c))
 		if err != nil {
@@ -248,8 +236,7 @@ func (s *Server) remembered(c *fiber.Ctx, state string) (bool, error) {
 func (s *Server) restart(c *fiber.Ctx, p *session.Pending, why string) error {
 	if p.Attempt >= 1 {
 		s.metrics.Login("oa", why)
-		return &Error{Status: http.StatusBadRequest, Page: "code_invalid", Code: "invalid_grant",
-			Link: s.prefix + "/start?" + url.Values{"rd": {p.ReturnURL}}.Encode()}
+		return codeInvalid(s.prefix + "/start?" + url.Values{"rd": {p.ReturnURL}}.Encode())
 	}
 	s.metrics.Login("oa", "restarted")
 	return s.beginOA(c, p.ReturnURL, p.Scope, p.Attempt+1)
@@ -301,24 +288,19 @@ func logoutToken(id string) string { return session.Hash("wxgate logout\x00" + i
 // (Origin, which browsers send on every POST) or, without Origin, carry
 // the logout form's token.
 func (s *Server) logout(c *fiber.Ctx) error {
-	body, err := readBody(c)
+	// A browser's form: errors are pages, unless the client asks for JSON.
+	body, err := readRawBody(c)
 	if err != nil {
-		// A browser's form: the error page, unless the client asks for JSON.
-		var e *Error
-		if errors.As(err, &e) {
-			e.JSON = false
-		}
-		return err
+		return invalidRequest(err)
 	}
 	form, err := url.ParseQuery(string(body))
 	if err != nil {
-		return &Error{Status: http.StatusBadRequest, Page: "bad_request", Code: "invalid_request", Err: fmt.Errorf("logout form: %w", err)}
+		return invalidRequest(fmt.Errorf("logout form: %w", err))
 	}
 	rd := s.safeRedirect(form.Get("rd"))
 	if id := c.Cookies(s.cookies.session); session.ValidID(id) {
 		if !s.fromOwnOrigin(c, form.Get("token"), id) {
-			return &Error{Status: http.StatusForbidden, Page: "forbidden", Code: "forbidden",
-				Err: errors.New("logout from another origin or without the form's token")}
+			return forbidden(errors.New("logout from another origin or without the form's token"))
 		}
 		if err := s.sessions.Delete(c.UserContext(), id); err != nil {
 			return storeError(err)
@@ -331,14 +313,14 @@ func (s *Server) logout(c *fiber.Ctx) error {
 
 // userinfo answers the current identity as JSON: GET /_wxgate/userinfo.
 func (s *Server) userinfo(c *fiber.Ctx) error {
-	who, authErr, err := s.currentCaller(c)
+	who, authErr, err := s.currentCaller(c, requestOf(c))
 	switch {
 	case err != nil:
 		return err
 	case authErr != nil:
 		return authErr
 	case who == nil:
-		return &Error{Status: http.StatusUnauthorized, Page: "login_required", Code: "login_required", JSON: true, Link: s.prefix + "/start"}
+		return loginRequired(s.prefix + "/start").asJSON()
 	}
 	id := who.id
 	noStore(c)
