@@ -37,7 +37,8 @@ soak:
 	SOAK=$(SOAK) go test -count=1 -v -timeout 70m -run '^TestSoak$$' ./soak
 
 # The load harness: wrk against the origin, a bare fiber proxy and wxgate
-# (memory and Redis stores), one table with ratios to the bare proxy
+# (memory and Redis stores), one table with ratios to the bare proxy, then
+# each row at a fixed half of the bare proxy's rate, p99s compared
 # (docs/performance.md). Needs wrk and redis-server.
 bench:
 	go run ./internal/loadbench $(BENCHFLAGS)
