@@ -164,6 +164,9 @@ func answerLen(b []byte) (n, status int, err error) {
 	return head + len(headEnd) + length, status, nil
 }
 
+// fixedGrace is fixedRate.grace in the harness.
+const fixedGrace = time.Second
+
 // driveFixed runs r at rate for o.duration on o.conns connections.
 func driveFixed(r *row, o options, rate float64) (fixedResult, error) {
 	addr, req, err := r.request()
@@ -174,7 +177,7 @@ func driveFixed(r *row, o options, rate float64) (fixedResult, error) {
 	if err != nil {
 		return fixedResult{}, err
 	}
-	res, err := fixedRate{addr: addr, request: req, rate: rate, conns: o.conns, duration: o.duration, grace: time.Second}.run()
+	res, err := fixedRate{addr: addr, request: req, rate: rate, conns: o.conns, duration: o.duration, grace: fixedGrace}.run()
 	if err != nil {
 		return fixedResult{}, err
 	}

@@ -195,7 +195,7 @@ func printFixed(w io.Writer, o options, rows []*row) {
 		achieved := fmt.Sprintf("%.0f", f.achieved)
 		switch {
 		case f.missed > 0:
-			achieved += fmt.Sprintf(" (fell behind: %d of %d unanswered %s after the end)", f.missed, f.missed+f.done, f.over.Round(time.Millisecond))
+			achieved += fmt.Sprintf(" (fell behind: %d of %d still unanswered %s after the end)", f.missed, f.missed+f.done, fixedGrace)
 		case !f.kept():
 			achieved += fmt.Sprintf(" (fell behind: the last answer %s after the end)", f.over.Round(time.Millisecond))
 		}
