@@ -1,5 +1,5 @@
 # The one test command: README and .ci/run both use `make test`.
-.PHONY: test lint gotest fuzz jstest bench gobench build dev soak
+.PHONY: test lint gotest fuzz jstest bench gobench sessionmem build dev soak
 
 test: lint gotest fuzz jstest
 
@@ -37,7 +37,8 @@ soak:
 	SOAK=$(SOAK) go test -count=1 -v -timeout 70m -run '^TestSoak$$' ./soak
 
 # The load harness: wrk against the origin, a bare fiber proxy and wxgate
-# (memory and Redis stores), one table with ratios to the bare proxy
+# (memory and Redis stores), one table with ratios to the bare proxy, then
+# each row at a fixed half of the bare proxy's rate, p99s compared
 # (docs/performance.md). Needs wrk and redis-server.
 bench:
 	go run ./internal/loadbench $(BENCHFLAGS)
@@ -45,6 +46,11 @@ bench:
 # The Go benchmarks of the hot path.
 gobench:
 	go test -run '^$$' -bench . -benchtime 3000x ./proxy ./session
+
+# Bytes of live heap per idle session in the memory store, for 100,000
+# sessions (issue 10's target: 1 KiB); docs/performance.md.
+sessionmem:
+	go test -run '^$$' -bench BytesPerSession -benchtime 100000x ./session
 
 build:
 	go build -o bin/wxgate ./cmd/wxgate

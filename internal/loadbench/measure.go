@@ -170,5 +170,39 @@ func printTable(w io.Writer, o options, rows []*row, logins float64) {
 			median(r.results, func(r result) float64 { return r.p99 }),
 			cpuText, vsCPU, median(r.results, func(r result) float64 { return r.rssMiB }))
 	}
+	if base.fixed != nil {
+		printFixed(w, o, rows)
+	}
 	fmt.Fprintf(w, "\nlogins (start -> simulator -> callback, 8 browsers at once, memory store): %.0f per second\n", logins)
+}
+
+// printFixed prints the fixed-rate runs: each row at the same rate, with
+// its p99 against the baseline's. A row that fell behind the schedule is
+// flagged; its latencies then mostly measure the queue it built.
+func printFixed(w io.Writer, o options, rows []*row) {
+	base := rows[1].fixed
+	load := "half the baseline's maximum"
+	if o.rate > 0 {
+		load = "a fixed rate (-rate)"
+	}
+	fmt.Fprintf(w, "\nat %s: %.0f req/s, open loop on %d connections, %s, one run per row;\n", load, base.target, o.conns, o.duration)
+	fmt.Fprintln(w, "latency from each request's scheduled send time; harness lag is the generator's own lateness, part of the latency")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| row | achieved req/s | p50 ms | p99 ms | p99.9 ms | p99 vs baseline | harness lag p99 ms | harness CPU µs/req |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
+	for _, r := range rows {
+		f := r.fixed
+		achieved := fmt.Sprintf("%.0f", f.achieved)
+		switch {
+		case f.missed > 0:
+			achieved += fmt.Sprintf(" (fell behind: %d of %d still unanswered %s after the end)", f.missed, f.missed+f.done, fixedGrace)
+		case !f.kept():
+			achieved += fmt.Sprintf(" (fell behind: the last answer %s after the end)", f.over.Round(time.Millisecond))
+		}
+		vs := ""
+		if strings.HasPrefix(r.name, "wxgate") {
+			vs = fmt.Sprintf("%+.2f ms", f.p99-base.p99)
+		}
+		fmt.Fprintf(w, "| %s | %s | %.2f | %.2f | %.2f | %s | %.2f | %.1f |\n", r.name, achieved, f.p50, f.p99, f.p999, vs, f.lag99, f.genCPU)
+	}
 }

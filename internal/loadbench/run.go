@@ -27,6 +27,10 @@ type options struct {
 	// profile, if set, is a directory that receives a CPU profile of
 	// each wxgate row, taken during its last run.
 	profile string
+	// rate is the fixed-rate phase's requests per second; 0 means half
+	// the baseline's median req/s in the wrk runs, and less than 0 skips
+	// the phase.
+	rate float64
 }
 
 // The apps wxgate and the simulator share.
@@ -98,6 +102,8 @@ type row struct {
 	// admin is the gateway's admin listener (wxgate rows only).
 	admin   string
 	results []result
+	// fixed is the row's fixed-rate run, if any.
+	fixed *fixedResult
 }
 
 func run(o options) error {
@@ -250,6 +256,22 @@ func run(o options) error {
 				return fmt.Errorf("%s, run %d: %w", r.name, i+1, err)
 			}
 			r.results = append(r.results, res)
+		}
+	}
+	// Then the same absolute rate for every row, open loop, so that their
+	// latencies compare at a load the baseline bears easily (issue 10: p99
+	// within 0.5 ms of the baseline's at half its maximum).
+	rate := o.rate
+	if rate == 0 {
+		rate = median(rows[1].results, func(r result) float64 { return r.rps }) / 2
+	}
+	if rate > 0 {
+		for _, r := range rows {
+			res, err := driveFixed(r, o, rate)
+			if err != nil {
+				return fmt.Errorf("%s, fixed rate: %w", r.name, err)
+			}
+			r.fixed = &res
 		}
 	}
 	logins, err := loginRate(mem.addr, simURL, o.duration)
