@@ -158,7 +158,9 @@ func BenchmarkBytesPerSession(b *testing.B) {
 			// keep a dropped store reachable until a finalizer stops it, a
 			// collection or more later: the last case's sessions would be
 			// freed while this one measures and come off its figure.
-			m := NewManager(&Memory{c: cache.New(cache.NoExpiration, 0)}, cfg)
+			store := &Memory{c: cache.New(cache.NoExpiration, 0)}
+			store.records = newRecordCache(store.Get, nil)
+			m := NewManager(store, cfg)
 			ctx := context.Background()
 			now := m.Now()
 			lastSessions = nil
