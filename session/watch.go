@@ -117,12 +117,24 @@ func (r *Redis) subscribe(ctx context.Context, seed int, changed func(key string
 	if err != nil {
 		return err
 	}
-	// A client of its own with one connection, dialed through watchConn.
+	// A client of its own with one connection, dialed through watchConn,
+	// and only once: go-redis dials a failed subscription again itself,
+	// before the failure reaches this loop, and the new connection, quiet
+	// until Redis answers it, would tell the cache that nothing is unread
+	// while news published since the failure is lost and what the cache
+	// keeps is still in use (TestRedisCacheSubscriptionRedial). This loop
+	// dials again, after the cache has been emptied.
+	var dialed atomic.Bool
 	c := redis.NewClient(&redis.Options{
 		Addr: addr, Username: r.cfg.Username, Password: r.password,
 		DialTimeout: r.timeout, ReadTimeout: r.timeout, WriteTimeout: r.timeout,
 		PoolSize: 1, MaxRetries: -1,
-		Dialer: r.dialWatch,
+		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if dialed.Swap(true) {
+				return nil, errRedial
+			}
+			return r.dialWatch(ctx, network, addr)
+		},
 	})
 	defer c.Close()
 	var ps *redis.PubSub
@@ -159,6 +171,9 @@ func (r *Redis) subscribe(ctx context.Context, seed int, changed func(key string
 		}
 	}
 }
+
+// errRedial refuses go-redis's own redial of a subscription (subscribe).
+var errRedial = errors.New("session: the subscription is dialed again by its loop")
 
 // watchAddr is the server the subscription dials: the standalone server;
 // in a Cluster, the master of the channel's slot; a Sentinel setup's
