@@ -172,6 +172,9 @@ func (r *Redis) subscribe(ctx context.Context, seed int, changed func(key string
 		ps = c.Subscribe(ctx, r.channel())
 	}
 	defer ps.Close()
+	// The read below waits up to watchPing whatever ctx says: closing the
+	// subscription ends it at once when ctx ends (Close).
+	defer context.AfterFunc(ctx, func() { _ = ps.Close() })()
 	unanswered := 0 // pings sent since the last message
 	for {
 		msg, err := ps.ReceiveTimeout(ctx, watchPing)

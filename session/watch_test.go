@@ -393,3 +393,34 @@ func TestRedisClusterCacheSlotMoved(t *testing.T) {
 		t.Errorf("%d of 20 logouts after the slot moved succeeded, want most", succeeded)
 	}
 }
+
+// TestRedisCloseIsPrompt: Close ends the cache's subscription at once
+// rather than when its read next times out (a second of a gateway's
+// shutdown; found by attack), and leaves no goroutine of it behind.
+func TestRedisCloseIsPrompt(t *testing.T) {
+	srv := redistest.Start(t, "--appendonly", "no")
+	ctx := context.Background()
+	r, err := NewRedis(RedisConfig{Addrs: []string{srv.Addr}}, make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, _ = r.load(ctx, "sess:nothing", decodeString) // starts the subscription
+	for deadline := time.Now().Add(5 * time.Second); !r.records.live.Load(); {
+		if time.Now().After(deadline) {
+			t.Fatal("the cache's subscription is not up after 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	start := time.Now()
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > watchPing/2 {
+		t.Errorf("Close took %s, want well under the subscription's %s read timeout", d, watchPing)
+	}
+	select {
+	case <-r.records.done:
+	default:
+		t.Error("the subscription still runs after Close")
+	}
+}
