@@ -91,9 +91,9 @@ type Options struct {
 	Now func() time.Time
 }
 
-// New builds a gateway from cfg, provisioned (Config.Provision) and
-// validated (Config.Validate). It wires what Provision made and parses and
-// reads nothing of the config again. It does what only a start may do and
+// New builds a gateway from cfg, provisioned (Config.Provision) and valid
+// (New runs Config.Validate and returns its problems). It wires what
+// Provision made and parses and reads nothing of the config again. It does what only a start may do and
 // a check must not: it loads the signing key, creating the file when it is
 // missing, and opens the store, which for the memory store consumes its
 // snapshot. With cfg.Server.Dev it is `wxgate dev`'s gateway: the snapshot
@@ -102,6 +102,11 @@ type Options struct {
 func New(cfg *Config, opts Options) (*Server, error) {
 	if !cfg.ready {
 		return nil, errNotProvisioned
+	}
+	// Validate reads nothing and costs nothing here; what it refuses (no
+	// public_url, a zero bound) New would otherwise wire, or panic on.
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	log := opts.Logger
 	if log == nil {

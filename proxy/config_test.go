@@ -141,6 +141,32 @@ func TestValidateNeedsProvision(t *testing.T) {
 	}
 }
 
+// TestNewRefusesAnInvalidConfig: a config Provision met no problem with
+// but Validate refuses (here: no public_url) makes New return an error, as
+// New did before it stopped parsing the config itself; it panicked (found
+// by attack).
+func TestNewRefusesAnInvalidConfig(t *testing.T) {
+	for k, v := range configEnv {
+		t.Setenv(k, v)
+	}
+	cfg, _, _, err := loadConfig(t, "good")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Server.PublicURL = ""
+	if err := cfg.Provision(); err != nil {
+		t.Fatalf("Provision = %v, want nil (a missing public_url is Validate's to report)", err)
+	}
+	if cfg.Validate() == nil {
+		t.Fatal("Validate without public_url = nil, want an error")
+	}
+	gw, err := proxy.New(cfg, proxy.Options{Logger: discardLogger(), Store: session.NewMemory(0)})
+	if err == nil {
+		gw.Shutdown(t.Context())
+		t.Error("New of a config Validate refuses = nil error, want one")
+	}
+}
+
 // TestNewReadsNothing: New wires what Provision read. With the secret
 // variables unset and the files gone after Provision, the gateway still
 // has the admin token and serves the verify file it read then.

@@ -188,6 +188,11 @@ func (c *recordCache) load(ctx context.Context, key string, decode func([]byte) 
 		c.start.Do(c.subscribe)
 	}
 	now := time.Now()
+	// Asked before the look in the cache, never after: news that the
+	// reader takes in and handles between the two would have dropped the
+	// key after this load found it, and nothing would be unread by the
+	// time it asked.
+	quiet := c.bus == nil || !c.bus.unread()
 	c.mu.RLock()
 	e := c.cur[key]
 	if e == nil {
@@ -195,7 +200,7 @@ func (c *recordCache) load(ctx context.Context, key string, decode func([]byte) 
 	}
 	gen := c.gen
 	c.mu.RUnlock()
-	if e != nil && now.Sub(e.read) < 2*cacheWindow && (c.bus == nil || !c.bus.unread()) {
+	if e != nil && quiet && now.Sub(e.read) < 2*cacheWindow {
 		return e.val, e.raw, nil
 	}
 	raw, err := c.get(ctx, key)

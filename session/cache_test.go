@@ -313,3 +313,45 @@ func TestRedisCacheWithoutChannel(t *testing.T) {
 		t.Error("the cache is live without a subscription")
 	}
 }
+
+// hookBus is a live notifier whose unread runs a test's hook first: the
+// subscription's reader taking in news at that moment.
+type hookBus struct {
+	fakeBus
+	onUnread func()
+}
+
+func (b *hookBus) unread() bool {
+	if b.onUnread != nil {
+		b.onUnread()
+	}
+	return false
+}
+
+// TestRecordCacheNewsDuringLookup: the subscription's reader may take in
+// and handle the news of a write between a load's look in the cache and
+// its check that nothing is unread (found by attack). The check then finds
+// nothing unread, and what the load found before the news must not be
+// used: a logout on another replica was not in force.
+func TestRecordCacheNewsDuringLookup(t *testing.T) {
+	ctx := context.Background()
+	key := sessionPrefix + "k"
+	s := NewMemory(0) // stands for Redis, written by another replica
+	bus := &hookBus{fakeBus: fakeBus{ready: make(chan struct{})}}
+	c := newRecordCache(s.Get, bus)
+	t.Cleanup(c.close)
+	_ = s.Set(ctx, key, []byte("logged in"), time.Minute)
+	_, _, _ = c.load(ctx, key, decodeString) // starts the subscription
+	<-bus.ready
+	bus.live(true)
+	if v, _, err := c.load(ctx, key, decodeString); err != nil || v != "logged in" {
+		t.Fatalf("load = %v, %v; want logged in", v, err)
+	}
+	// The other replica logs out: the news is in the socket when the next
+	// request's load begins, and the reader handles it during the load.
+	_ = s.Delete(ctx, key)
+	bus.onUnread = func() { bus.onUnread = nil; bus.changed(key) }
+	if v, _, err := c.load(ctx, key, decodeString); !errors.Is(err, ErrNotFound) {
+		t.Errorf("load after a logout elsewhere whose news arrived during it = %v, %v; want ErrNotFound", v, err)
+	}
+}

@@ -29,23 +29,25 @@ func (r *Redis) channel() string { return r.prefix + "changed" }
 // sees it), and the write's caller may answer its client. In a Cluster the
 // channel is a shard channel (Redis 7), published and followed on the
 // master of its slot, so that the same holds; a plain PUBLISH there
-// reaches the other nodes later, over the cluster bus.
+// reaches the other nodes later, over the cluster bus. There the PING is
+// a read of a key in the channel's slot, which also proves that the node
+// is still that slot's master: after a failover the node go-redis still
+// takes for it may be a replica, which takes the message (Redis 7.0) and
+// passes it on later, over the cluster bus.
 func (r *Redis) publish(ctx context.Context, key string) error {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	var c redis.Cmdable = r.c
+	var node *redis.Client
 	var err error
 	if r.cluster != nil {
-		var node *redis.Client
 		if node, err = r.cluster.MasterForKey(ctx, r.channel()); err == nil {
 			err = node.SPublish(ctx, r.channel(), key).Err()
-			c = node
 		}
 	} else {
 		err = r.c.Publish(ctx, r.channel(), key).Err()
 	}
 	var refused redis.Error
-	if errors.As(err, &refused) {
+	if errors.As(err, &refused) && !transient(err) {
 		// Redis refused the command itself: a user without the channel
 		// (NOPERM), or a Cluster before Redis 7 (no shard channels). No
 		// replica (they share the user and the server) can subscribe
@@ -58,7 +60,29 @@ func (r *Redis) publish(ctx context.Context, key string) error {
 	if err != nil {
 		return r.wrap("publish", err)
 	}
-	return r.wrap("publish", c.Ping(ctx).Err())
+	if node == nil {
+		return r.wrap("publish", r.c.Ping(ctx).Err())
+	}
+	return r.wrap("publish", r.holdsChannel(ctx, node))
+}
+
+// transient reports whether an error answer from Redis is about the moment
+// (a failover, a slot moving, a restart) rather than the command: the
+// write is then not known to the other replicas, and fails.
+func transient(err error) bool {
+	_, moved := redis.IsMovedError(err)
+	_, ask := redis.IsAskError(err)
+	return moved || ask || redis.IsTryAgainError(err) || redis.IsClusterDownError(err) ||
+		redis.IsLoadingError(err) || redis.IsReadOnlyError(err) || redis.IsMasterDownError(err)
+}
+
+// holdsChannel reports (nil) whether node is the master of the channel's
+// slot, asking it of a key in that slot, the channel's own name: a master
+// without the slot and a replica (to a client that did not send READONLY)
+// answer MOVED. It asks what any user of the key prefix may, where ROLE
+// needs @admin.
+func (r *Redis) holdsChannel(ctx context.Context, node *redis.Client) error {
+	return node.Exists(ctx, r.channel()).Err()
 }
 
 // unread implements notifier.
@@ -87,6 +111,10 @@ func (r *Redis) watch(ctx context.Context, changed func(key string), live func(b
 		if ctx.Err() != nil {
 			return
 		}
+		if r.cluster != nil {
+			// The slot map may be what sent it to the wrong node.
+			r.cluster.ReloadState(ctx)
+		}
 		// One line per outage, not one per attempt.
 		if wasUp || seed == 0 {
 			logWatch(ctx, "the session cache's subscription to Redis failed; sessions are read from Redis until it is back", err)
@@ -113,16 +141,28 @@ const (
 // subscribe follows one subscription until it fails or ctx ends. seed
 // counts the attempts, so that the Sentinels are asked in turn.
 func (r *Redis) subscribe(ctx context.Context, seed int, changed func(key string), live func(bool)) error {
-	addr, err := r.watchAddr(ctx, seed)
+	addr, node, err := r.watchAddr(ctx, seed)
 	if err != nil {
 		return err
 	}
-	// A client of its own with one connection, dialed through watchConn.
+	// A client of its own with one connection, dialed through watchConn,
+	// and only once: go-redis dials a failed subscription again itself,
+	// before the failure reaches this loop, and the new connection, quiet
+	// until Redis answers it, would tell the cache that nothing is unread
+	// while news published since the failure is lost and what the cache
+	// keeps is still in use (TestRedisCacheSubscriptionRedial). This loop
+	// dials again, after the cache has been emptied.
+	var dialed atomic.Bool
 	c := redis.NewClient(&redis.Options{
 		Addr: addr, Username: r.cfg.Username, Password: r.password,
 		DialTimeout: r.timeout, ReadTimeout: r.timeout, WriteTimeout: r.timeout,
 		PoolSize: 1, MaxRetries: -1,
-		Dialer: r.dialWatch,
+		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if dialed.Swap(true) {
+				return nil, errRedial
+			}
+			return r.dialWatch(ctx, network, addr)
+		},
 	})
 	defer c.Close()
 	var ps *redis.PubSub
@@ -132,6 +172,9 @@ func (r *Redis) subscribe(ctx context.Context, seed int, changed func(key string
 		ps = c.Subscribe(ctx, r.channel())
 	}
 	defer ps.Close()
+	// The read below waits up to watchPing whatever ctx says: closing the
+	// subscription ends it at once when ctx ends (Close).
+	defer context.AfterFunc(ctx, func() { _ = ps.Close() })()
 	unanswered := 0 // pings sent since the last message
 	for {
 		msg, err := ps.ReceiveTimeout(ctx, watchPing)
@@ -151,29 +194,46 @@ func (r *Redis) subscribe(ctx context.Context, seed int, changed func(key string
 		unanswered = 0
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if m.Kind == "subscribe" || m.Kind == "ssubscribe" {
-				live(true)
+			if m.Kind != "subscribe" && m.Kind != "ssubscribe" {
+				// Redis ended it: a Cluster node that lost the channel's
+				// slot (a failover, a resharding) unsubscribes its
+				// shard-channel subscribers and keeps their connections,
+				// which hear nothing more.
+				return fmt.Errorf("redis ended the subscription (%s)", m.Kind)
 			}
+			if node != nil {
+				// Subscribed on a node that is master now: it tells of
+				// any loss of the slot from now on, as above. A replica
+				// (a stale slot map) would take the subscription and
+				// pass on the news after the publisher's barrier.
+				if err := r.holdsChannel(ctx, node); err != nil {
+					return fmt.Errorf("subscribed at %s: %w", addr, err)
+				}
+			}
+			live(true)
 		case *redis.Message:
 			changed(m.Payload)
 		}
 	}
 }
 
+// errRedial refuses go-redis's own redial of a subscription (subscribe).
+var errRedial = errors.New("session: the subscription is dialed again by its loop")
+
 // watchAddr is the server the subscription dials: the standalone server;
-// in a Cluster, the master of the channel's slot; a Sentinel setup's
-// master, as the Sentinels (in turn) name it.
-func (r *Redis) watchAddr(ctx context.Context, seed int) (string, error) {
+// in a Cluster, the master of the channel's slot (and go-redis's client of
+// it); a Sentinel setup's master, as the Sentinels (in turn) name it.
+func (r *Redis) watchAddr(ctx context.Context, seed int) (string, *redis.Client, error) {
 	addrs := r.cfg.Addrs
 	switch {
 	case r.cluster != nil:
 		node, err := r.cluster.MasterForKey(ctx, r.channel())
 		if err != nil {
-			return "", fmt.Errorf("finding the master of the channel's slot: %w", err)
+			return "", nil, fmt.Errorf("finding the master of the channel's slot: %w", err)
 		}
-		return node.Options().Addr, nil
+		return node.Options().Addr, node, nil
 	case r.cfg.MasterName == "":
-		return addrs[0], nil
+		return addrs[0], nil, nil
 	}
 	var errs []error
 	for i := range addrs {
@@ -185,11 +245,11 @@ func (r *Redis) watchAddr(ctx context.Context, seed int) (string, error) {
 		hp, err := s.GetMasterAddrByName(ctx, r.cfg.MasterName).Result()
 		_ = s.Close()
 		if err == nil && len(hp) == 2 {
-			return net.JoinHostPort(hp[0], hp[1]), nil
+			return net.JoinHostPort(hp[0], hp[1]), nil, nil
 		}
 		errs = append(errs, err)
 	}
-	return "", fmt.Errorf("no Sentinel named master %q: %w", r.cfg.MasterName, errors.Join(errs...))
+	return "", nil, fmt.Errorf("no Sentinel named master %q: %w", r.cfg.MasterName, errors.Join(errs...))
 }
 
 // dialWatch dials the subscription's connection, TLS on top of the
