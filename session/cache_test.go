@@ -355,3 +355,26 @@ func TestRecordCacheNewsDuringLookup(t *testing.T) {
 		t.Errorf("load after a logout elsewhere whose news arrived during it = %v, %v; want ErrNotFound", v, err)
 	}
 }
+
+// TestCachedFamilyEnds: a family past its end (refresh_ttl after its last
+// rotation) is refused even while a copy of it is cached, and an access
+// token still inside its verification leeway does not carry it further.
+func TestCachedFamilyEnds(t *testing.T) {
+	cfg := TokenConfig{AccessTTL: time.Hour, RefreshTTL: time.Hour}
+	cfg.SetDefaults()
+	is := issuerOn(t, NewMemory(0), cfg)
+	now := time.Now()
+	is.Now = func() time.Time { return now }
+	ctx := context.Background()
+	p, err := is.Login(ctx, Identity{OpenID: "o1", Scope: "app"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := is.Authenticate(ctx, p.AccessToken); err != nil {
+		t.Fatal(err) // and now cached
+	}
+	now = now.Add(time.Hour + 10*time.Second) // past the family's end, inside the token's leeway
+	if _, err := is.Authenticate(ctx, p.AccessToken); !errors.Is(err, ErrInvalidToken) {
+		t.Errorf("Authenticate after the family's end: %v, want ErrInvalidToken", err)
+	}
+}

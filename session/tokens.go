@@ -394,6 +394,12 @@ func (is *Issuer) Authenticate(ctx context.Context, access string) (*Family, err
 	if f.Revoked {
 		return nil, fmt.Errorf("%w: family revoked", ErrInvalidToken)
 	}
+	// The store drops a family refresh_ttl after its last rotation; a
+	// cached copy (cache.go) may outlive that by a moment, so the end is
+	// checked here too.
+	if !is.Now().Before(f.Rotated.Add(is.cfg.RefreshTTL)) {
+		return nil, fmt.Errorf("%w: family expired", ErrInvalidToken)
+	}
 	return f, nil
 }
 
