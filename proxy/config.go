@@ -378,7 +378,7 @@ func (c *Config) Validate() error {
 		add("server.shutdown_timeout: %s is outside 0..1h (0: the default, 25s)", s.ShutdownTimeout)
 	}
 	if e := s.AdminTokenEnv; e != "" && len(s.adminToken) < 16 {
-		add("server.admin_token_env: environment variable %s must hold at least 16 characters", e)
+		add("server.admin_token_env: environment variable %s must hold at least 16 characters", secret.EnvName(e))
 	}
 	if err := c.Session.Validate(); err != nil {
 		errs = append(errs, err)

@@ -27,3 +27,28 @@ func (s Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
 
 // Format implements fmt.Formatter so that %s, %v, %q and %x all redact.
 func (s Secret) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(redacted)) }
+
+// EnvName is how an error names the environment variable a *_env key
+// gives: the name itself when it is one, or a placeholder when it is not,
+// since an operator who wrote the secret itself into the key would
+// otherwise see it printed in the error (and in the logs).
+func EnvName(name string) string {
+	if len(name) == 0 || len(name) > 128 {
+		return "(not a variable name: is the secret itself in this key?)"
+	}
+	lower, underscore := false, false
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c != '_' && (c < 'A' || c > 'Z') && (c < 'a' || c > 'z') && (i == 0 || c < '0' || c > '9') {
+			return "(not a variable name: is the secret itself in this key?)"
+		}
+		lower = lower || ('a' <= c && c <= 'z')
+		underscore = underscore || c == '_'
+	}
+	if len(name) >= 20 && lower && !underscore {
+		// Shaped like a key (an AppSecret is 32 lowercase hex digits),
+		// not like a variable name.
+		return "(not a variable name: is the secret itself in this key?)"
+	}
+	return name
+}
