@@ -199,7 +199,7 @@ func appTokenError(err error) error {
 	case errors.Is(err, wechat.ErrBlocked):
 		return &Error{Status: http.StatusServiceUnavailable, Page: "wechat_unavailable", Code: "app_token_blocked", Err: err, JSON: true}
 	case errors.Is(err, session.ErrUnavailable):
-		return storeError(err)
+		return apiWeChatError(err) // 503 unavailable as JSON, like the other app-token errors, not the HTML page
 	}
 	return apiWeChatError(err)
 }
