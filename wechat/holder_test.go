@@ -163,11 +163,12 @@ type replicas struct {
 
 func newReplicas(t *testing.T, source string, timeout time.Duration) *replicas {
 	t.Helper()
-	return newReplicasOn(t, source, timeout, session.NewMemory(0))
+	return newReplicasOn(t, source, timeout, 500*time.Millisecond, session.NewMemory(0))
 }
 
-// newReplicasOn is newReplicas sharing store.
-func newReplicasOn(t *testing.T, source string, timeout time.Duration, store wechat.SharedStore) *replicas {
+// newReplicasOn is newReplicas sharing store, with callers waiting at most
+// wait for a fetch.
+func newReplicasOn(t *testing.T, source string, timeout, wait time.Duration, store wechat.SharedStore) *replicas {
 	t.Helper()
 	sim := wechatsim.New(wechatsim.App{AppID: oaID, Secret: oaSecret, Type: wechatsim.OfficialAccount})
 	f := &flakyWeChat{sim: sim}
@@ -181,7 +182,7 @@ func newReplicasOn(t *testing.T, source string, timeout time.Duration, store wec
 				Source:     source,
 				IsNotFound: func(err error) bool { return errors.Is(err, session.ErrNotFound) },
 				Now:        sim.Now,
-				Wait:       500 * time.Millisecond,
+				Wait:       wait,
 				OnFetch:    r.heard,
 			}))
 	}
@@ -392,16 +393,16 @@ func (s *pooledStore) Delete(ctx context.Context, key string) error {
 }
 
 // TestHolderBurstAtExpiry: the token has expired and 200 callers on two
-// replicas ask at once, over a store that answers two calls at a time in
-// 5 ms each within a 300 ms timeout (Redis through its connection pool).
-// Every caller gets the one new token. Before, each caller read the store
-// itself, and polled it while the other replica fetched, so the callers
-// queued for the store's connections past its timeout and most failed
-// with "store unavailable" (503 at /app-token) instead of waiting for the
-// fetch.
+// replicas ask at once, over a store that answers one call at a time in
+// 5 ms within a 600 ms timeout (Redis through its connection pool, small
+// for the burst). Every caller gets the one new token: the fetch needs
+// about a dozen calls (60 ms). Before, each caller read the store itself
+// (200 reads, 1 s), and polled it while the other replica fetched, so the
+// callers queued for the store past its timeout and failed with "store
+// unavailable" (503 at /app-token) instead of waiting for the fetch.
 func TestHolderBurstAtExpiry(t *testing.T) {
-	store := newPooledStore(2, 5*time.Millisecond, 300*time.Millisecond)
-	r := newReplicasOn(t, "stable_token", 2*time.Second, store)
+	store := newPooledStore(1, 5*time.Millisecond, 600*time.Millisecond)
+	r := newReplicasOn(t, "stable_token", 2*time.Second, 2*time.Second, store)
 	old, err := r.holders[0].Get(context.Background())
 	if err != nil {
 		t.Fatal(err)
