@@ -197,7 +197,7 @@ func appTokenError(err error) error {
 	case errors.Is(err, wechat.ErrBlocked):
 		return appTokenBlocked(err)
 	case errors.Is(err, session.ErrUnavailable):
-		return storeError(err)
+		return apiWeChatError(err) // 503 unavailable as JSON, like the other app-token errors, not the HTML page
 	}
 	return apiWeChatError(err)
 }

@@ -23,7 +23,7 @@ func TestReplicasOnRedisCluster(t *testing.T) {
 		shareSessionsAndTokens(t, newClusterOn(t, 3, conf+"key_prefix = \"a:\"\n"))
 	})
 	t.Run("app token once", func(t *testing.T) {
-		fetchTheAppTokenOnce(t, newClusterOn(t, 3, conf+"key_prefix = \"b:\"\n"))
+		fetchTheAppTokenOnce(t, newClusterOn(t, 3, fmt.Sprintf("addrs = [%q]\ncluster = true\ntimeout = %q\nkey_prefix = \"b:\"\n", rc.Addrs[0], burstTimeout)))
 	})
 }
 

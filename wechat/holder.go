@@ -57,6 +57,12 @@ type Holder struct {
 	// last is the token this replica last read or shared, served while
 	// the shared store cannot be read (guarded by mu).
 	last *AppToken
+
+	// rmu guards the reads Get's callers share (see read): whether one is
+	// under way, and the one that begins after it.
+	rmu     sync.Mutex
+	reading bool
+	queued  *readCall
 }
 
 // Errors a Holder reports.
@@ -173,7 +179,7 @@ func (h *Holder) fresh(t *AppToken, now time.Time) bool {
 // a valid token waits, at most Wait. While the shared store cannot be read,
 // the valid token this replica last saw is served.
 func (h *Holder) Get(ctx context.Context) (*AppToken, error) {
-	t, err := h.current(ctx)
+	t, err := h.read(ctx)
 	if err != nil {
 		// The store is down: the token this replica last saw still works
 		// at WeChat, and no fetch can take the lease anyway.
@@ -204,7 +210,7 @@ func (h *Holder) fetchNow(ctx context.Context, now time.Time) (*AppToken, error)
 	select {
 	case r := <-ch:
 		if errors.Is(r.Err, errLeaseHeld) {
-			return h.awaitShared(ctx, wait.C, "")
+			return h.awaitOther(ctx, wait.C)
 		}
 		if r.Err != nil {
 			return nil, r.Err
@@ -212,6 +218,29 @@ func (h *Holder) fetchNow(ctx context.Context, now time.Time) (*AppToken, error)
 		return r.Val.(*AppToken), nil
 	case <-wait.C:
 		return nil, fmt.Errorf("%w: the app token of %s is still being fetched", ErrUnavailable, h.app.AppID)
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for the app token of %s: %w", h.app.AppID, ctx.Err())
+	}
+}
+
+// awaitOther waits, until deadline, for the token another replica is
+// fetching. The callers on this replica share one poll of the store (it
+// runs for Wait from the first of them): a poll each was three store reads
+// every 25 ms per caller.
+func (h *Holder) awaitOther(ctx context.Context, deadline <-chan time.Time) (*AppToken, error) {
+	ch := h.group.DoChan("await", func() (any, error) {
+		wait := time.NewTimer(h.cfg.Wait)
+		defer wait.Stop()
+		return h.awaitShared(context.WithoutCancel(ctx), wait.C, "")
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*AppToken), nil
+	case <-deadline:
+		return nil, fmt.Errorf("%w: waiting for another replica to fetch the app token of %s", ErrUnavailable, h.app.AppID)
 	case <-ctx.Done():
 		return nil, fmt.Errorf("waiting for the app token of %s: %w", h.app.AppID, ctx.Err())
 	}

@@ -3,9 +3,11 @@ package wechat_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -161,20 +163,26 @@ type replicas struct {
 
 func newReplicas(t *testing.T, source string, timeout time.Duration) *replicas {
 	t.Helper()
+	return newReplicasOn(t, source, timeout, 500*time.Millisecond, session.NewMemory(0))
+}
+
+// newReplicasOn is newReplicas sharing store, with callers waiting at most
+// wait for a fetch.
+func newReplicasOn(t *testing.T, source string, timeout, wait time.Duration, store wechat.SharedStore) *replicas {
+	t.Helper()
 	sim := wechatsim.New(wechatsim.App{AppID: oaID, Secret: oaSecret, Type: wechatsim.OfficialAccount})
 	f := &flakyWeChat{sim: sim}
 	f.fail("")
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
 	r := &replicas{sim: sim, wechat: f, path: "/cgi-bin/" + source, results: map[string]int{}}
-	store := session.NewMemory(0)
 	for range 2 {
 		r.holders = append(r.holders, wechat.NewHolder(wechat.New(wechat.Config{APIBase: srv.URL, Timeout: timeout}),
 			wechat.App{AppID: oaID, Secret: oaSecret}, store, wechat.HolderConfig{
 				Source:     source,
 				IsNotFound: func(err error) bool { return errors.Is(err, session.ErrNotFound) },
 				Now:        sim.Now,
-				Wait:       500 * time.Millisecond,
+				Wait:       wait,
 				OnFetch:    r.heard,
 			}))
 	}
@@ -318,5 +326,109 @@ func TestHolderOneFetchPerLifetime(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// pooledStore is a shared store reached the way Redis is: through a few
+// connections, each call holding one for a moment, and a call still
+// without one at its timeout fails (go-redis counts the wait for a pooled
+// connection against the call's deadline).
+type pooledStore struct {
+	wechat.SharedStore
+	conns   chan struct{}
+	latency time.Duration
+	timeout time.Duration
+	// tokenReads counts the reads of the shared token.
+	tokenReads atomic.Int64
+}
+
+func newPooledStore(conns int, latency, timeout time.Duration) *pooledStore {
+	return &pooledStore{SharedStore: session.NewMemory(0), conns: make(chan struct{}, conns), latency: latency, timeout: timeout}
+}
+
+func (s *pooledStore) do(ctx context.Context, call func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	select {
+	case s.conns <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("%w: waiting for a connection: %w", session.ErrUnavailable, ctx.Err())
+	}
+	defer func() { <-s.conns }()
+	rtt := time.NewTimer(s.latency)
+	defer rtt.Stop()
+	select {
+	case <-rtt.C:
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", session.ErrUnavailable, ctx.Err())
+	}
+	return call(ctx)
+}
+
+func (s *pooledStore) Get(ctx context.Context, key string) (b []byte, err error) {
+	if strings.HasPrefix(key, "apptoken:current:") {
+		s.tokenReads.Add(1)
+	}
+	err = s.do(ctx, func(ctx context.Context) error {
+		b, err = s.SharedStore.Get(ctx, key)
+		return err
+	})
+	return b, err
+}
+
+func (s *pooledStore) Set(ctx context.Context, key string, v []byte, ttl time.Duration) error {
+	return s.do(ctx, func(ctx context.Context) error { return s.SharedStore.Set(ctx, key, v, ttl) })
+}
+
+func (s *pooledStore) SetNX(ctx context.Context, key string, v []byte, ttl time.Duration) (won bool, err error) {
+	err = s.do(ctx, func(ctx context.Context) error {
+		won, err = s.SharedStore.SetNX(ctx, key, v, ttl)
+		return err
+	})
+	return won, err
+}
+
+func (s *pooledStore) Delete(ctx context.Context, key string) error {
+	return s.do(ctx, func(ctx context.Context) error { return s.SharedStore.Delete(ctx, key) })
+}
+
+// TestHolderBurstAtExpiry: the token has expired and 200 callers on two
+// replicas ask at once, over a store that answers one call at a time in
+// 5 ms within a 600 ms timeout (Redis through its connection pool, small
+// for the burst). Every caller gets the one new token: the fetch needs
+// about a dozen calls (60 ms). Before, each caller read the store itself
+// (200 reads, 1 s), and polled it while the other replica fetched, so the
+// callers queued for the store past its timeout and failed with "store
+// unavailable" (503 at /app-token) instead of waiting for the fetch.
+func TestHolderBurstAtExpiry(t *testing.T) {
+	store := newPooledStore(1, 5*time.Millisecond, 600*time.Millisecond)
+	r := newReplicasOn(t, "stable_token", 2*time.Second, 2*time.Second, store)
+	old, err := r.holders[0].Get(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.sim.Advance(2*time.Hour + time.Minute)
+	before, readsBefore := r.calls(), store.tokenReads.Load()
+	gots := r.getAll(100)
+	failed := 0
+	tokens := map[wechat.Secret]int{}
+	for _, g := range gots {
+		if g.err != nil {
+			if failed++; failed == 1 {
+				t.Errorf("a caller failed after %v: %v", g.took, g.err)
+			}
+			continue
+		}
+		tokens[g.tok.AccessToken]++
+	}
+	if failed > 0 || len(tokens) != 1 || tokens[old.AccessToken] > 0 {
+		t.Errorf("%d of %d callers failed; tokens %d (old one %d times); want one new token for all", failed, len(gots), len(tokens), tokens[old.AccessToken])
+	}
+	if n := r.calls() - before; n != 1 {
+		t.Errorf("WeChat calls = %d, want 1", n)
+	}
+	// Reads follow the store's pace, not the callers' number.
+	if n := store.tokenReads.Load() - readsBefore; n >= int64(len(gots))/4 {
+		t.Errorf("%d callers read the shared token %d times, want fewer than %d", len(gots), n, len(gots)/4)
 	}
 }
