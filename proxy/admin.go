@@ -24,7 +24,10 @@ import (
 // newAdminApp builds the admin listener: metrics and probes, and the admin
 // API for internal services and operators.
 func (s *Server) newAdminApp() *fiber.App {
-	app := fiber.New(fiber.Config{DisableStartupMessage: true, ErrorHandler: s.handleError, Network: fiber.NetworkTCP})
+	// The admin listener speaks to programs and operators' scripts: every
+	// error is JSON, whatever Accept says.
+	adminError := func(c *fiber.Ctx, err error) error { return s.handleError(c, classify(err).asJSON()) }
+	app := fiber.New(fiber.Config{DisableStartupMessage: true, ErrorHandler: adminError, Network: fiber.NetworkTCP})
 	app.Use(recover.New())
 	app.Use(s.adminHost)
 	app.Get("/metrics", adaptor.HTTPHandler(s.metrics.Handler()))

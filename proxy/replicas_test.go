@@ -241,6 +241,9 @@ func TestRedisOutage(t *testing.T) {
 	if status, m := c.admin(0, "GET", "/app-token?appid="+mpID, nil, adminSecret); status != 503 || m["error"] != "unavailable" {
 		t.Errorf("GET /app-token with Redis down: %d %v, want 503 with JSON error unavailable", status, m)
 	}
+	if status, m := c.admin(0, "GET", "/sessions?openid=o-anyone", nil, adminSecret); status != 503 || m["error"] != "unavailable" {
+		t.Errorf("GET /sessions with Redis down: %d %v, want 503 with JSON error unavailable", status, m)
+	}
 	if b.cookie("wxgate_session") == "" {
 		t.Fatal("an outage cleared the session cookie")
 	}
