@@ -89,7 +89,7 @@ func BenchmarkAddMember(b *testing.B) {
 	}
 	ctx := context.Background()
 	for _, name := range []string{"memory", "redis"} {
-		for _, n := range []int{100, 6000} {
+		for _, n := range []int{10, 100, 6000} {
 			b.Run(fmt.Sprintf("%s/members=%d", name, n), func(b *testing.B) {
 				s := stores[name](b)
 				t0 := time.Now()

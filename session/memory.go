@@ -137,7 +137,7 @@ func (m *Memory) AddMember(_ context.Context, key, member string, until, now tim
 	defer m.sets.Unlock()
 	s := m.set(key)
 	if s == nil {
-		s = newMemberSet()
+		s = &memberSet{}
 	}
 	s.prune(now.UnixNano())
 	s.add(member, until.UnixNano())
@@ -165,7 +165,7 @@ func (m *Memory) RemoveMember(_ context.Context, key, member string) error {
 		return nil
 	}
 	s.remove(member)
-	if len(s.byName) == 0 {
+	if s.len() == 0 {
 		m.c.Delete(key)
 	}
 	return nil

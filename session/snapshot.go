@@ -66,9 +66,9 @@ func (m *Memory) SaveSnapshot(path string, origin Origin) (int, error) {
 		case []byte:
 			e.Value = v
 		case *memberSet:
-			e.Set = make(map[string]int64, len(v.byName))
-			for name, mb := range v.byName {
-				e.Set[name] = mb.until
+			e.Set = make(map[string]int64, v.len())
+			for name, until := range v.all() {
+				e.Set[name] = until
 			}
 		default:
 			continue
@@ -145,13 +145,13 @@ func (m *Memory) LoadSnapshot(path string, as Origin) (int, error) {
 			n++
 			continue
 		}
-		s := newMemberSet()
+		s := &memberSet{}
 		for name, until := range e.Set {
 			if until > now {
 				s.add(name, until)
 			}
 		}
-		if len(s.byName) > 0 {
+		if s.len() > 0 {
 			m.c.Set(k, s, time.Duration(s.last-now))
 			n++
 		}
