@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/patrickmn/go-cache"
 	"github.com/wxgate/wxgate/internal/redistest"
 	"github.com/wxgate/wxgate/internal/secret"
 )
@@ -158,11 +157,10 @@ func BenchmarkBytesPerSession(b *testing.B) {
 			}
 			cfg.SetDefaults()
 			// NewMemory's store but for the janitor goroutine, which would
-			// keep a dropped store reachable until a finalizer stops it, a
+			// keep a dropped store reachable until a cleanup stops it, a
 			// collection or more later: the last case's sessions would be
 			// freed while this one measures and come off its figure.
-			store := &Memory{c: cache.New(cache.NoExpiration, 0)}
-			store.records = newRecordCache(store.Get, nil)
+			store := newMemory()
 			m := NewManager(store, cfg)
 			ctx := context.Background()
 			now := m.Now()

@@ -28,6 +28,9 @@ type memberSet struct {
 	// last is the latest expiry ever added: the set is kept until then,
 	// which is never before any member's.
 	last int64
+	// exp is when the store drops the set, in unix nanoseconds by the
+	// store's clock: last by the clock of the caller of AddMember.
+	exp int64
 }
 
 type member struct {
