@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"strings"
 	"sync"
@@ -39,6 +40,7 @@ type memoryData struct {
 
 // stored is a value with its expiry.
 type stored struct {
+	// v is the value packed (pack.go).
 	v string
 	// exp is when the value is gone, in unix nanoseconds: it is
 	// not found after, and the janitor drops it.
@@ -124,7 +126,8 @@ func (d *memoryData) has(key string, now int64) bool {
 func (d *memoryData) put(key string, value []byte, now int64, ttl time.Duration) {
 	delete(d.sets, key)
 	// Cloned: Go replaces a string map key with the caller's on update.
-	d.values[strings.Clone(key)] = stored{v: string(value), exp: now + int64(ttl)}
+	var buf [1024]byte
+	d.values[strings.Clone(key)] = stored{v: string(appendPacked(buf[:0], value)), exp: now + int64(ttl)}
 }
 
 // drop removes whatever key holds. Callers hold d.mu.
@@ -147,7 +150,14 @@ func (m *Memory) Get(_ context.Context, key string) ([]byte, error) {
 		// A set (AddMember) has no value to get.
 		return nil, ErrNotFound
 	}
-	return []byte(v), nil
+	if v == "" {
+		return nil, nil
+	}
+	b, err := unpack(make([]byte, 0, unpackedLen(v)), v)
+	if err != nil {
+		return nil, fmt.Errorf("reading the memory store: %w", err)
+	}
+	return b, nil
 }
 
 // Set implements Store. A ttl of zero or less deletes key.
@@ -203,7 +213,7 @@ func (m *Memory) Swap(_ context.Context, key string, old, value []byte, ttl time
 	now := time.Now().UnixNano()
 	m.d.mu.Lock()
 	defer m.d.mu.Unlock()
-	if cur, ok := m.d.value(key, now); !ok || cur != string(old) {
+	if cur, ok := m.d.value(key, now); !ok || !holds(cur, old) {
 		return false, nil
 	}
 	if ttl <= 0 {
@@ -212,6 +222,19 @@ func (m *Memory) Swap(_ context.Context, key string, old, value []byte, ttl time
 		m.d.put(key, value, now, ttl)
 	}
 	return true, nil
+}
+
+// holds reports whether the packed value p is v.
+func holds(p string, v []byte) bool {
+	if len(p) > 0 && p[0] == packRaw {
+		return p[1:] == string(v)
+	}
+	if unpackedLen(p) != len(v) {
+		return false
+	}
+	var buf [1024]byte
+	u, err := unpack(buf[:0], p)
+	return err == nil && string(u) == string(v)
 }
 
 // Delete implements Store.

@@ -58,9 +58,15 @@ func (m *Memory) SaveSnapshot(path string, origin Origin) (int, error) {
 	m.d.mu.RLock()
 	out.Entries = make(map[string]snapshotEntry, len(m.d.values)+len(m.d.sets))
 	for k, e := range m.d.values {
-		if now <= e.exp {
-			out.Entries[k] = snapshotEntry{Value: []byte(e.v), Expires: time.Unix(0, e.exp)}
+		if now > e.exp {
+			continue
 		}
+		v, err := unpack(nil, e.v)
+		if err != nil {
+			m.d.mu.RUnlock()
+			return 0, fmt.Errorf("writing snapshot: %w", err)
+		}
+		out.Entries[k] = snapshotEntry{Value: v, Expires: time.Unix(0, e.exp)}
 	}
 	for k, s := range m.d.sets {
 		if now > s.exp {
