@@ -5,7 +5,6 @@ import (
 	"iter"
 	"slices"
 	"sort"
-	"strings"
 )
 
 // smallSet is the most members a memberSet keeps in a plain slice. A
@@ -51,11 +50,13 @@ type heapMember struct {
 
 // add lists name until until, or keeps it listed until then if that is
 // later than it was: a member's time only ever grows, so a late add from
-// an older rotation cannot cut a newer one's short.
-func (s *memberSet) add(name string, until int64) {
+// an older rotation cannot cut a newer one's short. A new name is kept as
+// own returns it: a copy, never the caller's string, which may alias a
+// buffer.
+func (s *memberSet) add(name string, until int64, own func(string) string) {
 	s.last = max(s.last, until)
 	if s.large != nil {
-		s.large.add(name, until)
+		s.large.add(name, until, own)
 		return
 	}
 	if i := s.index(name); i >= 0 {
@@ -65,14 +66,14 @@ func (s *memberSet) add(name string, until int64) {
 		name = s.small[i].name
 		s.small = slices.Delete(s.small, i, i+1)
 	} else {
-		name = strings.Clone(name)
+		name = own(name)
 	}
 	if len(s.small) == smallSet {
 		s.large = &largeSet{byName: make(map[string]*heapMember, smallSet+1)}
 		for _, e := range s.small {
-			s.large.add(e.name, e.until)
+			s.large.add(e.name, e.until, owned)
 		}
-		s.large.add(name, until)
+		s.large.add(name, until, owned)
 		s.small = nil
 		return
 	}
@@ -81,6 +82,9 @@ func (s *memberSet) add(name string, until int64) {
 	i := sort.Search(len(s.small), func(i int) bool { return s.small[i].until > until })
 	s.small = slices.Insert(s.small, i, member{name: name, until: until})
 }
+
+// owned is own for a name that is already the set's.
+func owned(name string) string { return name }
 
 // index returns name's place in s.small, or -1.
 func (s *memberSet) index(name string) int {
@@ -169,8 +173,8 @@ func (s *memberSet) names() []string {
 	return out
 }
 
-// add is memberSet.add for a large set; name is cloned if new.
-func (s *largeSet) add(name string, until int64) {
+// add is memberSet.add for a large set.
+func (s *largeSet) add(name string, until int64, own func(string) string) {
 	if e, ok := s.byName[name]; ok {
 		if until > e.until {
 			e.until = until
@@ -178,7 +182,7 @@ func (s *largeSet) add(name string, until int64) {
 		}
 		return
 	}
-	e := &heapMember{member: member{name: strings.Clone(name), until: until}}
+	e := &heapMember{member: member{name: own(name), until: until}}
 	s.byName[e.name] = e
 	heap.Push(&s.heap, e)
 }

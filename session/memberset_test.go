@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	gocmp "github.com/google/go-cmp/cmp"
@@ -37,7 +38,7 @@ func TestMemberSetModel(t *testing.T) {
 				switch op := r.IntN(10); {
 				case op < 6:
 					until := later()
-					s.add(name, until)
+					s.add(name, until, strings.Clone)
 					model[name] = max(model[name], until)
 				case op < 8:
 					s.remove(name)
@@ -102,10 +103,10 @@ func modelOver(m map[string]int64, limit int, keep string) []string {
 func TestMemberSetOwnsNames(t *testing.T) {
 	s := &memberSet{}
 	buf := []byte("s:owned")
-	s.add(aliased(buf), 1)
+	s.add(aliased(buf), 1, strings.Clone)
 	overwrite(buf)
 	for i := range smallSet {
-		s.add("s:"+strconv.Itoa(i), int64(2+i))
+		s.add("s:"+strconv.Itoa(i), int64(2+i), strings.Clone)
 	}
 	if s.large == nil {
 		t.Fatalf("%d members: still a small set", s.len())

@@ -36,6 +36,11 @@ type memoryData struct {
 	// replaces the set, and the other way round.
 	values map[string]stored
 	sets   map[string]*memberSet
+	// named is the member name copied last. A login's entries in the
+	// indexes name it alike (by openid and by unionid, "s:"+key) or by a
+	// suffix (the token index, key), one after another: they share its
+	// copy (own).
+	named string
 }
 
 // stored is a value with its expiry.
@@ -128,6 +133,16 @@ func (d *memoryData) put(key string, value []byte, now int64, ttl time.Duration)
 	// Cloned: Go replaces a string map key with the caller's on update.
 	var buf [1024]byte
 	d.values[strings.Clone(key)] = stored{v: string(appendPacked(buf[:0], value)), exp: now + int64(ttl)}
+}
+
+// own returns name as a set keeps it: a suffix of the name copied last
+// if it is one, else a new copy. Callers hold d.mu.
+func (d *memoryData) own(name string) string {
+	if strings.HasSuffix(d.named, name) {
+		return d.named[len(d.named)-len(name):]
+	}
+	d.named = strings.Clone(name)
+	return d.named
 }
 
 // drop removes whatever key holds. Callers hold d.mu.
@@ -263,7 +278,7 @@ func (m *Memory) AddMember(_ context.Context, key, member string, until, now tim
 		m.d.sets[strings.Clone(key)] = s
 	}
 	s.prune(now.UnixNano())
-	s.add(member, until.UnixNano())
+	s.add(member, until.UnixNano(), m.d.own)
 	// Kept by the store's clock for as long as the latest member has by
 	// the caller's.
 	s.exp = clock + (s.last - now.UnixNano())

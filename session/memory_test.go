@@ -69,3 +69,30 @@ func TestMemoryCountSkipsExpired(t *testing.T) {
 		t.Errorf("Count(%q) = %d, want 3 (a, b and set)", sessionPrefix, got)
 	}
 }
+
+// TestMemoryMembersOwned: a member name is the store's copy, whether made
+// for it or shared with the name before it (own), never the caller's
+// buffer.
+func TestMemoryMembersOwned(t *testing.T) {
+	ctx := context.Background()
+	m := NewMemory(0)
+	now := time.Now()
+	adds := []struct{ key, member string }{
+		{"idx:user:o1", "s:key-AAAA"},
+		{"idx:user:u1", "s:key-AAAA"}, // the same name
+		{"idx:tokens", "key-AAAA"},    // a suffix of it
+		{"idx:other", "AAAA-other"},   // neither
+	}
+	for _, a := range adds {
+		buf := []byte(a.member)
+		if _, err := m.AddMember(ctx, a.key, aliased(buf), now.Add(time.Hour), now, 0); err != nil {
+			t.Fatal(err)
+		}
+		overwrite(buf)
+	}
+	for _, a := range adds {
+		if got, _ := m.Members(ctx, a.key); len(got) != 1 || got[0] != a.member {
+			t.Errorf("Members(%s) = %q, want [%s]", a.key, got, a.member)
+		}
+	}
+}

@@ -151,7 +151,7 @@ func (m *Memory) LoadSnapshot(path string, as Origin) (int, error) {
 		s := &memberSet{}
 		for name, until := range e.Set {
 			if until > now {
-				s.add(name, until)
+				s.add(name, until, m.d.own)
 			}
 		}
 		if s.len() > 0 {
