@@ -103,8 +103,14 @@ const runMin = 3
 
 const base64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
-// base64Chars is base64URL as an array, which indexes with no bounds check.
-var base64Chars = [64]byte([]byte(base64URL))
+// base64Pairs holds the two characters of every 12 bits, little-endian:
+// a read writes a run two characters at a time.
+var base64Pairs = func() (t [4096]uint16) {
+	for i := range t {
+		t[i] = uint16(base64URL[i>>6]) | uint16(base64URL[i&63])<<8
+	}
+	return t
+}()
 
 // base64Bits maps a base64url character to its 6 bits, and others to 0xff.
 var base64Bits = func() (t [256]byte) {
@@ -267,6 +273,7 @@ func appendTime(dst []byte, t int64, offset int, utc bool) []byte {
 	local := time.Unix(0, t+int64(offset)*int64(time.Minute)).UTC()
 	year, month, day := local.Date()
 	hour, minute, sec := local.Clock()
+	ns := local.Nanosecond()
 	if year < 0 || year > 9999 {
 		year = 0 // never packed: timeAt takes 1900 to 2200
 	}
@@ -277,7 +284,7 @@ func appendTime(dst []byte, t int64, offset int, utc bool) []byte {
 		digits[hour*2], digits[hour*2+1], ':',
 		digits[minute*2], digits[minute*2+1], ':',
 		digits[sec*2], digits[sec*2+1])
-	if ns := local.Nanosecond(); ns != 0 {
+	if ns != 0 {
 		var b [10]byte
 		b[0] = '.'
 		for i := 9; i > 1; i -= 2 {
@@ -397,7 +404,7 @@ func appendUnpacked(dst []byte, c string) ([]byte, error) {
 			in, out := c[i:i+3*int(groups)], dst[o:]
 			for len(in) >= 3 && len(out) >= 4 {
 				bits := uint(in[0])<<16 | uint(in[1])<<8 | uint(in[2])
-				out[0], out[1], out[2], out[3] = base64Chars[bits>>18&63], base64Chars[bits>>12&63], base64Chars[bits>>6&63], base64Chars[bits&63]
+				binary.LittleEndian.PutUint32(out, uint32(base64Pairs[bits>>12&0xfff])|uint32(base64Pairs[bits&0xfff])<<16)
 				in, out = in[3:], out[4:]
 			}
 			i += 3 * int(groups)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -211,5 +212,37 @@ func TestSnapshotFromUnpackedStore(t *testing.T) {
 	}
 	if got, _ := m.Members(ctx, "idx:user:o1"); len(got) != 1 || got[0] != "s:k1" {
 		t.Errorf("Members after load = %v, want [s:k1]", got)
+	}
+}
+
+// TestAppendTime: appendTime writes what time.Time's MarshalJSON does, at
+// random instants from 1900 to 2200, in UTC and at offsets either side,
+// and at the ends of days, months and leap years; timeAt reads it back.
+func TestAppendTime(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	lo, hi := time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano(), time.Date(2200, 12, 31, 0, 0, 0, 0, time.UTC).UnixNano()
+	instants := []int64{0, -1, 1, lo, hi,
+		time.Date(2000, 2, 29, 23, 59, 59, 999999999, time.UTC).UnixNano(),
+		time.Date(2100, 3, 1, 0, 0, 0, 0, time.UTC).UnixNano(),
+		time.Date(1969, 12, 31, 23, 59, 59, 500, time.UTC).UnixNano(),
+	}
+	for range 20000 {
+		instants = append(instants, lo+int64(r.Uint64N(uint64(hi)-uint64(lo))))
+	}
+	for _, n := range instants {
+		for _, offset := range []int{0, 8 * 60, -(3*60 + 30), 14 * 60, -12 * 60} {
+			tm := time.Unix(0, n).In(time.FixedZone("", offset*60))
+			want := tm.Format(time.RFC3339Nano)
+			got := string(appendTime(nil, n, offset, offset == 0))
+			if got != want {
+				t.Fatalf("appendTime(%d, %d) = %s, want %s", n, offset, got, want)
+			}
+			if tm.Year() < 1900 || tm.Year() > 2200 {
+				continue // not packed
+			}
+			if l, tn, off, utc := timeAt([]byte(want + `"`)); l != len(want) || tn != n || off != offset || utc != (offset == 0) {
+				t.Fatalf("timeAt(%s) = %d, %d, %d, %v; want %d, %d, %d, %v", want, l, tn, off, utc, len(want), n, offset, offset == 0)
+			}
+		}
 	}
 }
