@@ -12,11 +12,12 @@ gotest:
 
 # A short run of every fuzz target: each parser of untrusted input (paths,
 # hosts, header blocks, rd, identity header names, bearer tokens, session
-# cookies, stored pending logins, encryptedData). FUZZTIME=1m for longer.
+# cookies, stored pending logins, encryptedData), and the memory store's
+# packing (every value unpacks to itself). FUZZTIME=1m for longer.
 FUZZTIME ?= 5s
 FUZZ = ./policies:FuzzParsePath \
 	./proxy:FuzzParseHost ./proxy:FuzzCheckHead ./proxy:FuzzSafeRedirect ./proxy:FuzzSpoofable ./proxy:FuzzBearer \
-	./session:FuzzSessionCookie ./session:FuzzPendingRecord \
+	./session:FuzzSessionCookie ./session:FuzzPendingRecord ./session:FuzzPack \
 	./wechat:FuzzDecrypt
 
 fuzz:

@@ -1,15 +1,17 @@
 package session
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/patrickmn/go-cache"
 	"github.com/wxgate/wxgate/internal/redistest"
 	"github.com/wxgate/wxgate/internal/secret"
 )
@@ -86,7 +88,7 @@ func BenchmarkAddMember(b *testing.B) {
 	}
 	ctx := context.Background()
 	for _, name := range []string{"memory", "redis"} {
-		for _, n := range []int{100, 6000} {
+		for _, n := range []int{10, 100, 6000} {
 			b.Run(fmt.Sprintf("%s/members=%d", name, n), func(b *testing.B) {
 				s := stores[name](b)
 				t0 := time.Now()
@@ -155,11 +157,10 @@ func BenchmarkBytesPerSession(b *testing.B) {
 			}
 			cfg.SetDefaults()
 			// NewMemory's store but for the janitor goroutine, which would
-			// keep a dropped store reachable until a finalizer stops it, a
+			// keep a dropped store reachable until a cleanup stops it, a
 			// collection or more later: the last case's sessions would be
 			// freed while this one measures and come off its figure.
-			store := &Memory{c: cache.New(cache.NoExpiration, 0)}
-			store.records = newRecordCache(store.Get, nil)
+			store := newMemory()
 			m := NewManager(store, cfg)
 			ctx := context.Background()
 			now := m.Now()
@@ -204,4 +205,104 @@ func liveHeap() uint64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms.HeapAlloc
+}
+
+// benchSession is a stored session as BenchmarkBytesPerSession's
+// userinfo case makes it (820 bytes of JSON), with random characters
+// where WeChat's are, so that no step of the store gains from a repeat.
+func benchSession(b *testing.B) []byte {
+	r := rand.New(rand.NewPCG(1, 2))
+	chars := func(n int) string {
+		const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+		c := make([]byte, n)
+		for i := range c {
+			c[i] = alphabet[r.IntN(len(alphabet))]
+		}
+		return string(c)
+	}
+	now := time.Now()
+	s := Session{
+		Identity: Identity{
+			OpenID: "oX9dw5" + chars(22), UnionID: "o6_bmj" + chars(22), AppID: "wx1a2b3c4d5e6f7a8b", Scope: "snsapi_userinfo",
+			Nickname: "微信用户小明", Avatar: "https://thirdwx.qlogo.cn/mmopen/vi_32/" + chars(88) + "/132",
+		},
+		Tokens: &Tokens{
+			AccessToken: secret.Secret("83_" + chars(107)), ExpiresAt: now.Add(2 * time.Hour),
+			RefreshToken: secret.Secret("83_" + chars(107)), RefreshExpiresAt: now.Add(30 * 24 * time.Hour),
+		},
+		Created: now, LastSeen: now, Ends: now.Add(7 * 24 * time.Hour),
+	}
+	raw, err := json.Marshal(&s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return raw
+}
+
+// BenchmarkMemory is the memory store's part of a request: get (what a
+// read costs the store when the decoded cache misses, every two seconds
+// or so for a busy session), load/hit (the decoded cache: every other
+// request) and load/miss (get and decoding the session), and the writes
+// of a session: set (login), swap (the once-a-minute touch).
+func BenchmarkMemory(b *testing.B) {
+	ctx := context.Background()
+	raw := benchSession(b)
+	touched := bytes.Replace(raw, []byte(`"last_seen":"`), []byte(`"last_seen":"1`), 1)
+	const key = sessionPrefix + "cX5H9Eq7nnPAbek62QizoMK5dR8-iwJ_SxTIKkYp4Js"
+	m := NewMemory(0)
+	// 100,000 others, so that the maps are at a production size.
+	for i := range 100_000 {
+		if err := m.Set(ctx, sessionPrefix+strconv.Itoa(i), raw, time.Hour); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := m.Set(ctx, key, raw, time.Hour); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("get", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := m.Get(ctx, key); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("load/hit", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, err := m.load(ctx, key, decodeSession); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("load/miss", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			m.records.forget(key)
+			if _, _, err := m.load(ctx, key, decodeSession); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("set", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := m.Set(ctx, key, raw, time.Hour); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("swap", func(b *testing.B) {
+		old, value := raw, touched
+		if err := m.Set(ctx, key, old, time.Hour); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if ok, err := m.Swap(ctx, key, old, value, time.Hour); !ok || err != nil {
+				b.Fatalf("Swap = %v, %v", ok, err)
+			}
+			old, value = value, old
+		}
+	})
 }

@@ -192,11 +192,14 @@ func storedSessions(t *testing.T, s Store) []string {
 	var keys []string
 	switch s := s.(type) {
 	case *Memory:
-		for k := range s.c.Items() {
-			if key, ok := strings.CutPrefix(k, sessionPrefix); ok {
+		now := time.Now().UnixNano()
+		s.d.mu.RLock()
+		for k, e := range s.d.values {
+			if key, ok := strings.CutPrefix(k, sessionPrefix); ok && now <= e.exp {
 				keys = append(keys, key)
 			}
 		}
+		s.d.mu.RUnlock()
 	case *Redis:
 		all, err := s.c.Keys(context.Background(), s.prefix+sessionPrefix+"*").Result()
 		if err != nil {

@@ -1,30 +1,55 @@
 package session
 
 import (
-	"bytes"
 	"context"
+	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/patrickmn/go-cache"
 )
 
-// Memory is a Store in process memory (go-cache). Keys and values are
-// copied in and values out, so callers may reuse their buffers (a key read
-// from a request must not change under the map). It suits one replica; several
+// Memory is a Store in process memory. Keys and values are copied in and
+// values out, so callers may reuse their buffers (a key read from a
+// request must not change under the map). It suits one replica; several
 // replicas need Redis. SaveSnapshot and LoadSnapshot carry it across a
 // graceful restart (snapshot.go).
 type Memory struct {
-	c *cache.Cache
-	// sets guards every *memberSet in c (AddMember changes them in place).
-	sets sync.Mutex
-	// values orders the writes of plain values, so that Swap's compare and
-	// store are one step to every other writer.
-	values sync.Mutex
+	d *memoryData
 	// records keeps the sessions and token families read lately decoded;
 	// every write drops what it writes (cache.go).
 	records *recordCache
+}
+
+// memoryData is a Memory's entries. Its janitor holds it, not the Memory,
+// so that a Memory no longer used is collected and stops its janitor.
+//
+// It is its own map rather than go-cache's, whose entries box each value
+// in an interface beside its expiry: an idle session's share of the store
+// is most of what it costs (issue 10).
+type memoryData struct {
+	// mu guards values, sets and every *memberSet in sets (AddMember
+	// changes them in place). A write's check and store (SetNX, Replace,
+	// Swap) are one step under it.
+	mu sync.RWMutex
+	// A key is in one map at most: a value stored under a set's key
+	// replaces the set, and the other way round.
+	values map[string]stored
+	sets   map[string]*memberSet
+	// named is the member name copied last. A login's entries in the
+	// indexes name it alike (by openid and by unionid, "s:"+key) or by a
+	// suffix (the token index, key), one after another: they share its
+	// copy (own).
+	named string
+}
+
+// stored is a value with its expiry.
+type stored struct {
+	// v is the value packed (pack.go).
+	v string
+	// exp is when the value is gone, in unix nanoseconds: it is
+	// not found after, and the janitor drops it.
+	exp int64
 }
 
 // NewMemory returns an empty memory store whose janitor drops expired
@@ -33,9 +58,97 @@ func NewMemory(cleanup time.Duration) *Memory {
 	if cleanup <= 0 {
 		cleanup = time.Minute
 	}
-	m := &Memory{c: cache.New(cache.NoExpiration, cleanup)}
+	m := newMemory()
+	stop := make(chan struct{})
+	go m.d.janitor(cleanup, stop)
+	runtime.AddCleanup(m, func(stop chan struct{}) { close(stop) }, stop)
+	return m
+}
+
+// newMemory returns an empty memory store with no janitor: expired entries
+// are not found, but stay in memory until overwritten.
+func newMemory() *Memory {
+	m := &Memory{d: &memoryData{values: map[string]stored{}, sets: map[string]*memberSet{}}}
 	m.records = newRecordCache(m.Get, nil)
 	return m
+}
+
+// janitor drops the expired entries every interval until stop closes.
+func (d *memoryData) janitor(interval time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			d.dropExpired(time.Now().UnixNano())
+		case <-stop:
+			return
+		}
+	}
+}
+
+func (d *memoryData) dropExpired(now int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for k, e := range d.values {
+		if now > e.exp {
+			delete(d.values, k)
+		}
+	}
+	for k, s := range d.sets {
+		if now > s.exp {
+			delete(d.sets, k)
+		}
+	}
+}
+
+// value returns the unexpired value at key. Callers hold d.mu.
+func (d *memoryData) value(key string, now int64) (string, bool) {
+	e, ok := d.values[key]
+	if !ok || now > e.exp {
+		return "", false
+	}
+	return e.v, true
+}
+
+// set returns the unexpired set at key, or nil. Callers hold d.mu.
+func (d *memoryData) set(key string, now int64) *memberSet {
+	s := d.sets[key]
+	if s == nil || now > s.exp {
+		return nil
+	}
+	return s
+}
+
+// has reports whether key holds an unexpired value or set. Callers hold
+// d.mu.
+func (d *memoryData) has(key string, now int64) bool {
+	_, ok := d.value(key, now)
+	return ok || d.set(key, now) != nil
+}
+
+// put stores value under key for ttl from now. Callers hold d.mu.
+func (d *memoryData) put(key string, value []byte, now int64, ttl time.Duration) {
+	delete(d.sets, key)
+	// Cloned: Go replaces a string map key with the caller's on update.
+	var buf [1024]byte
+	d.values[strings.Clone(key)] = stored{v: string(appendPacked(buf[:0], value)), exp: now + int64(ttl)}
+}
+
+// own returns name as a set keeps it: a suffix of the name copied last
+// if it is one, else a new copy. Callers hold d.mu.
+func (d *memoryData) own(name string) string {
+	if strings.HasSuffix(d.named, name) {
+		return d.named[len(d.named)-len(name):]
+	}
+	d.named = strings.Clone(name)
+	return d.named
+}
+
+// drop removes whatever key holds. Callers hold d.mu.
+func (d *memoryData) drop(key string) {
+	delete(d.values, key)
+	delete(d.sets, key)
 }
 
 func (m *Memory) load(ctx context.Context, key string, decode func([]byte) (any, error)) (any, []byte, error) {
@@ -44,113 +157,140 @@ func (m *Memory) load(ctx context.Context, key string, decode func([]byte) (any,
 
 // Get implements Store.
 func (m *Memory) Get(_ context.Context, key string) ([]byte, error) {
-	v, ok := m.c.Get(key)
-	if !ok {
-		return nil, ErrNotFound
-	}
-	b, ok := v.([]byte)
+	now := time.Now().UnixNano()
+	m.d.mu.RLock()
+	v, ok := m.d.value(key, now)
+	m.d.mu.RUnlock()
 	if !ok {
 		// A set (AddMember) has no value to get.
 		return nil, ErrNotFound
 	}
-	return append([]byte(nil), b...), nil
+	if v == "" {
+		return nil, nil
+	}
+	b, err := unpack(make([]byte, 0, unpackedLen(v)), v)
+	if err != nil {
+		return nil, fmt.Errorf("reading the memory store: %w", err)
+	}
+	return b, nil
 }
 
-// Set implements Store. A ttl of zero or less deletes key: go-cache would
-// otherwise keep it forever.
+// Set implements Store. A ttl of zero or less deletes key.
 func (m *Memory) Set(_ context.Context, key string, value []byte, ttl time.Duration) error {
 	defer m.records.forget(key)
-	m.values.Lock()
-	defer m.values.Unlock()
+	now := time.Now().UnixNano()
+	m.d.mu.Lock()
+	defer m.d.mu.Unlock()
 	if ttl <= 0 {
-		m.c.Delete(key)
+		m.d.drop(key)
 		return nil
 	}
-	m.c.Set(strings.Clone(key), append([]byte(nil), value...), ttl)
+	m.d.put(key, value, now, ttl)
 	return nil
 }
 
-// SetNX implements Store.
+// SetNX implements Store. A set at key counts as present.
 func (m *Memory) SetNX(_ context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
 	defer m.records.forget(key)
 	if ttl <= 0 {
 		return false, nil
 	}
-	// go-cache's Add checks and sets under its own lock; values orders it
-	// with Swap.
-	m.values.Lock()
-	defer m.values.Unlock()
-	err := m.c.Add(strings.Clone(key), append([]byte(nil), value...), ttl)
-	return err == nil, nil
+	now := time.Now().UnixNano()
+	m.d.mu.Lock()
+	defer m.d.mu.Unlock()
+	if m.d.has(key, now) {
+		return false, nil
+	}
+	m.d.put(key, value, now, ttl)
+	return true, nil
 }
 
-// Replace implements Store. go-cache's Replace checks and sets under its
-// own lock, so a concurrent Delete is either before (nothing stored) or
-// after.
+// Replace implements Store. A set at key counts as present.
 func (m *Memory) Replace(_ context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
 	defer m.records.forget(key)
-	m.values.Lock()
-	defer m.values.Unlock()
-	if ttl <= 0 {
-		_, ok := m.c.Get(key)
-		m.c.Delete(key)
-		return ok, nil
+	now := time.Now().UnixNano()
+	m.d.mu.Lock()
+	defer m.d.mu.Unlock()
+	if !m.d.has(key, now) {
+		return false, nil
 	}
-	// Cloned: Go replaces a string map key with the caller's on update.
-	err := m.c.Replace(strings.Clone(key), append([]byte(nil), value...), ttl)
-	return err == nil, nil
+	if ttl <= 0 {
+		m.d.drop(key)
+	} else {
+		m.d.put(key, value, now, ttl)
+	}
+	return true, nil
 }
 
 // Swap implements Store.
 func (m *Memory) Swap(_ context.Context, key string, old, value []byte, ttl time.Duration) (bool, error) {
 	defer m.records.forget(key)
-	m.values.Lock()
-	defer m.values.Unlock()
-	v, ok := m.c.Get(key)
-	if cur, isValue := v.([]byte); !ok || !isValue || !bytes.Equal(cur, old) {
+	now := time.Now().UnixNano()
+	m.d.mu.Lock()
+	defer m.d.mu.Unlock()
+	if cur, ok := m.d.value(key, now); !ok || !holds(cur, old) {
 		return false, nil
 	}
 	if ttl <= 0 {
-		m.c.Delete(key)
-		return true, nil
+		m.d.drop(key)
+	} else {
+		m.d.put(key, value, now, ttl)
 	}
-	return m.c.Replace(strings.Clone(key), append([]byte(nil), value...), ttl) == nil, nil
+	return true, nil
+}
+
+// holds reports whether the packed value p is v.
+func holds(p string, v []byte) bool {
+	if len(p) > 0 && p[0] == packRaw {
+		return p[1:] == string(v)
+	}
+	if unpackedLen(p) != len(v) {
+		return false
+	}
+	var buf [1024]byte
+	u, err := unpack(buf[:0], p)
+	return err == nil && string(u) == string(v)
 }
 
 // Delete implements Store.
 func (m *Memory) Delete(_ context.Context, key string) error {
 	defer m.records.forget(key)
-	m.values.Lock()
-	defer m.values.Unlock()
-	m.c.Delete(key)
+	m.d.mu.Lock()
+	defer m.d.mu.Unlock()
+	m.d.drop(key)
 	return nil
 }
 
-// AddMember implements Store. A set is a *memberSet in the cache, kept
-// until its latest member's time. A member whose time has passed is not
-// added: go-cache would keep a set with no time left for ever.
+// AddMember implements Store. A set is a *memberSet, kept until its latest
+// member's time. A member whose time has passed is not added: it would
+// make a set with no time left.
 func (m *Memory) AddMember(_ context.Context, key, member string, until, now time.Time, limit int) ([]string, error) {
 	if !until.After(now) {
 		return nil, nil
 	}
-	m.sets.Lock()
-	defer m.sets.Unlock()
-	s := m.set(key)
+	clock := time.Now().UnixNano()
+	m.d.mu.Lock()
+	defer m.d.mu.Unlock()
+	s := m.d.set(key, clock)
 	if s == nil {
-		s = newMemberSet()
+		s = &memberSet{}
+		delete(m.d.values, key)
+		m.d.sets[strings.Clone(key)] = s
 	}
 	s.prune(now.UnixNano())
-	s.add(member, until.UnixNano())
-	over := s.over(limit, member)
-	m.c.Set(strings.Clone(key), s, time.Duration(s.last-now.UnixNano()))
-	return over, nil
+	s.add(member, until.UnixNano(), m.d.own)
+	// Kept by the store's clock for as long as the latest member has by
+	// the caller's.
+	s.exp = clock + (s.last - now.UnixNano())
+	return s.over(limit, member), nil
 }
 
 // Members implements Store.
 func (m *Memory) Members(_ context.Context, key string) ([]string, error) {
-	m.sets.Lock()
-	defer m.sets.Unlock()
-	if s := m.set(key); s != nil {
+	now := time.Now().UnixNano()
+	m.d.mu.RLock()
+	defer m.d.mu.RUnlock()
+	if s := m.d.set(key, now); s != nil {
 		return s.names(), nil
 	}
 	return nil, nil
@@ -158,34 +298,33 @@ func (m *Memory) Members(_ context.Context, key string) ([]string, error) {
 
 // RemoveMember implements Store.
 func (m *Memory) RemoveMember(_ context.Context, key, member string) error {
-	m.sets.Lock()
-	defer m.sets.Unlock()
-	s := m.set(key)
+	now := time.Now().UnixNano()
+	m.d.mu.Lock()
+	defer m.d.mu.Unlock()
+	s := m.d.set(key, now)
 	if s == nil {
 		return nil
 	}
 	s.remove(member)
-	if len(s.byName) == 0 {
-		m.c.Delete(key)
+	if s.len() == 0 {
+		delete(m.d.sets, key)
 	}
 	return nil
 }
 
-// set returns the set at key, or nil. Callers hold m.sets.
-func (m *Memory) set(key string) *memberSet {
-	v, ok := m.c.Get(key)
-	if !ok {
-		return nil
-	}
-	s, _ := v.(*memberSet)
-	return s
-}
-
 // Count returns how many unexpired keys start with prefix.
 func (m *Memory) Count(prefix string) int {
+	now := time.Now().UnixNano()
+	m.d.mu.RLock()
+	defer m.d.mu.RUnlock()
 	n := 0
-	for k := range m.c.Items() {
-		if strings.HasPrefix(k, prefix) {
+	for k, e := range m.d.values {
+		if now <= e.exp && strings.HasPrefix(k, prefix) {
+			n++
+		}
+	}
+	for k, s := range m.d.sets {
+		if now <= s.exp && strings.HasPrefix(k, prefix) {
 			n++
 		}
 	}

@@ -49,33 +49,36 @@ func (m *Memory) SaveSnapshot(path string, origin Origin) (int, error) {
 	if origin != OriginServe && origin != OriginDev {
 		return 0, fmt.Errorf("writing snapshot: unknown origin %q", origin)
 	}
-	items := m.c.Items()
 	out := snapshotFile{
 		Format:  snapshotFormat,
 		Origin:  origin,
 		Written: time.Now().UTC().Truncate(time.Second),
-		Entries: make(map[string]snapshotEntry, len(items)),
 	}
-	m.sets.Lock()
-	for k, it := range items {
-		if it.Expiration == 0 {
+	now := time.Now().UnixNano()
+	m.d.mu.RLock()
+	out.Entries = make(map[string]snapshotEntry, len(m.d.values)+len(m.d.sets))
+	for k, e := range m.d.values {
+		if now > e.exp {
 			continue
 		}
-		e := snapshotEntry{Expires: time.Unix(0, it.Expiration)}
-		switch v := it.Object.(type) {
-		case []byte:
-			e.Value = v
-		case *memberSet:
-			e.Set = make(map[string]int64, len(v.byName))
-			for name, mb := range v.byName {
-				e.Set[name] = mb.until
-			}
-		default:
+		v, err := unpack(nil, e.v)
+		if err != nil {
+			m.d.mu.RUnlock()
+			return 0, fmt.Errorf("writing snapshot: %w", err)
+		}
+		out.Entries[k] = snapshotEntry{Value: v, Expires: time.Unix(0, e.exp)}
+	}
+	for k, s := range m.d.sets {
+		if now > s.exp {
 			continue
+		}
+		e := snapshotEntry{Expires: time.Unix(0, s.exp), Set: make(map[string]int64, s.len())}
+		for name, until := range s.all() {
+			e.Set[name] = until
 		}
 		out.Entries[k] = e
 	}
-	m.sets.Unlock()
+	m.d.mu.RUnlock()
 	b, err := json.Marshal(out)
 	if err != nil {
 		return 0, err
@@ -133,26 +136,28 @@ func (m *Memory) LoadSnapshot(path string, as Origin) (int, error) {
 	}
 	n := 0
 	now := time.Now().UnixNano()
-	m.sets.Lock()
-	defer m.sets.Unlock()
+	m.d.mu.Lock()
+	defer m.d.mu.Unlock()
 	for k, e := range entries {
 		ttl := time.Until(e.Expires)
 		if ttl <= 0 {
 			continue
 		}
 		if e.Set == nil {
-			m.c.Set(k, e.Value, ttl)
+			m.d.put(k, e.Value, now, ttl)
 			n++
 			continue
 		}
-		s := newMemberSet()
+		s := &memberSet{}
 		for name, until := range e.Set {
 			if until > now {
-				s.add(name, until)
+				s.add(name, until, m.d.own)
 			}
 		}
-		if len(s.byName) > 0 {
-			m.c.Set(k, s, time.Duration(s.last-now))
+		if s.len() > 0 {
+			s.exp = s.last
+			m.d.drop(k)
+			m.d.sets[k] = s
 			n++
 		}
 	}
