@@ -7,8 +7,11 @@ lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
 
+# The allocation bounds (TestHotPathAllocs, TestDecidePlainAllocs) skip
+# themselves under the race detector, so they run again without it.
 gotest:
 	go test -race -count=1 ./...
+	go test -count=1 -run 'Allocs$$' ./policies ./proxy
 
 # A short run of every fuzz target: each parser of untrusted input (paths,
 # hosts, header blocks, rd, identity header names, bearer tokens, session
