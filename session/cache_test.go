@@ -164,6 +164,31 @@ func TestRecordCache(t *testing.T) {
 	})
 }
 
+// waitLive starts r's cache subscription and waits until it is up.
+func waitLive(t testing.TB, r *Redis) {
+	t.Helper()
+	_, _, _ = r.load(context.Background(), "sess:nothing", decodeString) // starts the subscription
+	for deadline := time.Now().Add(5 * time.Second); !r.records.live.Load(); {
+		if time.Now().After(deadline) {
+			t.Fatal("the cache's subscription is not up after 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// cacheReplica is one replica's Redis store on cfg, its cache's
+// subscription up, and a Manager over it.
+func cacheReplica(t testing.TB, cfg RedisConfig) (*Redis, *Manager) {
+	t.Helper()
+	r, err := NewRedis(cfg, make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	waitLive(t, r)
+	return r, NewManager(r, Config{TTL: time.Hour, IdleTTL: time.Hour})
+}
+
 // TestRedisCacheAcrossReplicas: with two replicas on one Redis, a logout
 // (or any write) on one is seen at once by the other, which had the
 // session cached, and a dropped subscription is followed by an empty
@@ -180,17 +205,9 @@ func TestRedisCacheAcrossReplicas(t *testing.T) {
 }
 
 func cacheAcrossReplicas(t *testing.T, cfg RedisConfig, nodes []string) {
-	replica := func() (*Redis, *Manager) {
-		r, err := NewRedis(cfg, make([]byte, 32))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = r.Close() })
-		return r, NewManager(r, Config{TTL: time.Hour, IdleTTL: time.Hour})
-	}
 	ctx := context.Background()
-	ra, a := replica()
-	rb, b := replica()
+	_, a := cacheReplica(t, cfg)
+	rb, b := cacheReplica(t, cfg)
 	var admins []*redis.Client
 	for _, n := range nodes {
 		c := redis.NewClient(&redis.Options{Addr: n})
@@ -210,18 +227,6 @@ func cacheAcrossReplicas(t *testing.T, cfg RedisConfig, nodes []string) {
 		}
 		return n
 	}
-	waitLive := func(r *Redis) {
-		t.Helper()
-		_, _, _ = r.load(ctx, "sess:nothing", decodeString) // starts the subscription
-		for deadline := time.Now().Add(5 * time.Second); !r.records.live.Load(); {
-			if time.Now().After(deadline) {
-				t.Fatal("the cache's subscription is not up after 5s")
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	waitLive(ra)
-	waitLive(rb)
 
 	for round := range 20 {
 		s, err := a.Create(ctx, Identity{OpenID: "o1", Scope: "snsapi_base"}, nil)
@@ -274,7 +279,7 @@ func cacheAcrossReplicas(t *testing.T, cfg RedisConfig, nodes []string) {
 		if _, err := b.Get(ctx, s.ID); !errors.Is(err, ErrNotFound) {
 			t.Errorf("replica b after a logout on a while its subscription was cut: %v, want ErrNotFound", err)
 		}
-		waitLive(rb)
+		waitLive(t, rb)
 	})
 }
 

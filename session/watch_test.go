@@ -97,21 +97,7 @@ func TestRedisCacheSubscriptionRedial(t *testing.T) {
 	srv := redistest.Start(t, "--appendonly", "no")
 	px := newHoldProxy(t, srv.Addr)
 	ctx := context.Background()
-	replica := func(addr string) (*Redis, *Manager) {
-		r, err := NewRedis(RedisConfig{Addrs: []string{addr}}, make([]byte, 32))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = r.Close() })
-		_, _, _ = r.load(ctx, "sess:nothing", decodeString) // starts the subscription
-		for deadline := time.Now().Add(5 * time.Second); !r.records.live.Load(); {
-			if time.Now().After(deadline) {
-				t.Fatal("the cache's subscription is not up after 5s")
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		return r, NewManager(r, Config{TTL: time.Hour, IdleTTL: time.Hour})
-	}
+	replica := func(addr string) (*Redis, *Manager) { return cacheReplica(t, RedisConfig{Addrs: []string{addr}}) }
 	_, a := replica(srv.Addr)
 	_, b := replica(px.Addr()) // b reaches Redis through the proxy
 
@@ -157,21 +143,7 @@ func TestRedisClusterCacheManualFailover(t *testing.T) {
 	c := redistest.StartClusterReplicas(t, 3, 1)
 	ctx := context.Background()
 	cfg := RedisConfig{Addrs: c.Addrs}
-	replica := func() (*Redis, *Manager) {
-		r, err := NewRedis(cfg, make([]byte, 32))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = r.Close() })
-		_, _, _ = r.load(ctx, "sess:nothing", decodeString) // starts the subscription
-		for deadline := time.Now().Add(5 * time.Second); !r.records.live.Load(); {
-			if time.Now().After(deadline) {
-				t.Fatal("the cache's subscription is not up after 5s")
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		return r, NewManager(r, Config{TTL: time.Hour, IdleTTL: time.Hour})
-	}
+	replica := func() (*Redis, *Manager) { return cacheReplica(t, cfg) }
 	ra, a := replica()
 	_, b := replica()
 	// w has read no session yet (so it follows no channel), and last
@@ -292,25 +264,7 @@ func TestRedisClusterCacheSlotMoved(t *testing.T) {
 	c := redistest.StartCluster(t, 3)
 	ctx := context.Background()
 	cfg := RedisConfig{Addrs: c.Addrs}
-	waitLive := func(r *Redis) {
-		t.Helper()
-		_, _, _ = r.load(ctx, "sess:nothing", decodeString) // starts the subscription
-		for deadline := time.Now().Add(5 * time.Second); !r.records.live.Load(); {
-			if time.Now().After(deadline) {
-				t.Fatal("the cache's subscription is not up after 5s")
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	replica := func() (*Redis, *Manager) {
-		r, err := NewRedis(cfg, make([]byte, 32))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = r.Close() })
-		waitLive(r)
-		return r, NewManager(r, Config{TTL: time.Hour, IdleTTL: time.Hour})
-	}
+	replica := func() (*Redis, *Manager) { return cacheReplica(t, cfg) }
 	ra, a := replica()
 	rb, b := replica()
 	// w has read no session yet (so it follows no channel), and last
@@ -364,7 +318,7 @@ func TestRedisClusterCacheSlotMoved(t *testing.T) {
 		if round >= 10 {
 			logout = a.Delete
 		}
-		waitLive(rb)
+		waitLive(t, rb)
 		// A login may fail once on a replica whose slot map is stale:
 		// its news would reach no one.
 		var s *Session
@@ -399,18 +353,11 @@ func TestRedisClusterCacheSlotMoved(t *testing.T) {
 // shutdown; found by attack), and leaves no goroutine of it behind.
 func TestRedisCloseIsPrompt(t *testing.T) {
 	srv := redistest.Start(t, "--appendonly", "no")
-	ctx := context.Background()
 	r, err := NewRedis(RedisConfig{Addrs: []string{srv.Addr}}, make([]byte, 32))
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, _, _ = r.load(ctx, "sess:nothing", decodeString) // starts the subscription
-	for deadline := time.Now().Add(5 * time.Second); !r.records.live.Load(); {
-		if time.Now().After(deadline) {
-			t.Fatal("the cache's subscription is not up after 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitLive(t, r)
 	start := time.Now()
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
