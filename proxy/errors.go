@@ -78,7 +78,7 @@ var problems = [numProblems]struct {
 	problemLoginExpired:      {"login_expired", http.StatusBadRequest, "login_expired", "invalid_request", descMalformed},
 	problemOtherBrowser:      {"other_browser", http.StatusForbidden, "other_browser", "invalid_request", descMalformed},
 	problemRefused:           {"refused", http.StatusForbidden, "refused", "access_denied", ""},
-	problemCodeInvalid:       {"code_invalid", http.StatusBadRequest, "code_invalid", "invalid_grant", "the refresh token is invalid, expired, revoked or already used; log in again"},
+	problemCodeInvalid:       {"code_invalid", http.StatusBadRequest, "code_invalid", "invalid_grant", "the login code is invalid, expired or already used; get a new one and log in again"},
 	problemTooManyLogins:     {"too_many_logins", http.StatusTooManyRequests, "too_many_logins", "too_many_requests", "too many logins were started from this network; try again in a few minutes"},
 	problemWeChatError:       {"wechat_error", http.StatusBadGateway, "wechat_error", "wechat_error", ""},
 	problemWeChatUnavailable: {"wechat_unavailable", http.StatusServiceUnavailable, "wechat_unavailable", "wechat_unavailable", ""},
