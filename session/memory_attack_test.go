@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math"
 	"math/rand/v2"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -204,4 +206,48 @@ func TestPackComposed(t *testing.T) {
 			t.Fatalf("%d: len/holds %q", i, v)
 		}
 	}
+}
+
+// TestMemoryCenturiesTTL: a ttl or a member's end centuries ahead (a
+// lifetime configured as "forever") keeps the entry rather than wrapping
+// past int64 nanoseconds to an expiry in the past, and a snapshot carries
+// it.
+func TestMemoryCenturiesTTL(t *testing.T) {
+	ctx := context.Background()
+	const forever = time.Duration(math.MaxInt64)
+	now := time.Now()
+	m := NewMemory(0)
+	if err := m.Set(ctx, "sess:a", []byte("v"), forever); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := m.SetNX(ctx, "sess:b", []byte("v"), 250*365*24*time.Hour); !ok || err != nil {
+		t.Fatalf("SetNX = %v, %v", ok, err)
+	}
+	if _, err := m.AddMember(ctx, "idx:user:o", "s:a", now.Add(forever), now, 0); err != nil {
+		t.Fatal(err)
+	}
+	check := func(t *testing.T, m *Memory) {
+		t.Helper()
+		for _, k := range []string{"sess:a", "sess:b"} {
+			if got, err := m.Get(ctx, k); err != nil || string(got) != "v" {
+				t.Errorf("Get(%s) = %q, %v; want v", k, got, err)
+			}
+		}
+		if got, err := m.Members(ctx, "idx:user:o"); err != nil || !slices.Equal(got, []string{"s:a"}) {
+			t.Errorf("Members = %v, %v; want [s:a]", got, err)
+		}
+		if ok, err := m.Swap(ctx, "sess:a", []byte("v"), []byte("v"), forever); !ok || err != nil {
+			t.Errorf("Swap = %v, %v; want true", ok, err)
+		}
+	}
+	check(t, m)
+	path := filepath.Join(t.TempDir(), "snapshot")
+	if _, err := m.SaveSnapshot(path, OriginServe); err != nil {
+		t.Fatal(err)
+	}
+	loaded := NewMemory(0)
+	if n, err := loaded.LoadSnapshot(path, OriginServe); n != 3 || err != nil {
+		t.Fatalf("LoadSnapshot = %d, %v; want 3", n, err)
+	}
+	check(t, loaded)
 }
