@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"fmt"
+	"math"
 	"runtime"
 	"strings"
 	"sync"
@@ -132,7 +133,30 @@ func (d *memoryData) put(key string, value []byte, now int64, ttl time.Duration)
 	delete(d.sets, key)
 	// Cloned: Go replaces a string map key with the caller's on update.
 	var buf [1024]byte
-	d.values[strings.Clone(key)] = stored{v: string(appendPacked(buf[:0], value)), exp: now + int64(ttl)}
+	d.values[strings.Clone(key)] = stored{v: string(appendPacked(buf[:0], value)), exp: after(now, int64(ttl))}
+}
+
+// after returns now plus d (d >= 0) in unix nanoseconds, or the latest
+// instant if that is past it: a ttl of centuries (a lifetime configured
+// as "forever") must keep the entry, not wrap to a past that drops it at
+// once.
+func after(now, d int64) int64 {
+	if now+d < now {
+		return math.MaxInt64
+	}
+	return now + d
+}
+
+// latest is the last instant in unix nanoseconds, in 2262.
+var latest = time.Unix(0, math.MaxInt64)
+
+// unixNano is t.UnixNano, but the latest instant for a t past it, where
+// UnixNano wraps to the past.
+func unixNano(t time.Time) int64 {
+	if t.After(latest) {
+		return math.MaxInt64
+	}
+	return t.UnixNano()
 }
 
 // own returns name as a set keeps it: a suffix of the name copied last
@@ -278,10 +302,10 @@ func (m *Memory) AddMember(_ context.Context, key, member string, until, now tim
 		m.d.sets[strings.Clone(key)] = s
 	}
 	s.prune(now.UnixNano())
-	s.add(member, until.UnixNano(), m.d.own)
+	s.add(member, unixNano(until), m.d.own)
 	// Kept by the store's clock for as long as the latest member has by
 	// the caller's.
-	s.exp = clock + (s.last - now.UnixNano())
+	s.exp = after(clock, s.last-now.UnixNano())
 	return s.over(limit, member), nil
 }
 
