@@ -20,7 +20,7 @@ gotest:
 FUZZTIME ?= 5s
 FUZZ = ./policies:FuzzParsePath \
 	./proxy:FuzzParseHost ./proxy:FuzzCheckHead ./proxy:FuzzSafeRedirect ./proxy:FuzzSpoofable ./proxy:FuzzBearer \
-	./session:FuzzSessionCookie ./session:FuzzPendingRecord ./session:FuzzPack \
+	./session:FuzzSessionCookie ./session:FuzzPendingRecord ./session:FuzzPack ./session:FuzzMemoryModel \
 	./wechat:FuzzDecrypt
 
 fuzz:

@@ -326,8 +326,9 @@ const digits = "00010203040506070809" +
 // appendPacked wrote.
 var errPacked = errors.New("session: malformed packed value")
 
-// maxExpansion bounds how many bytes a packed byte stands for (a phrase of
-// up to 29 from its op), so that a malformed length allocates no more.
+// maxExpansion bounds how many bytes a packed byte stands for (a phrase
+// from its op; TestPhrasesFitExpansion keeps every phrase within it), so
+// that a malformed length allocates no more.
 const maxExpansion = 32
 
 // unpackedLen returns the length of the value packed in p (0 if

@@ -246,3 +246,14 @@ func TestAppendTime(t *testing.T) {
 		}
 	}
 }
+
+// TestPhrasesFitExpansion: unpacking trusts that no byte stands for more
+// than maxExpansion bytes; a longer phrase would make long values fail to
+// read back.
+func TestPhrasesFitExpansion(t *testing.T) {
+	for _, p := range phrases {
+		if len(p) > maxExpansion {
+			t.Errorf("phrase %q is %d bytes, above maxExpansion (%d)", p, len(p), maxExpansion)
+		}
+	}
+}
