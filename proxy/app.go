@@ -235,6 +235,7 @@ func (s *Server) newPublicApp() *fiber.App {
 	app.Get(p+"/logout", s.logoutPage)
 	app.Post(p+"/logout", s.logout)
 	app.Get(p+"/userinfo", s.userinfo)
+	app.Get(p+"/auth", s.forwardAuth)
 	app.Get(p+"/jwks.json", s.jwks)
 	app.Post(p+"/miniprogram/login", s.miniprogramLogin)
 	app.Post(p+"/miniprogram/decrypt", s.miniprogramDecrypt)

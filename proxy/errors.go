@@ -107,6 +107,9 @@ type Error struct {
 	json bool
 	// retryAfter, if set, is sent as Retry-After (429, 503).
 	retryAfter time.Duration
+	// location, if set, is sent as Location: forward auth's 401, which
+	// nginx's error_page turns into the browser's redirect to the login.
+	location string
 	// close ends the connection after the answer: after a malformed request
 	// nothing that follows on the connection can be trusted to start a new
 	// one.
@@ -171,6 +174,13 @@ func forbidden(err error) *Error { return &Error{problem: problemForbidden, Err:
 // loginRequired answers a request without the identity its route needs:
 // 401, offering the login at link.
 func loginRequired(link string) *Error { return &Error{problem: problemLoginRequired, link: link} }
+
+// authLoginRequired is forward auth's answer to a question whose request
+// needs a login (or a larger scope): 401 with the login URL in Location
+// for the proxy to send the browser to.
+func authLoginRequired(link string) *Error {
+	return &Error{problem: problemLoginRequired, link: link, location: link}
+}
 
 // insufficientScope answers a caller whose login lacks the route's scope:
 // 403, offering the authorization at link.
@@ -305,6 +315,9 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	c.Set(fiber.HeaderXRequestID, rid)
 	if e.retryAfter > 0 {
 		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(e.retryAfter/time.Second)))
+	}
+	if e.location != "" {
+		c.Set(fiber.HeaderLocation, e.location)
 	}
 	c.Status(p.status)
 	if e.json || r.api || wantsJSON(c) {

@@ -31,16 +31,7 @@ func (s *Server) forward(c *fiber.Ctx) error {
 		setRoute(c, "invalid")
 		return invalidRequest(err)
 	}
-	route := s.engine.Route(c.Method(), r.host, p, r.client)
-	d := route.Decide(nil)
-	var who *caller
-	var authErr error
-	if d.Outcome == policies.NeedLogin {
-		who, authErr, err = s.currentCaller(c, r)
-		if who != nil {
-			d = route.Decide(policyIdentity(who))
-		}
-	}
+	d, who, authErr, err := s.judge(c, r, c.Method(), r.host, p)
 	rule := d.Rule
 	setRoute(c, rule.Name)
 	r.api = rule.API
@@ -131,6 +122,25 @@ func (s *Server) forward(c *fiber.Ctx) error {
 	s.metrics.Upstream(up.name, "ok", took)
 	removeHopByHop(&resp.Header)
 	return nil
+}
+
+// judge decides a request for method, host and path p from r's client:
+// first without a caller, and only when some reading is a login route with
+// the caller of c (its cookie or bearer token), again. Proxied requests
+// (forward) and forward-auth questions (forwardAuth) are decided by it
+// alone, so the two cannot drift apart. authErr is a bearer token's
+// failure, err a store failure (currentCaller); the decision is made
+// either way, so that the answer can follow its route.
+func (s *Server) judge(c *fiber.Ctx, r *request, method, host string, p policies.Path) (d policies.Decision, who *caller, authErr, err error) {
+	route := s.engine.Route(method, host, p, r.client)
+	d = route.Decide(nil)
+	if d.Outcome == policies.NeedLogin {
+		who, authErr, err = s.currentCaller(c, r)
+		if who != nil {
+			d = route.Decide(policyIdentity(who))
+		}
+	}
+	return d, who, authErr, err
 }
 
 // checkWeChatToken refuses to forward a caller's expired WeChat access

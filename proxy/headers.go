@@ -182,9 +182,14 @@ type identityOptions struct {
 	phone, wechatToken bool
 }
 
+// headerSetter is a request's or a response's header: forward sets the
+// identity on the request to the upstream, forwardAuth on its answer to
+// the proxy that asked.
+type headerSetter interface{ Set(key, value string) }
+
 // setIdentity sets the identity headers of DESIGN.md for a caller, with
 // its signed assertion.
-func setIdentity(h *fasthttp.RequestHeader, who *caller, assertion string, opt identityOptions) {
+func setIdentity(h headerSetter, who *caller, assertion string, opt identityOptions) {
 	id := who.id
 	setIf(h, hOpenID, id.OpenID)
 	setIf(h, hUnionID, id.UnionID)
@@ -206,7 +211,7 @@ func setIdentity(h *fasthttp.RequestHeader, who *caller, assertion string, opt i
 
 // setIf sets a header only when v is non-empty and safe in a header: a
 // value from WeChat with a control character is dropped, not forwarded.
-func setIf(h *fasthttp.RequestHeader, name, v string) {
+func setIf(h headerSetter, name, v string) {
 	if v == "" {
 		return
 	}

@@ -1,0 +1,180 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
+
+	"github.com/wxgate/wxgate/policies"
+)
+
+// Forward auth (issue 11, DESIGN.md "Public endpoints"): nginx
+// auth_request, Caddy forward_auth, Traefik ForwardAuth and Envoy ext_authz
+// ask GET {prefix}/auth whether a request they hold may pass. wxgate
+// decides it exactly as a request it proxies itself (judge) and answers
+// 200 with the identity headers, 401 with the login URL in Location (302
+// with ?mode=redirect), or 403.
+
+// errUntrustedAuth refuses a forward-auth question from a peer outside
+// [server] trusted_proxies: the request it describes is whatever the peer
+// wrote in headers it chose.
+var errUntrustedAuth = errors.New("proxy: forward auth asked by a peer that is not a trusted proxy")
+
+// original is the request a proxy asks about.
+type original struct {
+	method string
+	scheme string
+	// host and authority as parseHost gives them.
+	host, authority string
+	// path and query as sent, still escaped; query without its "?".
+	path, query string
+}
+
+// forwardAuth answers a trusted proxy's question about a request it holds.
+func (s *Server) forwardAuth(c *fiber.Ctx) error {
+	r := requestOf(c)
+	if !r.trusted {
+		return forbidden(errUntrustedAuth)
+	}
+	o, err := readOriginal(&c.Request().Header, r)
+	if err != nil {
+		setRoute(c, "invalid")
+		return invalidRequest(fmt.Errorf("forward auth: %w", err))
+	}
+	p, err := policies.ParsePath(o.path)
+	if err != nil {
+		setRoute(c, "invalid")
+		return invalidRequest(fmt.Errorf("forward auth: %w", err))
+	}
+	d, who, authErr, err := s.judge(c, r, o.method, o.host, p)
+	rule := d.Rule
+	setRoute(c, rule.Name)
+	r.api = rule.API
+	switch {
+	case err != nil:
+		return err
+	case authErr != nil:
+		return authErr
+	}
+	switch d.Outcome {
+	case policies.NeedLogin, policies.NeedScope:
+		scope := rule.Scope
+		if d.Outcome == policies.NeedScope {
+			scope = routeUserinfo
+		}
+		link := s.authStartURL(o, p.Forward, scope)
+		if c.Query("mode") == "redirect" {
+			noStore(c)
+			return c.Redirect(link, http.StatusFound)
+		}
+		return authLoginRequired(link)
+	case policies.Forbidden:
+		return forbidden(fmt.Errorf("forward auth: route %s on the %s reading %q", rule.Name, d.Reading, d.Path))
+	}
+	if err := s.checkWeChatToken(who, rule); err != nil {
+		return err
+	}
+	noStore(c)
+	c.Status(http.StatusOK)
+	if who == nil {
+		// A public route: the proxy passes the request without identity.
+		return nil
+	}
+	up := s.upstreams[rule.Upstream]
+	if up == nil {
+		return fmt.Errorf("route %s: no upstream %q", rule.Name, rule.Upstream)
+	}
+	assertion, err := s.issuer.Assertion(who.holder, who.id, up.name)
+	if err != nil {
+		return err
+	}
+	setIdentity(&c.Response().Header, who, assertion, identityOptions{phone: rule.PassPhone, wechatToken: rule.PassWeChatToken})
+	return nil
+}
+
+// readOriginal reads the request a proxy asks about: X-Forwarded-Method
+// (default GET) and X-Forwarded-Uri, with the host and scheme the edge read
+// from X-Forwarded-Host and X-Forwarded-Proto (r); or, without
+// X-Forwarded-Uri, the absolute X-Original-URL (nginx:
+// $scheme://$http_host$request_uri). r is a trusted proxy's request.
+func readOriginal(h *fasthttp.RequestHeader, r *request) (original, error) {
+	o := original{method: http.MethodGet}
+	if m := h.Peek("X-Forwarded-Method"); len(m) > 0 {
+		for _, b := range m {
+			if !isTokenChar(b) {
+				return o, fmt.Errorf("X-Forwarded-Method %q: not a method", m)
+			}
+		}
+		o.method = string(m)
+	}
+	var uri string
+	if v := h.Peek("X-Forwarded-Uri"); len(v) > 0 {
+		o.scheme, o.host, o.authority = r.scheme, r.host, r.authority
+		uri = string(v)
+	} else if v := h.Peek("X-Original-URL"); len(v) > 0 {
+		var err error
+		if o.scheme, o.host, o.authority, uri, err = splitAbsolute(string(v)); err != nil {
+			return o, fmt.Errorf("X-Original-URL: %w", err)
+		}
+	} else {
+		return o, errors.New("neither X-Forwarded-Uri nor X-Original-URL names the request")
+	}
+	if !strings.HasPrefix(uri, "/") {
+		return o, fmt.Errorf("URI %q: not a path", uri)
+	}
+	if strings.ContainsRune(uri, '#') {
+		return o, fmt.Errorf("URI %q: a fragment", uri)
+	}
+	o.path, o.query, _ = strings.Cut(uri, "?")
+	return o, nil
+}
+
+// splitAbsolute splits an absolute http(s) URL into scheme, host (through
+// parseHost) and the request URI, which stays as sent: url.Parse would
+// decode the path that ParsePath must read itself.
+func splitAbsolute(v string) (scheme, host, authority, uri string, err error) {
+	scheme, rest, ok := strings.Cut(v, "://")
+	if !ok || (scheme != "http" && scheme != "https") {
+		return "", "", "", "", fmt.Errorf("%q: not an absolute http(s) URL", v)
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	if host, authority, err = parseHost(rest[:end]); err != nil {
+		return "", "", "", "", err
+	}
+	uri = rest[end:]
+	if uri == "" || uri[0] == '?' {
+		uri = "/" + uri
+	}
+	return scheme, host, authority, uri, nil
+}
+
+// authStartURL is the absolute login URL for a forward-auth answer: the
+// proxy sends the browser there, wherever the proxy is. It returns to the
+// original URL (path as forward would send it, and the query) when /start
+// would accept it as a target, else to the path on the public URL's host:
+// a host outside allowed_redirect_hosts would become "/" there anyway.
+func (s *Server) authStartURL(o original, path, scope string) string {
+	rd := path
+	if o.query != "" && len(rd)+1+len(o.query) <= maxReturnURL-len(o.scheme)-3-len(o.authority) {
+		// A query too long to keep is dropped: the login still returns to
+		// the page.
+		rd += "?" + o.query
+	}
+	if abs := o.scheme + "://" + o.authority + rd; len(abs) <= maxReturnURL {
+		if u, err := url.Parse(abs); err == nil && s.allowedOrigin(u) {
+			rd = abs
+		}
+	}
+	if len(rd) > maxReturnURL {
+		rd = "/"
+	}
+	return strings.TrimSuffix(s.public.String(), "/") + s.prefix + "/start?rd=" + url.QueryEscape(rd) + "&scope=" + scope
+}

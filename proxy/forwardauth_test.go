@@ -1,0 +1,292 @@
+package proxy_test
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jwt"
+)
+
+// authEnv is a gateway that trusts 127.0.0.1 as its proxy; browsers from
+// 127.0.0.2 are untrusted peers.
+func authEnv(t *testing.T) *env {
+	return newEnvOpts(t, envOptions{serverKeys: `trusted_proxies = ["127.0.0.1/32"]`})
+}
+
+// ask sends a forward-auth question from the client b with the headers
+// hdr, and returns the answer (body read and closed).
+func (b *browser) ask(query string, hdr map[string]string) *http.Response {
+	b.e.t.Helper()
+	resp, _ := b.get("/_wxgate/auth"+query, hdr)
+	return resp
+}
+
+// sessionCookie is the Cookie header a proxy copies from b's requests.
+func (b *browser) sessionCookie() string { return "wxgate_session=" + b.cookie("wxgate_session") }
+
+// identityHeaders are the headers wxgate sets for a caller.
+var identityHeaders = []string{
+	"X-Wechat-Openid", "X-Wechat-Unionid", "X-Wechat-Appid", "X-Wechat-Scope", "X-Wechat-Nickname",
+	"X-Wechat-Avatar", "X-Wechat-Phone", "X-Wechat-Access-Token", "X-Wechat-Identity", "X-Forwarded-User",
+}
+
+// TestForwardAuthOutcomes: each decision a proxy can get, for an
+// anonymous and a logged-in browser, by both ways of naming the request.
+func TestForwardAuthOutcomes(t *testing.T) {
+	e := authEnv(t)
+	host := strings.TrimPrefix(e.url, "http://")
+	alice := e.browser(weChatUA)
+	alice.login("/", "alice")
+	cookie := alice.sessionCookie()
+
+	tests := []struct {
+		name       string
+		hdr        map[string]string
+		query      string
+		wantStatus int
+		// wantLocation is the start URL's rd and scope; empty: no Location.
+		wantRD, wantScope string
+		wantIdentity      bool
+	}{
+		{name: "public", hdr: map[string]string{"X-Forwarded-Uri": "/public/a", "X-Forwarded-Host": host}, wantStatus: 200},
+		{name: "public with a session", hdr: map[string]string{"X-Forwarded-Uri": "/public/a", "X-Forwarded-Host": host, "Cookie": cookie}, wantStatus: 200},
+		{name: "login needed", hdr: map[string]string{"X-Forwarded-Uri": "/orders?id=7", "X-Forwarded-Host": host}, wantStatus: 401, wantRD: e.url + "/orders?id=7", wantScope: "base"},
+		{name: "login needed, X-Original-URL", hdr: map[string]string{"X-Original-URL": e.url + "/orders?id=7"}, wantStatus: 401, wantRD: e.url + "/orders?id=7", wantScope: "base"},
+		{name: "login needed, mode=redirect", query: "?mode=redirect", hdr: map[string]string{"X-Forwarded-Uri": "/orders", "X-Forwarded-Host": host}, wantStatus: 302, wantRD: e.url + "/orders", wantScope: "base"},
+		{name: "login needed, allowed redirect host", hdr: map[string]string{"X-Original-URL": "https://app.trusted.example/x"}, wantStatus: 401, wantRD: "https://app.trusted.example/x", wantScope: "base"},
+		{name: "login needed, host /start would refuse", hdr: map[string]string{"X-Original-URL": "https://evil.example/x?y=1"}, wantStatus: 401, wantRD: "/x?y=1", wantScope: "base"},
+		{name: "logged in", hdr: map[string]string{"X-Forwarded-Uri": "/orders", "X-Forwarded-Host": host, "Cookie": cookie}, wantStatus: 200, wantIdentity: true},
+		{name: "logged in, X-Original-URL", hdr: map[string]string{"X-Original-URL": e.url + "/orders", "Cookie": cookie}, wantStatus: 200, wantIdentity: true},
+		{name: "scope too small", hdr: map[string]string{"X-Forwarded-Uri": "/profile/me", "X-Forwarded-Host": host, "Cookie": cookie}, wantStatus: 401, wantRD: e.url + "/profile/me", wantScope: "userinfo"},
+		{name: "deny route", hdr: map[string]string{"X-Forwarded-Uri": "/denied/x", "X-Forwarded-Host": host, "Cookie": cookie}, wantStatus: 403},
+		{name: "deny host", hdr: map[string]string{"X-Forwarded-Uri": "/", "X-Forwarded-Host": "internal.localhost"}, wantStatus: 403},
+		{name: "deny by method", hdr: map[string]string{"X-Forwarded-Uri": "/denied/x", "X-Forwarded-Method": "POST", "X-Forwarded-Host": host}, wantStatus: 403},
+		{name: "not on the allow list", hdr: map[string]string{"X-Forwarded-Uri": "/vip/x", "X-Forwarded-Host": host, "Cookie": cookie}, wantStatus: 403},
+		{name: "allow list, anonymous", hdr: map[string]string{"X-Forwarded-Uri": "/vip/x", "X-Forwarded-Host": host}, wantStatus: 401, wantRD: e.url + "/vip/x", wantScope: "base"},
+		{name: "bad bearer token", hdr: map[string]string{"X-Forwarded-Uri": "/api/x", "X-Forwarded-Host": host, "Authorization": "Bearer nonsense"}, wantStatus: 401},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := e.browser("nginx").ask(tt.query, tt.hdr)
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.wantStatus)
+			}
+			if cc := resp.Header.Get("Cache-Control"); !strings.Contains(cc, "no-store") {
+				t.Errorf("Cache-Control %q, want no-store", cc)
+			}
+			loc := resp.Header.Get("Location")
+			if tt.wantRD == "" {
+				if loc != "" {
+					t.Errorf("Location %q, want none", loc)
+				}
+			} else {
+				u, err := url.Parse(loc)
+				if err != nil || u.Scheme+"://"+u.Host != e.url || u.Path != "/_wxgate/start" {
+					t.Fatalf("Location %q, want the absolute start URL", loc)
+				}
+				if rd, scope := u.Query().Get("rd"), u.Query().Get("scope"); rd != tt.wantRD || scope != tt.wantScope {
+					t.Errorf("Location rd %q scope %q, want %q %q", rd, scope, tt.wantRD, tt.wantScope)
+				}
+			}
+			for _, h := range identityHeaders {
+				if v := resp.Header.Get(h); tt.wantIdentity != (v != "") && h != "X-Wechat-Phone" && h != "X-Wechat-Access-Token" && h != "X-Wechat-Nickname" && h != "X-Wechat-Avatar" {
+					t.Errorf("%s = %q, want it set: %v", h, v, tt.wantIdentity)
+				}
+			}
+		})
+	}
+}
+
+// TestForwardAuthLoginLink: the Location a proxy gets starts a login that
+// ends back at the original URL, logged in.
+func TestForwardAuthLoginLink(t *testing.T) {
+	e := authEnv(t)
+	host := strings.TrimPrefix(e.url, "http://")
+	resp := e.browser("nginx").ask("", map[string]string{"X-Forwarded-Uri": "/orders?id=7", "X-Forwarded-Host": host})
+	b := e.browser(weChatUA)
+	auth := b.expectRedirect(resp.Header.Get("Location"))
+	back := b.expectRedirect(b.authorize(auth, "alice", "allow"))
+	if back != e.url+"/orders?id=7" {
+		t.Errorf("login returns to %q, want %q", back, e.url+"/orders?id=7")
+	}
+	if got := e.browser("nginx").ask("", map[string]string{"X-Forwarded-Uri": "/orders", "X-Forwarded-Host": host, "Cookie": b.sessionCookie()}); got.StatusCode != 200 {
+		t.Errorf("after login: status %d, want 200", got.StatusCode)
+	}
+}
+
+// TestForwardAuthIdentity: the identity a proxy gets is the caller's, with
+// an assertion for the route's upstream; headers the client forged in the
+// request never come back.
+func TestForwardAuthIdentity(t *testing.T) {
+	e := authEnv(t)
+	host := strings.TrimPrefix(e.url, "http://")
+	b := e.browser(weChatUA)
+	b.login("/", "alice")
+	alice := e.user("alice")
+	hdr := map[string]string{"X-Forwarded-Uri": "/orders", "X-Forwarded-Host": host, "Cookie": b.sessionCookie()}
+	forged := map[string]string{
+		"X-WeChat-OpenID": "forged-openid", "X-WeChat-UnionID": "forged-unionid", "X-Forwarded-User": "forged-user",
+		"X-WeChat-Identity": "forged", "X-WeChat-Phone": "13800000000", "X_WeChat_Nickname": "forged",
+		"X-WeChat-Access-Token": "forged-token",
+	}
+	for k, v := range forged {
+		hdr[k] = v
+	}
+	resp := e.browser("nginx").ask("", hdr)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d, want 200", resp.StatusCode)
+	}
+	want := map[string]string{
+		"X-Wechat-Openid": alice.OpenID, "X-Wechat-Unionid": alice.UnionID, "X-Wechat-Appid": oaID,
+		"X-Wechat-Scope": "snsapi_base", "X-Forwarded-User": alice.UnionID,
+		"X-Wechat-Phone": "", "X-Wechat-Access-Token": "",
+	}
+	for h, v := range want {
+		if got := resp.Header.Get(h); got != v {
+			t.Errorf("%s = %q, want %q", h, got, v)
+		}
+	}
+	for _, vs := range resp.Header {
+		for _, v := range vs {
+			if strings.Contains(v, "forged") || v == "13800000000" {
+				t.Errorf("a forged header came back: %q", v)
+			}
+		}
+	}
+	keys, err := jwk.Fetch(t.Context(), e.url+"/_wxgate/jwks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jwt.ParseString(resp.Header.Get("X-Wechat-Identity"), jwt.WithKeySet(keys), jwt.WithIssuer(e.url), jwt.WithAudience("app"))
+	if err != nil {
+		t.Fatalf("verifying the assertion: %v", err)
+	}
+	if openid, _ := tok.Get("openid"); tok.Subject() != alice.UnionID || openid != alice.OpenID {
+		t.Errorf("assertion sub %q openid %v, want %q %q", tok.Subject(), openid, alice.UnionID, alice.OpenID)
+	}
+}
+
+// TestForwardAuthUntrusted: a peer outside trusted_proxies is refused
+// whatever it says, even naming a public route, and with a valid session.
+func TestForwardAuthUntrusted(t *testing.T) {
+	e := authEnv(t)
+	host := strings.TrimPrefix(e.url, "http://")
+	b := e.browser(weChatUA)
+	b.login("/", "alice")
+	tests := []struct {
+		name string
+		hdr  map[string]string
+	}{
+		{"public", map[string]string{"X-Forwarded-Uri": "/public/a", "X-Forwarded-Host": host}},
+		{"logged in", map[string]string{"X-Forwarded-Uri": "/orders", "X-Forwarded-Host": host, "Cookie": b.sessionCookie()}},
+		{"X-Original-URL", map[string]string{"X-Original-URL": e.url + "/orders", "Cookie": b.sessionCookie()}},
+		{"nothing", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := e.browserFrom("nginx", "127.0.0.2").ask("", tt.hdr)
+			if resp.StatusCode != 403 {
+				t.Errorf("status %d, want 403", resp.StatusCode)
+			}
+			for _, h := range append(identityHeaders, "Location") {
+				if v := resp.Header.Get(h); v != "" {
+					t.Errorf("%s = %q on a refusal", h, v)
+				}
+			}
+		})
+	}
+}
+
+// TestForwardAuthPaths: every reading of a path decides the question as
+// it decides the request proxied through wxgate itself.
+func TestForwardAuthPaths(t *testing.T) {
+	e := authEnv(t)
+	host := strings.TrimPrefix(e.url, "http://")
+	b := e.browser(weChatUA)
+	b.login("/", "alice")
+	anon := e.browser(weChatUA)
+	// What a forwarded request's status means as a forward-auth answer.
+	asAuth := map[int]int{200: 200, 302: 401, 401: 401, 403: 403}
+	// anon is the answer for an anonymous caller, so that the table cannot
+	// pass by both ways deciding alike wrongly.
+	paths := []struct {
+		path string
+		anon int
+	}{
+		{"/public/a", 200},
+		{"/denied/x", 403},
+		{"/public/..%2Fdenied/x", 403},
+		{"/public/%2e%2e/denied/x", 403},
+		{"/public/../denied/x", 403},
+		{"/denied%2Fx", 403},
+		{"/public%2F..%2Fdenied", 403},
+		{"/DENIED/x", 403},
+		{"/denied;x=1/y", 403},
+		{"/public/./a", 200},
+		{"/orders", 401},
+		{"/vip/../public/a", 200},
+		{"/public/..%2Forders", 401},
+	}
+	for _, tt := range paths {
+		path := tt.path
+		for _, who := range []struct {
+			name string
+			b    *browser
+		}{{"anonymous", anon}, {"alice", b}} {
+			t.Run(who.name+path, func(t *testing.T) {
+				fwd, _ := who.b.get(path, nil)
+				want, ok := asAuth[fwd.StatusCode]
+				if !ok {
+					t.Fatalf("GET %s: status %d", path, fwd.StatusCode)
+				}
+				if who.b == anon && want != tt.anon {
+					t.Fatalf("GET %s proxied: status %d, want the answer of %d", path, fwd.StatusCode, tt.anon)
+				}
+				hdr := map[string]string{"X-Forwarded-Uri": path, "X-Forwarded-Host": host}
+				if c := who.b.cookie("wxgate_session"); c != "" {
+					hdr["Cookie"] = "wxgate_session=" + c
+				}
+				if got := e.browser("nginx").ask("", hdr).StatusCode; got != want {
+					t.Errorf("auth for %s = %d, want %d (proxied: %d)", path, got, want, fwd.StatusCode)
+				}
+			})
+		}
+	}
+}
+
+// TestForwardAuthMalformed: a question that does not name one request is
+// answered 400, never decided.
+func TestForwardAuthMalformed(t *testing.T) {
+	e := authEnv(t)
+	host := strings.TrimPrefix(e.url, "http://")
+	tests := []struct {
+		name string
+		hdr  map[string]string
+	}{
+		{"no URI", map[string]string{"X-Forwarded-Host": host}},
+		{"URI not a path", map[string]string{"X-Forwarded-Uri": "public/a", "X-Forwarded-Host": host}},
+		{"absolute URI", map[string]string{"X-Forwarded-Uri": "http://evil/public/a", "X-Forwarded-Host": host}},
+		{"bad escape", map[string]string{"X-Forwarded-Uri": "/public/%zz", "X-Forwarded-Host": host}},
+		{"encoded NUL", map[string]string{"X-Forwarded-Uri": "/public/%00", "X-Forwarded-Host": host}},
+		{"fragment", map[string]string{"X-Forwarded-Uri": "/public/a#x", "X-Forwarded-Host": host}},
+		{"bad host", map[string]string{"X-Forwarded-Uri": "/public/a", "X-Forwarded-Host": "a b"}},
+		{"host with userinfo", map[string]string{"X-Forwarded-Uri": "/public/a", "X-Forwarded-Host": "user@" + host}},
+		{"bad method", map[string]string{"X-Forwarded-Uri": "/public/a", "X-Forwarded-Host": host, "X-Forwarded-Method": "GE(T"}},
+		{"X-Original-URL relative", map[string]string{"X-Original-URL": "/public/a"}},
+		{"X-Original-URL other scheme", map[string]string{"X-Original-URL": "ftp://" + host + "/public/a"}},
+		{"X-Original-URL bad host", map[string]string{"X-Original-URL": "http://a_b!/public/a"}},
+		{"X-Original-URL userinfo", map[string]string{"X-Original-URL": "http://u@" + host + "/public/a"}},
+		{"X-Original-URL bad escape", map[string]string{"X-Original-URL": e.url + "/public/%zz"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := e.browser("nginx").ask("", tt.hdr)
+			if resp.StatusCode != 400 {
+				t.Errorf("status %d, want 400", resp.StatusCode)
+			}
+		})
+	}
+}
