@@ -79,7 +79,15 @@ func TestForwardAuthFrontProxies(t *testing.T) {
 			alice := e.user("alice")
 			got := b.upstreamView(front+"/orders?id=7", map[string]string{
 				"X-WeChat-OpenID": "forged", "X-WeChat-Phone": "13800000000", "X-Forwarded-User": "forged",
+				// Spellings a CGI/FastCGI app (PHP) reads as the same
+				// names: HTTP_X_WECHAT_OPENID.
+				"X_WeChat_OpenID": "forged", "X-WeChat_UnionID": "forged", "X_WeChat-AppID": "forged", "X_Forwarded_User": "forged",
 			})
+			for k := range got.Headers {
+				if strings.Contains(k, "_") {
+					t.Errorf("the app sees %s = %q: an identity header's other spelling passed %s", k, got.Headers[k], fp.name)
+				}
+			}
 			want := map[string]string{
 				"X-Wechat-Openid": alice.OpenID, "X-Wechat-Unionid": alice.UnionID, "X-Wechat-Appid": oaID,
 				"X-Wechat-Scope": "snsapi_base", "X-Forwarded-User": alice.UnionID, "X-Wechat-Phone": "",
