@@ -31,18 +31,11 @@ func (s *Server) forward(c *fiber.Ctx) error {
 		setRoute(c, "invalid")
 		return invalidRequest(err)
 	}
-	d, who, authErr, err := s.judge(c, r, c.Method(), r.host, p)
-	rule := d.Rule
-	setRoute(c, rule.Name)
-	r.api = rule.API
-	switch {
-	case err != nil:
+	d, who, err := s.judge(c, r, c.Method(), r.host, p)
+	if err != nil {
 		return err
-	case authErr != nil:
-		// A client that sent a bad or expired bearer token gets the answer
-		// that tells it whether to refresh.
-		return authErr
 	}
+	rule := d.Rule
 	switch d.Outcome {
 	case policies.NeedLogin, policies.NeedScope:
 		return s.needLogin(c, rule, p.Forward, d.Outcome)
@@ -128,19 +121,25 @@ func (s *Server) forward(c *fiber.Ctx) error {
 // first without a caller, and only when some reading is a login route with
 // the caller of c (its cookie or bearer token), again. Proxied requests
 // (forward) and forward-auth questions (forwardAuth) are decided by it
-// alone, so the two cannot drift apart. authErr is a bearer token's
-// failure, err a store failure (currentCaller); the decision is made
-// either way, so that the answer can follow its route.
-func (s *Server) judge(c *fiber.Ctx, r *request, method, host string, p policies.Path) (d policies.Decision, who *caller, authErr, err error) {
+// alone, so the two cannot drift apart. It records the deciding route on
+// r (logs, metrics, and whether errors answer as JSON). err is a store
+// failure, or a bearer token's failure, which the client must hear (to
+// refresh or log in again) whatever the route decided.
+func (s *Server) judge(c *fiber.Ctx, r *request, method, host string, p policies.Path) (d policies.Decision, who *caller, err error) {
 	route := s.engine.Route(method, host, p, r.client)
 	d = route.Decide(nil)
+	var authErr error
 	if d.Outcome == policies.NeedLogin {
 		who, authErr, err = s.currentCaller(c, r)
 		if who != nil {
 			d = route.Decide(policyIdentity(who))
 		}
 	}
-	return d, who, authErr, err
+	r.route, r.api = d.Rule.Name, d.Rule.API
+	if err == nil {
+		err = authErr
+	}
+	return d, who, err
 }
 
 // checkWeChatToken refuses to forward a caller's expired WeChat access

@@ -51,16 +51,11 @@ func (s *Server) forwardAuth(c *fiber.Ctx) error {
 		setRoute(c, "invalid")
 		return invalidRequest(fmt.Errorf("forward auth: %w", err))
 	}
-	d, who, authErr, err := s.judge(c, r, o.method, o.host, p)
-	rule := d.Rule
-	setRoute(c, rule.Name)
-	r.api = rule.API
-	switch {
-	case err != nil:
+	d, who, err := s.judge(c, r, o.method, o.host, p)
+	if err != nil {
 		return err
-	case authErr != nil:
-		return authErr
 	}
+	rule := d.Rule
 	switch d.Outcome {
 	case policies.NeedLogin, policies.NeedScope:
 		scope := rule.Scope
