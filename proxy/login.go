@@ -70,12 +70,22 @@ func (s *Server) openInWeChat(c *fiber.Ctx, kind uaKind, rd, scope string) error
 		page = "wecom"
 	}
 	d := s.page(c, page)
-	d.Footer = s.public.String() + strings.TrimPrefix(rd, "/")
+	d.Footer = s.absoluteURL(rd)
 	if s.cfg.Server.Dev && s.oa.AppID != "" {
 		q := url.Values{"rd": {rd}, "scope": {routeScope(scope)}, "flow": {"oa"}}
 		d.Links = append(d.Links, pageLink{URL: s.prefix + "/start?" + q.Encode(), Label: label(c, "dev"), Primary: true})
 	}
 	return s.render(c, d)
+}
+
+// absoluteURL is the URL a browser would show for rd, a return target as
+// safeRedirect gives it: a path on the public URL's origin, or an absolute
+// URL of an allowed host as it is.
+func (s *Server) absoluteURL(rd string) string {
+	if strings.HasPrefix(rd, "/") {
+		return strings.TrimSuffix(s.public.String(), "/") + rd
+	}
+	return rd
 }
 
 // beginOA stores a pending login and redirects to WeChat's authorize page.

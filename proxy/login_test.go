@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"html"
 	"io"
 	"net/http"
 	"net/url"
@@ -390,6 +391,24 @@ func TestLogoutBadFormIsAPage(t *testing.T) {
 		}
 		if got, _ := b.get("/", nil); got.StatusCode != http.StatusOK {
 			t.Fatalf("%s: the session ended", name)
+		}
+	}
+}
+
+// TestOpenInWeChatLink: the open-in-WeChat page shows the page's own URL,
+// to copy into WeChat: the public URL's origin and the path (issue 11: it
+// showed http://localhost:8080orders), or the other host's absolute URL.
+func TestOpenInWeChatLink(t *testing.T) {
+	e := newEnv(t)
+	b := e.browser("Mozilla/5.0 (X11; Linux x86_64) Chrome/120")
+	for _, tc := range []struct{ rd, want string }{
+		{"/orders?id=7", e.url + "/orders?id=7"},
+		{"/", e.url + "/"},
+		{"https://good.example.com/shop", "https://good.example.com/shop"},
+	} {
+		_, body := b.get("/_wxgate/start?rd="+url.QueryEscape(tc.rd), nil)
+		if !strings.Contains(body, "<small>"+html.EscapeString(tc.want)+"</small>") {
+			t.Errorf("open-in-WeChat page for rd=%s: want the link %s in %.600s", tc.rd, tc.want, body)
 		}
 	}
 }
