@@ -16,7 +16,24 @@ func check(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("check", stderr)
 	path := fs.String("config", "gateway.toml", "configuration file")
 	explain := fs.String("explain", "", `a request to explain, "METHOD URL", e.g. "GET https://app.example.com/admin/x"`)
+	ip := fs.String("ip", "", "with --explain: the client's address, for routes with networks")
+	openid := fs.String("openid", "", "with --explain: also decide for a caller with this openid")
+	unionid := fs.String("unionid", "", "with --explain: also decide for a caller with this unionid")
+	scope := fs.String("scope", policies.Base, "with --openid or --unionid: the caller's scope, base or userinfo")
 	if fs.Parse(args) != nil {
+		return 2
+	}
+	var client netip.Addr
+	if *ip != "" {
+		a, err := netip.ParseAddr(*ip)
+		if err != nil {
+			fmt.Fprintf(stderr, "--ip: %q is not an IP address\n", *ip)
+			return 2
+		}
+		client = a.Unmap()
+	}
+	if *scope != policies.Base && *scope != policies.Userinfo {
+		fmt.Fprintf(stderr, "--scope: %q is not base or userinfo\n", *scope)
 		return 2
 	}
 	cfg, ok := loadAndValidate(*path, stdout, nil)
@@ -43,12 +60,22 @@ func check(args []string, stdout, stderr io.Writer) int {
 	// show a first visit, then a login that satisfies no allow list and has
 	// the smallest scope, when another route decides for it.
 	m := strings.ToUpper(method)
-	anon := engine.Decide(m, u.Host, p, netip.Addr{}, nil)
-	fmt.Fprintf(stdout, "%s %s (normalized path %s, forwarded as %s)\n  decided by %s\n", m, u, p.Clean, p.Forward, anon.Rule.Explain())
+	anon := engine.Decide(m, u.Host, p, client, nil)
+	from := ""
+	if client.IsValid() {
+		from = " from " + client.String()
+	}
+	fmt.Fprintf(stdout, "%s %s%s (normalized path %s, forwarded as %s)\n  decided by %s\n", m, u, from, p.Clean, p.Forward, anon.Rule.Explain())
 	explainReading(stdout, anon)
-	if known := engine.Decide(m, u.Host, p, netip.Addr{}, &policies.Identity{Scope: policies.Base}); known.Rule != anon.Rule {
+	if known := engine.Decide(m, u.Host, p, client, &policies.Identity{Scope: policies.Base}); known.Rule != anon.Rule {
 		fmt.Fprintf(stdout, "  once logged in (base scope, on no allow list): %s by %s\n", known.Outcome, known.Rule.Explain())
 		explainReading(stdout, known)
+	}
+	if *openid != "" || *unionid != "" {
+		who := &policies.Identity{OpenID: *openid, UnionID: *unionid, Scope: *scope}
+		d := engine.Decide(m, u.Host, p, client, who)
+		fmt.Fprintf(stdout, "  for openid %q, unionid %q (%s scope): %s by %s\n", *openid, *unionid, *scope, d.Outcome, d.Rule.Explain())
+		explainReading(stdout, d)
 	}
 	return 0
 }

@@ -211,6 +211,49 @@ func TestCheckExplain(t *testing.T) {
 	}
 }
 
+// TestCheckExplainCaller: --ip decides routes with networks for that
+// client, and --openid/--unionid (with --scope) show the decision for that
+// caller, allow lists included (issue 11).
+func TestCheckExplainCaller(t *testing.T) {
+	t.Setenv("WXGATE_CHECK_TEST_SECRET", "x")
+	conf := good + "[[route]]\nname = \"office\"\npath = \"/office/**\"\nnetworks = [\"10.0.0.0/8\"]\naction = \"public\"\n" +
+		"[[route]]\nname = \"office-rest\"\npath = \"/office/**\"\naction = \"deny\"\n" +
+		"[[route]]\nname = \"vip\"\npath = \"/vip/**\"\nallow_openids = [\"o-boss\"]\n"
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"inside the network", []string{"--explain", "GET https://app.example.com/office/a", "--ip", "10.1.2.3"},
+			[]string{"from 10.1.2.3", `decided by route "office"`}},
+		{"outside the network", []string{"--explain", "GET https://app.example.com/office/a", "--ip", "192.0.2.7"},
+			[]string{"from 192.0.2.7", `decided by route "office-rest"`}},
+		{"on the allow list", []string{"--explain", "GET https://app.example.com/vip/x", "--openid", "o-boss"},
+			[]string{`for openid "o-boss", unionid "" (base scope): allow by route "vip"`}},
+		{"not on it", []string{"--explain", "GET https://app.example.com/vip/x", "--openid", "o-other"},
+			[]string{`for openid "o-other", unionid "" (base scope): forbidden by route "vip"`}},
+		{"scope", []string{"--explain", "GET https://app.example.com/admin/x", "--openid", "o-1", "--scope", "userinfo"},
+			[]string{`(userinfo scope): allow by route "admin"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out := runCheck(t, conf, tc.args...)
+			if code != 0 {
+				t.Fatalf("check %v: exit %d\n%s", tc.args, code, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("check %v = %s, want it to contain %q", tc.args, out, w)
+				}
+			}
+		})
+	}
+	for _, bad := range [][]string{{"--ip", "not-an-ip"}, {"--scope", "admin"}} {
+		if code, _ := runCheck(t, conf, append([]string{"--explain", "GET https://app.example.com/x"}, bad...)...); code != 2 {
+			t.Errorf("check %v: exit %d, want 2", bad, code)
+		}
+	}
+}
+
 // TestShippedConfig checks that gateway.toml as shipped is valid once its
 // secrets exist, documents every key it sets, and runs in dev as is.
 func TestShippedConfig(t *testing.T) {
