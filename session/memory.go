@@ -128,6 +128,16 @@ func (d *memoryData) has(key string, now int64) bool {
 	return ok || d.set(key, now) != nil
 }
 
+// write stores value under key for ttl from now, or drops key when ttl is
+// zero or less (a value already at its end). Callers hold d.mu.
+func (d *memoryData) write(key string, value []byte, now int64, ttl time.Duration) {
+	if ttl <= 0 {
+		d.drop(key)
+		return
+	}
+	d.put(key, value, now, ttl)
+}
+
 // put stores value under key for ttl from now. Callers hold d.mu.
 func (d *memoryData) put(key string, value []byte, now int64, ttl time.Duration) {
 	delete(d.sets, key)
@@ -205,11 +215,7 @@ func (m *Memory) Set(_ context.Context, key string, value []byte, ttl time.Durat
 	now := time.Now().UnixNano()
 	m.d.mu.Lock()
 	defer m.d.mu.Unlock()
-	if ttl <= 0 {
-		m.d.drop(key)
-		return nil
-	}
-	m.d.put(key, value, now, ttl)
+	m.d.write(key, value, now, ttl)
 	return nil
 }
 
@@ -238,11 +244,7 @@ func (m *Memory) Replace(_ context.Context, key string, value []byte, ttl time.D
 	if !m.d.has(key, now) {
 		return false, nil
 	}
-	if ttl <= 0 {
-		m.d.drop(key)
-	} else {
-		m.d.put(key, value, now, ttl)
-	}
+	m.d.write(key, value, now, ttl)
 	return true, nil
 }
 
@@ -255,11 +257,7 @@ func (m *Memory) Swap(_ context.Context, key string, old, value []byte, ttl time
 	if cur, ok := m.d.value(key, now); !ok || !holds(cur, old) {
 		return false, nil
 	}
-	if ttl <= 0 {
-		m.d.drop(key)
-	} else {
-		m.d.put(key, value, now, ttl)
-	}
+	m.d.write(key, value, now, ttl)
 	return true, nil
 }
 
