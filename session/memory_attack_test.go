@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"path/filepath"
@@ -19,30 +20,45 @@ import (
 // TestMemoryJanitorEndsWithStore: a memory store no longer referenced is
 // collected and its janitor goroutine ends.
 func TestMemoryJanitorEndsWithStore(t *testing.T) {
-	janitors := func() int {
+	// The janitors of these stores alone, by their data's address (the
+	// goroutine's first argument): other tests' stores come and go meanwhile.
+	var marks []string
+	running := func() int {
 		buf := make([]byte, 1<<20)
 		for {
 			n := runtime.Stack(buf, true)
 			if n < len(buf) {
-				return strings.Count(string(buf[:n]), "(*memoryData).janitor(")
+				count := 0
+				for _, m := range marks {
+					count += strings.Count(string(buf[:n]), m)
+				}
+				return count
 			}
 			buf = make([]byte, 2*len(buf))
 		}
 	}
-	before := janitors()
+	stores := make([]*Memory, 0, 20)
 	for range 20 {
 		m := NewMemory(time.Millisecond)
+		stores = append(stores, m)
+		marks = append(marks, fmt.Sprintf("(*memoryData).janitor(%p", m.d))
 		_ = m.Set(context.Background(), "sess:a", []byte("v"), time.Hour)
 		_, _ = m.AddMember(context.Background(), "idx:a", "s:a", time.Now().Add(time.Hour), time.Now(), 0)
 		_, _, _ = m.load(context.Background(), "sess:a", func(b []byte) (any, error) { return string(b), nil })
 	}
-	if janitors() == before {
-		t.Fatal("no janitor running for the stores just made")
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for janitors() > before {
+	// A goroutine just started may not be in the dump yet.
+	for deadline := time.Now().Add(5 * time.Second); running() < len(stores); {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d janitors running, %d before 20 stores were made and dropped", janitors(), before)
+			t.Fatalf("%d janitors running for the %d stores just made", running(), len(stores))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	runtime.KeepAlive(stores)
+	stores = nil
+	deadline := time.Now().Add(10 * time.Second)
+	for running() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d janitors still running 10s after their 20 stores were dropped", running())
 		}
 		runtime.GC()
 		time.Sleep(10 * time.Millisecond)
