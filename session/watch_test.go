@@ -143,19 +143,11 @@ func TestRedisClusterCacheManualFailover(t *testing.T) {
 	c := redistest.StartClusterReplicas(t, 3, 1)
 	ctx := context.Background()
 	cfg := RedisConfig{Addrs: c.Addrs}
-	replica := func() (*Redis, *Manager) { return cacheReplica(t, cfg) }
-	ra, a := replica()
-	_, b := replica()
+	ra, a := cacheReplica(t, cfg)
+	_, b := cacheReplica(t, cfg)
 	// w has read no session yet (so it follows no channel), and last
 	// asked for the slot map before the failover.
-	w, err := NewRedis(cfg, make([]byte, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = w.Close() })
-	if err := w.Set(ctx, "warm", []byte("v"), time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	w := coldReplica(t, cfg)
 
 	// The channel's master and its replica.
 	node, err := ra.cluster.MasterForKey(ctx, ra.channel())
@@ -264,19 +256,11 @@ func TestRedisClusterCacheSlotMoved(t *testing.T) {
 	c := redistest.StartCluster(t, 3)
 	ctx := context.Background()
 	cfg := RedisConfig{Addrs: c.Addrs}
-	replica := func() (*Redis, *Manager) { return cacheReplica(t, cfg) }
-	ra, a := replica()
-	rb, b := replica()
+	ra, a := cacheReplica(t, cfg)
+	rb, b := cacheReplica(t, cfg)
 	// w has read no session yet (so it follows no channel), and last
 	// asked for the slot map before the move.
-	w, err := NewRedis(cfg, make([]byte, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = w.Close() })
-	if err := w.Set(ctx, "warm", []byte("v"), time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	w := coldReplica(t, cfg)
 	wm := NewManager(w, Config{TTL: time.Hour, IdleTTL: time.Hour})
 
 	node, err := ra.cluster.MasterForKey(ctx, ra.channel())
@@ -370,4 +354,19 @@ func TestRedisCloseIsPrompt(t *testing.T) {
 	default:
 		t.Error("the subscription still runs after Close")
 	}
+}
+
+// coldReplica is a Redis store on cfg that has written once (so a Cluster
+// client has its slot map) and read no session (so it follows no channel).
+func coldReplica(t testing.TB, cfg RedisConfig) *Redis {
+	t.Helper()
+	w, err := NewRedis(cfg, make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Close() })
+	if err := w.Set(context.Background(), "warm", []byte("v"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	return w
 }
