@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/http"
@@ -36,12 +37,48 @@ type original struct {
 }
 
 // forwardAuth answers a trusted proxy's question about a request it holds.
+// {prefix}/auth names the request in headers (nginx, Caddy, Traefik);
+// {prefix}/auth/ORIGINAL-URI is how Envoy's ext_authz HTTP service asks
+// (path_prefix), with the original method and Host, and passes the answer
+// to the client as it is, so a login there is a redirect. Which form is
+// read from the raw URI, not fiber's match, which ignores case and a
+// trailing slash.
 func (s *Server) forwardAuth(c *fiber.Ctx) error {
 	r := requestOf(c)
 	if !r.trusted {
 		return forbidden(errUntrustedAuth)
 	}
-	o, err := readOriginal(&c.Request().Header, r)
+	base := s.prefix + "/auth"
+	path, _, _ := bytes.Cut(c.Request().Header.RequestURI(), []byte("?"))
+	if string(path) == base {
+		o, err := readOriginal(&c.Request().Header, r)
+		return s.answerAuth(c, r, o, err, c.Query("mode") == "redirect")
+	}
+	o, err := readPathForm(c, r, base)
+	return s.answerAuth(c, r, o, err, true)
+}
+
+// readPathForm reads the original request from the auth request's own
+// method and raw URI (not fiber's path, which routing may have matched in
+// another case), after the prefix.
+func readPathForm(c *fiber.Ctx, r *request, prefix string) (original, error) {
+	uri := string(c.Request().Header.RequestURI())
+	rest, ok := strings.CutPrefix(uri, prefix)
+	if !ok || !strings.HasPrefix(rest, "/") {
+		return original{}, fmt.Errorf("URI %q: not %s followed by the original path", uri, prefix)
+	}
+	if strings.ContainsRune(rest, '#') {
+		return original{}, fmt.Errorf("URI %q: a fragment", rest)
+	}
+	o := original{method: string(c.Request().Header.Method()), scheme: r.scheme, host: r.host, authority: r.authority}
+	o.path, o.query, _ = strings.Cut(rest, "?")
+	return o, nil
+}
+
+// answerAuth decides o, which err says could not be read, and answers the
+// proxy. redirect answers a needed login with a 302 instead of a 401,
+// except on api routes, whose clients cannot follow a login page.
+func (s *Server) answerAuth(c *fiber.Ctx, r *request, o original, err error, redirect bool) error {
 	if err != nil {
 		setRoute(c, "invalid")
 		return invalidRequest(fmt.Errorf("forward auth: %w", err))
@@ -63,7 +100,7 @@ func (s *Server) forwardAuth(c *fiber.Ctx) error {
 			scope = routeUserinfo
 		}
 		link := s.authStartURL(o, p.Forward, scope)
-		if c.Query("mode") == "redirect" {
+		if redirect && !rule.API {
 			noStore(c)
 			return c.Redirect(link, http.StatusFound)
 		}

@@ -116,10 +116,16 @@ func TestForwardAuthFrontProxies(t *testing.T) {
 					t.Errorf("on a public route the app sees %s = %q", h, v)
 				}
 			}
-			// The question itself is the proxy's alone.
-			resp, _ := e.browser(weChatUA).get(front+"/_wxgate/auth", map[string]string{"X-Forwarded-Uri": "/public/a"})
-			if resp.StatusCode != http.StatusNotFound {
-				t.Errorf("GET /_wxgate/auth through %s: status %d, want 404", fp.name, resp.StatusCode)
+			// The question itself is the proxy's alone, in either form: a
+			// browser asking it would read its own signed assertion.
+			for _, path := range []string{"/_wxgate/auth", "/_wxgate/auth/orders", "/_wxgate/auth/", "/_wxgate/auth%2Forders", "/_wxgate/authx"} {
+				resp, _ := b.get(front+path, map[string]string{"X-Forwarded-Uri": "/orders"})
+				if resp.StatusCode != http.StatusNotFound {
+					t.Errorf("GET %s through %s: status %d, want 404", path, fp.name, resp.StatusCode)
+				}
+				if v := resp.Header.Get("X-WeChat-Identity"); v != "" {
+					t.Errorf("GET %s through %s: the browser got its assertion", path, fp.name)
+				}
 			}
 		})
 	}

@@ -290,3 +290,89 @@ func TestForwardAuthMalformed(t *testing.T) {
 		})
 	}
 }
+
+// TestForwardAuthPathForm: Envoy's ext_authz HTTP service asks with the
+// original method and {prefix}/auth + the original URI, and passes the
+// answer to the client as it is.
+func TestForwardAuthPathForm(t *testing.T) {
+	e := authEnv(t)
+	host := strings.TrimPrefix(e.url, "http://")
+	alice := e.browser(weChatUA)
+	alice.login("/", "alice")
+	cookie := alice.sessionCookie()
+	tests := []struct {
+		name, method, path string
+		hdr                map[string]string
+		from               string
+		wantStatus         int
+		wantRD             string // the login's return URL; empty: no Location
+		wantIdentity       bool
+	}{
+		{name: "login needed", method: "GET", path: "/orders?id=7", wantStatus: 302, wantRD: e.url + "/orders?id=7"},
+		{name: "root", method: "GET", path: "/", wantStatus: 302, wantRD: e.url + "/"},
+		{name: "logged in", method: "GET", path: "/orders", hdr: map[string]string{"Cookie": cookie}, wantStatus: 200, wantIdentity: true},
+		{name: "logged in POST", method: "POST", path: "/orders", hdr: map[string]string{"Cookie": cookie, "Content-Length": "0"}, wantStatus: 200, wantIdentity: true},
+		{name: "public", method: "GET", path: "/public/a", wantStatus: 200},
+		{name: "deny by method", method: "POST", path: "/denied/x", wantStatus: 403},
+		{name: "api route: 401, not a redirect", method: "GET", path: "/api/x", wantStatus: 401, wantRD: e.url + "/api/x"},
+		// The original request is the path, not headers the client may
+		// have passed through the proxy.
+		{name: "X-Forwarded-Uri ignored", method: "GET", path: "/denied/x", hdr: map[string]string{"X-Forwarded-Uri": "/public/a", "X-Original-URL": e.url + "/public/a"}, wantStatus: 403},
+		{name: "another spelling of the prefix", method: "GET", path: "/../_wxgate/AUTH/public/a", wantStatus: 400},
+		{name: "untrusted peer", method: "GET", path: "/public/a", from: "127.0.0.2", wantStatus: 403},
+		{name: "untrusted peer with a session", method: "GET", path: "/orders", hdr: map[string]string{"Cookie": cookie}, from: "127.0.0.2", wantStatus: 403},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := e.browser("envoy")
+			if tt.from != "" {
+				b = e.browserFrom("envoy", tt.from)
+			}
+			hdr := map[string]string{"Host": host}
+			for k, v := range tt.hdr {
+				hdr[k] = v
+			}
+			target := e.url + "/_wxgate/auth" + tt.path
+			if strings.HasPrefix(tt.path, "/../") {
+				target = e.url + strings.TrimPrefix(tt.path, "/..")
+			}
+			resp := b.do(tt.method, target, nil, hdr)
+			resp.Body.Close()
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("%s %s: status %d, want %d", tt.method, tt.path, resp.StatusCode, tt.wantStatus)
+			}
+			loc := resp.Header.Get("Location")
+			if tt.wantRD == "" && loc != "" {
+				t.Errorf("Location %q, want none", loc)
+			}
+			if tt.wantRD != "" {
+				u, err := url.Parse(loc)
+				if err != nil || u.Path != "/_wxgate/start" || u.Query().Get("rd") != tt.wantRD {
+					t.Errorf("Location %q, want /_wxgate/start with rd=%s", loc, tt.wantRD)
+				}
+			}
+			got := resp.Header.Get("X-WeChat-OpenID") != ""
+			if got != tt.wantIdentity {
+				t.Errorf("identity in the answer: %v, want %v", got, tt.wantIdentity)
+			}
+			if !tt.wantIdentity {
+				for _, h := range identityHeaders {
+					if v := resp.Header.Get(h); v != "" {
+						t.Errorf("%s = %q", h, v)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestForwardAuthRedirectModeAPI: ?mode=redirect does not send an API
+// client to a login page; it gets the 401 JSON with the link.
+func TestForwardAuthRedirectModeAPI(t *testing.T) {
+	e := authEnv(t)
+	host := strings.TrimPrefix(e.url, "http://")
+	resp := e.browser("caddy").ask("?mode=redirect", map[string]string{"X-Forwarded-Uri": "/api/x", "X-Forwarded-Host": host})
+	if resp.StatusCode != 401 || !strings.Contains(resp.Header.Get("Content-Type"), "json") {
+		t.Fatalf("status %d, Content-Type %q; want 401 JSON", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+}
