@@ -36,35 +36,8 @@ var frontProxies = []frontProxy{
 func TestForwardAuthFrontProxies(t *testing.T) {
 	for _, fp := range frontProxies {
 		t.Run(fp.name, func(t *testing.T) {
-			if _, err := os.Stat(fp.bin); err != nil {
-				if os.Getenv("WXGATE_REQUIRE_FORWARD_AUTH") == "1" {
-					t.Fatalf("%s: %v (WXGATE_REQUIRE_FORWARD_AUTH=1)", fp.bin, err)
-				}
-				t.Skipf("%s: %v", fp.bin, err)
-			}
-			listen := freeAddr(t)
-			front := "http://" + listen
-			e := newEnvOpts(t, envOptions{publicURL: front, serverKeys: `trusted_proxies = ["127.0.0.1/32"]`})
-			dir := t.TempDir()
-			cmd := fp.start(t, dir, listen, strings.TrimPrefix(e.url, "http://"), strings.TrimPrefix(e.upstream.URL, "http://"))
-			var out bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &out, &out
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			exited := make(chan struct{})
-			go func() { _ = cmd.Wait(); close(exited) }()
-			t.Cleanup(func() {
-				_ = cmd.Process.Signal(syscall.SIGTERM)
-				<-exited
-				if t.Failed() {
-					t.Logf("%s output:\n%s", fp.name, out.String())
-					if b, err := os.ReadFile(filepath.Join(dir, "error.log")); err == nil {
-						t.Logf("error.log:\n%s", b)
-					}
-				}
-			})
-			waitListening(t, listen, exited)
+			e, front := fp.run(t)
+			listen := strings.TrimPrefix(front, "http://")
 
 			b := e.browser(weChatUA)
 			start := b.expectRedirect(front + "/orders?id=7")
@@ -129,6 +102,43 @@ func TestForwardAuthFrontProxies(t *testing.T) {
 			}
 		})
 	}
+}
+
+// run starts a gateway whose public URL is the proxy's, and the proxy in
+// front of it and the test upstream; it skips when the proxy is not
+// installed (never in CI, which sets WXGATE_REQUIRE_FORWARD_AUTH).
+func (fp frontProxy) run(t *testing.T) (e *env, front string) {
+	t.Helper()
+	if _, err := os.Stat(fp.bin); err != nil {
+		if os.Getenv("WXGATE_REQUIRE_FORWARD_AUTH") == "1" {
+			t.Fatalf("%s: %v (WXGATE_REQUIRE_FORWARD_AUTH=1)", fp.bin, err)
+		}
+		t.Skipf("%s: %v", fp.bin, err)
+	}
+	listen := freeAddr(t)
+	front = "http://" + listen
+	e = newEnvOpts(t, envOptions{publicURL: front, serverKeys: `trusted_proxies = ["127.0.0.1/32"]`})
+	dir := t.TempDir()
+	cmd := fp.start(t, dir, listen, strings.TrimPrefix(e.url, "http://"), strings.TrimPrefix(e.upstream.URL, "http://"))
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		<-exited
+		if t.Failed() {
+			t.Logf("%s output:\n%s", fp.name, out.String())
+			if b, err := os.ReadFile(filepath.Join(dir, "error.log")); err == nil {
+				t.Logf("error.log:\n%s", b)
+			}
+		}
+	})
+	waitListening(t, listen, exited)
+	return e, front
 }
 
 // example reads a file under deploy/ and points it at the test's servers.
