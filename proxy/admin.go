@@ -205,17 +205,22 @@ func appTokenError(err error) error {
 	return apiWeChatError(err)
 }
 
-// adminSessions: GET or DELETE /sessions?openid=|unionid= lists or ends a
-// person's browser sessions and token families, on every replica (they
-// share the store).
+// adminSessions: GET or DELETE /sessions?user=|unionid=|openid= lists or
+// ends a person's browser sessions and token families, on every replica
+// (they share the store). user is X-Forwarded-User as the upstream saw it:
+// the unionid, which joins the person's logins through every app, or the
+// openid of a login without one.
 func (s *Server) adminSessions(c *fiber.Ctx) error {
-	user := c.Query("unionid")
-	if user == "" {
-		user = c.Query("openid")
+	var user string
+	for _, k := range []string{"user", "unionid", "openid"} {
+		if user = c.Query(k); user != "" {
+			break
+		}
 	}
 	if user == "" || len(user) > 64 || strings.ContainsAny(user, " \t\r\n") {
-		return badRequest("openid or unionid: required")
+		return badRequest("user, unionid or openid: required")
 	}
+	user = strings.Clone(user)
 	ctx := c.UserContext()
 	logins, err := s.sessions.Logins(ctx, user)
 	if err != nil {
@@ -240,7 +245,7 @@ func (s *Server) adminSessions(c *fiber.Ctx) error {
 				}
 			}
 			out = append(out, fiber.Map{"kind": "session", "id": id, "openid": sess.Identity.OpenID, "unionid": sess.Identity.UnionID,
-				"scope": sess.Identity.Scope, "created": sess.Created, "last_seen": sess.LastSeen})
+				"appid": sess.Identity.AppID, "scope": sess.Identity.Scope, "created": sess.Created, "last_seen": sess.LastSeen})
 		case "token_family":
 			f, err := s.issuer.Family(ctx, id)
 			if isNotFound(err) {
@@ -256,7 +261,7 @@ func (s *Server) adminSessions(c *fiber.Ctx) error {
 				f.Revoked = true
 			}
 			out = append(out, fiber.Map{"kind": "token_family", "id": id, "openid": f.Identity.OpenID, "unionid": f.Identity.UnionID,
-				"scope": f.Identity.Scope, "created": f.Created, "revoked": f.Revoked})
+				"appid": f.Identity.AppID, "scope": f.Identity.Scope, "created": f.Created, "revoked": f.Revoked})
 		}
 	}
 	noStore(c)

@@ -3,6 +3,8 @@ package proxy_test
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
+	"slices"
 	"testing"
 	"time"
 )
@@ -73,5 +75,42 @@ func TestRevokeAllAfterPruningAndCapping(t *testing.T) {
 	}
 	if status, m, _ := e.api().get("/api/x", pair["access_token"].(string)); status != http.StatusUnauthorized {
 		t.Errorf("the mini-program's access token after DELETE /sessions: %d %v, want 401", status, m)
+	}
+}
+
+// TestAdminSessionsByForwardedUser: the value the upstream saw as
+// X-Forwarded-User finds the person's logins through every app; an openid
+// finds only its app's.
+func TestAdminSessionsByForwardedUser(t *testing.T) {
+	e := newEnv(t)
+	b := e.browser(weChatUA)
+	b.login("/", "dora")
+	pair := e.api().mpLogin("dora")
+	fromBrowser := first(b.upstreamView("/orders", nil).Headers["X-Forwarded-User"])
+	fromMP := first(e.api().view("/api/x", pair["access_token"].(string)).Headers["X-Forwarded-User"])
+	if fromBrowser == "" || fromBrowser != fromMP {
+		t.Fatalf("X-Forwarded-User: %q in the browser, %q from the mini program; want one person", fromBrowser, fromMP)
+	}
+	apps := func(query string) []string {
+		t.Helper()
+		status, m := e.adminDo(http.MethodGet, "/sessions?"+query)
+		if status != http.StatusOK {
+			t.Fatalf("GET /sessions?%s: %d %v", query, status, m)
+		}
+		var out []string
+		for _, l := range m["logins"].([]any) {
+			out = append(out, l.(map[string]any)["appid"].(string))
+		}
+		slices.Sort(out)
+		return out
+	}
+	if got, want := apps("user="+url.QueryEscape(fromBrowser)), []string{oaID, mpID}; !slices.Equal(got, want) {
+		t.Errorf("logins of user=%s: apps %v, want %v", fromBrowser, got, want)
+	}
+	if got, want := apps("openid="+e.user("dora").OpenID), []string{oaID}; !slices.Equal(got, want) {
+		t.Errorf("logins of the official account's openid: apps %v, want %v", got, want)
+	}
+	if status, _ := e.adminDo(http.MethodGet, "/sessions?user="); status != http.StatusBadRequest {
+		t.Errorf("GET /sessions?user=: %d, want 400", status)
 	}
 }
