@@ -29,6 +29,7 @@ type Metrics struct {
 	upstreamRetries             *prometheus.CounterVec
 	upstreamCuts                *prometheus.CounterVec
 	logins                      *prometheus.CounterVec
+	loginKeys                   *prometheus.CounterVec
 	wechatCalls                 *prometheus.CounterVec
 	wechatDuration              *prometheus.HistogramVec
 	storeErrors                 *prometheus.CounterVec
@@ -71,6 +72,10 @@ func New(activeSessions func() float64) *Metrics {
 			Name: "wxgate_logins_total",
 			Help: "Completed login attempts by flow (oa, qr, miniprogram, app) and result.",
 		}, []string{"flow", "result"}),
+		loginKeys: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxgate_login_identities_total",
+			Help: "Successful logins by flow and the key X-Forwarded-User carries (unionid: the person is one user across the official account, website app, mini program and mobile app; openid: the app is not bound to an open-platform account, so this login is a user of its app only).",
+		}, []string{"flow", "key"}),
 		wechatCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wxgate_wechat_api_calls_total",
 			Help: "WeChat API calls by endpoint and errcode (0 success, unavailable when no answer).",
@@ -110,7 +115,7 @@ func New(activeSessions func() float64) *Metrics {
 		}, []string{"kind"}),
 	}
 	m.Registry.MustRegister(
-		m.requests, m.requestDuration, m.upstreamDuration, m.upstreamRetries, m.upstreamCuts, m.logins, m.wechatCalls, m.wechatDuration,
+		m.requests, m.requestDuration, m.upstreamDuration, m.upstreamRetries, m.upstreamCuts, m.logins, m.loginKeys, m.wechatCalls, m.wechatDuration,
 		m.storeErrors, m.refreshes, m.appTokenExpiry, m.appTokenAge, m.appTokenProblem, m.startsRefused,
 		m.loginsCapped,
 		collectors.NewGoCollector(),
@@ -183,6 +188,17 @@ func (m *Metrics) UpstreamCut(name, reason string) {
 // Login records the end of a login attempt.
 func (m *Metrics) Login(flow, result string) {
 	m.logins.WithLabelValues(flow, result).Inc()
+}
+
+// LoggedIn records a successful login by flow, and whether its identity
+// has a unionid.
+func (m *Metrics) LoggedIn(flow string, unionid bool) {
+	m.logins.WithLabelValues(flow, "ok").Inc()
+	key := "openid"
+	if unionid {
+		key = "unionid"
+	}
+	m.loginKeys.WithLabelValues(flow, key).Inc()
 }
 
 // WeChatCall is the wechat.Config.OnCall hook.

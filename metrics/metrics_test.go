@@ -48,3 +48,25 @@ func BenchmarkRequest(b *testing.B) {
 		m.Upstream("app", "ok", time.Millisecond)
 	}
 }
+
+// TestLoggedIn: a login counts under its flow's ok result and under the key
+// the upstream will see as X-Forwarded-User.
+func TestLoggedIn(t *testing.T) {
+	m := New(nil)
+	m.LoggedIn("oa", true)
+	m.LoggedIn("qr", true)
+	m.LoggedIn("oa", false)
+	for _, tc := range []struct {
+		flow, key string
+		want      float64
+	}{
+		{"oa", "unionid", 1}, {"oa", "openid", 1}, {"qr", "unionid", 1}, {"qr", "openid", 0},
+	} {
+		if got := testutil.ToFloat64(m.loginKeys.WithLabelValues(tc.flow, tc.key)); got != tc.want {
+			t.Errorf("wxgate_login_identities_total{flow=%q,key=%q} = %v, want %v", tc.flow, tc.key, got, tc.want)
+		}
+	}
+	if got := testutil.ToFloat64(m.logins.WithLabelValues("oa", "ok")); got != 2 {
+		t.Errorf(`wxgate_logins_total{flow="oa",result="ok"} = %v, want 2`, got)
+	}
+}

@@ -112,7 +112,7 @@ func (s *Server) miniprogramLogin(c *fiber.Ctx) error {
 	if err != nil {
 		return storeError(err)
 	}
-	s.metrics.Login("miniprogram", "ok")
+	s.metrics.LoggedIn("miniprogram", ws.UnionID != "")
 	return sendPair(c, p)
 }
 
@@ -148,7 +148,7 @@ func (s *Server) appLogin(c *fiber.Ctx) error {
 	if err != nil {
 		return storeError(err)
 	}
-	s.metrics.Login("app", "ok")
+	s.metrics.LoggedIn("app", id.UnionID != "")
 	return sendPair(c, p)
 }
 

@@ -357,6 +357,7 @@ func TestMetrics(t *testing.T) {
 	resp.Body.Close()
 	for _, want := range []string{
 		`wxgate_logins_total{flow="oa",result="ok"} 1`,
+		`wxgate_login_identities_total{flow="oa",key="unionid"} 1`,
 		`wxgate_requests_total{code="502",route="down"} 1`,
 		`wxgate_requests_total{code="302",route="default"} 1`,
 		`wxgate_wechat_api_calls_total{endpoint="/sns/oauth2/access_token",errcode="0"} 1`,

@@ -206,7 +206,7 @@ func (s *Server) callback(c *fiber.Ctx) error {
 	}
 	s.setCookie(c, s.cookies.session, sess.ID, s.cfg.Session.TTL)
 	s.starts.release(requestOf(c).client)
-	s.metrics.Login("oa", "ok")
+	s.metrics.LoggedIn("oa", id.UnionID != "")
 	noStore(c)
 	return c.Redirect(p.ReturnURL, http.StatusFound)
 }
