@@ -124,8 +124,8 @@ type ServerConfig struct {
 	// publicAuthority when AuthHost is empty.
 	authAuthority string
 	trusted       []netip.Prefix // TrustedProxies
-	logLevel        slog.Level     // LogLevel
-	adminToken      secret.Secret  // AdminTokenEnv's value
+	logLevel      slog.Level     // LogLevel
+	adminToken    secret.Secret  // AdminTokenEnv's value
 }
 
 // Upstream is one [[upstream]]: an app wxgate forwards to.

@@ -3,7 +3,6 @@ package proxy_test
 import (
 	"bytes"
 	"context"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -39,8 +38,9 @@ func (l *lockedBuffer) String() string {
 
 // newMultiHostEnv is a gateway whose official account's one domain is
 // auth.example.com, serving a.example.com and the subdomains of
-// multi.example besides; sessionKeys are more [session] lines.
-func newMultiHostEnv(t *testing.T, sessionKeys string, log io.Writer) *env {
+// multi.example besides. o may set sessionKeys, log, and publicURL and
+// serverKeys, which default to auth.example.com and those hosts.
+func newMultiHostEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
 	sim := wechatsim.New(
 		wechatsim.App{AppID: oaID, Secret: oaSecret, Type: wechatsim.OfficialAccount, OpenPlatformID: "open-1", Domain: "auth.example.com"},
@@ -48,13 +48,14 @@ func newMultiHostEnv(t *testing.T, sessionKeys string, log io.Writer) *env {
 	)
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
-	return newEnvOpts(t, envOptions{
-		sim: sim, simURL: srv.URL,
-		publicURL:   "http://auth.example.com:{port}",
-		serverKeys:  `handoff_hosts = ["a.example.com:{port}", ".multi.example:{port}"]`,
-		sessionKeys: sessionKeys,
-		log:         log, logLevel: slog.LevelDebug,
-	})
+	o.sim, o.simURL, o.logLevel = sim, srv.URL, slog.LevelDebug
+	if o.publicURL == "" {
+		o.publicURL = "http://auth.example.com:{port}"
+	}
+	if o.serverKeys == "" {
+		o.serverKeys = `handoff_hosts = ["a.example.com:{port}", ".multi.example:{port}"]`
+	}
+	return newEnvOpts(t, o)
 }
 
 // origin is the gateway's origin under another host name.
@@ -64,7 +65,9 @@ func (e *env) origin(host string) string {
 
 // hostBrowser is a browser for which every name under example.com and
 // example resolves to the gateway: one browser visiting several sites.
-func (e *env) hostBrowser(ua string) *browser { return e.browserTo(ua, strings.TrimPrefix(e.url, "http://")) }
+func (e *env) hostBrowser(ua string) *browser {
+	return e.browserTo(ua, strings.TrimPrefix(e.url, "http://"))
+}
 
 // browserTo is a browser whose connections to those names, and to the
 // address from, go to addr.
@@ -133,7 +136,7 @@ func ticketOf(t *testing.T, handoff string) string {
 // ticket is in no log, no Referer and nothing the upstream gets.
 func TestHandoffLoginOnAnotherHost(t *testing.T) {
 	var logs lockedBuffer
-	e := newMultiHostEnv(t, "", &logs)
+	e := newMultiHostEnv(t, envOptions{log: &logs})
 	a, auth, other := e.origin("a.example.com"), e.origin("auth.example.com"), e.origin("b.multi.example")
 	b := e.hostBrowser(weChatUA)
 
@@ -246,7 +249,7 @@ func mustURL(raw string) *url.URL {
 // return URLs get a 4xx page offering the login on this host again, never
 // a 500, and end nobody's session.
 func TestHandoffTicketRefusals(t *testing.T) {
-	e := newMultiHostEnv(t, "", nil)
+	e := newMultiHostEnv(t, envOptions{})
 	a := e.origin("a.example.com")
 	b := e.hostBrowser(weChatUA)
 	resp := b.loginFrom(a+"/orders", "alice")
@@ -313,7 +316,7 @@ func TestHandoffTicketRefusals(t *testing.T) {
 // makes it; and a return URL on a listed host started elsewhere goes to
 // that host first, so that the ticket is bound to its browser there.
 func TestHandoffOnlyForListedHosts(t *testing.T) {
-	e := newMultiHostEnv(t, "", nil)
+	e := newMultiHostEnv(t, envOptions{})
 	auth, a := e.origin("auth.example.com"), e.origin("a.example.com")
 	b := e.hostBrowser(weChatUA)
 	authz := b.expectRedirect(auth + "/_wxgate/start?rd=" + url.QueryEscape(e.origin("c.example.com")+"/x"))
@@ -343,7 +346,7 @@ func TestHandoffOnlyForListedHosts(t *testing.T) {
 // auth host and a.example.com, the cookie the callback sets already logs
 // the browser in there: no ticket. A host outside it still gets one.
 func TestHandoffSharedCookieDomain(t *testing.T) {
-	e := newMultiHostEnv(t, `cookie_domain = ".example.com"`, nil)
+	e := newMultiHostEnv(t, envOptions{sessionKeys: `cookie_domain = ".example.com"`})
 	a, auth, other := e.origin("a.example.com"), e.origin("auth.example.com"), e.origin("x.multi.example")
 	b := e.hostBrowser(weChatUA)
 	resp := b.loginFrom(a+"/orders", "alice")
@@ -378,6 +381,34 @@ func TestHandoffSharedCookieDomain(t *testing.T) {
 	}
 	if b.cookieAt(auth, "wxgate_session") != "" {
 		t.Error("logout on a left the shared cookie on the auth host")
+	}
+}
+
+// TestHandoffFromThePublicHost: with auth_host other than the public URL's
+// host, WeChat comes back to auth_host, and a login started on the public
+// host is handed back to it.
+func TestHandoffFromThePublicHost(t *testing.T) {
+	e := newMultiHostEnv(t, envOptions{publicURL: "http://www.example.com:{port}", serverKeys: `auth_host = "auth.example.com:{port}"`})
+	www := e.origin("www.example.com")
+	b := e.hostBrowser(weChatUA)
+	start := b.expectRedirect(www + "/orders")
+	toAuth := b.expectRedirect(start)
+	if !strings.HasPrefix(toAuth, e.origin("auth.example.com")+"/_wxgate/start?") {
+		t.Fatalf("start on the public host: to %q, want auth_host's start", toAuth)
+	}
+	authz := b.expectRedirect(toAuth)
+	if !strings.Contains(authz, "redirect_uri="+url.QueryEscape(e.origin("auth.example.com")+"/_wxgate/callback")+"&") {
+		t.Fatalf("authorize URL %q: the callback is not on auth_host", authz)
+	}
+	handoff := b.expectRedirect(b.authorize(authz, "alice", "allow"))
+	if !strings.HasPrefix(handoff, www+"/_wxgate/handoff?") {
+		t.Fatalf("callback: to %q, want the public host's handoff", handoff)
+	}
+	if final := b.expectRedirect(handoff); final != www+"/orders" {
+		t.Fatalf("handoff: to %q", final)
+	}
+	if got := b.upstreamView(www+"/orders", nil); first(got.Headers["X-Wechat-Openid"]) != e.user("alice").OpenID {
+		t.Errorf("upstream on www: %v", got.Headers)
 	}
 }
 

@@ -117,8 +117,10 @@ func (s *Server) beginOA(c *fiber.Ctx, rd, scope string, attempt int) error {
 	return c.Redirect(s.wechat.AuthorizeURL(s.oa.AppID, s.callbackURL(), scope, state), http.StatusFound)
 }
 
+// callbackURL is on [server] auth_host: the official account's one
+// authorization domain.
 func (s *Server) callbackURL() string {
-	return strings.TrimSuffix(s.public.String(), "/") + s.prefix + "/callback"
+	return s.public.Scheme + "://" + s.cfg.Server.authAuthority + s.prefix + "/callback"
 }
 
 // callback completes the official-account login: GET /_wxgate/callback.
