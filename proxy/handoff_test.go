@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -567,4 +569,60 @@ func (e *env) browserToJar(b *browser, from string) *browser {
 	nb := e.browserTo(b.ua, strings.TrimPrefix(e.url, "http://"), from)
 	nb.c.Jar = b.c.Jar
 	return nb
+}
+
+// ticketOutage is a session store whose tickets cannot be reached while
+// down is set.
+type ticketOutage struct {
+	session.Store
+	down atomic.Bool
+}
+
+func (s *ticketOutage) failing(key string) bool {
+	return s.down.Load() && strings.HasPrefix(key, "ticket")
+}
+
+func (s *ticketOutage) Get(ctx context.Context, key string) ([]byte, error) {
+	if s.failing(key) {
+		return nil, fmt.Errorf("%w: injected", session.ErrUnavailable)
+	}
+	return s.Store.Get(ctx, key)
+}
+
+func (s *ticketOutage) Set(ctx context.Context, key string, v []byte, ttl time.Duration) error {
+	if s.failing(key) {
+		return fmt.Errorf("%w: injected", session.ErrUnavailable)
+	}
+	return s.Store.Set(ctx, key, v, ttl)
+}
+
+func (s *ticketOutage) SetNX(ctx context.Context, key string, v []byte, ttl time.Duration) (bool, error) {
+	if s.failing(key) {
+		return false, fmt.Errorf("%w: injected", session.ErrUnavailable)
+	}
+	return s.Store.SetNX(ctx, key, v, ttl)
+}
+
+// TestHandoffStoreOutage: a store that fails answers 503 (try again),
+// never a 500 or a login page, and a ticket met by the outage is still
+// good afterwards.
+func TestHandoffStoreOutage(t *testing.T) {
+	store := &ticketOutage{Store: session.NewMemory(time.Minute)}
+	e := newEnvOpts(t, envOptions{store: store})
+	a := e.api()
+	access := a.mpLogin("dora")["access_token"].(string)
+	_, m := a.webviewTicket(access)
+	store.down.Store(true)
+	if status, m := a.webviewTicket(access); status != http.StatusServiceUnavailable || m["ticket"] != nil {
+		t.Errorf("webview-ticket in an outage: %d %v", status, m)
+	}
+	b := e.browser(weChatUA)
+	link := "/_wxgate/handoff?ticket=" + m["ticket"].(string)
+	if resp, body := b.get(link, nil); resp.StatusCode != http.StatusServiceUnavailable || b.cookie("wxgate_session") != "" {
+		t.Errorf("handoff in an outage: %d %.200s", resp.StatusCode, body)
+	}
+	store.down.Store(false)
+	if resp, _ := b.get(link, nil); resp.StatusCode != http.StatusFound || b.cookie("wxgate_session") == "" {
+		t.Errorf("handoff after the outage: %d", resp.StatusCode)
+	}
 }
