@@ -626,3 +626,29 @@ func TestHandoffStoreOutage(t *testing.T) {
 		t.Errorf("handoff after the outage: %d", resp.StatusCode)
 	}
 }
+
+// TestHandoffReplayedCallback: a callback of a login for a hand-off host
+// replayed (Android's double redirect, a reload) restarts the login, which
+// still ends with a ticket bound to the browser on that host.
+func TestHandoffReplayedCallback(t *testing.T) {
+	e := newMultiHostEnv(t, envOptions{})
+	a := e.origin("a.example.com")
+	b := e.hostBrowser(weChatUA)
+	start := b.expectRedirect(a + "/p")
+	authz := b.expectRedirect(b.expectRedirect(start))
+	cb := b.authorize(authz, "alice", "allow")
+	if first := b.expectRedirect(cb); !strings.HasPrefix(first, a+"/_wxgate/handoff?") {
+		t.Fatalf("first callback: to %q", first)
+	}
+	again := b.expectRedirect(cb)
+	if !strings.HasPrefix(again, e.simURL) {
+		t.Fatalf("replayed callback: to %q, want a restarted login", again)
+	}
+	handoff := b.expectRedirect(b.authorize(again, "alice", "allow"))
+	if !strings.HasPrefix(handoff, a+"/_wxgate/handoff?") {
+		t.Fatalf("restarted login: to %q, want a's handoff", handoff)
+	}
+	if final := b.expectRedirect(handoff); final != a+"/p" {
+		t.Errorf("handoff of the restarted login: to %q", final)
+	}
+}
