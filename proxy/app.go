@@ -123,7 +123,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		publicAuthority: srv.publicAuthority,
 		prefix:          srv.Prefix,
 		trusted:         srv.trusted,
-		cookies:         newCookieNames(srv.public.Scheme == "https"),
+		cookies:         newCookieNames(srv.public.Scheme == "https", cfg.Session.CookieDomain != ""),
 		verify:          cfg.verify,
 		adminToken:      srv.adminToken.Reveal(),
 		oa:              cfg.WeChat.OfficialAccount.App(),
@@ -232,6 +232,7 @@ func (s *Server) newPublicApp() *fiber.App {
 	p := s.prefix
 	app.Get(p+"/start", s.start)
 	app.Get(p+"/callback", s.callback)
+	app.Get(p+"/handoff", s.handoff)
 	app.Get(p+"/logout", s.logoutPage)
 	app.Post(p+"/logout", s.logout)
 	app.Get(p+"/userinfo", s.userinfo)
@@ -241,6 +242,7 @@ func (s *Server) newPublicApp() *fiber.App {
 	app.Post(p+"/miniprogram/login", s.miniprogramLogin)
 	app.Post(p+"/miniprogram/decrypt", s.miniprogramDecrypt)
 	app.Post(p+"/miniprogram/phone", s.miniprogramPhone)
+	app.Post(p+"/miniprogram/webview-ticket", s.webviewTicket)
 	app.Post(p+"/app/login", s.appLogin)
 	app.Post(p+"/token/refresh", s.tokenRefresh)
 	app.Post(p+"/token/revoke", s.tokenRevoke)

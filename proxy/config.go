@@ -67,6 +67,19 @@ type ServerConfig struct {
 	// ":port" when the target is not on its scheme's default port. They
 	// must be https unless public_url is http. Default: none.
 	AllowedRedirectHosts []string `toml:"allowed_redirect_hosts"`
+	// AuthHost is the host (with ":port" when not the public URL's scheme's
+	// default) that WeChat's callback comes to: the official account's one
+	// authorization domain. A login started on a handoff host goes through
+	// it and comes back with a one-time ticket (DESIGN.md "Many hosts, one
+	// callback domain"). Default: the public URL's host.
+	AuthHost string `toml:"auth_host"`
+	// HandoffHosts lists the other hosts this gateway serves whose logins
+	// go through auth_host: exact, or ".example.com" for its subdomains,
+	// with ":port" as in allowed_redirect_hosts, on the public URL's
+	// scheme. They are redirect targets too. A login returning to one gets
+	// a 30-second single-use ticket for it, unless [session] cookie_domain
+	// covers it and auth_host. Default: none.
+	HandoffHosts []string `toml:"handoff_hosts"`
 	// TrustedProxies lists CIDRs whose X-Forwarded-* and X-Request-ID
 	// headers are believed. Default: none (every peer is a client).
 	TrustedProxies []string `toml:"trusted_proxies"`
@@ -107,9 +120,12 @@ type ServerConfig struct {
 	// publicAuthority is the public URL's host[:port], normalized and
 	// without the scheme's default port: what an origin is compared to.
 	publicAuthority string
-	trusted         []netip.Prefix // TrustedProxies
-	logLevel        slog.Level     // LogLevel
-	adminToken      secret.Secret  // AdminTokenEnv's value
+	// authAuthority is AuthHost normalized like publicAuthority, or
+	// publicAuthority when AuthHost is empty.
+	authAuthority string
+	trusted       []netip.Prefix // TrustedProxies
+	logLevel      slog.Level     // LogLevel
+	adminToken    secret.Secret  // AdminTokenEnv's value
 }
 
 // Upstream is one [[upstream]]: an app wxgate forwards to.
@@ -290,6 +306,15 @@ func (c *Config) Provision() error {
 			s.public, s.publicAuthority = u, authority
 		}
 	}
+	s.authAuthority = s.publicAuthority
+	if s.AuthHost != "" && s.public != nil {
+		_, authority, err := parseHost(s.AuthHost)
+		if err != nil {
+			add("server.auth_host: %q is not a host name (with an optional :port)", s.AuthHost)
+		} else {
+			s.authAuthority = withoutDefaultPort(s.public.Scheme, authority)
+		}
+	}
 	s.trusted = nil
 	for _, p := range s.TrustedProxies {
 		pfx, err := parsePrefix(p)
@@ -364,6 +389,17 @@ func (c *Config) Validate() error {
 	for _, h := range s.AllowedRedirectHosts {
 		if _, _, err := parseHost(strings.TrimPrefix(h, ".")); err != nil || strings.HasSuffix(h, ".") {
 			add("server.allowed_redirect_hosts: %q is not a host name (with an optional :port)", h)
+		}
+	}
+	for _, h := range s.HandoffHosts {
+		if _, _, err := parseHost(strings.TrimPrefix(h, ".")); err != nil || strings.HasSuffix(h, ".") {
+			add("server.handoff_hosts: %q is not a host name (with an optional :port)", h)
+		}
+	}
+	if d := c.Session.CookieDomain; d != "" {
+		name, _, err := parseHost(strings.TrimPrefix(d, "."))
+		if err != nil || strings.Contains(d, ":") || strings.HasSuffix(d, ".") || !strings.Contains(name, ".") || isIP(name) {
+			add("session.cookie_domain: %q is not a domain name such as \".example.com\"", d)
 		}
 	}
 	for _, h := range s.AdminHosts {

@@ -43,7 +43,7 @@ func TestHeaderSpoofing(t *testing.T) {
 	spoofs["X-Real-IP"] = "6.6.6.6"
 	spoofs["X-Request-ID"] = "chosen-by-client"
 	cookies := func(session string) string {
-		return "theme=dark; wxgate_session=" + session + "; __Host-wxgate_session=x; wxgate_login=y; lang=zh"
+		return "theme=dark; wxgate_session=" + session + "; __Host-wxgate_session=x; __Secure-wxgate_session=z; wxgate_login=y; __Host-wxgate_login=w; lang=zh"
 	}
 	spoofs["Connection"] = "keep-alive, X-Keep-Me-Out"
 	spoofs["X-Keep-Me-Out"] = "hop"

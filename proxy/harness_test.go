@@ -199,8 +199,13 @@ type envOptions struct {
 	appKeys string
 	// log, if set, receives the gateway's log at level warn and above.
 	log io.Writer
-	// serverKeys are more TOML lines for [server] ("pprof = true").
-	serverKeys string
+	// serverKeys are more TOML lines for [server] ("pprof = true"), and
+	// sessionKeys for [session]. In them and in publicURL, {port} is the
+	// public listener's port.
+	serverKeys, sessionKeys string
+	// logLevel is the level of log; zero (info) means warn: use debug to
+	// see every line.
+	logLevel slog.Level
 	// store, if set, is the gateway's session store (proxy.Options.Store).
 	store session.Store
 }
@@ -258,6 +263,10 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 	if o.keyFile != "" {
 		e.keyFile = o.keyFile
 	}
+	port := strings.TrimPrefix(e.url, "http://127.0.0.1:")
+	o.publicURL = strings.ReplaceAll(o.publicURL, "{port}", port)
+	o.serverKeys = strings.ReplaceAll(o.serverKeys, "{port}", port)
+	o.sessionKeys = strings.ReplaceAll(o.sessionKeys, "{port}", port)
 	public := e.url
 	if o.publicURL != "" {
 		public = o.publicURL
@@ -279,6 +288,9 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 	}
 	if o.maxLoginsPerUser > 0 {
 		store = fmt.Sprintf("max_logins_per_user = %d\n", o.maxLoginsPerUser) + store
+	}
+	if o.sessionKeys != "" {
+		store = o.sessionKeys + "\n" + store
 	}
 	path := filepath.Join(dir, "gateway.toml")
 	appURL := e.upstream.URL
@@ -304,7 +316,11 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if o.log != nil {
-		log = slog.New(slog.NewTextHandler(o.log, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		level := o.logLevel
+		if level == 0 {
+			level = slog.LevelWarn
+		}
+		log = slog.New(slog.NewTextHandler(o.log, &slog.HandlerOptions{Level: level}))
 	}
 	clock := e.clock
 	if o.clock != nil {

@@ -9,15 +9,20 @@ import (
 )
 
 // cookieNames are wxgate's cookies. On https they take the __Host- prefix,
-// which browsers only accept Secure, host-only and with Path=/.
+// which browsers only accept Secure, host-only and with Path=/; a session
+// cookie with a Domain ([session] cookie_domain, shared) takes __Secure-
+// instead, which only asks for Secure.
 type cookieNames struct {
 	session string // the session ID
 	binding string // binds a pending login's state to this browser
 	secure  bool
 }
 
-func newCookieNames(secure bool) cookieNames {
-	if secure {
+func newCookieNames(secure, shared bool) cookieNames {
+	switch {
+	case secure && shared:
+		return cookieNames{session: "__Secure-wxgate_session", binding: "__Host-wxgate_login", secure: true}
+	case secure:
 		return cookieNames{session: "__Host-wxgate_session", binding: "__Host-wxgate_login", secure: true}
 	}
 	return cookieNames{session: "wxgate_session", binding: "wxgate_login"}
@@ -25,7 +30,7 @@ func newCookieNames(secure bool) cookieNames {
 
 // ownCookies are removed from the Cookie header whatever the scheme, so an
 // upstream never sees a session ID.
-var ownCookies = []string{"wxgate_session", "__Host-wxgate_session", "wxgate_login", "__Host-wxgate_login"}
+var ownCookies = []string{"wxgate_session", "__Host-wxgate_session", "__Secure-wxgate_session", "wxgate_login", "__Host-wxgate_login"}
 
 // hopHeaders are hop-by-hop headers, removed before forwarding in either
 // direction (RFC 9110 7.6.1; the list of net/http/httputil).

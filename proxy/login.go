@@ -49,6 +49,9 @@ func (s *Server) start(c *fiber.Ctx) error {
 		return invalidRequest(fmt.Errorf("rd: %d bytes, over the %d-byte limit", len(raw), maxReturnURL))
 	}
 	rd := s.safeRedirect(raw)
+	if done, err := s.startElsewhere(c, rd); done {
+		return err
+	}
 	scope := authorizeScope(c.Query("scope"))
 	kind := classifyUA(c.Get(fiber.HeaderUserAgent))
 	// Only `wxgate dev` lets a desktop browser run the in-WeChat flow, so the
@@ -104,6 +107,7 @@ func (s *Server) beginOA(c *fiber.Ctx, rd, scope string, attempt int) error {
 	state := session.NewState()
 	err := s.sessions.SavePending(c.UserContext(), state, &session.Pending{
 		ReturnURL: rd, Scope: scope, Flow: "oa", Binding: session.Hash(binding), Attempt: attempt,
+		Handoff: s.handoffBinding(c),
 	})
 	if err != nil {
 		return storeError(err)
@@ -113,8 +117,10 @@ func (s *Server) beginOA(c *fiber.Ctx, rd, scope string, attempt int) error {
 	return c.Redirect(s.wechat.AuthorizeURL(s.oa.AppID, s.callbackURL(), scope, state), http.StatusFound)
 }
 
+// callbackURL is on [server] auth_host: the official account's one
+// authorization domain.
 func (s *Server) callbackURL() string {
-	return strings.TrimSuffix(s.public.String(), "/") + s.prefix + "/callback"
+	return s.public.Scheme + "://" + s.cfg.Server.authAuthority + s.prefix + "/callback"
 }
 
 // callback completes the official-account login: GET /_wxgate/callback.
@@ -141,6 +147,7 @@ func (s *Server) callback(c *fiber.Ctx) error {
 		s.metrics.Login("oa", "other_browser")
 		return otherBrowser(retry)
 	}
+	keepHandoff(c, p)
 	// A second callback (Android double redirect, refresh, back button)
 	// lands on the first one's outcome.
 	if done, err := s.remembered(c, state); err != nil || done {
@@ -190,6 +197,9 @@ func (s *Server) callback(c *fiber.Ctx) error {
 		}
 	}
 	tokens := userTokens(tok, s.sessions.Now())
+	if done, err := s.handOffLogin(c, p, id, tokens); done {
+		return err
+	}
 	// A login replaces whatever session the browser had (escalation, or a
 	// different user), under a new ID.
 	if old := c.Cookies(s.cookies.session); session.ValidID(old) {
@@ -261,17 +271,18 @@ func wechatLang(c *fiber.Ctx) string {
 }
 
 // setCookie sets one of wxgate's cookies: HttpOnly, SameSite=Lax, Path=/,
-// Secure (and __Host-) on https.
+// Secure (and __Host-) on https; the session cookie takes [session]
+// cookie_domain on the hosts it covers (and __Secure- then).
 func (s *Server) setCookie(c *fiber.Ctx, name, value string, ttl time.Duration) {
 	c.Cookie(&fiber.Cookie{
-		Name: name, Value: value, Path: "/", MaxAge: int(ttl / time.Second),
+		Name: name, Value: value, Path: "/", Domain: s.sessionCookieDomain(c, name), MaxAge: int(ttl / time.Second),
 		HTTPOnly: true, Secure: s.cookies.secure, SameSite: fiber.CookieSameSiteLaxMode,
 	})
 }
 
 func (s *Server) clearCookie(c *fiber.Ctx, name string) {
 	c.Cookie(&fiber.Cookie{
-		Name: name, Value: "", Path: "/", MaxAge: -1, Expires: time.Unix(1, 0),
+		Name: name, Value: "", Path: "/", Domain: s.sessionCookieDomain(c, name), MaxAge: -1, Expires: time.Unix(1, 0),
 		HTTPOnly: true, Secure: s.cookies.secure, SameSite: fiber.CookieSameSiteLaxMode,
 	})
 }

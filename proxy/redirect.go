@@ -8,9 +8,10 @@ import (
 // safeRedirect returns rd if it is a safe place to send the browser after
 // login or logout, and "/" otherwise. Safe is a relative path ("/x?y"), or
 // an absolute http(s) URL without userinfo whose origin is the public URL's
-// or whose host is in allowed_redirect_hosts (allowedOrigin). Protocol-relative ("//evil"), backslash
-// ("/\evil"), whitespace and control characters (which browsers strip, so
-// "/\t/evil" becomes "//evil"), and their percent-encoded forms are refused.
+// or whose host is in allowed_redirect_hosts or handoff_hosts
+// (allowedOrigin). Protocol-relative ("//evil"), backslash ("/\evil"),
+// whitespace and control characters (which browsers strip, so "/\t/evil"
+// becomes "//evil"), and their percent-encoded forms are refused.
 func (s *Server) safeRedirect(rd string) string {
 	if rd == "" || len(rd) > maxReturnURL {
 		return "/"
@@ -51,9 +52,9 @@ func (s *Server) safeRedirect(rd string) string {
 // allowedOrigin reports whether an absolute URL may be a redirect target.
 // The public URL's origin is compared whole (scheme, host and port):
 // another port or scheme of the same host is another site. Other hosts
-// must be in allowed_redirect_hosts, on https (or http when the public URL
-// is http, as in development), and on their scheme's default port unless
-// the entry names a port.
+// must be in allowed_redirect_hosts or handoff_hosts, on https (or http
+// when the public URL is http, as in development), and on their scheme's
+// default port unless the entry names a port.
 func (s *Server) allowedOrigin(u *url.URL) bool {
 	host, authority, err := parseHost(u.Host)
 	if err != nil {
@@ -66,24 +67,7 @@ func (s *Server) allowedOrigin(u *url.URL) bool {
 		return false
 	}
 	port := strings.TrimPrefix(withoutDefaultPort(u.Scheme, authority), host)
-	for _, h := range s.cfg.Server.AllowedRedirectHosts {
-		h = strings.ToLower(h)
-		want, wantPort, _ := strings.Cut(h, ":")
-		if wantPort != "" {
-			wantPort = ":" + wantPort
-		}
-		if port != wantPort {
-			continue
-		}
-		if strings.HasPrefix(want, ".") {
-			if strings.HasSuffix(host, want) && len(host) > len(want) {
-				return true
-			}
-		} else if host == want {
-			return true
-		}
-	}
-	return false
+	return listed(s.cfg.Server.AllowedRedirectHosts, host, port) || listed(s.cfg.Server.HandoffHosts, host, port)
 }
 
 // withoutDefaultPort drops the scheme's default port from an authority, so

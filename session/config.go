@@ -35,6 +35,15 @@ type Config struct {
 	// replica needs the same key.
 	EncryptionKeyEnv  string `toml:"encryption_key_env"`
 	EncryptionKeyFile string `toml:"encryption_key_file"`
+	// CookieDomain, if set (".example.com"), is the Domain of the browser
+	// session cookie on the hosts it covers, so that a login on
+	// [server] auth_host logs the browser in on every host under it
+	// without a hand-off ticket. The cookie is then named
+	// __Secure-wxgate_session on https (__Host- forbids a Domain). Every
+	// host under the domain can read the cookie: set it only when all of
+	// them are trusted. Default: none (host-only cookies). The proxy
+	// reads and checks it.
+	CookieDomain string `toml:"cookie_domain"`
 	// TTL is a session's absolute lifetime. Default: 168h.
 	TTL time.Duration `toml:"ttl"`
 	// IdleTTL ends a session unused this long. Default: 24h.

@@ -31,6 +31,10 @@ type Pending struct {
 	// Attempt counts automatic restarts after a bad code (at most one).
 	Attempt int       `json:"attempt"`
 	Created time.Time `json:"created"`
+	// Handoff, for a login started on another host than the auth host, is
+	// the Hash of the binding cookie of the browser there: the one-time
+	// ticket that hands the login back is bound to it (Ticket.Binding).
+	Handoff string `json:"handoff,omitempty"`
 }
 
 // BoundTo reports whether the binding cookie value belongs to p.
@@ -89,9 +93,14 @@ func (m *Manager) Pending(ctx context.Context, state string) (*Pending, error) {
 //	bytes 4-11  created, Unix seconds, big-endian
 //	bytes 12-43 binding: the 32 bytes of the Hash
 //	bytes 44-   return URL
+//
+// Version 2, for a login with a Handoff, puts the 32 bytes of its Hash
+// between the head and the return URL. Version 1 is still written for the
+// others, so that replicas not yet upgraded read them.
 const (
-	pendingVersion = 1
-	pendingHead    = 44
+	pendingVersion  = 1
+	pendingVersion2 = 2
+	pendingHead     = 44
 )
 
 var (
@@ -115,10 +124,19 @@ func (p *Pending) MarshalBinary() ([]byte, error) {
 	if err != nil || len(binding) != 32 {
 		return nil, fmt.Errorf("pending login: binding is not a Hash")
 	}
-	b := make([]byte, pendingHead, pendingHead+len(p.ReturnURL))
-	b[0], b[1], b[2], b[3] = pendingVersion, byte(scope), byte(flow), byte(p.Attempt)
+	version := byte(pendingVersion)
+	var handoff []byte
+	if p.Handoff != "" {
+		version = pendingVersion2
+		if handoff, err = base64.RawURLEncoding.DecodeString(p.Handoff); err != nil || len(handoff) != 32 {
+			return nil, fmt.Errorf("pending login: handoff is not a Hash")
+		}
+	}
+	b := make([]byte, pendingHead, pendingHead+len(handoff)+len(p.ReturnURL))
+	b[0], b[1], b[2], b[3] = version, byte(scope), byte(flow), byte(p.Attempt)
 	binary.BigEndian.PutUint64(b[4:12], uint64(p.Created.Unix()))
 	copy(b[12:44], binding)
+	b = append(b, handoff...)
 	return append(b, p.ReturnURL...), nil
 }
 
@@ -129,7 +147,11 @@ func (p *Pending) UnmarshalBinary(b []byte) error {
 	if len(b) > 0 && b[0] == '{' {
 		return json.Unmarshal(b, p)
 	}
-	if len(b) < pendingHead || b[0] != pendingVersion || int(b[1]) >= len(pendingScopes) || int(b[2]) >= len(pendingFlows) {
+	head := pendingHead
+	if len(b) > 0 && b[0] == pendingVersion2 {
+		head += 32
+	}
+	if len(b) < head || (b[0] != pendingVersion && b[0] != pendingVersion2) || int(b[1]) >= len(pendingScopes) || int(b[2]) >= len(pendingFlows) {
 		return fmt.Errorf("pending login: malformed record of %d bytes", len(b))
 	}
 	*p = Pending{
@@ -138,7 +160,10 @@ func (p *Pending) UnmarshalBinary(b []byte) error {
 		Attempt:   int(b[3]),
 		Created:   time.Unix(int64(binary.BigEndian.Uint64(b[4:12])), 0),
 		Binding:   base64.RawURLEncoding.EncodeToString(b[12:44]),
-		ReturnURL: string(b[44:]),
+		ReturnURL: string(b[head:]),
+	}
+	if head > pendingHead {
+		p.Handoff = base64.RawURLEncoding.EncodeToString(b[pendingHead:head])
 	}
 	return nil
 }
