@@ -211,7 +211,7 @@ func (s *Server) handOffLogin(c *fiber.Ctx, p *session.Pending, id session.Ident
 		return true, storeError(err)
 	}
 	s.starts.release(requestOf(c).client)
-	s.metrics.Login(p.Flow, "ok")
+	s.metrics.LoggedIn(p.Flow, id.UnionID != "")
 	noStore(c)
 	q := url.Values{"ticket": {raw}, "rd": {u.RequestURI()}}
 	return true, c.Redirect(s.public.Scheme+"://"+host+s.prefix+"/handoff?"+q.Encode(), http.StatusFound)
