@@ -51,7 +51,9 @@ func (s *Server) forwardAuth(c *fiber.Ctx) error {
 		setRoute(c, "invalid")
 		return invalidRequest(fmt.Errorf("forward auth: %w", err))
 	}
-	d, who, err := s.judge(c, r, o.method, o.host, p)
+	// One snapshot of the routes and upstreams for the whole request.
+	l := s.live.Load()
+	d, who, err := s.judge(c, r, l, o.method, o.host, p)
 	if err != nil {
 		return err
 	}
@@ -80,7 +82,7 @@ func (s *Server) forwardAuth(c *fiber.Ctx) error {
 		// A public route: the proxy passes the request without identity.
 		return nil
 	}
-	up := s.upstreams[rule.Upstream]
+	up := l.upstreams[rule.Upstream]
 	if up == nil {
 		return fmt.Errorf("route %s: no upstream %q", rule.Name, rule.Upstream)
 	}

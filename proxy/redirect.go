@@ -66,7 +66,7 @@ func (s *Server) allowedOrigin(u *url.URL) bool {
 		return false
 	}
 	port := strings.TrimPrefix(withoutDefaultPort(u.Scheme, authority), host)
-	for _, h := range s.cfg.Server.AllowedRedirectHosts {
+	for _, h := range s.live.Load().redirectHosts {
 		h = strings.ToLower(h)
 		want, wantPort, _ := strings.Cut(h, ":")
 		if wantPort != "" {
