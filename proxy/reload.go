@@ -24,10 +24,6 @@ type live struct {
 	redirectHosts []string
 }
 
-// reloadable are the keys a reload may change; every other key takes a
-// restart (restartOnly).
-var reloadable = []string{"route", "upstream", "policy", "server.allowed_redirect_hosts"}
-
 // errNoConfigFile is Reload's answer for a gateway whose config was not
 // read from a file (LoadConfig).
 var errNoConfigFile = errors.New("proxy: the config was not read from a file; nothing to reload")
