@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
@@ -454,5 +455,45 @@ func TestWatchConfig(t *testing.T) {
 	}
 	if regexp.MustCompile(`wxgate_config_last_reload_success 0`).FindString(e.scrape()) == "" {
 		t.Fatal("the refused file is not shown in wxgate_config_last_reload_success")
+	}
+}
+
+// TestReloadKeepsUpstreamPool: an upstream whose keys a reload leaves
+// alone keeps its pooled connections; one whose keys change gets a new
+// pool, and the old pool's idle connection is closed.
+func TestReloadKeepsUpstreamPool(t *testing.T) {
+	var mu sync.Mutex
+	states := map[http.ConnState]int{}
+	up := httptest.NewUnstartedServer(http.HandlerFunc(upstreamHandler))
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		mu.Lock()
+		defer mu.Unlock()
+		states[s]++
+	}
+	up.Start()
+	defer up.Close()
+	count := func(s http.ConnState) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return states[s]
+	}
+	e := newEnvOpts(t, envOptions{appUpstream: up.URL, appKeys: `keepalive_idle = "1m"`})
+	if got := e.status("/public/a"); got != http.StatusOK {
+		t.Fatalf("first request: %d", got)
+	}
+	e.editConfig(deniedDeny, deniedPublic)
+	if err := e.gw.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.status("/public/b"); got != http.StatusOK || count(http.StateNew) != 1 {
+		t.Fatalf("after a reload that left the upstream alone: %d, %d connections opened, want 1", got, count(http.StateNew))
+	}
+	e.editConfig(`keepalive_idle = "1m"`, `keepalive_idle = "50s"`)
+	if err := e.gw.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, 10*time.Second, "the replaced pool's idle connection closed", func() bool { return count(http.StateClosed) == 1 })
+	if got := e.status("/public/c"); got != http.StatusOK || count(http.StateNew) != 2 {
+		t.Fatalf("after the upstream changed: %d, %d connections opened, want 2", got, count(http.StateNew))
 	}
 }
