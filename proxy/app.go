@@ -7,6 +7,7 @@ package proxy
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -48,6 +49,10 @@ type Server struct {
 	// Options.Adjust.
 	reloadMu sync.Mutex
 	adjust   func(*Config)
+	// readSum is the hash of the config file's content as last read, at
+	// the start or by a reload, accepted or not: what watch_config
+	// compares the file with.
+	readSum atomic.Pointer[[32]byte]
 
 	oa     wechat.App // the official account; AppID empty when not configured
 	mp     wechat.App // the mini program; AppID empty when not configured
@@ -152,6 +157,8 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	s.wechat = wechat.New(wcfg)
 	l, _ := s.newLive(cfg, nil)
 	s.live.Store(l)
+	sum := sha256.Sum256(cfg.source)
+	s.readSum.Store(&sum)
 	s.metrics.ConfigLoaded(time.Now())
 	keys := opts.Keys
 	if keys == nil {

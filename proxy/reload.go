@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -67,6 +68,10 @@ func (s *Server) Reload() error {
 	defer s.reloadMu.Unlock()
 	cfg, src, err := s.readAgain()
 	s.metrics.ConfigReload(err == nil, time.Now())
+	if src != nil {
+		sum := sha256.Sum256(src)
+		s.readSum.Store(&sum)
+	}
 	if err != nil {
 		problems := place(s.cfg.path, src, err)
 		for _, p := range problems {

@@ -25,9 +25,9 @@ const (
 // unseen behind an event missed or a watch left on a replaced inode. A
 // content is reloaded once it reads the same twice watchSettle apart (a
 // file being written is not taken half-way), and only once: a refused
-// file is not tried again until it changes.
+// file is not tried again until it changes. A content a reload on SIGHUP
+// has read already is not reloaded again.
 func (s *Server) watchConfig(ctx context.Context, every time.Duration) {
-	last := sha256.Sum256(s.cfg.source)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	unreadable := false
@@ -49,7 +49,7 @@ func (s *Server) watchConfig(ctx context.Context, every time.Duration) {
 			continue
 		}
 		unreadable = false
-		if sum == last {
+		if sum == *s.readSum.Load() {
 			continue
 		}
 		select {
@@ -60,8 +60,7 @@ func (s *Server) watchConfig(ctx context.Context, every time.Duration) {
 		if again, err := fileSum(s.cfg.path); err != nil || again != sum {
 			continue // still being written: the next tick looks again
 		}
-		last = sum
-		_ = s.Reload() // it logs and counts
+		_ = s.Reload() // it logs, counts and records what it read
 	}
 }
 
