@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -93,6 +94,7 @@ func adminMetric(admin, series string) float64 {
 // loop; it records every failure and the version each answer came from.
 type hammer struct {
 	n       atomic.Int64 // requests answered
+	conns   int          // connections opened to the gateway
 	version atomic.Int64 // the last answer's version
 	fails   []string
 	// stale: answers from an older version than one this client had seen
@@ -112,7 +114,15 @@ func (h *hammer) run(public string, stop <-chan struct{}, done func() int64, lim
 		default:
 		}
 		floor := done()
-		resp, err := c.Get(public + "/hot/x")
+		req, _ := http.NewRequest(http.MethodGet, public+"/hot/x", nil)
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			GotConn: func(i httptrace.GotConnInfo) {
+				if !i.Reused {
+					h.conns++
+				}
+			},
+		}))
+		resp, err := c.Do(req)
 		if err != nil {
 			h.fails = append(h.fails, err.Error())
 			continue
@@ -136,7 +146,8 @@ func (h *hammer) run(public string, stop <-chan struct{}, done func() int64, lim
 // TestReloadUnderLoad: SIGHUP reloads of `wxgate serve` that move the
 // route clients are hammering to another upstream (and flip another route
 // from public to deny), with a refused bad file between them, fail no
-// request: no connection error, no 5xx, keep-alive connections kept.
+// request: no connection error, no 5xx, and each client keeps its one
+// keep-alive connection throughout.
 // Every request that starts after a reload is seen done gets the new
 // upstream, no client ever goes back to an older one, and a logged-in
 // browser's session works throughout and after.
@@ -282,6 +293,9 @@ func TestReloadUnderLoad(t *testing.T) {
 		}
 		for _, s := range h.stale[:min(len(h.stale), 5)] {
 			t.Errorf("client %d: an old route: %s", i, s)
+		}
+		if h.conns != 1 {
+			t.Errorf("client %d opened %d connections, want 1: the gateway closed a keep-alive one", i, h.conns)
 		}
 		if got := h.version.Load(); got != versions-1 {
 			t.Errorf("client %d ended on v%d, want v%d", i, got, versions-1)
