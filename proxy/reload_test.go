@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -495,5 +496,27 @@ func TestReloadKeepsUpstreamPool(t *testing.T) {
 	pollUntil(t, 10*time.Second, "the replaced pool's idle connection closed", func() bool { return count(http.StateClosed) == 1 })
 	if got := e.status("/public/c"); got != http.StatusOK || count(http.StateNew) != 2 {
 		t.Fatalf("after the upstream changed: %d, %d connections opened, want 2", got, count(http.StateNew))
+	}
+}
+
+// TestReloadAllowedRedirectHosts: [server] allowed_redirect_hosts changes
+// with a reload: a login may return to a host added, not before.
+func TestReloadAllowedRedirectHosts(t *testing.T) {
+	e := newEnv(t)
+	const target = "https://fresh.example/x"
+	lands := func() string {
+		b := e.browser(weChatUA)
+		start := e.url + "/_wxgate/start?rd=" + url.QueryEscape(target)
+		return b.expectRedirect(b.authorize(b.expectRedirect(start), "alice", "allow"))
+	}
+	if got := lands(); got != e.url+"/" {
+		t.Fatalf("before the reload the login returns to %q, want /", got)
+	}
+	e.editConfig(`allowed_redirect_hosts = ["good.example.com", ".trusted.example"]`, `allowed_redirect_hosts = ["good.example.com", ".trusted.example", "fresh.example"]`)
+	if err := e.gw.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := lands(); got != target {
+		t.Fatalf("after the reload the login returns to %q, want %s", got, target)
 	}
 }
