@@ -39,6 +39,9 @@ type Metrics struct {
 	appTokenProblem             *prometheus.GaugeVec
 	startsRefused               *prometheus.CounterVec
 	loginsCapped                *prometheus.CounterVec
+	configReloads               *prometheus.CounterVec
+	configLastSuccess           prometheus.Gauge
+	configLastReload            prometheus.Gauge
 }
 
 // New registers wxgate's collectors. activeSessions, if not nil, is read at
@@ -113,11 +116,27 @@ func New(activeSessions func() float64) *Metrics {
 			Name: "wxgate_logins_capped_total",
 			Help: "Logins ended because a newer login took their person past [session] max_logins_per_user, by kind (session, token_family).",
 		}, []string{"kind"}),
+		configReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxgate_config_reloads_total",
+			Help: "Reloads of gateway.toml (SIGHUP or [server] watch_config) by result: ok (the new routes, [policy], upstreams and allowed_redirect_hosts serve) or error (the file was refused and the running config stays; the log names each problem).",
+		}, []string{"result"}),
+		configLastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wxgate_config_last_reload_success",
+			Help: "1 if the last reload of gateway.toml (or the start) succeeded, 0 if it was refused and an older config serves.",
+		}),
+		configLastReload: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wxgate_config_last_reload_timestamp_seconds",
+			Help: "When gateway.toml was last read, at the start or by a reload whatever its result (Unix time).",
+		}),
 	}
+	// Both results from the start, so that an alert on the error rate has
+	// a series before the first failure.
+	m.configReloads.WithLabelValues("ok")
+	m.configReloads.WithLabelValues("error")
 	m.Registry.MustRegister(
 		m.requests, m.requestDuration, m.upstreamDuration, m.upstreamRetries, m.upstreamCuts, m.logins, m.loginKeys, m.wechatCalls, m.wechatDuration,
 		m.storeErrors, m.refreshes, m.appTokenExpiry, m.appTokenAge, m.appTokenProblem, m.startsRefused,
-		m.loginsCapped,
+		m.loginsCapped, m.configReloads, m.configLastSuccess, m.configLastReload,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -234,6 +253,23 @@ func (m *Metrics) AppTokenBlocked(appID, errcode string, blocked bool) {
 		v = 1
 	}
 	m.appTokenProblem.WithLabelValues(appID, errcode).Set(v)
+}
+
+// ConfigLoaded records the config read at the start, at when.
+func (m *Metrics) ConfigLoaded(when time.Time) {
+	m.configLastSuccess.Set(1)
+	m.configLastReload.Set(float64(when.Unix()))
+}
+
+// ConfigReload records a reload of the config at when: ok, or refused.
+func (m *Metrics) ConfigReload(ok bool, when time.Time) {
+	result, v := "error", 0.0
+	if ok {
+		result, v = "ok", 1
+	}
+	m.configReloads.WithLabelValues(result).Inc()
+	m.configLastSuccess.Set(v)
+	m.configLastReload.Set(float64(when.Unix()))
 }
 
 // Handler serves the registry in the Prometheus exposition format.

@@ -7,6 +7,7 @@ package proxy
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -23,7 +25,6 @@ import (
 	"github.com/gofiber/fiber/v2/middleware/recover"
 
 	"github.com/wxgate/wxgate/metrics"
-	"github.com/wxgate/wxgate/policies"
 	"github.com/wxgate/wxgate/session"
 	"github.com/wxgate/wxgate/wechat"
 )
@@ -35,13 +36,23 @@ type Server struct {
 	log *slog.Logger
 	// origin is session.OriginDev in `wxgate dev` (cfg.Server.Dev), else
 	// session.OriginServe: what New loads and Shutdown writes (issue 8).
-	origin    session.Origin
-	engine    *policies.Engine
-	sessions  *session.Manager
-	issuer    *session.Issuer
-	wechat    *wechat.Client
-	metrics   *metrics.Metrics
-	upstreams map[string]*upstream
+	origin   session.Origin
+	sessions *session.Manager
+	issuer   *session.Issuer
+	wechat   *wechat.Client
+	metrics  *metrics.Metrics
+	// live is the routes, upstreams and redirect hosts in force: what
+	// Reload replaces. cfg stays the config the gateway started with,
+	// whose other keys a reload may not change.
+	live atomic.Pointer[live]
+	// reloadMu makes reloads run one at a time; adjust is
+	// Options.Adjust.
+	reloadMu sync.Mutex
+	adjust   func(*Config)
+	// readSum is the hash of the config file's content as last read, at
+	// the start or by a reload, accepted or not: what watch_config
+	// compares the file with.
+	readSum atomic.Pointer[[32]byte]
 
 	oa     wechat.App // the official account; AppID empty when not configured
 	mp     wechat.App // the mini program; AppID empty when not configured
@@ -75,6 +86,8 @@ type Server struct {
 	refreshes *refresher
 	// stopSweeper ends the refresh sweeper; nil when it is off.
 	stopSweeper context.CancelFunc
+	// stopWatch ends [server] watch_config's watcher; nil when it is off.
+	stopWatch context.CancelFunc
 }
 
 // Options are New's dependencies that do not come from gateway.toml.
@@ -89,6 +102,10 @@ type Options struct {
 	// Now is the clock of sessions and tokens; tests move it. Nil means
 	// time.Now.
 	Now func() time.Time
+	// Adjust, if set, changes the config each time Reload reads it again,
+	// as the caller changed it before New (`wxgate dev` points it at its
+	// simulator and demo upstream). Nil means none.
+	Adjust func(*Config)
 }
 
 // New builds a gateway from cfg, provisioned (Config.Provision) and valid
@@ -117,8 +134,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		cfg:             cfg,
 		log:             log,
 		origin:          session.OriginServe,
-		engine:          cfg.engine,
-		upstreams:       map[string]*upstream{},
+		adjust:          opts.Adjust,
 		public:          srv.public,
 		publicAuthority: srv.publicAuthority,
 		prefix:          srv.Prefix,
@@ -139,9 +155,11 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	wcfg := cfg.WeChat
 	wcfg.OnCall = s.metrics.WeChatCall
 	s.wechat = wechat.New(wcfg)
-	for _, u := range cfg.Upstreams {
-		s.upstreams[u.Name] = newUpstream(u, log, s.metrics)
-	}
+	l, _ := s.newLive(cfg, nil)
+	s.live.Store(l)
+	sum := sha256.Sum256(cfg.source)
+	s.readSum.Store(&sum)
+	s.metrics.ConfigLoaded(time.Now())
 	keys := opts.Keys
 	if keys == nil {
 		var (
@@ -268,6 +286,11 @@ func (s *Server) Serve(pub, admin net.Listener) error {
 		s.stopSweeper = cancel
 		go s.runSweeper(ctx, every)
 	}
+	if s.cfg.Server.WatchConfig && s.cfg.path != "" {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.stopWatch = cancel
+		go s.watchConfig(ctx, watchEvery)
+	}
 	errc := make(chan error, 2)
 	go func() { errc <- s.app.Listener(hangupListener{drainListener{pub, s.pubConns}}) }()
 	go func() { errc <- s.admin.Listener(drainListener{admin, s.adminConns}) }()
@@ -294,6 +317,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.Drain()
 	if s.stopSweeper != nil {
 		s.stopSweeper()
+	}
+	if s.stopWatch != nil {
+		s.stopWatch()
 	}
 	s.pubConns.stopping.Store(true)
 	s.adminConns.stopping.Store(true)

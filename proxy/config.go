@@ -37,6 +37,10 @@ type Config struct {
 	// the official account's verify file, read.
 	engine *policies.Engine
 	verify verifyFile
+	// path and source are the file LoadConfig read and its bytes: what a
+	// reload reads again, and where it finds the lines of its problems.
+	path   string
+	source []byte
 	// provisioned says that Provision ran (Validate needs it); ready, that
 	// it met no problem (New needs it).
 	provisioned, ready bool
@@ -109,6 +113,14 @@ type ServerConfig struct {
 	// the admin listener, behind admin_token_env like the admin API, for
 	// finding where a busy gateway spends its time. Default: false.
 	Pprof bool `toml:"pprof"`
+	// WatchConfig reloads the config file when its content changes, as
+	// SIGHUP does: it is read every second and compared by hash, so an
+	// editor's rename-over and a Kubernetes ConfigMap's symlink swap are
+	// seen like a write in place. Only routes, [policy], upstreams and
+	// allowed_redirect_hosts change live; a file that changes anything
+	// else, or has any problem, is refused and the running config stays.
+	// Changing this key itself takes a restart. Default: false.
+	WatchConfig bool `toml:"watch_config"`
 
 	// Dev turns on what only `wxgate dev` may do: the "continue as if inside
 	// WeChat" link. Never set from the file.
@@ -196,10 +208,22 @@ const EnvPrefix = "WXGATE_"
 // Unknown or misspelt keys are errors naming them; warnings are returned
 // for things that work but should not be done (literal secrets).
 func LoadConfig(path string, env []string) (*Config, []string, error) {
-	var cfg Config
-	md, err := toml.DecodeFile(path, &cfg)
+	cfg, _, warnings, err := loadConfig(path, env)
+	return cfg, warnings, err
+}
+
+// loadConfig is LoadConfig that also returns the bytes it read, on
+// failure too (nil if the file could not be read), for reload to place
+// its errors.
+func loadConfig(path string, env []string) (*Config, []byte, []string, error) {
+	src, err := os.ReadFile(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
+		return nil, nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	cfg := Config{path: path, source: src}
+	md, err := toml.Decode(string(src), &cfg)
+	if err != nil {
+		return nil, src, nil, fmt.Errorf("%s: %w", path, err)
 	}
 	var errs []error
 	for _, k := range md.Undecoded() {
@@ -209,10 +233,10 @@ func LoadConfig(path string, env []string) (*Config, []string, error) {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
-		return nil, nil, errors.Join(errs...)
+		return nil, src, nil, errors.Join(errs...)
 	}
 	cfg.SetDefaults()
-	return &cfg, cfg.warnings(), nil
+	return &cfg, src, cfg.warnings(), nil
 }
 
 // SetDefaults fills zero fields with their defaults.

@@ -94,6 +94,7 @@ func TestCheckHead(t *testing.T) {
 
 func TestAllowedOrigin(t *testing.T) {
 	s := &Server{cfg: &Config{Server: ServerConfig{AllowedRedirectHosts: []string{"good.example.com", ".trusted.example", "alt.example.com:8443"}}}}
+	s.live.Store(&live{redirectHosts: s.cfg.Server.AllowedRedirectHosts})
 	s.public, _ = url.Parse("https://app.example.com")
 	s.publicAuthority = "app.example.com"
 	tests := []struct {
@@ -187,6 +188,7 @@ func FuzzCheckHead(f *testing.F) {
 // another host.
 func FuzzSafeRedirect(f *testing.F) {
 	s := &Server{cfg: &Config{Server: ServerConfig{AllowedRedirectHosts: []string{"good.example.com", ".trusted.example"}}}}
+	s.live.Store(&live{redirectHosts: s.cfg.Server.AllowedRedirectHosts})
 	s.public, _ = url.Parse("https://app.example.com")
 	s.publicAuthority = "app.example.com"
 	for _, rd := range []string{"/ok", "//evil", "/\\evil", "https://good.example.com/x", "https://good.example.com@evil/", "/%2F/evil", "https:evil", "/\t/evil"} {

@@ -31,7 +31,9 @@ func (s *Server) forward(c *fiber.Ctx) error {
 		setRoute(c, "invalid")
 		return invalidRequest(err)
 	}
-	d, who, err := s.judge(c, r, c.Method(), r.host, p)
+	// One snapshot of the routes and upstreams for the whole request.
+	l := s.live.Load()
+	d, who, err := s.judge(c, r, l, c.Method(), r.host, p)
 	if err != nil {
 		return err
 	}
@@ -45,7 +47,7 @@ func (s *Server) forward(c *fiber.Ctx) error {
 	if err := s.checkWeChatToken(who, rule); err != nil {
 		return err
 	}
-	up := s.upstreams[rule.Upstream]
+	up := l.upstreams[rule.Upstream]
 	if up == nil {
 		return fmt.Errorf("route %s: no upstream %q", rule.Name, rule.Upstream)
 	}
@@ -117,7 +119,8 @@ func (s *Server) forward(c *fiber.Ctx) error {
 	return nil
 }
 
-// judge decides a request for method, host and path p from r's client:
+// judge decides a request for method, host and path p from r's client
+// with the routes of l:
 // first without a caller, and only when some reading is a login route with
 // the caller of c (its cookie or bearer token), again. Proxied requests
 // (forward) and forward-auth questions (forwardAuth) are decided by it
@@ -125,8 +128,8 @@ func (s *Server) forward(c *fiber.Ctx) error {
 // r (logs, metrics, and whether errors answer as JSON). err is a store
 // failure, or a bearer token's failure, which the client must hear (to
 // refresh or log in again) whatever the route decided.
-func (s *Server) judge(c *fiber.Ctx, r *request, method, host string, p policies.Path) (d policies.Decision, who *caller, err error) {
-	route := s.engine.Route(method, host, p, r.client)
+func (s *Server) judge(c *fiber.Ctx, r *request, l *live, method, host string, p policies.Path) (d policies.Decision, who *caller, err error) {
+	route := l.engine.Route(method, host, p, r.client)
 	d = route.Decide(nil)
 	var authErr error
 	if d.Outcome == policies.NeedLogin {

@@ -88,7 +88,9 @@ func (s *Server) answerAuth(c *fiber.Ctx, r *request, o original, err error, red
 		setRoute(c, "invalid")
 		return invalidRequest(fmt.Errorf("forward auth: %w", err))
 	}
-	d, who, err := s.judge(c, r, o.method, o.host, p)
+	// One snapshot of the routes and upstreams for the whole request.
+	l := s.live.Load()
+	d, who, err := s.judge(c, r, l, o.method, o.host, p)
 	if err != nil {
 		return err
 	}
@@ -117,7 +119,7 @@ func (s *Server) answerAuth(c *fiber.Ctx, r *request, o original, err error, red
 		// A public route: the proxy passes the request without identity.
 		return nil
 	}
-	up := s.upstreams[rule.Upstream]
+	up := l.upstreams[rule.Upstream]
 	if up == nil {
 		return fmt.Errorf("route %s: no upstream %q", rule.Name, rule.Upstream)
 	}

@@ -51,6 +51,8 @@ type env struct {
 	adminURL string
 	upstream *httptest.Server
 	keyFile  string
+	// confPath is the gateway's gateway.toml, which Reload reads again.
+	confPath string
 	// offset is added to real time to give the gateway's clock.
 	offset atomic.Int64
 }
@@ -307,6 +309,7 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	e.confPath = path
 	cfg, _, err := proxy.LoadConfig(path, os.Environ())
 	if err != nil {
 		t.Fatal(err)

@@ -67,7 +67,7 @@ func (s *Server) allowedOrigin(u *url.URL) bool {
 		return false
 	}
 	port := strings.TrimPrefix(withoutDefaultPort(u.Scheme, authority), host)
-	return listed(s.cfg.Server.AllowedRedirectHosts, host, port) || listed(s.cfg.Server.HandoffHosts, host, port)
+	return listed(s.live.Load().redirectHosts, host, port) || listed(s.cfg.Server.HandoffHosts, host, port)
 }
 
 // withoutDefaultPort drops the scheme's default port from an authority, so

@@ -19,6 +19,9 @@ import (
 
 // upstream is one [[upstream]] and its connection pool.
 type upstream struct {
+	// conf is the [[upstream]] it was built from: a reload keeps the
+	// upstream (and its pool) while its keys stay the same.
+	conf    Upstream
 	name    string
 	scheme  string // "http" or "https"
 	hc      *fasthttp.HostClient
@@ -38,13 +41,23 @@ type upstream struct {
 
 // newUpstream builds u's connection pool from the URL Provision parsed.
 func newUpstream(u Upstream, log *slog.Logger, m *metrics.Metrics) *upstream {
-	up := &upstream{name: u.Name, scheme: u.scheme, timeout: u.Timeout, idle: u.KeepAliveIdle, log: log, metrics: m}
+	up := &upstream{conf: u, name: u.Name, scheme: u.scheme, timeout: u.Timeout, idle: u.KeepAliveIdle, log: log, metrics: m}
 	if u.scheme == "https" {
 		up.tls = &tls.Config{ServerName: u.host, ClientSessionCache: tls.NewLRUClientSessionCache(0)}
 	}
 	up.hc = up.client(u.addr)
 	up.fresh = up.client(u.addr)
 	return up
+}
+
+// retire lets go of an upstream a reload replaced or removed: its idle
+// connections close now; those carrying a request finish it, go back to
+// the pool and close once idle for keepalive_idle, as pooled ones always
+// do. A request that took the old routes just before the reload can still
+// use it: the pool dials again.
+func (u *upstream) retire() {
+	u.hc.CloseIdleConnections()
+	u.fresh.CloseIdleConnections()
 }
 
 // dial opens a connection to the upstream, with its TLS handshake done

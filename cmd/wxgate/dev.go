@@ -72,6 +72,21 @@ func devSecrets(cfg *proxy.Config) {
 	}
 }
 
+// keepDevSecrets gives every app of cfg whose secret does not resolve the
+// secret devSecrets gave the same app of started, the running config, if
+// it has the same appid: the simulator knows no other. Without it each
+// reload in dev would draw new secrets, and be refused for changing them.
+func keepDevSecrets(cfg, started *proxy.Config) {
+	now := []*wechat.AppConfig{&cfg.WeChat.OfficialAccount, &cfg.WeChat.Website, &cfg.WeChat.MiniProgram, &cfg.WeChat.MobileApp}
+	then := []*wechat.AppConfig{&started.WeChat.OfficialAccount, &started.WeChat.Website, &started.WeChat.MiniProgram, &started.WeChat.MobileApp}
+	for i, a := range now {
+		if a.Provision() == nil || a.AppID != then[i].AppID {
+			continue
+		}
+		*a = *then[i]
+	}
+}
+
 // devStatePath is where `wxgate dev` keeps a file the config names at p: in
 // a dev/ directory beside it (".wxgate/sessions.snapshot" becomes
 // ".wxgate/dev/sessions.snapshot"). In dev anyone logs in as any openid
@@ -106,7 +121,9 @@ func dev(args []string, stdout, stderr io.Writer) int {
 	defer demoLn.Close()
 	simBase := "http://" + listenerHost(*simAddr, simLn)
 	demoURL := "http://" + demoLn.Addr().String()
-	cfg, ok := loadAndValidate(*path, stderr, func(c *proxy.Config) {
+	// adjust points the config at the simulator and the demo upstream;
+	// secrets gives the apps whose secret does not resolve one.
+	adjust := func(c *proxy.Config, secrets func(*proxy.Config)) {
 		c.Server.Dev = true
 		// No load balancer waits on dev: Ctrl-C stops it at once.
 		var noDelay time.Duration
@@ -117,13 +134,14 @@ func dev(args []string, stdout, stderr io.Writer) int {
 		}
 		c.Tokens.SigningKeyFile = devStatePath(c.Tokens.SigningKeyFile)
 		c.WeChat.APIBase, c.WeChat.OpenBase = simBase, simBase
-		devSecrets(c)
+		secrets(c)
 		for i := range c.Upstreams {
 			if c.Upstreams[i].Name == "demo" {
 				c.Upstreams[i].URL = demoURL
 			}
 		}
-	})
+	}
+	cfg, ok := loadAndValidate(*path, stderr, func(c *proxy.Config) { adjust(c, devSecrets) })
 	if !ok {
 		return 1
 	}
@@ -139,7 +157,9 @@ func dev(args []string, stdout, stderr io.Writer) int {
 	go func() { _ = simSrv.Serve(simLn) }()
 	go func() { _ = demoSrv.Serve(demoLn) }()
 
-	gw, err := proxy.New(cfg, proxy.Options{Logger: log})
+	// A reload keeps the secrets the simulator was given at the start.
+	reload := func(c *proxy.Config) { adjust(c, func(c *proxy.Config) { keepDevSecrets(c, cfg) }) }
+	gw, err := proxy.New(cfg, proxy.Options{Logger: log, Adjust: reload})
 	if err != nil {
 		log.Error("starting", "error", err)
 		return 1

@@ -148,6 +148,14 @@ func runGateway(gw *proxy.Server, cfg *proxy.Config, log *slog.Logger, ready fun
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sig)
+	// SIGHUP reloads the config (proxy.Server.Reload), from the start to
+	// the exit: unhandled, it would end the process without its Shutdown.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	stopHup := make(chan struct{})
+	defer close(stopHup)
+	go reloadOnHangup(gw, hup, stopHup, log)
 	timeout := cfg.Server.ShutdownTimeout
 	pub, err := net.Listen("tcp", cfg.Server.Listen)
 	if err != nil {
@@ -180,6 +188,22 @@ func runGateway(gw *proxy.Server, cfg *proxy.Config, log *slog.Logger, ready fun
 		}
 	}
 	return shutdown(gw, timeout, sig, log)
+}
+
+// reloadOnHangup reloads gw's config at each SIGHUP on hup until stop is
+// closed. A SIGHUP during a reload is kept (hup holds one) and reloads
+// again afterwards: the file may have changed since the reload began.
+// Reload logs what it did and every problem of a refused file itself.
+func reloadOnHangup(gw *proxy.Server, hup <-chan os.Signal, stop <-chan struct{}, log *slog.Logger) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-hup:
+			log.Info("SIGHUP: reloading the config")
+			_ = gw.Reload()
+		}
+	}
 }
 
 // waitDelay waits for delay, or until a further signal skips the rest of

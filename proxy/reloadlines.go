@@ -1,0 +1,196 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// problemLine is one problem of a refused config, placed in its file when
+// the key it names is found there.
+type problemLine struct {
+	line int    // from 1; 0 when the key is not set in the file
+	text string // the problem, as Provision, Validate or the decoder said it
+}
+
+func (p problemLine) String(path string) string {
+	if p.line > 0 {
+		return path + ":" + strconv.Itoa(p.line) + ": " + p.text
+	}
+	return path + ": " + p.text
+}
+
+// place splits err (LoadConfig's, Provision's, Validate's or
+// restartOnly's: one problem per line, each starting with the key it
+// names) into its problems and finds each one's line in src, the file at
+// path: a TOML syntax error's own position; else the line that sets the
+// key, or the header of its table when the key is not set (a required
+// key missing). Keys set only by an environment variable have no line.
+func place(path string, src []byte, err error) []problemLine {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		return []problemLine{{line: pe.Position.Line, text: strings.TrimPrefix(err.Error(), path+": ")}}
+	}
+	lines := scanKeyLines(src)
+	var out []problemLine
+	for _, text := range strings.Split(err.Error(), "\n") {
+		text = strings.TrimPrefix(text, path+": ")
+		out = append(out, problemLine{line: lines.find(problemKey(text)), text: text})
+	}
+	return out
+}
+
+// routeName is the " (name)" Provision adds after a route's index.
+var routeName = regexp.MustCompile(` \([^)]*\)`)
+
+// problemKey is the key a problem's text starts with: "route[2].upstream"
+// for "route[2] (hot).upstream: no [[upstream]] named ...", "server.foo"
+// for "unknown key server.foo"; "" if it names none.
+func problemKey(text string) string {
+	if k, ok := strings.CutPrefix(text, "unknown key "); ok {
+		return k
+	}
+	k, _, ok := strings.Cut(routeName.ReplaceAllString(text, ""), ": ")
+	if !ok || strings.ContainsAny(k, " \t") {
+		return ""
+	}
+	return k
+}
+
+// keyLines maps the keys a TOML file sets to their lines: "server.listen",
+// "route[1].path" (the second [[route]]), and each table header, as
+// "server" or "route[1]". bare holds the same without indexes
+// ("route.path"), first occurrence, for the decoder's unknown keys, which
+// it names without one.
+type keyLines struct{ exact, bare map[string]int }
+
+// scanKeyLines reads src line by line: table headers, keys (bare, quoted
+// or dotted) and values, skipping what a value spans over several lines
+// (arrays, inline tables, multi-line strings). It is not a TOML parser:
+// the decoder has accepted src, and this only finds where keys are.
+func scanKeyLines(src []byte) keyLines {
+	kl := keyLines{exact: map[string]int{}, bare: map[string]int{}}
+	set := func(key string, n int) {
+		if _, ok := kl.exact[key]; !ok {
+			kl.exact[key] = n
+		}
+		b := arrayIndex.ReplaceAllString(key, "")
+		if _, ok := kl.bare[b]; !ok {
+			kl.bare[b] = n
+		}
+	}
+	counts := map[string]int{}
+	table, depth, multi := "", 0, ""
+	for i, line := range strings.Split(string(src), "\n") {
+		n := i + 1
+		if depth > 0 || multi != "" {
+			depth, multi = scanValue(line, depth, multi)
+			continue
+		}
+		l := strings.TrimSpace(line)
+		switch {
+		case l == "" || l[0] == '#':
+		case strings.HasPrefix(l, "[["):
+			end := strings.Index(l, "]]")
+			if end < 0 {
+				continue
+			}
+			name := dottedKey(l[2:end])
+			table = fmt.Sprintf("%s[%d]", name, counts[name])
+			counts[name]++
+			set(table, n)
+		case l[0] == '[':
+			end := strings.Index(l, "]")
+			if end < 0 {
+				continue
+			}
+			table = dottedKey(l[1:end])
+			set(table, n)
+		default:
+			k, v, ok := strings.Cut(l, "=")
+			if !ok {
+				continue
+			}
+			key := dottedKey(k)
+			if table != "" {
+				key = table + "." + key
+			}
+			set(key, n)
+			depth, multi = scanValue(v, 0, "")
+		}
+	}
+	return kl
+}
+
+var arrayIndex = regexp.MustCompile(`\[\d+\]`)
+
+// find returns the line of key, else of its closest enclosing table, else
+// of key without indexes; 0 if none is in the file.
+func (kl keyLines) find(key string) int {
+	if key == "" {
+		return 0
+	}
+	for k := key; k != ""; {
+		if n, ok := kl.exact[k]; ok {
+			return n
+		}
+		i := strings.LastIndexByte(k, '.')
+		if i < 0 {
+			break
+		}
+		k = k[:i]
+	}
+	return kl.bare[arrayIndex.ReplaceAllString(key, "")]
+}
+
+// dottedKey normalizes a TOML key as written (` a . "b" `) to "a.b".
+func dottedKey(k string) string {
+	parts := strings.Split(k, ".")
+	for i, p := range parts {
+		parts[i] = strings.Trim(strings.TrimSpace(p), `"'`)
+	}
+	return strings.Join(parts, ".")
+}
+
+// scanValue reads one line of a value and returns how many brackets are
+// still open after it and the delimiter of a multi-line string still
+// open ("" if none); depth and multi are what was open before it.
+func scanValue(s string, depth int, multi string) (int, string) {
+	for i := 0; i < len(s); i++ {
+		if multi != "" {
+			end := strings.Index(s[i:], multi)
+			if end < 0 {
+				return depth, multi
+			}
+			i += end + len(multi) - 1
+			multi = ""
+			continue
+		}
+		switch c := s[i]; c {
+		case '#':
+			return depth, ""
+		case '[', '{':
+			depth++
+		case ']', '}':
+			depth--
+		case '"', '\'':
+			if strings.HasPrefix(s[i:], strings.Repeat(string(c), 3)) {
+				multi = strings.Repeat(string(c), 3)
+				i += 2
+				continue
+			}
+			// A one-line string: up to its closing quote, past escapes in
+			// a basic one.
+			for i++; i < len(s) && s[i] != c; i++ {
+				if c == '"' && s[i] == '\\' {
+					i++
+				}
+			}
+		}
+	}
+	return depth, multi
+}
