@@ -40,7 +40,13 @@ commands:
   version   print the version
 `
 
+// earlyHangup holds a SIGHUP that arrives before runGateway listens for
+// it (while the config is read and the gateway built): unhandled, it would
+// end the process. runGateway reloads for it once it can.
+var earlyHangup = make(chan os.Signal, 1)
+
 func main() {
+	signal.Notify(earlyHangup, syscall.SIGHUP)
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -153,6 +159,12 @@ func runGateway(gw *proxy.Server, cfg *proxy.Config, log *slog.Logger, ready fun
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	signal.Stop(earlyHangup)
+	select {
+	case s := <-earlyHangup:
+		hup <- s
+	default:
+	}
 	stopHup := make(chan struct{})
 	defer close(stopHup)
 	go reloadOnHangup(gw, hup, stopHup, log)
