@@ -7,30 +7,31 @@ import (
 	"encoding/base64"
 	"fmt"
 
-	qrcode "github.com/skip2/go-qrcode"
+	"rsc.io/qr"
 )
 
-// MaxContent bounds what a QR code carries. Level M holds at most 2331
-// bytes; past a few hundred the modules get too small for a phone to read
-// off a screen at the sizes the pages use.
+// MaxContent bounds what a QR code carries: level M holds at most 2331
+// bytes.
 const MaxContent = 2331
 
-// PNG encodes content as a QR code of size pixels square (a quiet zone
-// included), with medium error correction.
-func PNG(content string, size int) ([]byte, error) {
+// PNG encodes content as a QR code with medium error correction, each
+// module scale pixels square, in a quiet zone of four modules: whole pixels
+// per module, so that neither a scanner nor a screen sees blurred edges.
+func PNG(content string, scale int) ([]byte, error) {
 	if len(content) > MaxContent {
 		return nil, fmt.Errorf("qr code: %d bytes, over the %d a code holds", len(content), MaxContent)
 	}
-	b, err := qrcode.Encode(content, qrcode.Medium, size)
+	c, err := qr.Encode(content, qr.M)
 	if err != nil {
 		return nil, fmt.Errorf("qr code: %w", err)
 	}
-	return b, nil
+	c.Scale = max(scale, 1)
+	return c.PNG(), nil
 }
 
 // DataURI is PNG as a data: URI, for an <img src>.
-func DataURI(content string, size int) (string, error) {
-	b, err := PNG(content, size)
+func DataURI(content string, scale int) (string, error) {
+	b, err := PNG(content, scale)
 	if err != nil {
 		return "", err
 	}

@@ -264,7 +264,7 @@ func (s *Server) qrPage(w http.ResponseWriter, r *http.Request, app *App) {
 		}
 		b.WriteString(url.QueryEscape(kv[0]) + "=" + url.QueryEscape(kv[1]))
 	}
-	qr, err := qrimg.DataURI(scheme+"://"+r.Host+r.URL.Path+"?"+b.String(), 220)
+	qr, err := qrimg.DataURI(scheme+"://"+r.Host+r.URL.Path+"?"+b.String(), 4)
 	if err != nil {
 		pageError(w, r, 10001, "二维码生成失败")
 		return
