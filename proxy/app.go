@@ -43,9 +43,10 @@ type Server struct {
 	metrics   *metrics.Metrics
 	upstreams map[string]*upstream
 
-	oa     wechat.App // the official account; AppID empty when not configured
-	mp     wechat.App // the mini program; AppID empty when not configured
-	mobile wechat.App // the mobile app; AppID empty when not configured
+	oa      wechat.App // the official account; AppID empty when not configured
+	website wechat.App // the website app (QR login); AppID empty when not configured
+	mp      wechat.App // the mini program; AppID empty when not configured
+	mobile  wechat.App // the mobile app; AppID empty when not configured
 	// holders keep the app access tokens of the official account and the
 	// mini program, by appid.
 	holders map[string]*wechat.Holder
@@ -127,6 +128,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		verify:          cfg.verify,
 		adminToken:      srv.adminToken.Reveal(),
 		oa:              cfg.WeChat.OfficialAccount.App(),
+		website:         cfg.WeChat.Website.App(),
 		mp:              cfg.WeChat.MiniProgram.App(),
 		mobile:          cfg.WeChat.MobileApp.App(),
 		pubConns:        newConnSet(),
@@ -231,6 +233,7 @@ func (s *Server) newPublicApp() *fiber.App {
 	app.Use(s.edge)
 	p := s.prefix
 	app.Get(p+"/start", s.start)
+	app.Get(p+"/qr", s.qr)
 	app.Get(p+"/callback", s.callback)
 	app.Get(p+"/logout", s.logoutPage)
 	app.Post(p+"/logout", s.logout)
