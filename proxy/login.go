@@ -160,7 +160,7 @@ func (s *Server) openInWeChat(c *fiber.Ctx, kind uaKind, rd, scope string) error
 	s.withLink(c, &d, s.absoluteURL(rd))
 	if kind == uaDesktop {
 		// A link too long for a code still shows, without one.
-		if qr, err := qrimg.DataURI(d.Link, 4); err == nil {
+		if qr, err := qrimg.DataURI(d.Link, 240); err == nil {
 			d.QR, d.QRAlt = template.URL(qr), label(c, "qr_alt")
 		}
 	}

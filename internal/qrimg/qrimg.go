@@ -14,10 +14,11 @@ import (
 // bytes.
 const MaxContent = 2331
 
-// PNG encodes content as a QR code with medium error correction, each
-// module scale pixels square, in a quiet zone of four modules: whole pixels
-// per module, so that neither a scanner nor a screen sees blurred edges.
-func PNG(content string, scale int) ([]byte, error) {
+// PNG encodes content as a QR code with medium error correction, in a
+// quiet zone of four modules, at most about width pixels wide: whole
+// pixels per module (at least two), so that neither a scanner nor a
+// screen sees blurred edges.
+func PNG(content string, width int) ([]byte, error) {
 	if len(content) > MaxContent {
 		return nil, fmt.Errorf("qr code: %d bytes, over the %d a code holds", len(content), MaxContent)
 	}
@@ -25,13 +26,13 @@ func PNG(content string, scale int) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("qr code: %w", err)
 	}
-	c.Scale = max(scale, 1)
+	c.Scale = max(width/(c.Size+8), 2)
 	return c.PNG(), nil
 }
 
 // DataURI is PNG as a data: URI, for an <img src>.
-func DataURI(content string, scale int) (string, error) {
-	b, err := PNG(content, scale)
+func DataURI(content string, width int) (string, error) {
+	b, err := PNG(content, width)
 	if err != nil {
 		return "", err
 	}

@@ -46,7 +46,7 @@ func TestDataURIDecodes(t *testing.T) {
 		"https://good.example.com/" + strings.Repeat("a", 1000),
 		"https://例子.example/路径",
 	} {
-		uri, err := DataURI(want, 4)
+		uri, err := DataURI(want, 240)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -65,7 +65,7 @@ func TestDataURIDecodes(t *testing.T) {
 }
 
 func TestTooLong(t *testing.T) {
-	if _, err := PNG(strings.Repeat("a", MaxContent+1), 4); err == nil {
+	if _, err := PNG(strings.Repeat("a", MaxContent+1), 240); err == nil {
 		t.Error("content over what a code holds: no error")
 	}
 }
@@ -82,13 +82,13 @@ func TestManyURLsDecode(t *testing.T) {
 		urls = append(urls, fmt.Sprintf("http://127.0.0.1:%d/connect/qrconnect?appid=wx0123&state=%x", 30000+i*97, uint64(i)*0x9e3779b97f4a7c15))
 	}
 	for _, want := range urls {
-		for _, scale := range []int{3, 4} {
-			b, err := PNG(want, scale)
+		for _, width := range []int{0, 120, 240} {
+			b, err := PNG(want, width)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got := decode(t, b, len(want) > 300); got != want {
-				t.Fatalf("scale %d, %d bytes: decoded %q", scale, len(want), got)
+				t.Fatalf("width %d, %d bytes: decoded %q", width, len(want), got)
 
 			}
 		}

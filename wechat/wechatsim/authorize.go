@@ -264,7 +264,7 @@ func (s *Server) qrPage(w http.ResponseWriter, r *http.Request, app *App) {
 		}
 		b.WriteString(url.QueryEscape(kv[0]) + "=" + url.QueryEscape(kv[1]))
 	}
-	qr, err := qrimg.DataURI(scheme+"://"+r.Host+r.URL.Path+"?"+b.String(), 4)
+	qr, err := qrimg.DataURI(scheme+"://"+r.Host+r.URL.Path+"?"+b.String(), 200)
 	if err != nil {
 		pageError(w, r, 10001, "二维码生成失败")
 		return
@@ -313,7 +313,7 @@ var qrPage = template.Must(template.New("qr").Parse(`<!doctype html><html lang="
 <title>微信登录（模拟器）</title><style>
 body{font-family:system-ui,sans-serif;margin:0 auto;padding:.4rem;max-width:28rem;color:#222;text-align:center;font-size:14px}
 .sim{background:#fff3cd;padding:.2rem .5rem;border-radius:4px;font-size:12px;margin:0}
-h1{font-size:16px;margin:.4rem 0}img{width:180px;height:180px;display:block;margin:0 auto}
+h1{font-size:16px;margin:.4rem 0}img{display:block;margin:0 auto;image-rendering:pixelated}
 fieldset{border:1px solid #ddd;border-radius:4px;margin:.4rem 0;padding:.2rem .4rem}legend{font-size:12px}
 label{display:inline-block;margin:.1rem .4rem}
 button{padding:.35rem .9rem;margin:.25rem .2rem 0;border-radius:4px;border:1px solid #999;background:#fff}
