@@ -60,6 +60,9 @@ type Server struct {
 	trusted         []netip.Prefix
 	cookies         cookieNames
 	verify          verifyFile
+	// framingCSP is the pages' Content-Security-Policy with WeChat's page
+	// origin allowed in a frame: the QR login page's.
+	framingCSP string
 
 	app   *fiber.App
 	admin *fiber.App
@@ -141,6 +144,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	wcfg := cfg.WeChat
 	wcfg.OnCall = s.metrics.WeChatCall
 	s.wechat = wechat.New(wcfg)
+	s.framingCSP = pageCSP + "; frame-src " + s.wechat.OpenOrigin()
 	for _, u := range cfg.Upstreams {
 		s.upstreams[u.Name] = newUpstream(u, log, s.metrics)
 	}

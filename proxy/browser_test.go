@@ -269,6 +269,10 @@ func TestBrowserOpenInWeChat(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, ctx, `document.querySelector("img.qr").naturalWidth > 0`)
+	// The inline style applies: its hash is in the CSP too.
+	if w, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`getComputedStyle(document.body).maxWidth`)); w != "480px" {
+		t.Errorf("body max-width = %q, want 480px from the page's style", w)
+	}
 	screenshot(t, ctx, "open-in-wechat.png")
 	qr, err := chromedp.Run(ctx, chromedp.Screenshot(chromedp.CSS(`img.qr`)))
 	if err != nil {

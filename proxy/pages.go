@@ -161,7 +161,8 @@ b.hidden=false;b.addEventListener("click",function(){if(navigator.clipboard&&win
 
 // pageCSP is the pages' Content-Security-Policy: nothing loads but the
 // inline style and script above and data: images, nothing frames them,
-// and a page that frames WeChat's QR page adds that origin (render).
+// and a page that frames WeChat's QR page allows that origin in frames
+// (Server.framingCSP).
 var pageCSP = "default-src 'none'; style-src " + cspHash(pageStyle) + "; script-src " + cspHash(copyScript) +
 	"; img-src data:; base-uri 'none'; frame-ancestors 'none'"
 
@@ -176,14 +177,18 @@ var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
 <title>{{.Title}}</title>
 <style>` + pageStyle + `</style></head>
 <body><h1>{{.Title}}</h1><p>{{.Body}}</p>
-{{if .Frame}}<iframe src="{{.Frame}}" title="{{.FrameTitle}}" width="300" height="400" sandbox="allow-scripts allow-same-origin allow-forms allow-top-navigation"></iframe>{{end}}
-{{if .QR}}<img class="qr" src="{{.QR}}" alt="{{.QRAlt}}">{{end}}
-{{if .Link}}<code class="link" id="link">{{.Link}}</code><button type="button" id="copy" data-done="{{.CopiedLabel}}" hidden>{{.CopyLabel}}</button>{{end}}
+{{- if .Frame}}
+<iframe src="{{.Frame}}" title="{{.FrameTitle}}" width="300" height="400" sandbox="allow-scripts allow-same-origin allow-forms allow-top-navigation"></iframe>{{end}}
+{{- if .QR}}
+<img class="qr" src="{{.QR}}" alt="{{.QRAlt}}">{{end}}
+{{- if .Link}}
+<code class="link" id="link">{{.Link}}</code><button type="button" id="copy" data-done="{{.CopiedLabel}}" hidden>{{.CopyLabel}}</button>{{end}}
 {{if .Form}}<form method="post" action="{{.Form.Action}}">{{range $k, $v := .Form.Hidden}}<input type="hidden" name="{{$k}}" value="{{$v}}">{{end}}<button class="primary" type="submit">{{.Form.Label}}</button></form>{{end}}
 {{range .Links}}<a class="btn{{if .Primary}} primary{{end}}" href="{{.URL}}">{{.Label}}</a> {{end}}
 {{if .Footer}}<p><small>{{.Footer}}</small></p>{{end}}
 {{if .RequestID}}<p><small>ID: {{.RequestID}}</small></p>{{end}}
-{{if .Link}}<script>` + copyScript + `</script>{{end}}
+{{- if .Link}}
+<script>` + copyScript + `</script>{{end}}
 </body></html>`))
 
 func (s *Server) page(c *fiber.Ctx, page string) pageData {
@@ -221,7 +226,7 @@ func (s *Server) render(c *fiber.Ctx, d pageData) error {
 	c.Set(fiber.HeaderContentLanguage, contentLang)
 	csp := pageCSP
 	if d.Frame != "" {
-		csp += "; frame-src " + s.wechat.OpenOrigin()
+		csp = s.framingCSP
 	}
 	c.Set(fiber.HeaderContentSecurityPolicy, csp)
 	c.Vary(fiber.HeaderAcceptLanguage)
