@@ -54,9 +54,10 @@ type Server struct {
 	// compares the file with.
 	readSum atomic.Pointer[[32]byte]
 
-	oa     wechat.App // the official account; AppID empty when not configured
-	mp     wechat.App // the mini program; AppID empty when not configured
-	mobile wechat.App // the mobile app; AppID empty when not configured
+	oa      wechat.App // the official account; AppID empty when not configured
+	website wechat.App // the website app (QR login); AppID empty when not configured
+	mp      wechat.App // the mini program; AppID empty when not configured
+	mobile  wechat.App // the mobile app; AppID empty when not configured
 	// holders keep the app access tokens of the official account and the
 	// mini program, by appid.
 	holders map[string]*wechat.Holder
@@ -70,6 +71,9 @@ type Server struct {
 	trusted         []netip.Prefix
 	cookies         cookieNames
 	verify          verifyFile
+	// framingCSP is the pages' Content-Security-Policy with WeChat's page
+	// origin allowed in a frame: the QR login page's.
+	framingCSP string
 
 	app   *fiber.App
 	admin *fiber.App
@@ -143,6 +147,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		verify:          cfg.verify,
 		adminToken:      srv.adminToken.Reveal(),
 		oa:              cfg.WeChat.OfficialAccount.App(),
+		website:         cfg.WeChat.Website.App(),
 		mp:              cfg.WeChat.MiniProgram.App(),
 		mobile:          cfg.WeChat.MobileApp.App(),
 		pubConns:        newConnSet(),
@@ -160,6 +165,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	sum := sha256.Sum256(cfg.source)
 	s.readSum.Store(&sum)
 	s.metrics.ConfigLoaded(time.Now())
+	s.framingCSP = pageCSP + "; frame-src " + s.wechat.OpenOrigin()
 	keys := opts.Keys
 	if keys == nil {
 		var (
@@ -249,6 +255,7 @@ func (s *Server) newPublicApp() *fiber.App {
 	app.Use(s.edge)
 	p := s.prefix
 	app.Get(p+"/start", s.start)
+	app.Get(p+"/qr", s.qr)
 	app.Get(p+"/callback", s.callback)
 	app.Get(p+"/handoff", s.handoff)
 	app.Get(p+"/logout", s.logoutPage)

@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -147,4 +148,146 @@ func browserRefusal(t *testing.T, lang, want string) {
 	if title != want {
 		t.Errorf("refusal page title = %q, want %q", title, want)
 	}
+}
+
+// artifact saves a screenshot for people to look at: under
+// $WXGATE_ARTIFACTS if set, else in the test's temporary directory.
+func artifact(t *testing.T, name string, png []byte) {
+	t.Helper()
+	dir := os.Getenv("WXGATE_ARTIFACTS")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", path)
+}
+
+// screenshot captures the viewport as PNG.
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	artifact(t, name, png)
+}
+
+// TestBrowserQRLogin runs the desktop QR login in a real browser: /start
+// leads to the QR page, whose frame shows the simulator's QR page; a test
+// user allowed there navigates the top window back logged in. Then the
+// fallback link, the simulator's QR page on its own.
+func TestBrowserQRLogin(t *testing.T) {
+	e := newEnvOpts(t, envOptions{website: true})
+	ctx := chromium(t, desktopUA, "zh-CN")
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1100, 760), chromedp.Navigate(e.url+"/profile/settings?tab=1")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, `location.pathname === "/_wxgate/qr"`)
+	// The simulator's page (another origin, but the same site: Chrome runs
+	// it in this process, so its document is reachable) has drawn its QR
+	// code in the frame.
+	inFrame := chromedp.FromNode(frameNode(t, ctx))
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`img[src^="data:image/png"]`), inFrame)); err != nil {
+		t.Fatal(err)
+	}
+	screenshot(t, ctx, "qr-login-page.png")
+	err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`input[name="sim_user"][value="bob"]`), inFrame),
+		chromedp.Click(chromedp.CSS(`button[value="allow"]`), inFrame),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := webUser(e, "bob")
+	waitFor(t, ctx, `document.body !== null && document.body.innerText.includes("X-Wechat-Openid")`)
+	location, _ := chromedp.Run(ctx, chromedp.Location())
+	body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
+	if location != e.url+"/profile/settings?tab=1" {
+		t.Errorf("the top window ended on %q, want the page the login started from", location)
+	}
+	if !strings.Contains(body, bob.OpenID) || !strings.Contains(body, "snsapi_login") || !strings.Contains(body, url.PathEscape(bob.Nickname)) {
+		t.Errorf("upstream answer lacks bob's website openid, snsapi_login or nickname: %.600s", body)
+	}
+	screenshot(t, ctx, "qr-logged-in.png")
+
+	// The fallback link: the simulator's QR page as a page of its own.
+	ctx2 := chromium(t, desktopUA, "zh-CN")
+	err = chromedp.Do(ctx2,
+		chromedp.EmulateViewport(800, 760),
+		chromedp.Navigate(e.url+"/_wxgate/qr?rd=%2Fpublic%2Fhello"),
+		chromedp.Click(chromedp.CSS(`a[href*="/connect/qrconnect"]`)),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx2, `location.pathname === "/connect/qrconnect" && document.querySelector("img") !== null && document.querySelector("img").naturalWidth > 0`)
+	screenshot(t, ctx2, "simulator-qr-consent.png")
+	if err := chromedp.Do(ctx2, chromedp.Click(chromedp.CSS(`button[value="allow"]`))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx2, `location.pathname === "/public/hello"`)
+}
+
+// frameNode waits for the page's iframe to have a document loaded and
+// returns its node.
+func frameNode(t *testing.T, ctx context.Context) *chromedp.Node {
+	t.Helper()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		nodes, err := chromedp.Run(ctx, chromedp.Nodes(chromedp.CSS("iframe")))
+		if err == nil && len(nodes) > 0 && nodes[0].ContentDocument != nil && nodes[0].ContentDocument.DocumentURL != "about:blank" {
+			return nodes[0]
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waiting for the iframe's document: %v (last error %v)", ctx.Err(), err)
+		case <-tick.C:
+		}
+	}
+}
+
+// TestBrowserOpenInWeChat: without a website app a desktop browser sees
+// the open-in-WeChat page; the QR code as the browser draws it decodes to
+// the page's URL, and the copy button works (its script is allowed by the
+// page's Content-Security-Policy, or the button would stay hidden).
+func TestBrowserOpenInWeChat(t *testing.T) {
+	e := newEnv(t)
+	ctx := chromium(t, desktopUA, "zh-CN")
+	err := chromedp.Do(ctx,
+		chromedp.EmulateViewport(900, 900),
+		chromedp.Navigate(e.url+"/orders?id=7"),
+		chromedp.WaitVisible(chromedp.CSS(`#copy`)),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, `document.querySelector("img.qr").naturalWidth > 0`)
+	// The inline style applies: its hash is in the CSP too.
+	if w, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`getComputedStyle(document.body).maxWidth`)); w != "480px" {
+		t.Errorf("body max-width = %q, want 480px from the page's style", w)
+	}
+	screenshot(t, ctx, "open-in-wechat.png")
+	qr, err := chromedp.Run(ctx, chromedp.Screenshot(chromedp.CSS(`img.qr`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	artifact(t, "open-in-wechat-qr.png", qr)
+	if got, want := decodeQR(t, qr), e.url+"/orders?id=7"; got != want {
+		t.Errorf("the QR code on screen reads %q, want %q", got, want)
+	}
+	link, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("link").textContent`))
+	if link != e.url+"/orders?id=7" {
+		t.Errorf("the link shown is %q", link)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#copy`))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, `document.getElementById("copy").textContent === "已复制"`)
 }

@@ -47,6 +47,7 @@ func newMultiHostEnv(t *testing.T, o envOptions) *env {
 	sim := wechatsim.New(
 		wechatsim.App{AppID: oaID, Secret: oaSecret, Type: wechatsim.OfficialAccount, OpenPlatformID: "open-1", Domain: "auth.example.com"},
 		wechatsim.App{AppID: mpID, Secret: mpSecret, Type: wechatsim.MiniProgram, OpenPlatformID: "open-1"},
+		wechatsim.App{AppID: webID, Secret: webSecret, Type: wechatsim.Website, OpenPlatformID: "open-1", Domain: "auth.example.com"},
 	)
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
@@ -650,5 +651,39 @@ func TestHandoffReplayedCallback(t *testing.T) {
 	}
 	if final := b.expectRedirect(handoff); final != a+"/p" {
 		t.Errorf("handoff of the restarted login: to %q", final)
+	}
+}
+
+// TestHandoffQRLogin: a desktop login that starts on a hand-off host scans
+// the website app's QR on the auth host and is handed back like the
+// official account's. The QR page kept no hand-off binding before, so the
+// login ended on the auth host and the page on a started it again.
+func TestHandoffQRLogin(t *testing.T) {
+	e := newMultiHostEnv(t, envOptions{website: true})
+	a, auth := e.origin("a.example.com"), e.origin("auth.example.com")
+	b := e.hostBrowser(desktopUA)
+	toAuth := b.expectRedirect(b.expectRedirect(a + "/orders?id=7"))
+	hb := mustQuery(t, toAuth, "hb")
+	qr := b.expectRedirect(toAuth)
+	if !strings.HasPrefix(qr, auth+"/_wxgate/qr?") || mustQuery(t, qr, "hb") != hb {
+		t.Fatalf("auth's start sent the desktop browser to %q, want auth's QR page keeping hb=%s", qr, hb)
+	}
+	p := b.qrPage(qr)
+	handoff := b.expectRedirect(b.authorize(p.fallback, "alice", "allow"))
+	if !strings.HasPrefix(handoff, a+"/_wxgate/handoff?") {
+		t.Fatalf("QR callback: Location %q, want a's handoff", handoff)
+	}
+	if final := b.expectRedirect(handoff); final != a+"/orders?id=7" {
+		t.Fatalf("handoff: Location %q, want a's /orders?id=7", final)
+	}
+	alice := webUser(e, "alice")
+	got := b.upstreamView(a+"/orders?id=7", nil)
+	if first(got.Headers["X-Wechat-Openid"]) != alice.OpenID || first(got.Headers["X-Wechat-Scope"]) != "snsapi_login" {
+		t.Errorf("on a the upstream sees %v, want alice's website openid with snsapi_login", got.Headers)
+	}
+
+	// The QR page asked on a hand-off host starts where /start would.
+	if loc := e.hostBrowser(desktopUA).expectRedirect(a + "/_wxgate/qr?rd=%2Fx"); !strings.HasPrefix(loc, auth+"/_wxgate/start?") || mustQuery(t, loc, "hb") == "" {
+		t.Errorf("GET /_wxgate/qr on a: Location %q, want auth's start with hb", loc)
 	}
 }

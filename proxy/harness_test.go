@@ -31,6 +31,8 @@ const (
 	mpSecret  = "integration-mp-secret"
 	appID     = "wx00000000000000d4"
 	appSecret = "integration-app-secret"
+	webID     = "wx00000000000000b2"
+	webSecret = "integration-web-secret"
 	weChatUA  = "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 Mobile Safari/537.36 MicroMessenger/8.0.49.2600 NetType/WIFI Language/zh_CN"
 )
 
@@ -210,6 +212,9 @@ type envOptions struct {
 	logLevel slog.Level
 	// store, if set, is the gateway's session store (proxy.Options.Store).
 	store session.Store
+	// website configures [wechat.website]: desktop browsers get the QR
+	// login.
+	website bool
 }
 
 func newEnv(t testing.TB) *env { return newEnvOpts(t, envOptions{}) }
@@ -228,6 +233,7 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 	t.Setenv("WXGATE_TEST_OA_SECRET", oaSecret)
 	t.Setenv("WXGATE_TEST_MP_SECRET", mpSecret)
 	t.Setenv("WXGATE_TEST_APP_SECRET", appSecret)
+	t.Setenv("WXGATE_TEST_WEB_SECRET", webSecret)
 	e := &env{t: t}
 	e.upstream = httptest.NewServer(http.HandlerFunc(upstreamHandler))
 	t.Cleanup(e.upstream.Close)
@@ -306,6 +312,9 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 	if o.serverKeys != "" {
 		conf = strings.Replace(conf, "[server]\n", "[server]\n"+o.serverKeys+"\n", 1)
 	}
+	if o.website {
+		conf += "\n[wechat.website]\nappid = \"" + webID + "\"\nsecret_env = \"WXGATE_TEST_WEB_SECRET\"\n"
+	}
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -346,6 +355,7 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 func newSim(t testing.TB) (*wechatsim.Server, string) {
 	sim := wechatsim.New(
 		wechatsim.App{AppID: oaID, Secret: oaSecret, Type: wechatsim.OfficialAccount, OpenPlatformID: "open-1", Domain: "127.0.0.1"},
+		wechatsim.App{AppID: webID, Secret: webSecret, Type: wechatsim.Website, OpenPlatformID: "open-1", Domain: "127.0.0.1"},
 		wechatsim.App{AppID: mpID, Secret: mpSecret, Type: wechatsim.MiniProgram, OpenPlatformID: "open-1"},
 		wechatsim.App{AppID: appID, Secret: appSecret, Type: wechatsim.MobileApp, OpenPlatformID: "open-1"},
 	)

@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"errors"
 	"fmt"
+	"html/template"
 	"net/http"
 	"net/url"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/wxgate/wxgate/internal/qrimg"
 	"github.com/wxgate/wxgate/session"
 	"github.com/wxgate/wxgate/wechat"
 )
@@ -23,10 +25,16 @@ const refreshTokenLife = 30 * 24 * time.Hour
 type uaKind int
 
 const (
-	uaBrowser uaKind = iota // desktop or mobile browser outside WeChat
+	uaDesktop uaKind = iota // a desktop browser outside WeChat
+	uaPhone                 // a phone or tablet browser outside WeChat
 	uaWeChat                // WeChat's in-app browser (phone or PC)
 	uaWeCom                 // WeCom: has its own OAuth, not this flow
 )
+
+// phoneMarkers are what phone and tablet browsers put in their User-Agent
+// and desktop ones do not. A QR code shown on such a screen cannot be
+// scanned by the phone showing it.
+var phoneMarkers = []string{"Android", "iPhone", "iPad", "iPod", "Mobile", "HarmonyOS"}
 
 func classifyUA(ua string) uaKind {
 	switch {
@@ -35,20 +43,36 @@ func classifyUA(ua string) uaKind {
 	case strings.Contains(ua, "MicroMessenger/"):
 		return uaWeChat
 	}
-	return uaBrowser
+	for _, m := range phoneMarkers {
+		if strings.Contains(ua, m) {
+			return uaPhone
+		}
+	}
+	return uaDesktop
 }
 
 // maxReturnURL bounds a login's return URL: it is kept with the pending
 // login, which a flood of starts multiplies.
 const maxReturnURL = 2 << 10
 
-// start begins a browser login: GET /_wxgate/start?rd=&scope=base|userinfo.
-func (s *Server) start(c *fiber.Ctx) error {
+// returnURL is the request's rd, bounded and validated (safeRedirect).
+func (s *Server) returnURL(c *fiber.Ctx) (string, error) {
 	raw := c.Query("rd")
 	if len(raw) > maxReturnURL {
-		return invalidRequest(fmt.Errorf("rd: %d bytes, over the %d-byte limit", len(raw), maxReturnURL))
+		return "", invalidRequest(fmt.Errorf("rd: %d bytes, over the %d-byte limit", len(raw), maxReturnURL))
 	}
-	rd := s.safeRedirect(raw)
+	return s.safeRedirect(raw), nil
+}
+
+// start begins a browser login: GET /_wxgate/start?rd=&scope=base|userinfo.
+// The flow follows the browser: the official account's inside WeChat, the
+// website app's QR page on a desktop, else a page that says to open the
+// link in WeChat.
+func (s *Server) start(c *fiber.Ctx) error {
+	rd, err := s.returnURL(c)
+	if err != nil {
+		return err
+	}
 	if done, err := s.startElsewhere(c, rd); done {
 		return err
 	}
@@ -59,26 +83,110 @@ func (s *Server) start(c *fiber.Ctx) error {
 	if s.cfg.Server.Dev && c.Query("flow") == "oa" {
 		kind = uaWeChat
 	}
-	if kind != uaWeChat || s.oa.AppID == "" {
-		return s.openInWeChat(c, kind, rd, scope)
+	switch {
+	case kind == uaWeChat && s.oa.AppID != "":
+		return s.beginOA(c, rd, scope, 0)
+	case kind == uaDesktop && s.website.AppID != "":
+		noStore(c)
+		return c.Redirect(s.qrPath(rd, scope, s.handoffBinding(c), false), http.StatusFound)
 	}
-	return s.beginOA(c, rd, scope, 0)
+	return s.openInWeChat(c, kind, rd, scope)
 }
 
-// openInWeChat shows the "open this page in WeChat" page. The QR flow for
-// desktop browsers comes with the website app.
+// qrPath is the QR login page's URL for rd. hb is the hand-off binding the
+// login keeps (empty: none). retry marks the one automatic restart after a
+// bad code.
+func (s *Server) qrPath(rd, scope, hb string, retry bool) string {
+	q := url.Values{"rd": {rd}}
+	if hb != "" {
+		q.Set("hb", hb)
+	}
+	if scope == scopeUserinfo {
+		// Only the dev link asks for it: a QR login carries the profile.
+		q.Set("scope", routeUserinfo)
+	}
+	if retry {
+		q.Set("retry", "1")
+	}
+	return s.prefix + "/qr?" + q.Encode()
+}
+
+// qr is the desktop QR login page: GET /_wxgate/qr?rd=. It shows WeChat's
+// QR code for the website app, framed the way wxLogin.js frames it; any
+// other browser, or a gateway without a website app, goes to the flow
+// /start picks for it.
+func (s *Server) qr(c *fiber.Ctx) error {
+	rd, err := s.returnURL(c)
+	if err != nil {
+		return err
+	}
+	// Off auth_host, or for another host's page, the login starts where
+	// /start would start it: the callback's binding cookie is auth_host's.
+	if done, err := s.startElsewhere(c, rd); done {
+		return err
+	}
+	scope := authorizeScope(c.Query("scope"))
+	if classifyUA(c.Get(fiber.HeaderUserAgent)) != uaDesktop || s.website.AppID == "" {
+		noStore(c)
+		q := url.Values{"rd": {rd}, "scope": {routeScope(scope)}}
+		return c.Redirect(s.prefix+"/start?"+q.Encode(), http.StatusFound)
+	}
+	attempt := 0
+	if c.Query("retry") == "1" {
+		// Set only by restart; a client that sets it itself just gets the
+		// error page instead of a new QR code after its next bad code.
+		attempt = 1
+	}
+	return s.beginQR(c, rd, scope, attempt)
+}
+
+// beginQR stores a pending login of the QR flow and shows WeChat's QR page
+// in a frame, with a link to the whole page for when framing fails.
+// Beyond the pending-login bounds it answers 429 and stores nothing, so
+// reloading the page cannot pile up logins either.
+func (s *Server) beginQR(c *fiber.Ctx, rd, scope string, attempt int) error {
+	state, err := s.newPending(c, rd, scopeLogin, "qr", attempt)
+	if err != nil {
+		return err
+	}
+	d := s.page(c, "qr_login")
+	d.Frame = s.wechat.QRConnectFrameURL(s.website.AppID, s.callbackURL(), state)
+	d.FrameTitle = label(c, "qr_frame")
+	d.Links = append(d.Links, pageLink{URL: s.wechat.QRConnectURL(s.website.AppID, s.callbackURL(), state), Label: label(c, "qr_fallback")})
+	s.devLink(c, &d, rd, scope)
+	return s.render(c, d)
+}
+
+// openInWeChat shows the "open this page in WeChat" page: the page's link
+// with a copy button, and on a desktop a QR code of it for the phone's
+// WeChat to scan.
 func (s *Server) openInWeChat(c *fiber.Ctx, kind uaKind, rd, scope string) error {
 	page := "open_in_wechat"
-	if kind == uaWeCom {
+	switch kind {
+	case uaWeCom:
 		page = "wecom"
+	case uaPhone:
+		page = "open_in_wechat_phone"
 	}
 	d := s.page(c, page)
-	d.Footer = s.absoluteURL(rd)
+	s.withLink(c, &d, s.absoluteURL(rd))
+	if kind == uaDesktop {
+		// A link too long for a code still shows, without one.
+		if qr, err := qrimg.DataURI(d.Link, 240); err == nil {
+			d.QR, d.QRAlt = template.URL(qr), label(c, "qr_alt")
+		}
+	}
+	s.devLink(c, &d, rd, scope)
+	return s.render(c, d)
+}
+
+// devLink adds, in `wxgate dev` only, the link that runs the in-WeChat
+// login in this browser against the simulator.
+func (s *Server) devLink(c *fiber.Ctx, d *pageData, rd, scope string) {
 	if s.cfg.Server.Dev && s.oa.AppID != "" {
 		q := url.Values{"rd": {rd}, "scope": {routeScope(scope)}, "flow": {"oa"}}
 		d.Links = append(d.Links, pageLink{URL: s.prefix + "/start?" + q.Encode(), Label: label(c, "dev"), Primary: true})
 	}
-	return s.render(c, d)
 }
 
 // absoluteURL is the URL a browser would show for rd, a return target as
@@ -91,12 +199,13 @@ func (s *Server) absoluteURL(rd string) string {
 	return rd
 }
 
-// beginOA stores a pending login and redirects to WeChat's authorize page.
+// newPending stores a pending login of flow and returns its state, bound
+// to the browser's binding cookie (a new one unless it has a valid one).
 // Beyond the pending-login bounds it answers 429 and stores nothing.
-func (s *Server) beginOA(c *fiber.Ctx, rd, scope string, attempt int) error {
+func (s *Server) newPending(c *fiber.Ctx, rd, scope, flow string, attempt int) (string, error) {
 	if ok, why := s.starts.allow(requestOf(c).client); !ok {
 		s.metrics.StartRefused(why)
-		return tooManyLogins(fmt.Errorf("pending logins over the %s bound", why))
+		return "", tooManyLogins(fmt.Errorf("pending logins over the %s bound", why))
 	}
 	binding := c.Cookies(s.cookies.binding)
 	if !session.ValidID(binding) {
@@ -106,13 +215,23 @@ func (s *Server) beginOA(c *fiber.Ctx, rd, scope string, attempt int) error {
 	}
 	state := session.NewState()
 	err := s.sessions.SavePending(c.UserContext(), state, &session.Pending{
-		ReturnURL: rd, Scope: scope, Flow: "oa", Binding: session.Hash(binding), Attempt: attempt,
+		ReturnURL: rd, Scope: scope, Flow: flow, Binding: session.Hash(binding), Attempt: attempt,
 		Handoff: s.handoffBinding(c),
 	})
 	if err != nil {
-		return storeError(err)
+		return "", storeError(err)
 	}
 	s.setCookie(c, s.cookies.binding, binding, session.PendingTTL)
+	return state, nil
+}
+
+// beginOA stores a pending login and redirects to WeChat's authorize page.
+// Beyond the pending-login bounds it answers 429 and stores nothing.
+func (s *Server) beginOA(c *fiber.Ctx, rd, scope string, attempt int) error {
+	state, err := s.newPending(c, rd, scope, "oa", attempt)
+	if err != nil {
+		return err
+	}
 	noStore(c)
 	return c.Redirect(s.wechat.AuthorizeURL(s.oa.AppID, s.callbackURL(), scope, state), http.StatusFound)
 }
@@ -123,11 +242,15 @@ func (s *Server) callbackURL() string {
 	return s.public.Scheme + "://" + s.cfg.Server.authAuthority + s.prefix + "/callback"
 }
 
-// callback completes the official-account login: GET /_wxgate/callback.
+// callback completes a browser login, of the official account or the QR
+// flow: GET /_wxgate/callback. The pending login's flow decides which app
+// redeems the code, so a code of one app presented on the other's state
+// is WeChat's 40029, never a login.
 func (s *Server) callback(c *fiber.Ctx) error {
 	ctx := c.UserContext()
 	state, code := c.Query("state"), c.Query("code")
 	retry := s.prefix + "/start"
+	// Until the state names its login, the flow is unknown: counted as oa.
 	if !session.ValidState(state) {
 		s.metrics.Login("oa", "bad_state")
 		return loginExpired(retry)
@@ -139,12 +262,13 @@ func (s *Server) callback(c *fiber.Ctx) error {
 	} else if err != nil {
 		return storeError(err)
 	}
+	flow := p.Flow
 	retry = s.prefix + "/start?" + url.Values{"rd": {p.ReturnURL}}.Encode()
 	// The state must come back to the browser that started it, checked
 	// before the code is touched: a state or code carried to another browser
 	// logs nobody in there.
 	if !p.BoundTo(c.Cookies(s.cookies.binding)) {
-		s.metrics.Login("oa", "other_browser")
+		s.metrics.Login(flow, "other_browser")
 		return otherBrowser(retry)
 	}
 	keepHandoff(c, p)
@@ -153,8 +277,16 @@ func (s *Server) callback(c *fiber.Ctx) error {
 	if done, err := s.remembered(c, state); err != nil || done {
 		return err
 	}
+	app := s.flowApp(flow)
+	if app.AppID == "" {
+		// Started before a restart that removed the flow's app.
+		s.metrics.Login(flow, "bad_state")
+		return loginExpired(retry)
+	}
 	if code == "" {
-		s.metrics.Login("oa", "refused")
+		// The official account's refusal; WeChat's QR page redirects
+		// nowhere on one, but a callback without a code means the same.
+		s.metrics.Login(flow, "refused")
 		return refused(retry)
 	}
 	first, err := s.sessions.Claim(ctx, state)
@@ -165,30 +297,36 @@ func (s *Server) callback(c *fiber.Ctx) error {
 		// Used by a concurrent or earlier callback that left no result.
 		return s.restart(c, p, "replayed")
 	}
-	tok, err := s.wechat.ExchangeCode(ctx, s.oa, code)
+	tok, err := s.wechat.ExchangeCode(ctx, app, code)
 	switch {
 	case wechat.HasCode(err, wechat.CodeInvalidCode, wechat.CodeCodeUsed, 42003):
 		return s.restart(c, p, "code_invalid")
 	case err != nil:
-		s.metrics.Login("oa", "wechat_error")
+		s.metrics.Login(flow, "wechat_error")
 		return err
 	}
 	if tok.IsSnapshotUser == 1 {
 		// A snapshot page gives a virtual identity: ask for a real
 		// authorization and never treat it as logged in.
-		s.metrics.Login("oa", "snapshot")
+		s.metrics.Login(flow, "snapshot")
 		d := s.page(c, "snapshot")
 		q := url.Values{"rd": {p.ReturnURL}, "scope": {routeUserinfo}}
 		d.Links = []pageLink{{URL: s.prefix + "/start?" + q.Encode(), Label: label(c, "authorize"), Primary: true}}
 		c.Status(http.StatusForbidden)
 		return s.render(c, d)
 	}
-	id := session.Identity{OpenID: tok.OpenID, UnionID: tok.UnionID, AppID: s.oa.AppID, Scope: scopeBase}
-	if grantsUserinfo(tok.Scope) {
+	id := session.Identity{OpenID: tok.OpenID, UnionID: tok.UnionID, AppID: app.AppID, Scope: scopeBase}
+	switch {
+	case flow == "qr":
+		// snsapi_login carries the profile, as snsapi_userinfo does.
+		id.Scope = scopeLogin
+	case grantsUserinfo(tok.Scope):
 		id.Scope = scopeUserinfo
+	}
+	if id.Scope != scopeBase {
 		info, err := s.wechat.UserInfo(ctx, tok.AccessToken, tok.OpenID, wechatLang(c))
 		if err != nil {
-			s.metrics.Login("oa", "wechat_error")
+			s.metrics.Login(flow, "wechat_error")
 			return err
 		}
 		id.Nickname, id.Avatar = info.Nickname, info.HeadImgURL
@@ -216,9 +354,18 @@ func (s *Server) callback(c *fiber.Ctx) error {
 	}
 	s.setCookie(c, s.cookies.session, sess.ID, s.cfg.Session.TTL)
 	s.starts.release(requestOf(c).client)
-	s.metrics.LoggedIn("oa", id.UnionID != "")
+	s.metrics.LoggedIn(flow, id.UnionID != "")
 	noStore(c)
 	return c.Redirect(p.ReturnURL, http.StatusFound)
+}
+
+// flowApp is the app that redeems the codes of a pending login's flow; its
+// AppID is empty when that app is not configured.
+func (s *Server) flowApp(flow string) wechat.App {
+	if flow == "qr" {
+		return s.website
+	}
+	return s.oa
 }
 
 // userTokens is what a session keeps of WeChat's user token; now is the
@@ -252,13 +399,18 @@ func (s *Server) remembered(c *fiber.Ctx, state string) (bool, error) {
 }
 
 // restart begins the login again once after a bad or reused code, then
-// gives up with an error page.
+// gives up with an error page. The QR flow restarts on a new QR page: a
+// person scans again, so it cannot loop by itself either way.
 func (s *Server) restart(c *fiber.Ctx, p *session.Pending, why string) error {
 	if p.Attempt >= 1 {
-		s.metrics.Login("oa", why)
+		s.metrics.Login(p.Flow, why)
 		return codeInvalid(s.prefix + "/start?" + url.Values{"rd": {p.ReturnURL}}.Encode())
 	}
-	s.metrics.Login("oa", "restarted")
+	s.metrics.Login(p.Flow, "restarted")
+	if p.Flow == "qr" {
+		noStore(c)
+		return c.Redirect(s.qrPath(p.ReturnURL, "", p.Handoff, true), http.StatusFound)
+	}
 	return s.beginOA(c, p.ReturnURL, p.Scope, p.Attempt+1)
 }
 

@@ -407,7 +407,7 @@ func TestOpenInWeChatLink(t *testing.T) {
 		{"https://good.example.com/shop", "https://good.example.com/shop"},
 	} {
 		_, body := b.get("/_wxgate/start?rd="+url.QueryEscape(tc.rd), nil)
-		if !strings.Contains(body, "<small>"+html.EscapeString(tc.want)+"</small>") {
+		if !strings.Contains(body, `id="link">`+html.EscapeString(tc.want)+"</code>") {
 			t.Errorf("open-in-WeChat page for rd=%s: want the link %s in %.600s", tc.rd, tc.want, body)
 		}
 	}

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"html/template"
 	"strconv"
 	"strings"
@@ -16,8 +18,12 @@ type message struct {
 // messages are every page wxgate shows. zh-CN comes first; English is served
 // when Accept-Language prefers it.
 var messages = map[string]message{
-	"open_in_wechat": {"请在微信中打开", "请复制本页链接，在微信客户端中打开以完成登录。",
+	"open_in_wechat": {"请在微信中打开", "请用手机微信扫描下方二维码，或复制本页链接在微信中打开，以完成登录。",
+		"Open this page in WeChat", "Scan the QR code below with WeChat on your phone, or copy this page's link and open it in WeChat, to log in."},
+	"open_in_wechat_phone": {"请在微信中打开", "请复制本页链接，在微信客户端中打开以完成登录。",
 		"Open this page in WeChat", "Copy this page's link and open it in the WeChat app to log in."},
+	"qr_login": {"微信扫码登录", "请使用手机微信扫描二维码登录。",
+		"Log in with WeChat", "Scan the QR code with WeChat on your phone to log in."},
 	"wecom": {"请在微信中打开", "企业微信不支持此登录方式，请在微信客户端中打开本页。",
 		"Open this page in WeChat", "WeCom cannot use this login. Open this page in the WeChat app."},
 	"refused": {"你已取消授权", "你拒绝了授权，因此未能登录。如需继续，请重新授权。",
@@ -62,11 +68,16 @@ var messages = map[string]message{
 
 // links' labels.
 var linkLabels = map[string][2]string{
-	"retry":     {"重新登录", "Log in again"},
-	"login":     {"登录", "Log in"},
-	"dev":       {"开发模式：模拟在微信中继续", "Dev mode: continue as if inside WeChat"},
-	"logout":    {"退出登录", "Log out"},
-	"authorize": {"授权", "Authorize"},
+	"retry":       {"重新登录", "Log in again"},
+	"login":       {"登录", "Log in"},
+	"dev":         {"开发模式：模拟在微信中继续", "Dev mode: continue as if inside WeChat"},
+	"logout":      {"退出登录", "Log out"},
+	"authorize":   {"授权", "Authorize"},
+	"copy":        {"复制链接", "Copy link"},
+	"copied":      {"已复制", "Copied"},
+	"qr_alt":      {"本页链接的二维码", "QR code of this page's link"},
+	"qr_frame":    {"微信登录二维码", "WeChat login QR code"},
+	"qr_fallback": {"二维码无法显示？打开微信登录页", "QR code not showing? Open WeChat's login page"},
 }
 
 // lang picks "zh" or "en" from Accept-Language: the first of the two the
@@ -120,6 +131,14 @@ type pageData struct {
 	Links                        []pageLink
 	Form                         *pageForm
 	Footer                       string
+	// Link, if set, is shown selectable with a copy button (the button
+	// needs the script; the link does not).
+	Link, CopyLabel, CopiedLabel string
+	// QR, if set, is a QR code image as a data: URI, made here.
+	QR    template.URL
+	QRAlt string
+	// Frame, if set, is a page of WeChat's shown in a frame.
+	Frame, FrameTitle string
 }
 
 type pageForm struct {
@@ -127,18 +146,49 @@ type pageForm struct {
 	Hidden        map[string]string
 }
 
+// pageStyle and copyScript are the pages' only style and script, inline
+// and allowed by their hashes in the Content-Security-Policy.
+const pageStyle = `body{font-family:-apple-system,"PingFang SC","Microsoft YaHei",system-ui,sans-serif;max-width:30rem;margin:3rem auto;padding:0 1.2rem;color:#222;line-height:1.6}
+h1{font-size:1.3rem}a.btn,button{display:inline-block;padding:.6rem 1.2rem;margin:.3rem .3rem 0 0;border-radius:6px;border:1px solid #07c160;color:#07c160;background:#fff;text-decoration:none;font-size:1rem}
+a.primary,button.primary{background:#07c160;color:#fff}small{color:#888}[hidden]{display:none!important}
+img.qr{display:block;max-width:100%;image-rendering:pixelated;margin:1rem 0}iframe{display:block;border:0;margin:1rem 0}
+code.link{display:block;padding:.5rem;background:#f4f4f4;border-radius:4px;word-break:break-all;user-select:all;-webkit-user-select:all}`
+
+const copyScript = `(function(){var b=document.getElementById("copy"),l=document.getElementById("link");if(!b||!l)return;
+function done(){b.textContent=b.getAttribute("data-done")}
+function select(){var r=document.createRange();r.selectNodeContents(l);var s=window.getSelection();s.removeAllRanges();s.addRange(r);try{if(document.execCommand("copy"))done()}catch(e){}}
+b.hidden=false;b.addEventListener("click",function(){if(navigator.clipboard&&window.isSecureContext){navigator.clipboard.writeText(l.textContent).then(done,select)}else{select()}})})();`
+
+// pageCSP is the pages' Content-Security-Policy: nothing loads but the
+// inline style and script above and data: images, nothing frames them,
+// and a page that frames WeChat's QR page allows that origin in frames
+// (Server.framingCSP).
+var pageCSP = "default-src 'none'; style-src " + cspHash(pageStyle) + "; script-src " + cspHash(copyScript) +
+	"; img-src data:; base-uri 'none'; frame-ancestors 'none'"
+
+func cspHash(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return "'sha256-" + base64.StdEncoding.EncodeToString(h[:]) + "'"
+}
+
 var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
 <html lang="{{if eq .Lang "en"}}en{{else}}zh-CN{{end}}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{{.Title}}</title>
-<style>body{font-family:-apple-system,"PingFang SC","Microsoft YaHei",system-ui,sans-serif;max-width:30rem;margin:3rem auto;padding:0 1.2rem;color:#222;line-height:1.6}
-h1{font-size:1.3rem}a.btn,button{display:inline-block;padding:.6rem 1.2rem;margin:.3rem .3rem 0 0;border-radius:6px;border:1px solid #07c160;color:#07c160;background:#fff;text-decoration:none;font-size:1rem}
-a.primary,button.primary{background:#07c160;color:#fff}small{color:#888}</style></head>
+<style>` + pageStyle + `</style></head>
 <body><h1>{{.Title}}</h1><p>{{.Body}}</p>
+{{- if .Frame}}
+<iframe src="{{.Frame}}" title="{{.FrameTitle}}" width="300" height="400" sandbox="allow-scripts allow-same-origin allow-forms allow-top-navigation"></iframe>{{end}}
+{{- if .QR}}
+<img class="qr" src="{{.QR}}" alt="{{.QRAlt}}">{{end}}
+{{- if .Link}}
+<code class="link" id="link">{{.Link}}</code><button type="button" id="copy" data-done="{{.CopiedLabel}}" hidden>{{.CopyLabel}}</button>{{end}}
 {{if .Form}}<form method="post" action="{{.Form.Action}}">{{range $k, $v := .Form.Hidden}}<input type="hidden" name="{{$k}}" value="{{$v}}">{{end}}<button class="primary" type="submit">{{.Form.Label}}</button></form>{{end}}
 {{range .Links}}<a class="btn{{if .Primary}} primary{{end}}" href="{{.URL}}">{{.Label}}</a> {{end}}
 {{if .Footer}}<p><small>{{.Footer}}</small></p>{{end}}
 {{if .RequestID}}<p><small>ID: {{.RequestID}}</small></p>{{end}}
+{{- if .Link}}
+<script>` + copyScript + `</script>{{end}}
 </body></html>`))
 
 func (s *Server) page(c *fiber.Ctx, page string) pageData {
@@ -152,6 +202,11 @@ func (s *Server) page(c *fiber.Ctx, page string) pageData {
 		d.Title, d.Body = m.enTitle, m.enBody
 	}
 	return d
+}
+
+// withLink shows link on d, to select or copy.
+func (s *Server) withLink(c *fiber.Ctx, d *pageData, link string) {
+	d.Link, d.CopyLabel, d.CopiedLabel = link, label(c, "copy"), label(c, "copied")
 }
 
 func label(c *fiber.Ctx, key string) string {
@@ -169,6 +224,11 @@ func (s *Server) render(c *fiber.Ctx, d pageData) error {
 		contentLang = "en"
 	}
 	c.Set(fiber.HeaderContentLanguage, contentLang)
+	csp := pageCSP
+	if d.Frame != "" {
+		csp = s.framingCSP
+	}
+	c.Set(fiber.HeaderContentSecurityPolicy, csp)
 	c.Vary(fiber.HeaderAcceptLanguage)
 	return pageTmpl.Execute(c.Response().BodyWriter(), d)
 }

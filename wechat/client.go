@@ -130,6 +130,26 @@ func (c *Client) QRConnectURL(appID, redirectURI, state string) string {
 		"&lang=cn#wechat_redirect"
 }
 
+// QRConnectFrameURL is the qrconnect page as WeChat's wxLogin.js embeds it
+// in an iframe (WECHAT-API.md section 2): QRConnectURL's parameters in
+// their order, then login_type=jssdk and self_redirect=false, so that the
+// consent navigates the top window rather than the frame; no fragment, as
+// wxLogin.js sends none.
+func (c *Client) QRConnectFrameURL(appID, redirectURI, state string) string {
+	u, _, _ := strings.Cut(c.QRConnectURL(appID, redirectURI, state), "#")
+	return u + "&login_type=jssdk&self_redirect=false"
+}
+
+// OpenOrigin is the scheme and host of the browser pages (open_base), what
+// a page that frames them must allow.
+func (c *Client) OpenOrigin() string {
+	u, err := url.Parse(c.openBase)
+	if err != nil || u.Host == "" {
+		return DefaultOpenBase
+	}
+	return u.Scheme + "://" + u.Host
+}
+
 // UserToken is the answer of /sns/oauth2/access_token and
 // /sns/oauth2/refresh_token.
 type UserToken struct {

@@ -80,6 +80,26 @@ func TestAuthorizeURLOrder(t *testing.T) {
 	}
 }
 
+// TestQRConnectURLs: the website app's page, whole and as wxLogin.js
+// frames it, on the production host and on another base.
+func TestQRConnectURLs(t *testing.T) {
+	c := wechat.New(wechat.Config{})
+	full := "https://open.weixin.qq.com/connect/qrconnect?appid=wxWEB&redirect_uri=https%3A%2F%2Fa.example.com%2Fcb&response_type=code&scope=snsapi_login&state=S&lang=cn"
+	if got := c.QRConnectURL("wxWEB", "https://a.example.com/cb", "S"); got != full+"#wechat_redirect" {
+		t.Errorf("QRConnectURL = %q", got)
+	}
+	if got := c.QRConnectFrameURL("wxWEB", "https://a.example.com/cb", "S"); got != full+"&login_type=jssdk&self_redirect=false" {
+		t.Errorf("QRConnectFrameURL = %q", got)
+	}
+	if got := c.OpenOrigin(); got != "https://open.weixin.qq.com" {
+		t.Errorf("OpenOrigin = %q", got)
+	}
+	sim := wechat.New(wechat.Config{OpenBase: "http://localhost:9300/"})
+	if got := sim.OpenOrigin(); got != "http://localhost:9300" {
+		t.Errorf("OpenOrigin with open_base http://localhost:9300/ = %q", got)
+	}
+}
+
 func TestExchangeAndUserInfo(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()

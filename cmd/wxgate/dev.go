@@ -172,8 +172,9 @@ wxgate dev is running:
   demo upstream   %s
   metrics         http://%s/metrics
 
-In a desktop browser you get the "open in WeChat" page with a dev-only link
-that runs the in-WeChat login against the simulator. Or, as WeChat's browser:
+In a desktop browser you get the QR login page (with [wechat.website]; else
+the "open in WeChat" page): pick a test user in the simulator's QR page, or
+follow the dev-only link that runs the in-WeChat login. Or, as WeChat's browser:
   curl -i -A 'Mozilla/5.0 MicroMessenger/8.0.49' %s/
 Press Ctrl-C to stop.
 `, cfg.Server.PublicURL, simBase, len(apps), demoURL, cfg.Server.AdminListen, cfg.Server.PublicURL)

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"html"
 	"io"
 	"net"
 	"net/http"
@@ -172,6 +173,37 @@ func TestDev(t *testing.T) {
 	resp.Body.Close()
 	if !strings.Contains(string(page), "flow=oa") {
 		t.Errorf("desktop start page lacks the dev link: %.300s", page)
+	}
+
+	// With the shipped website app, a desktop browser logs in by QR: the
+	// QR page frames the simulator's qrconnect page, and a test user's
+	// consent there lands on the page the login started from.
+	deskJar, _ := cookiejar.New(nil)
+	desk := &http.Client{Jar: deskJar, Timeout: 10 * time.Second}
+	resp, err = desk.Get(public + "/_wxgate/start?rd=%2Fprofile%2F")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	frame := regexp.MustCompile(`<iframe src="([^"]+)"`).FindStringSubmatch(string(page))
+	if resp.Request.URL.Path != "/_wxgate/qr" || frame == nil {
+		t.Fatalf("desktop /start ended on %s without a frame: %.300s", resp.Request.URL, page)
+	}
+	frameURL := html.UnescapeString(frame[1])
+	if !strings.HasPrefix(frameURL, simURL+"/connect/qrconnect?appid=wxd0c5a1e0000000b2&") || !strings.HasSuffix(frameURL, "&login_type=jssdk&self_redirect=false") {
+		t.Errorf("frame src %q", frameURL)
+	}
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "frame-src "+simURL) {
+		t.Errorf("QR page CSP %q does not allow framing the simulator", csp)
+	}
+	resp, err = desk.Get(strings.TrimSuffix(frameURL, "&login_type=jssdk&self_redirect=false") + "&sim_user=bob&sim_decision=allow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Request.URL.String() != public+"/profile/" || resp.StatusCode != http.StatusOK {
+		t.Errorf("QR login ended on %s with %d, want %s/profile/", resp.Request.URL, resp.StatusCode, public)
 	}
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {

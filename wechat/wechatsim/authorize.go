@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/wxgate/wxgate/internal/qrimg"
 )
 
 // code is an OAuth code, a wx.login js_code, or a phone code.
@@ -119,6 +121,10 @@ func (s *Server) authorizePage(w http.ResponseWriter, r *http.Request, want AppT
 
 	user, decision := q.Get("sim_user"), q.Get("sim_decision")
 	if user == "" || decision == "" {
+		if want == Website {
+			s.qrPage(w, r, app)
+			return
+		}
 		s.consentPage(w, r, app, scope)
 		return
 	}
@@ -216,19 +222,66 @@ func renderPage(w http.ResponseWriter, status int, t *template.Template, data an
 }
 
 func (s *Server) consentPage(w http.ResponseWriter, r *http.Request, app *App, scope string) {
+	renderPage(w, http.StatusOK, consentPage, map[string]any{
+		"Action":   r.URL.Path,
+		"Hidden":   pageParams(r),
+		"AppID":    app.AppID,
+		"Userinfo": scope != "snsapi_base",
+		"Snapshot": scope == "snsapi_userinfo",
+		"Users":    s.sortedUsers(),
+	})
+}
+
+// pageParams are the authorize page's own parameters, which its form
+// carries on with the test user and decision.
+func pageParams(r *http.Request) [][2]string {
 	hidden := [][2]string{}
 	for _, k := range append(authorizeOrder, "connect_redirect", "lang") {
 		if v := r.URL.Query().Get(k); v != "" {
 			hidden = append(hidden, [2]string{k, v})
 		}
 	}
-	renderPage(w, http.StatusOK, consentPage, map[string]any{
-		"Action":   r.URL.Path,
-		"Hidden":   hidden,
-		"AppID":    app.AppID,
-		"Userinfo": scope != "snsapi_base",
-		"Snapshot": scope == "snsapi_userinfo",
-		"Users":    s.sortedUsers(),
+	return hidden
+}
+
+// qrPage is the website app's QR page. A person sees a QR code, as on
+// WeChat's page; here it holds the page's own URL, so a phone that can
+// reach the simulator may scan it and answer there, and below it the
+// consent for a test user, which stands in for the phone. Framed by
+// wxLogin.js (login_type=jssdk), the answer navigates the top window
+// unless self_redirect=true, as WeChat's does.
+func (s *Server) qrPage(w http.ResponseWriter, r *http.Request, app *App) {
+	hidden := pageParams(r)
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	// url.Values would sort the keys; the page checks their order.
+	var b strings.Builder
+	for i, kv := range hidden {
+		if i > 0 {
+			b.WriteByte('&')
+		}
+		b.WriteString(url.QueryEscape(kv[0]) + "=" + url.QueryEscape(kv[1]))
+	}
+	qr, err := qrimg.DataURI(scheme+"://"+r.Host+r.URL.Path+"?"+b.String(), 200)
+	if err != nil {
+		pageError(w, r, 10001, "二维码生成失败")
+		return
+	}
+	q := r.URL.Query()
+	target := "_self"
+	if q.Get("login_type") == "jssdk" && q.Get("self_redirect") != "true" {
+		target = "_top"
+	}
+	renderPage(w, http.StatusOK, qrPage, map[string]any{
+		"Action": r.URL.Path,
+		"Hidden": hidden,
+		"AppID":  app.AppID,
+		"QR":     template.URL(qr),
+		"Target": target,
+		"Framed": q.Get("login_type") == "jssdk",
+		"Users":  s.sortedUsers(),
 	})
 }
 
@@ -253,6 +306,29 @@ var consentPage = template.Must(template.New("consent").Parse(pageHead + `
 <button class="ok" name="sim_decision" value="allow">允许 Allow</button>
 <button name="sim_decision" value="deny">拒绝 Refuse</button>
 {{if .Snapshot}}<button name="sim_decision" value="snapshot">快照页 Snapshot</button>{{end}}
+</form></body></html>`))
+
+var qrPage = template.Must(template.New("qr").Parse(`<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>微信登录（模拟器）</title><style>
+body{font-family:system-ui,sans-serif;margin:0 auto;padding:.4rem;max-width:28rem;color:#222;text-align:center;font-size:14px}
+.sim{background:#fff3cd;padding:.2rem .5rem;border-radius:4px;font-size:12px;margin:0}
+h1{font-size:16px;margin:.4rem 0}img{display:block;margin:0 auto;image-rendering:pixelated}
+fieldset{border:1px solid #ddd;border-radius:4px;margin:.4rem 0;padding:.2rem .4rem}legend{font-size:12px}
+label{display:inline-block;margin:.1rem .4rem}
+button{padding:.35rem .9rem;margin:.25rem .2rem 0;border-radius:4px;border:1px solid #999;background:#fff}
+button.ok{background:#07c160;color:#fff;border-color:#07c160}</style></head><body{{if .Framed}} class="framed"{{end}}>
+<p class="sim">WeChat simulator — not WeChat</p>
+<h1>微信登录</h1>
+<img src="{{.QR}}" alt="二维码 QR code" data-appid="{{.AppID}}">
+<p>请使用微信扫描二维码登录<br><small>模拟器：在下方选择测试用户代替扫码</small></p>
+<form method="get" action="{{.Action}}" target="{{.Target}}">
+{{range .Hidden}}<input type="hidden" name="{{index . 0}}" value="{{index . 1}}">{{end}}
+<fieldset><legend>测试用户 / Test user</legend>
+{{range $i, $u := .Users}}<label><input type="radio" name="sim_user" value="{{$u}}"{{if eq $i 0}} checked{{end}}> {{$u}}</label>{{end}}
+</fieldset>
+<button class="ok" name="sim_decision" value="allow">允许 Allow</button>
+<button name="sim_decision" value="deny" formtarget="_self">拒绝 Refuse</button>
 </form></body></html>`))
 
 var errorPage = template.Must(template.New("error").Parse(pageHead + `

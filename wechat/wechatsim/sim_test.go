@@ -9,13 +9,19 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"html"
+	"image/png"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/makiuchi-d/gozxing"
+	gozxingqr "github.com/makiuchi-d/gozxing/qrcode"
 
 	"github.com/wxgate/wxgate/wechat/wechatsim"
 )
@@ -452,4 +458,60 @@ func TestLifetimes(t *testing.T) {
 	if resp, _ := http.Post(s.url+"/_sim/lifetimes", "application/json", strings.NewReader(`{"sns_access_token":-1}`)); resp.StatusCode != 400 {
 		t.Errorf("negative lifetime: %d, want 400", resp.StatusCode)
 	}
+}
+
+// TestQRPage: the website app's page shows a person a QR code, which
+// decodes to the page's own URL (what a phone would open), and the test
+// users; framed as wxLogin.js frames it, allowing navigates the top
+// window (self_redirect=false) and refusing stays in the frame.
+func TestQRPage(t *testing.T) {
+	s := newSim(t)
+	page := "/connect/qrconnect?appid=" + web + "&redirect_uri=" + url.QueryEscape("https://app.example.com/cb") + "&response_type=code&scope=snsapi_login&state=s1&lang=cn"
+	for _, tc := range []struct{ extra, target string }{
+		{"", "_self"},
+		{"&login_type=jssdk&self_redirect=false", "_top"},
+		{"&login_type=jssdk&self_redirect=true", "_self"},
+	} {
+		resp, err := http.Get(s.url + page + tc.extra)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body := string(b)
+		if resp.StatusCode != 200 || !strings.Contains(body, `value="alice"`) || !strings.Contains(body, `value="allow"`) {
+			t.Fatalf("qr page%s: %d %.300s", tc.extra, resp.StatusCode, body)
+		}
+		if !strings.Contains(body, `target="`+tc.target+`"`) || !strings.Contains(body, `value="deny" formtarget="_self"`) {
+			t.Errorf("qr page%s: want the form's target %s and refusal in the frame", tc.extra, tc.target)
+		}
+		src := regexp.MustCompile(`<img src="data:image/png;base64,([^"]+)"`).FindStringSubmatch(body)
+		if src == nil {
+			t.Fatalf("qr page%s shows no QR image", tc.extra)
+		}
+		raw, err := base64.StdEncoding.DecodeString(html.UnescapeString(src[1]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := decodeQR(t, raw); got != s.url+page {
+			t.Errorf("the QR code holds %q, want the page's URL %q", got, s.url+page)
+		}
+	}
+}
+
+func decodeQR(t *testing.T, b []byte) string {
+	t.Helper()
+	img, err := png.Decode(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bmp, err := gozxing.NewBinaryBitmapFromImage(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := gozxingqr.NewQRCodeReader().Decode(bmp, nil)
+	if err != nil {
+		t.Fatalf("decoding the QR code: %v", err)
+	}
+	return res.GetText()
 }
