@@ -18,6 +18,12 @@ func TestBrowserForwardAuthNginx(t *testing.T) {
 	err := chromedp.Do(ctx,
 		chromedp.Navigate(front+"/orders?id=7"),
 		chromedp.WaitVisible(chromedp.CSS(`button[value="allow"]`)),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	screenshot(t, ctx, "nginx-forward-auth-consent.png")
+	err = chromedp.Do(ctx,
 		chromedp.Click(chromedp.CSS(`input[name="sim_user"][value="carol"]`)),
 		chromedp.Click(chromedp.CSS(`button[value="allow"]`)),
 	)
@@ -36,6 +42,7 @@ func TestBrowserForwardAuthNginx(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	screenshot(t, ctx, "nginx-forward-auth-logged-in.png")
 	for _, want := range []string{carol.OpenID, carol.UnionID, "X-Wechat-Identity"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("the app behind nginx did not show %q: %.500s", want, body)

@@ -88,6 +88,9 @@ func TestTraefikExample(t *testing.T) {
 			t.Errorf("authResponseHeadersRegex takes %q from the app's request", h)
 		}
 	}
+	if h, _ := fa["authResponseHeaders"].([]any); !slices.Contains(h, any("Cookie")) {
+		t.Errorf("authResponseHeaders %v: the app gets the browser's Cookie with wxgate's session ID", h)
+	}
 	rule := yamlPath(t, doc, "http", "routers", "wxgate", "rule").(string)
 	if !strings.Contains(rule, "!PathPrefix(`/_wxgate/auth`)") {
 		t.Errorf("wxgate router %q: a browser could ask the forward-auth question itself", rule)
@@ -140,6 +143,9 @@ func TestEnvoyExample(t *testing.T) {
 		if !upstream[h] {
 			t.Errorf("allowed_upstream_headers misses %s: the app never gets it", h)
 		}
+	}
+	if !upstream["cookie"] {
+		t.Error("allowed_upstream_headers misses cookie: the app gets the browser's Cookie with wxgate's session ID")
 	}
 	client := patterns("authorization_response", "allowed_client_headers", "patterns")
 	for h := range client {

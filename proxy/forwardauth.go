@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
@@ -115,6 +116,11 @@ func (s *Server) answerAuth(c *fiber.Ctx, r *request, o original, err error, red
 	}
 	noStore(c)
 	c.Status(http.StatusOK)
+	if raw := c.Request().Header.Peek(fiber.HeaderCookie); len(raw) > 0 {
+		// The Cookie the app may see: the proxy passes it instead of the
+		// browser's, which carries wxgate's session ID.
+		c.Response().Header.SetBytesV(fiber.HeaderCookie, withoutOwnCookies(raw))
+	}
 	if who == nil {
 		// A public route: the proxy passes the request without identity.
 		return nil
@@ -211,4 +217,22 @@ func (s *Server) authStartURL(o original, path, scope string) string {
 		rd = "/"
 	}
 	return strings.TrimSuffix(s.public.String(), "/") + s.prefix + "/start?rd=" + url.QueryEscape(rd) + "&scope=" + scope
+}
+
+// withoutOwnCookies is a Cookie header's value without wxgate's cookies,
+// the others' bytes as sent; empty when only wxgate's were there.
+func withoutOwnCookies(raw []byte) []byte {
+	out := make([]byte, 0, len(raw))
+	for pair := range bytes.SplitSeq(raw, []byte(";")) {
+		pair = bytes.TrimSpace(pair)
+		name, _, _ := bytes.Cut(pair, []byte("="))
+		if len(pair) == 0 || slices.Contains(ownCookies, string(bytes.TrimSpace(name))) {
+			continue
+		}
+		if len(out) > 0 {
+			out = append(out, "; "...)
+		}
+		out = append(out, pair...)
+	}
+	return out
 }

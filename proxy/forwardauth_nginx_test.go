@@ -55,7 +55,12 @@ func TestForwardAuthFrontProxies(t *testing.T) {
 				// Spellings a CGI/FastCGI app (PHP) reads as the same
 				// names: HTTP_X_WECHAT_OPENID.
 				"X_WeChat_OpenID": "forged", "X-WeChat_UnionID": "forged", "X_WeChat-AppID": "forged", "X_Forwarded_User": "forged",
+				"Cookie": "app_pref=dark",
 			})
+			// The app's own cookies pass; wxgate's session ID does not.
+			if c := strings.Join(got.Headers["Cookie"], "; "); c != "app_pref=dark" {
+				t.Errorf("the app sees Cookie %q, want only its own app_pref=dark", c)
+			}
 			for k := range got.Headers {
 				if strings.Contains(k, "_") {
 					t.Errorf("the app sees %s = %q: an identity header's other spelling passed %s", k, got.Headers[k], fp.name)
@@ -84,6 +89,9 @@ func TestForwardAuthFrontProxies(t *testing.T) {
 			// A public route passes without identity, and without the
 			// client's forged one.
 			pub := b.upstreamView(front+"/public/a", map[string]string{"X-WeChat-OpenID": "forged"})
+			if c, ok := pub.Headers["Cookie"]; ok {
+				t.Errorf("on a public route the app sees Cookie %q, want none (the browser has only wxgate's)", c)
+			}
 			for _, h := range identityHeaders {
 				if v, ok := pub.Headers[h]; ok {
 					t.Errorf("on a public route the app sees %s = %q", h, v)

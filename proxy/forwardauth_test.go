@@ -376,3 +376,41 @@ func TestForwardAuthRedirectModeAPI(t *testing.T) {
 		t.Fatalf("status %d, Content-Type %q; want 401 JSON", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 }
+
+// TestForwardAuthCookie: an allowed answer carries the Cookie the app may
+// see, the browser's without wxgate's cookies, for the proxy to pass
+// instead; empty when only wxgate's were there.
+func TestForwardAuthCookie(t *testing.T) {
+	e := authEnv(t)
+	host := strings.TrimPrefix(e.url, "http://")
+	alice := e.browser(weChatUA)
+	alice.login("/", "alice")
+	session := alice.sessionCookie()
+	tests := []struct {
+		name, uri, cookie string
+		want              string
+		wantHeader        bool
+	}{
+		{"logged in, with the app's cookies", "/orders", "a=1; " + session + "; wxgate_login=x; b=2", "a=1; b=2", true},
+		{"logged in, only wxgate's", "/orders", session, "", true},
+		{"public", "/public/a", "theme=dark;" + session, "theme=dark", true},
+		{"__Host- spelling", "/public/a", "__Host-wxgate_session=x; c=3", "c=3", true},
+		{"no Cookie", "/public/a", "", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hdr := map[string]string{"X-Forwarded-Uri": tt.uri, "X-Forwarded-Host": host}
+			if tt.cookie != "" {
+				hdr["Cookie"] = tt.cookie
+			}
+			resp := e.browser("nginx").ask("", hdr)
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			got, ok := resp.Header["Cookie"]
+			if ok != tt.wantHeader || strings.Join(got, "; ") != tt.want {
+				t.Errorf("answer's Cookie %q (present %v), want %q (present %v)", got, ok, tt.want, tt.wantHeader)
+			}
+		})
+	}
+}
