@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -87,6 +88,28 @@ func keepDevSecrets(cfg, started *proxy.Config) {
 	}
 }
 
+// withLoopbackTwin adds to hosts the other loopback name of a public URL
+// on localhost or 127.0.0.1, with its port: a newcomer who opens the other
+// one logs in there too, through the public URL's callback and a hand-off
+// ticket, the way a site with several hosts does.
+func withLoopbackTwin(hosts []string, publicURL string) []string {
+	u, err := url.Parse(publicURL)
+	if err != nil {
+		return hosts
+	}
+	twin := map[string]string{"localhost": "127.0.0.1", "127.0.0.1": "localhost"}[u.Hostname()]
+	if twin == "" {
+		return hosts
+	}
+	if p := u.Port(); p != "" {
+		twin = net.JoinHostPort(twin, p)
+	}
+	if slices.Contains(hosts, twin) {
+		return hosts
+	}
+	return append(slices.Clip(hosts), twin)
+}
+
 // devStatePath is where `wxgate dev` keeps a file the config names at p: in
 // a dev/ directory beside it (".wxgate/sessions.snapshot" becomes
 // ".wxgate/dev/sessions.snapshot"). In dev anyone logs in as any openid
@@ -134,6 +157,7 @@ func dev(args []string, stdout, stderr io.Writer) int {
 		}
 		c.Tokens.SigningKeyFile = devStatePath(c.Tokens.SigningKeyFile)
 		c.WeChat.APIBase, c.WeChat.OpenBase = simBase, simBase
+		c.Server.HandoffHosts = withLoopbackTwin(c.Server.HandoffHosts, c.Server.PublicURL)
 		secrets(c)
 		for i := range c.Upstreams {
 			if c.Upstreams[i].Name == "demo" {
