@@ -38,6 +38,7 @@ type Metrics struct {
 	appTokenProblem             *prometheus.GaugeVec
 	startsRefused               *prometheus.CounterVec
 	loginsCapped                *prometheus.CounterVec
+	websockets                  *prometheus.GaugeVec
 }
 
 // New registers wxgate's collectors. activeSessions, if not nil, is read at
@@ -108,11 +109,15 @@ func New(activeSessions func() float64) *Metrics {
 			Name: "wxgate_logins_capped_total",
 			Help: "Logins ended because a newer login took their person past [session] max_logins_per_user, by kind (session, token_family).",
 		}, []string{"kind"}),
+		websockets: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wxgate_websockets_open",
+			Help: "WebSocket connections tunnelled to each upstream now (after the upstream's 101, until either side closes).",
+		}, []string{"upstream"}),
 	}
 	m.Registry.MustRegister(
 		m.requests, m.requestDuration, m.upstreamDuration, m.upstreamRetries, m.upstreamCuts, m.logins, m.wechatCalls, m.wechatDuration,
 		m.storeErrors, m.refreshes, m.appTokenExpiry, m.appTokenAge, m.appTokenProblem, m.startsRefused,
-		m.loginsCapped,
+		m.loginsCapped, m.websockets,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -198,6 +203,11 @@ func (m *Metrics) StartRefused(reason string) { m.startsRefused.WithLabelValues(
 // LoginCapped is the session.Manager and session.Issuer OnCapped hook: a
 // login (kind session or token_family) ended by max_logins_per_user.
 func (m *Metrics) LoginCapped(kind string) { m.loginsCapped.WithLabelValues(kind).Inc() }
+
+// WebSocketOpened and WebSocketClosed follow the WebSockets tunnelled to
+// upstream.
+func (m *Metrics) WebSocketOpened(upstream string) { m.websockets.WithLabelValues(upstream).Inc() }
+func (m *Metrics) WebSocketClosed(upstream string) { m.websockets.WithLabelValues(upstream).Dec() }
 
 // StoreError counts a failed store operation.
 func (m *Metrics) StoreError(op string) { m.storeErrors.WithLabelValues(op).Inc() }

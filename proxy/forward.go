@@ -31,6 +31,10 @@ func (s *Server) forward(c *fiber.Ctx) error {
 		setRoute(c, "invalid")
 		return invalidRequest(err)
 	}
+	if r.upgrade, err = webSocketUpgrade(&c.Request().Header); err != nil {
+		setRoute(c, "invalid")
+		return invalidRequest(err)
+	}
 	d, who, err := s.judge(c, r, c.Method(), r.host, p)
 	if err != nil {
 		return err
@@ -79,6 +83,9 @@ func (s *Server) forward(c *fiber.Ctx) error {
 	req.UseHostHeader = true
 	req.Header.SetHost(r.authority)
 	req.URI().SetHost(up.hc.Addr)
+	if r.upgrade {
+		return s.tunnelTo(c, up)
+	}
 	resp := c.Response()
 	var body *clientBody
 	size := req.Header.ContentLength()
@@ -218,14 +225,15 @@ func (s *Server) currentSession(c *fiber.Ctx) (*session.Session, error) {
 
 // needLogin answers a request whose identity is missing (NeedLogin) or
 // has too small a scope (NeedScope): page loads go to start, keeping their
-// place; other requests get 401, or 403 for a missing scope.
+// place; other requests, WebSocket handshakes among them, get 401, or 403
+// for a missing scope.
 func (s *Server) needLogin(c *fiber.Ctx, rule *policies.Rule, path string, outcome policies.Outcome) error {
 	scope, answer := rule.Scope, loginRequired
 	if outcome == policies.NeedScope {
 		scope, answer = routeUserinfo, insufficientScope
 	}
 	link := s.startURL(c, path, scope)
-	if !rule.API && !wantsJSON(c) && (c.Method() == http.MethodGet || c.Method() == http.MethodHead) {
+	if !rule.API && !wantsJSON(c) && !requestOf(c).upgrade && (c.Method() == http.MethodGet || c.Method() == http.MethodHead) {
 		noStore(c)
 		return c.Redirect(link, http.StatusFound)
 	}
