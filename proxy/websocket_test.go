@@ -451,3 +451,43 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestWebSocketUpstreamLies: an upstream that answers the handshake with a
+// switch to another protocol, or with bytes that are not HTTP, is a 502;
+// the client's socket is never opened.
+func TestWebSocketUpstreamLies(t *testing.T) {
+	for name, answer := range map[string]string{
+		"101 to h2c": "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+		"not HTTP":   "SSH-2.0-OpenSSH_9.6\r\n\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ln.Close() })
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					go func() {
+						defer c.Close()
+						br := bufio.NewReader(c)
+						if _, err := http.ReadRequest(br); err != nil {
+							return
+						}
+						_, _ = io.WriteString(c, answer)
+						_, _ = io.Copy(io.Discard, br)
+					}()
+				}
+			}()
+			e := newEnvOpts(t, envOptions{appUpstream: "http://" + ln.Addr().String()})
+			conn, resp, body := wsDial(t, e, "/public/ws", nil)
+			if conn != nil || resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, `"upstream_down"`) {
+				t.Errorf("%d %q, want 502 upstream_down", resp.StatusCode, body)
+			}
+		})
+	}
+}
