@@ -46,6 +46,9 @@ func (s *Server) forward(c *fiber.Ctx) error {
 	case policies.Forbidden:
 		return forbidden(fmt.Errorf("route %s on the %s reading %q", rule.Name, d.Reading, d.Path))
 	}
+	if r.upgrade && who != nil && who.family == nil && !s.webSocketOrigin(c) {
+		return forbidden(fmt.Errorf("a WebSocket with the session cookie from the page of another site (Origin %q)", c.Get(fiber.HeaderOrigin)))
+	}
 	if err := s.checkWeChatToken(who, rule); err != nil {
 		return err
 	}

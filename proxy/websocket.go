@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -72,6 +73,27 @@ func hasToken(v []byte, tok string) bool {
 		}
 	}
 	return false
+}
+
+// webSocketOrigin reports whether the page that opens a WebSocket may use
+// the session cookie: WebSockets are outside the same-origin policy, and
+// browsers send the cookie (SameSite=Lax) on a handshake from any page of
+// the same site, another subdomain's included, which could then talk to
+// the app as the user (cross-site WebSocket hijacking). The page must be
+// of the public URL's origin, the request's own, or an
+// allowed_redirect_hosts origin. Browsers send Origin on every handshake;
+// a client that sends none is no browser, and its cookie is its own.
+func (s *Server) webSocketOrigin(c *fiber.Ctx) bool {
+	origin := c.Get(fiber.HeaderOrigin)
+	if origin == "" {
+		return true
+	}
+	if s.ownOrigin(c, origin) {
+		return true
+	}
+	u, err := url.Parse(origin)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.User == nil && u.Opaque == "" &&
+		(u.Path == "" || u.Path == "/") && u.RawQuery == "" && u.Fragment == "" && s.allowedOrigin(u)
 }
 
 // tunnelTo sends the WebSocket handshake in c, its headers already

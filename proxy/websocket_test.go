@@ -491,3 +491,56 @@ func TestWebSocketUpstreamLies(t *testing.T) {
 		})
 	}
 }
+
+// TestWebSocketOrigin: a page of another site cannot open a WebSocket with
+// the user's session cookie (cross-site WebSocket hijacking); the
+// gateway's own origin and allowed_redirect_hosts can. Bearer tokens and
+// public routes carry no ambient identity and pass whatever the Origin.
+func TestWebSocketOrigin(t *testing.T) {
+	up := newWSUpstream(t)
+	e := newEnvOpts(t, envOptions{appUpstream: up.URL})
+	b := e.browser(weChatUA)
+	b.login("/", "alice")
+	withOrigin := func(h http.Header, origin string) http.Header {
+		h = h.Clone()
+		h.Set("Origin", origin)
+		return h
+	}
+	for origin, open := range map[string]bool{
+		e.url:                              true,
+		"http://good.example.com":          true, // allowed_redirect_hosts
+		"http://x.trusted.example":         true,
+		"":                                 true, // no browser
+		"http://evil.example":              false,
+		"null":                             false,
+		"http://good.example.com.evil.com": false,
+		"https://good.example.com:8443":    false,
+		strings.Replace(e.url, "127.0.0.1", "localhost", 1): false,
+	} {
+		before := up.handshakes.Load()
+		conn, resp, body := wsDial(t, e, "/ws/echo", withOrigin(b.cookieHeader(), origin))
+		if open {
+			if conn == nil {
+				t.Errorf("Origin %q with the cookie: %d %q, want 101", origin, resp.StatusCode, body)
+				continue
+			}
+			echoes(t, conn)
+			conn.Close()
+			continue
+		}
+		if conn != nil || resp.StatusCode != http.StatusForbidden || !strings.Contains(body, `"forbidden"`) {
+			t.Errorf("Origin %q with the cookie: %d %q, want 403 forbidden", origin, resp.StatusCode, body)
+		}
+		if up.handshakes.Load() != before {
+			t.Errorf("Origin %q: the refused handshake reached the upstream", origin)
+		}
+	}
+	pair := e.api().mpLogin("dora")
+	bearer := http.Header{"Authorization": {"Bearer " + pair["access_token"].(string)}}
+	if conn, resp, body := wsDial(t, e, "/api/ws/echo", withOrigin(bearer, "http://evil.example")); conn == nil {
+		t.Errorf("a bearer token from another origin: %d %q, want 101", resp.StatusCode, body)
+	}
+	if conn, resp, body := wsDial(t, e, "/public/ws", withOrigin(b.cookieHeader(), "http://evil.example")); conn == nil {
+		t.Errorf("a public route from another origin: %d %q, want 101", resp.StatusCode, body)
+	}
+}
