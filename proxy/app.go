@@ -314,8 +314,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.log.Warn("the shutdown's time ran out: cut the requests still in flight", "requests", cut, "cause", context.Cause(ctx).Error())
 		err = nil
 	}
+	if n := s.tunnels.count(); n > 0 {
+		s.log.Info("waiting for the WebSockets open to close", "websockets", n)
+	}
 	if n := s.tunnels.wait(ctx); n > 0 {
-		s.log.Warn("the shutdown's time ran out: closed the WebSockets still open", "websockets", n, "cause", context.Cause(ctx).Error())
+		s.log.Warn("closed the WebSockets still open at the end of the shutdown", "websockets", n, "cause", context.Cause(ctx).Error())
 	}
 	if file := s.cfg.Session.SnapshotFile; file != "" {
 		n, saved, serr := s.sessions.SaveSnapshot(file, s.origin)

@@ -99,6 +99,13 @@ func (t *tunnel) end() {
 	close(t.done)
 }
 
+// count returns how many tunnels are open.
+func (s *tunnelSet) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.set)
+}
+
 // any returns one open tunnel, nil if none is.
 func (s *tunnelSet) any() *tunnel {
 	s.mu.Lock()
