@@ -3,6 +3,8 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha1"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -35,6 +37,21 @@ var errUpgradeBody = errors.New("proxy: a WebSocket upgrade must be a GET withou
 // errUpgradeRefused is an upstream answering a WebSocket handshake with
 // 101 to another protocol.
 var errUpgradeRefused = errors.New("proxy: the upstream switched to a protocol other than websocket")
+
+// errNotWebSocket is a 101 without the Sec-WebSocket-Accept of the
+// client's key (RFC 6455 section 4.2.2): no WebSocket server sent it. An
+// upstream that switches without one may go on speaking HTTP, and the
+// tunnel would carry the client's requests to it past every route
+// (WebSocket smuggling).
+var errNotWebSocket = errors.New("proxy: the upstream's 101 lacks the Sec-WebSocket-Accept of the client's key")
+
+// acceptKey is the Sec-WebSocket-Accept answering key.
+func acceptKey(key []byte) string {
+	h := sha1.New()
+	h.Write(trimOWS(key))
+	h.Write([]byte("258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	return base64.StdEncoding.EncodeToString(h.Sum(nil))
+}
 
 // maxRefusal bounds the body of an upstream's non-101 answer to a
 // handshake, which is read whole: such answers are error pages.
@@ -165,6 +182,10 @@ func (s *Server) answerHandshake(c *fiber.Ctx, up *upstream, conn net.Conn, br *
 	}
 	if !equalFold(trimOWS(resp.Header.Peek(fiber.HeaderUpgrade)), "websocket") {
 		return errUpgradeRefused
+	}
+	key := c.Request().Header.Peek(fiber.HeaderSecWebSocketKey)
+	if len(key) == 0 || string(resp.Header.Peek(fiber.HeaderSecWebSocketAccept)) != acceptKey(key) {
+		return errNotWebSocket
 	}
 	removeHopByHop(&resp.Header)
 	resp.Header.Set(fiber.HeaderConnection, "Upgrade")

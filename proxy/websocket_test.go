@@ -458,7 +458,10 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 func TestWebSocketUpstreamLies(t *testing.T) {
 	for name, answer := range map[string]string{
 		"101 to h2c": "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
-		"not HTTP":   "SSH-2.0-OpenSSH_9.6\r\n\r\n",
+		// A 101 that no WebSocket server sent, then HTTP on the tunnel.
+		"101 without the accept":        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+		"101 with another key's accept": "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+		"not HTTP":                      "SSH-2.0-OpenSSH_9.6\r\n\r\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
