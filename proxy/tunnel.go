@@ -61,6 +61,7 @@ func (t *tunnel) run(client net.Conn, head []byte) {
 	}
 	closeClient := conn.Close
 	if dc := drainConnOf(conn); dc != nil {
+		dc.tunnel.Store(nil)
 		closeClient = dc.closeNow
 	}
 	defer closeClient()

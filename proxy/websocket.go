@@ -195,6 +195,9 @@ func (s *Server) answerHandshake(c *fiber.Ctx, up *upstream, conn net.Conn, br *
 	head := bytes.Clone(resp.Header.Header())
 	t := s.tunnels.open(up.name, conn, br)
 	ctx := c.Context()
+	if dc := drainConnOf(ctx.Conn()); dc != nil {
+		dc.tunnel.Store(t)
+	}
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(client net.Conn) { t.run(client, head) })
 	return nil

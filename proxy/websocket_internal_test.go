@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,6 +13,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/valyala/fasthttp"
+
+	"github.com/wxgate/wxgate/metrics"
 )
 
 // TestWebSocketHandshakeTLS: a WebSocket to an https upstream does its TLS
@@ -64,5 +68,37 @@ func TestWebSocketHandshakeTLS(t *testing.T) {
 	}
 	if _, _, err := shake("/big"); !errors.Is(err, fasthttp.ErrBodyTooLarge) {
 		t.Errorf("a refusal over %d bytes: %v, want ErrBodyTooLarge", maxRefusal, err)
+	}
+}
+
+// TestTunnelEndsWhenFasthttpClosesInstead: a tunnel whose client
+// connection fasthttp closes instead of handing it over (a write to a
+// client that went away) ends with it, its upstream connection closed,
+// rather than staying open until Shutdown.
+func TestTunnelEndsWhenFasthttpClosesInstead(t *testing.T) {
+	m := metrics.New(nil)
+	set := newTunnelSet(m)
+	client, _ := net.Pipe()
+	up, upPeer := net.Pipe()
+	dc := &drainConn{Conn: client, conns: newConnSet()}
+	dc.conns.add(dc)
+	tun := set.open("app", up, bufio.NewReader(up))
+	dc.tunnel.Store(tun)
+	trackConnState(dc, fasthttp.StateHijacked) // not this one: nothing happens
+	if set.count() != 1 {
+		t.Fatalf("%d tunnels open after StateHijacked, want 1", set.count())
+	}
+	trackConnState(dc, fasthttp.StateClosed)
+	if set.count() != 0 {
+		t.Errorf("%d tunnels open after fasthttp closed the connection, want 0", set.count())
+	}
+	_ = upPeer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := upPeer.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("the upstream's side: %v, want it closed", err)
+	}
+	select {
+	case <-tun.done:
+	default:
+		t.Error("the tunnel is not done")
 	}
 }
