@@ -287,8 +287,8 @@ func (s *Server) Drain() { s.draining.Store(true) }
 // connection that is between requests (a request that races with that
 // close is either answered or never read), and waits for the requests in
 // flight and the WebSockets open until ctx ends; then it cuts those still
-// running, closing their connections, and logs how many as a warning: a cut at the deadline is
-// the configured outcome, not an error. Then it writes the memory store's
+// running, closing their connections, and logs how many as a warning: a
+// cut at the deadline is the configured outcome, not an error. Then it writes the memory store's
 // snapshot if one is configured and closes the store. New consumed the
 // snapshot, so a gateway that ends any other way loses its sessions: call
 // Shutdown on every way out once New has returned, even if Serve never ran.
