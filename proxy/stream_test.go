@@ -95,7 +95,9 @@ func TestEventStreamIsNotBuffered(t *testing.T) {
 func TestUploadStreams(t *testing.T) {
 	for _, chunked := range []bool{false, true} {
 		t.Run(fmt.Sprintf("chunked=%v", chunked), func(t *testing.T) {
-			const half = 1 << 20
+			// 6 MB in all: over fiber's default BodyLimit (4 MB), which a
+			// streamed body is not held to.
+			const half = 3 << 20
 			first := make(chan struct{})
 			total := make(chan int64, 1)
 			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
