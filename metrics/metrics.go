@@ -42,6 +42,7 @@ type Metrics struct {
 	configReloads               *prometheus.CounterVec
 	configLastSuccess           prometheus.Gauge
 	configLastReload            prometheus.Gauge
+	websockets                  *prometheus.GaugeVec
 }
 
 // New registers wxgate's collectors. activeSessions, if not nil, is read at
@@ -128,6 +129,10 @@ func New(activeSessions func() float64) *Metrics {
 			Name: "wxgate_config_last_reload_timestamp_seconds",
 			Help: "When gateway.toml was last read, at the start or by a reload whatever its result (Unix time).",
 		}),
+		websockets: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wxgate_websockets_open",
+			Help: "WebSocket connections tunnelled to each upstream now (after the upstream's 101, until either side closes).",
+		}, []string{"upstream"}),
 	}
 	// Both results from the start, so that an alert on the error rate has
 	// a series before the first failure.
@@ -136,7 +141,7 @@ func New(activeSessions func() float64) *Metrics {
 	m.Registry.MustRegister(
 		m.requests, m.requestDuration, m.upstreamDuration, m.upstreamRetries, m.upstreamCuts, m.logins, m.loginKeys, m.wechatCalls, m.wechatDuration,
 		m.storeErrors, m.refreshes, m.appTokenExpiry, m.appTokenAge, m.appTokenProblem, m.startsRefused,
-		m.loginsCapped, m.configReloads, m.configLastSuccess, m.configLastReload,
+		m.loginsCapped, m.configReloads, m.configLastSuccess, m.configLastReload, m.websockets,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -233,6 +238,11 @@ func (m *Metrics) StartRefused(reason string) { m.startsRefused.WithLabelValues(
 // LoginCapped is the session.Manager and session.Issuer OnCapped hook: a
 // login (kind session or token_family) ended by max_logins_per_user.
 func (m *Metrics) LoginCapped(kind string) { m.loginsCapped.WithLabelValues(kind).Inc() }
+
+// WebSocketOpened and WebSocketClosed follow the WebSockets tunnelled to
+// upstream.
+func (m *Metrics) WebSocketOpened(upstream string) { m.websockets.WithLabelValues(upstream).Inc() }
+func (m *Metrics) WebSocketClosed(upstream string) { m.websockets.WithLabelValues(upstream).Dec() }
 
 // StoreError counts a failed store operation.
 func (m *Metrics) StoreError(op string) { m.storeErrors.WithLabelValues(op).Inc() }

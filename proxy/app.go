@@ -83,6 +83,10 @@ type Server struct {
 	// pubConns and adminConns are the listeners' open connections, which
 	// Shutdown closes between requests at once and cuts at its deadline.
 	pubConns, adminConns *connSet
+	// tunnels are the WebSockets open through the gateway, which fasthttp
+	// no longer sees: Shutdown waits for them and closes them at its
+	// deadline.
+	tunnels *tunnelSet
 	// starts bounds the browser logins in flight.
 	starts *startLimiter
 	// refreshes runs WeChat token refreshes in the background, one per
@@ -157,6 +161,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		s.origin = session.OriginDev
 	}
 	s.metrics = metrics.New(func() float64 { return float64(s.sessions.Count()) })
+	s.tunnels = newTunnelSet(s.metrics)
 	wcfg := cfg.WeChat
 	wcfg.OnCall = s.metrics.WeChatCall
 	s.wechat = wechat.New(wcfg)
@@ -314,9 +319,9 @@ func (s *Server) Drain() { s.draining.Store(true) }
 // Shutdown drains, stops accepting connections, closes at once every
 // connection that is between requests (a request that races with that
 // close is either answered or never read), and waits for the requests in
-// flight until ctx ends; then it cuts those still running, closing their
-// connections, and logs how many as a warning: a cut at the deadline is
-// the configured outcome, not an error. Then it writes the memory store's
+// flight and the WebSockets open until ctx ends; then it cuts those still
+// running, closing their connections, and logs how many as a warning: a
+// cut at the deadline is the configured outcome, not an error. Then it writes the memory store's
 // snapshot if one is configured and closes the store. New consumed the
 // snapshot, so a gateway that ends any other way loses its sessions: call
 // Shutdown on every way out once New has returned, even if Serve never ran.
@@ -344,6 +349,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		cut := s.pubConns.cut() + s.adminConns.cut()
 		s.log.Warn("the shutdown's time ran out: cut the requests still in flight", "requests", cut, "cause", context.Cause(ctx).Error())
 		err = nil
+	}
+	if n := s.tunnels.count(); n > 0 {
+		s.log.Info("waiting for the WebSockets open to close", "websockets", n)
+	}
+	if n := s.tunnels.wait(ctx); n > 0 {
+		s.log.Warn("closed the WebSockets still open at the end of the shutdown", "websockets", n, "cause", context.Cause(ctx).Error())
 	}
 	if file := s.cfg.Session.SnapshotFile; file != "" {
 		n, saved, serr := s.sessions.SaveSnapshot(file, s.origin)

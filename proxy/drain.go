@@ -134,6 +134,10 @@ type drainConn struct {
 	conns  *connSet
 	state  atomic.Int32
 	closed atomic.Bool
+	// tunnel is a WebSocket's tunnel between its 101 and fasthttp handing
+	// the connection over: if fasthttp closes the connection instead (a
+	// write to a client that went away), the tunnel ends with it.
+	tunnel atomic.Pointer[tunnel]
 }
 
 func (c *drainConn) Read(b []byte) (int, error) {
@@ -191,6 +195,9 @@ func trackConnState(nc net.Conn, st fasthttp.ConnState) {
 	case fasthttp.StateIdle:
 		c.state.CompareAndSwap(connBusy, connIdle)
 	case fasthttp.StateClosed:
+		if t := c.tunnel.Swap(nil); t != nil {
+			t.end()
+		}
 		_ = c.closeNow()
 	}
 }

@@ -64,6 +64,9 @@ type request struct {
 	// api is set once the request's route is known and is an api route:
 	// then every error answers JSON.
 	api bool
+	// upgrade: the request asks for a WebSocket; errors answer JSON, and a
+	// missing login 401, since no WebSocket client follows a redirect.
+	upgrade bool
 	// who is the caller, when the route needed one (currentCaller).
 	who caller
 }

@@ -320,7 +320,7 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 		c.Set(fiber.HeaderLocation, e.location)
 	}
 	c.Status(p.status)
-	if e.json || r.api || wantsJSON(c) {
+	if e.json || r.api || r.upgrade || wantsJSON(c) {
 		desc := p.desc
 		if desc == "" {
 			desc = describe(p.page, "en")

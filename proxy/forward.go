@@ -31,6 +31,10 @@ func (s *Server) forward(c *fiber.Ctx) error {
 		setRoute(c, "invalid")
 		return invalidRequest(err)
 	}
+	if r.upgrade, err = webSocketUpgrade(&c.Request().Header); err != nil {
+		setRoute(c, "invalid")
+		return invalidRequest(err)
+	}
 	// One snapshot of the routes and upstreams for the whole request.
 	l := s.live.Load()
 	d, who, err := s.judge(c, r, l, c.Method(), r.host, p)
@@ -43,6 +47,9 @@ func (s *Server) forward(c *fiber.Ctx) error {
 		return s.needLogin(c, rule, p.Forward, d.Outcome)
 	case policies.Forbidden:
 		return forbidden(fmt.Errorf("route %s on the %s reading %q", rule.Name, d.Reading, d.Path))
+	}
+	if r.upgrade && who != nil && who.family == nil && !s.webSocketOrigin(c) {
+		return forbidden(fmt.Errorf("a WebSocket with the session cookie from the page of another site (Origin %q)", c.Get(fiber.HeaderOrigin)))
 	}
 	if err := s.checkWeChatToken(who, rule); err != nil {
 		return err
@@ -81,6 +88,9 @@ func (s *Server) forward(c *fiber.Ctx) error {
 	req.UseHostHeader = true
 	req.Header.SetHost(r.authority)
 	req.URI().SetHost(up.hc.Addr)
+	if r.upgrade {
+		return s.tunnelTo(c, up)
+	}
 	resp := c.Response()
 	var body *clientBody
 	size := req.Header.ContentLength()
@@ -221,14 +231,15 @@ func (s *Server) currentSession(c *fiber.Ctx) (*session.Session, error) {
 
 // needLogin answers a request whose identity is missing (NeedLogin) or
 // has too small a scope (NeedScope): page loads go to start, keeping their
-// place; other requests get 401, or 403 for a missing scope.
+// place; other requests, WebSocket handshakes among them, get 401, or 403
+// for a missing scope.
 func (s *Server) needLogin(c *fiber.Ctx, rule *policies.Rule, path string, outcome policies.Outcome) error {
 	scope, answer := rule.Scope, loginRequired
 	if outcome == policies.NeedScope {
 		scope, answer = routeUserinfo, insufficientScope
 	}
 	link := s.startURL(c, path, scope)
-	if !rule.API && !wantsJSON(c) && (c.Method() == http.MethodGet || c.Method() == http.MethodHead) {
+	if !rule.API && !wantsJSON(c) && !requestOf(c).upgrade && (c.Method() == http.MethodGet || c.Method() == http.MethodHead) {
 		noStore(c)
 		return c.Redirect(link, http.StatusFound)
 	}

@@ -512,6 +512,12 @@ func (s *Server) fromOwnOrigin(c *fiber.Ctx, token, sessionID string) bool {
 	if origin == "" || origin == "null" {
 		return hmac.Equal([]byte(token), []byte(logoutToken(sessionID)))
 	}
+	return s.ownOrigin(c, origin)
+}
+
+// ownOrigin reports whether origin (an Origin header) is the public URL's
+// or the request's own.
+func (s *Server) ownOrigin(c *fiber.Ctx, origin string) bool {
 	scheme, hostport, ok := strings.Cut(origin, "://")
 	if !ok || (scheme != "http" && scheme != "https") {
 		return false

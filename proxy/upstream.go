@@ -63,23 +63,40 @@ func (u *upstream) retire() {
 // dial opens a connection to the upstream, with its TLS handshake done
 // for https.
 func (u *upstream) dial(addr string) (net.Conn, error) {
-	limit := min(u.timeout, 10*time.Second)
-	raw, err := net.DialTimeout("tcp", addr, limit)
+	c, raw, err := u.connect(addr)
 	if err != nil {
 		return nil, err
 	}
-	c := raw
+	return newUpstreamConn(c, raw, u), nil
+}
+
+// dialTunnel opens a connection of its own for a WebSocket: never pooled,
+// without upstreamConn's idle timeout.
+func (u *upstream) dialTunnel() (net.Conn, error) {
+	c, _, err := u.connect(u.hc.Addr)
+	return c, err
+}
+
+// connect dials addr within the upstream's timeout (10 s at most) and does
+// the TLS handshake for https; raw is the TCP connection under c.
+func (u *upstream) connect(addr string) (c, raw net.Conn, err error) {
+	limit := min(u.timeout, 10*time.Second)
+	raw, err = net.DialTimeout("tcp", addr, limit)
+	if err != nil {
+		return nil, nil, err
+	}
+	c = raw
 	if u.tls != nil {
 		tc := tls.Client(raw, u.tls)
 		ctx, cancel := context.WithTimeout(context.Background(), limit)
 		defer cancel()
 		if err := tc.HandshakeContext(ctx); err != nil {
 			raw.Close()
-			return nil, fmt.Errorf("tls handshake with %s: %w", addr, err)
+			return nil, nil, fmt.Errorf("tls handshake with %s: %w", addr, err)
 		}
 		c = tc
 	}
-	return newUpstreamConn(c, raw, u), nil
+	return c, raw, nil
 }
 
 func (u *upstream) client(addr string) *fasthttp.HostClient {

@@ -7,13 +7,21 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+
+	"github.com/gorilla/websocket"
 )
 
 // DemoUpstream is the app `wxgate dev` puts behind the gateway: it shows
 // exactly the request it received, as a page or, for Accept:
-// application/json, as {"method","uri","headers":{NAME: VALUE}}.
+// application/json, as {"method","uri","headers":{NAME: VALUE}}. A
+// WebSocket to /ws/echo is greeted with the user wxgate named and echoes
+// every message.
 func DemoUpstream() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/ws/echo" && websocket.IsWebSocketUpgrade(r) {
+			demoEcho(w, r)
+			return
+		}
 		headers := map[string]string{}
 		for k, v := range r.Header {
 			headers[k] = strings.Join(v, ", ")
@@ -50,6 +58,33 @@ func DemoUpstream() http.Handler {
 	})
 }
 
+// demoUpgrader accepts any Origin: wxgate has checked the page's origin
+// for a cookie login, and the demo holds nothing else.
+var demoUpgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+
+// demoEcho greets the WebSocket's user and echoes its messages until it
+// closes.
+func demoEcho(w http.ResponseWriter, r *http.Request) {
+	conn, err := demoUpgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered
+	}
+	defer conn.Close()
+	user := r.Header.Get("X-Forwarded-User")
+	if user == "" {
+		user = "anonymous"
+	}
+	if conn.WriteMessage(websocket.TextMessage, []byte("hello, "+user)) != nil {
+		return
+	}
+	for {
+		kind, msg, err := conn.ReadMessage()
+		if err != nil || conn.WriteMessage(kind, msg) != nil {
+			return
+		}
+	}
+}
+
 var demoPage = template.Must(template.New("demo").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>wxgate demo upstream</title><style>
@@ -64,4 +99,15 @@ This page is the app behind wxgate; it shows the request it received: <code>{{.M
 <table>{{range .Identity}}<tr><td>{{.Name}}</td><td>{{.Value}}</td></tr>{{else}}<tr><td colspan="2">none</td></tr>{{end}}</table>
 <h2>Other headers</h2>
 <table>{{range .Other}}<tr><td>{{.Name}}</td><td>{{.Value}}</td></tr>{{end}}</table>
+<h2>WebSocket</h2>
+<p><button id="ws">Open /ws/echo</button> <code id="wsout"></code></p>
+<script>
+document.getElementById("ws").onclick = function () {
+  var out = document.getElementById("wsout"), log = [];
+  var s = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/echo");
+  s.onopen = function () { s.send("echo me"); };
+  s.onmessage = function (m) { log.push(m.data); out.textContent = log.join(" / "); if (log.length === 2) s.close(); };
+  s.onerror = function () { out.textContent = "failed (see the network panel: 401 without a login)"; };
+};
+</script>
 </body></html>`))

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // TestDev runs `wxgate dev` as built, with the shipped gateway.toml, and
@@ -118,6 +120,31 @@ func TestDev(t *testing.T) {
 		if strings.Contains(v, "forged") {
 			t.Errorf("demo upstream received %s: %s", k, v)
 		}
+	}
+
+	// The demo's WebSocket echo, with the cookie session; 401 without.
+	wsURL := "ws://127.0.0.1:" + port + "/ws/echo"
+	var cookies []string
+	for _, ck := range jar.Cookies(&url.URL{Scheme: "http", Host: "127.0.0.1:" + port}) {
+		cookies = append(cookies, ck.Name+"="+ck.Value)
+	}
+	ws, resp, err := websocket.DefaultDialer.Dial(wsURL, http.Header{"Cookie": {strings.Join(cookies, "; ")}, "Origin": {public}})
+	if err != nil {
+		t.Fatalf("WebSocket to the demo with the session: %v %v", resp, err)
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, msg, err := ws.ReadMessage(); err != nil || string(msg) != "hello, "+seen.Headers["X-Forwarded-User"] || seen.Headers["X-Forwarded-User"] == "" {
+		t.Errorf("demo WebSocket greeting %q, %v; want hello, %s", msg, err, seen.Headers["X-Forwarded-User"])
+	}
+	if err := ws.WriteMessage(websocket.TextMessage, []byte("echo me")); err != nil {
+		t.Fatal(err)
+	}
+	if _, msg, err := ws.ReadMessage(); err != nil || string(msg) != "echo me" {
+		t.Errorf("demo WebSocket echo %q, %v", msg, err)
+	}
+	ws.Close()
+	if _, resp, err := websocket.DefaultDialer.Dial(wsURL, nil); err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("WebSocket to the demo without a session: %v %v, want 401", resp, err)
 	}
 
 	// The userinfo route takes the base session through the consent.

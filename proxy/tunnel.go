@@ -1,0 +1,149 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/wxgate/wxgate/metrics"
+)
+
+// A tunnel is one WebSocket after its handshake: the client's connection,
+// taken from fasthttp, and the upstream's, with bytes copied both ways
+// until either side closes; then both close. It has no idle timeout of its
+// own (a WebSocket may stay quiet for hours; its ping frames are the
+// application's); TCP keep-alive, on for both connections, ends one whose
+// peer vanished. fasthttp forgets a connection it hands over, so Shutdown
+// waits for tunnels here and closes those still open at its deadline.
+type tunnel struct {
+	set      *tunnelSet
+	upstream string
+	up       net.Conn
+	upr      *bufio.Reader // up, with what the upstream sent after its 101
+	done     chan struct{}
+	ended    atomic.Bool
+}
+
+// tunnelSet is the gateway's open tunnels.
+type tunnelSet struct {
+	metrics *metrics.Metrics
+	mu      sync.Mutex
+	set     map[*tunnel]struct{}
+}
+
+func newTunnelSet(m *metrics.Metrics) *tunnelSet {
+	return &tunnelSet{metrics: m, set: map[*tunnel]struct{}{}}
+}
+
+// open records a tunnel to upstream over up, before fasthttp hands over
+// the client's connection.
+func (s *tunnelSet) open(upstream string, up net.Conn, upr *bufio.Reader) *tunnel {
+	t := &tunnel{set: s, upstream: upstream, up: up, upr: upr, done: make(chan struct{})}
+	s.mu.Lock()
+	s.set[t] = struct{}{}
+	s.mu.Unlock()
+	s.metrics.WebSocketOpened(upstream)
+	return t
+}
+
+// run answers the client with head (the upstream's 101) and copies bytes
+// both ways until either side ends; then it closes both connections.
+func (t *tunnel) run(client net.Conn, head []byte) {
+	defer t.end()
+	// fasthttp's hijacked connection ignores Close; the drain's would wait
+	// for the end of a request while stopping.
+	conn := client
+	if u, ok := client.(interface{ UnsafeConn() net.Conn }); ok {
+		conn = u.UnsafeConn()
+	}
+	closeClient := conn.Close
+	if dc := drainConnOf(conn); dc != nil {
+		dc.tunnel.Store(nil)
+		closeClient = dc.closeNow
+	}
+	defer closeClient()
+	if _, err := client.Write(head); err != nil {
+		return
+	}
+	done := make(chan struct{}, 2)
+	go func() {
+		// client reads fasthttp's buffer first: frames sent right behind
+		// the handshake.
+		_, _ = io.Copy(t.up, client)
+		done <- struct{}{}
+	}()
+	go func() {
+		_, _ = io.Copy(client, t.upr)
+		done <- struct{}{}
+	}()
+	<-done
+	// Either side's end ends the other copy.
+	_ = t.up.Close()
+	_ = closeClient()
+	<-done
+}
+
+// end removes t from its set, once.
+func (t *tunnel) end() {
+	if !t.ended.CompareAndSwap(false, true) {
+		return
+	}
+	_ = t.up.Close()
+	s := t.set
+	s.mu.Lock()
+	delete(s.set, t)
+	s.mu.Unlock()
+	s.metrics.WebSocketClosed(t.upstream)
+	close(t.done)
+}
+
+// count returns how many tunnels are open.
+func (s *tunnelSet) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.set)
+}
+
+// any returns one open tunnel, nil if none is.
+func (s *tunnelSet) any() *tunnel {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for t := range s.set {
+		return t
+	}
+	return nil
+}
+
+// wait waits for every tunnel to end until ctx ends; then it closes those
+// still open and returns how many.
+func (s *tunnelSet) wait(ctx context.Context) int {
+	for {
+		t := s.any()
+		if t == nil {
+			return 0
+		}
+		select {
+		case <-t.done:
+		case <-ctx.Done():
+			return s.closeAll()
+		}
+	}
+}
+
+// closeAll ends every tunnel and returns how many were open. Closing the
+// upstream's side ends run's copies, which close the client's side.
+func (s *tunnelSet) closeAll() int {
+	s.mu.Lock()
+	all := make([]*tunnel, 0, len(s.set))
+	for t := range s.set {
+		all = append(all, t)
+	}
+	s.mu.Unlock()
+	for _, t := range all {
+		t.end()
+	}
+	return len(all)
+}
