@@ -232,7 +232,9 @@ func (s *Server) localRedirect(c *fiber.Ctx, rd string) string {
 	if err != nil || u.Scheme != s.public.Scheme || withoutDefaultPort(u.Scheme, authority) != s.here(c) {
 		return "/"
 	}
-	return u.RequestURI()
+	// The path of "https://h//evil/" is "//evil/": a browser reads it as a
+	// host.
+	return s.safeRedirect(u.RequestURI())
 }
 
 // handoff redeems a ticket: GET /_wxgate/handoff?ticket=&rd=. The ticket

@@ -652,3 +652,22 @@ func TestHandoffReplayedCallback(t *testing.T) {
 		t.Errorf("handoff of the restarted login: to %q", final)
 	}
 }
+
+// TestHandoffReturnURLStaysOnHost: an absolute return URL on this host
+// whose path begins with "//" is not turned into a protocol-relative
+// Location, which a browser reads as another host.
+func TestHandoffReturnURLStaysOnHost(t *testing.T) {
+	e := newEnv(t)
+	a := e.api()
+	access := a.mpLogin("dora")["access_token"].(string)
+	for _, rd := range []string{e.url + "//evil.example.org/x", e.url + "///evil.example.org/x", e.url + "//evil.example.org"} {
+		_, m := a.webviewTicket(access)
+		b := e.browser("Mozilla/5.0 (iPhone) MicroMessenger/8.0.49 miniProgram")
+		resp, _ := b.get("/_wxgate/handoff?ticket="+m["ticket"].(string)+"&rd="+url.QueryEscape(rd), nil)
+		// A browser reads "//x" and "///x" alike: host x.
+		loc, err := resp.Request.URL.Parse(resp.Header.Get("Location"))
+		if resp.StatusCode != http.StatusFound || err != nil || loc.Host != resp.Request.URL.Host || strings.HasPrefix(resp.Header.Get("Location"), "//") {
+			t.Errorf("rd %q: %d to %q, which leaves the host", rd, resp.StatusCode, resp.Header.Get("Location"))
+		}
+	}
+}
