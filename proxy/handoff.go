@@ -241,7 +241,8 @@ func (s *Server) localRedirect(c *fiber.Ctx, rd string) string {
 // must be for this host and, for a login started here, for this browser;
 // the first request to redeem it gets a new session (a new ID: no
 // fixation) and goes to rd on this host. Anything else gets a page
-// offering the login again and changes nothing, the ticket included.
+// offering the login again and changes nothing; a ticket shown to another
+// browser than its own is used up.
 func (s *Server) handoff(c *fiber.Ctx) error {
 	ctx := c.UserContext()
 	rd := s.localRedirect(c, c.Query("rd"))
@@ -261,6 +262,13 @@ func (s *Server) handoff(c *fiber.Ctx) error {
 	if t.Binding != "" {
 		p := session.Pending{Binding: t.Binding}
 		if !p.BoundTo(c.Cookies(s.cookies.binding)) {
+			// The callback sends the ticket to the browser that logged in
+			// on auth_host, but hb came in a URL anyone could write: a
+			// ticket for one person bound to another's browser must not
+			// stay good for that browser when its URL is shared.
+			if _, err := s.sessions.ClaimTicket(ctx, raw); err != nil {
+				return storeError(err)
+			}
 			s.metrics.Login("handoff", "other_browser")
 			return otherBrowser(retry)
 		}

@@ -183,11 +183,6 @@ func TestHandoffLoginOnAnotherHost(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "登录已过期") {
 		t.Errorf("ticket on b.multi.example: %d %.200s", resp.StatusCode, body)
 	}
-	// In another browser (no binding cookie on a): refused, not used up.
-	resp, body = e.hostBrowser(weChatUA).get(handoff, nil)
-	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "另一个浏览器") {
-		t.Errorf("ticket in another browser: %d %.200s", resp.StatusCode, body)
-	}
 
 	resp, _ = b.get(handoff, nil)
 	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/orders?id=7" {
@@ -213,6 +208,13 @@ func TestHandoffLoginOnAnotherHost(t *testing.T) {
 	}
 	if strings.Contains(mustJSON(got), ticket) || got.URI != "/orders?id=7" {
 		t.Errorf("the upstream saw the ticket: %+v", got)
+	}
+
+	// In another browser (no binding cookie on a): refused
+	// (TestHandoffForgedHbTicketUsedUp: before its use, too, and used up).
+	resp, body = e.hostBrowser(weChatUA).get(handoff, nil)
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "另一个浏览器") {
+		t.Errorf("ticket in another browser: %d %.200s", resp.StatusCode, body)
 	}
 
 	// The same browser asking again (a double redirect) continues, logged
@@ -669,5 +671,36 @@ func TestHandoffReturnURLStaysOnHost(t *testing.T) {
 		if resp.StatusCode != http.StatusFound || err != nil || loc.Host != resp.Request.URL.Host || strings.HasPrefix(resp.Header.Get("Location"), "//") {
 			t.Errorf("rd %q: %d to %q, which leaves the host", rd, resp.StatusCode, resp.Header.Get("Location"))
 		}
+	}
+}
+
+// TestHandoffForgedHbTicketUsedUp: eve starts a login on a and sends
+// alice the auth host's start link carrying eve's hb. Alice's WeChat logs
+// her in there, and her browser is sent to a's handoff with a ticket for
+// alice bound to eve's browser: it refuses it there, and uses it up, so
+// that the link alice shares afterwards (WeChat's "copy link") does not
+// log eve in as alice.
+func TestHandoffForgedHbTicketUsedUp(t *testing.T) {
+	e := newMultiHostEnv(t, envOptions{})
+	a := e.origin("a.example.com")
+	eve := e.hostBrowser(weChatUA)
+	lure := eve.expectRedirect(eve.expectRedirect(a + "/orders"))
+	if !strings.Contains(lure, "hb=") {
+		t.Fatalf("eve's start on a: to %q, want the auth host's start with hb", lure)
+	}
+	alice := e.hostBrowser(weChatUA)
+	handoff := alice.expectRedirect(alice.authorize(alice.expectRedirect(lure), "alice", "allow"))
+	if !strings.HasPrefix(handoff, a+"/_wxgate/handoff?") {
+		t.Fatalf("alice's callback: to %q, want a's handoff", handoff)
+	}
+	if resp, _ := alice.get(handoff, nil); resp.StatusCode != http.StatusForbidden || alice.cookieAt(a, "wxgate_session") != "" {
+		t.Fatalf("alice's browser at a's handoff: %d, want 403 other_browser", resp.StatusCode)
+	}
+	resp, body := eve.get(handoff, nil)
+	if resp.StatusCode == http.StatusFound || eve.cookieAt(a, "wxgate_session") != "" {
+		t.Fatalf("eve with alice's ticket: %d %.200s; eve is logged in on a as alice", resp.StatusCode, body)
+	}
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "登录已过期") {
+		t.Errorf("eve with alice's ticket: %d %.200s, want 400 login_expired", resp.StatusCode, body)
 	}
 }
