@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/netip"
@@ -288,15 +289,21 @@ func (s *Server) handoff(c *fiber.Ctx) error {
 		s.metrics.Login("handoff", "used")
 		return loginExpired(retry)
 	}
+	// A store failure from here on gives the claim back: the browser's
+	// retry then finishes the login instead of finding its ticket used.
+	release := func(err error) error {
+		_ = s.sessions.ReleaseTicket(context.WithoutCancel(ctx), raw)
+		return storeError(err)
+	}
 	// A login replaces whatever session the browser had here.
 	if session.ValidID(old) {
 		if err := s.sessions.Delete(ctx, old); err != nil {
-			return storeError(err)
+			return release(err)
 		}
 	}
 	sess, err := s.sessions.Create(ctx, t.Identity, t.Tokens)
 	if err != nil {
-		return storeError(err)
+		return release(err)
 	}
 	s.setCookie(c, s.cookies.session, sess.ID, s.cfg.Session.TTL)
 	s.metrics.Login("handoff", "ok")

@@ -704,3 +704,65 @@ func TestHandoffForgedHbTicketUsedUp(t *testing.T) {
 		t.Errorf("eve with alice's ticket: %d %.200s, want 400 login_expired", resp.StatusCode, body)
 	}
 }
+
+// writeOutage is a session store whose writes (Set, SetNX) of keys under
+// prefix fail while down is set; reads pass.
+type writeOutage struct {
+	session.Store
+	prefix string
+	down   atomic.Bool
+}
+
+func (s *writeOutage) failing(key string) bool {
+	return s.down.Load() && strings.HasPrefix(key, s.prefix)
+}
+
+func (s *writeOutage) Set(ctx context.Context, key string, v []byte, ttl time.Duration) error {
+	if s.failing(key) {
+		return fmt.Errorf("%w: injected", session.ErrUnavailable)
+	}
+	return s.Store.Set(ctx, key, v, ttl)
+}
+
+func (s *writeOutage) SetNX(ctx context.Context, key string, v []byte, ttl time.Duration) (bool, error) {
+	if s.failing(key) {
+		return false, fmt.Errorf("%w: injected", session.ErrUnavailable)
+	}
+	return s.Store.SetNX(ctx, key, v, ttl)
+}
+
+// TestHandoffStoreOutageMidway: a store that fails after the ticket was
+// read, creating the session or marking the ticket used, answers 503 and
+// leaves the ticket good: the same link logs the browser in once the store
+// is back (the login is not lost), with one session (not two).
+func TestHandoffStoreOutageMidway(t *testing.T) {
+	for _, prefix := range []string{"sess:", "ticket-used:"} {
+		t.Run(prefix, func(t *testing.T) {
+			store := &writeOutage{Store: session.NewMemory(time.Minute), prefix: prefix}
+			e := newEnvOpts(t, envOptions{store: store})
+			a := e.api()
+			_, m := a.webviewTicket(a.mpLogin("dora")["access_token"].(string))
+			b := e.browser("Mozilla/5.0 (iPhone) MicroMessenger/8.0.49 miniProgram")
+			link := "/_wxgate/handoff?ticket=" + m["ticket"].(string) + "&rd=%2Forders"
+			store.down.Store(true)
+			if resp, body := b.get(link, nil); resp.StatusCode != http.StatusServiceUnavailable || b.cookie("wxgate_session") != "" {
+				t.Fatalf("handoff in an outage: %d %.200s", resp.StatusCode, body)
+			}
+			store.down.Store(false)
+			if resp, body := b.get(link, nil); resp.StatusCode != http.StatusFound || b.cookie("wxgate_session") == "" {
+				t.Fatalf("the same link after the outage: %d %.200s; the login is lost", resp.StatusCode, body)
+			}
+			dora, _ := e.sim.User(mpID, "dora")
+			status, list := e.adminDo(http.MethodGet, "/sessions?openid="+dora.OpenID)
+			sessions := 0
+			for _, l := range list["logins"].([]any) {
+				if l.(map[string]any)["kind"] == "session" {
+					sessions++
+				}
+			}
+			if status != http.StatusOK || sessions != 1 {
+				t.Errorf("dora's browser sessions: %d, %d of them; want 1", status, sessions)
+			}
+		})
+	}
+}
