@@ -273,6 +273,13 @@ func (s *Server) handoff(c *fiber.Ctx) error {
 			s.metrics.Login("handoff", "other_browser")
 			return otherBrowser(retry)
 		}
+	} else if fromAnotherSite(c) {
+		// A web-view ticket is bound to no browser: anyone can mint one
+		// for themselves, and a page elsewhere sending a visitor's browser
+		// here would log it in as them (login CSRF). The web-view opens
+		// it itself ("none"); the browser names any other initiator.
+		s.metrics.Login("handoff", "other_site")
+		return otherBrowser(retry)
 	}
 	first, err := s.sessions.ClaimTicket(ctx, raw)
 	if err != nil {
@@ -309,6 +316,14 @@ func (s *Server) handoff(c *fiber.Ctx) error {
 	s.metrics.Login("handoff", "ok")
 	noStore(c)
 	return c.Redirect(rd, http.StatusFound)
+}
+
+// fromAnotherSite reports whether the browser says this navigation began
+// on another site (Sec-Fetch-Site, which pages cannot set). Browsers that
+// send none are not refused.
+func fromAnotherSite(c *fiber.Ctx) bool {
+	v := c.Get("Sec-Fetch-Site")
+	return strings.EqualFold(v, "cross-site") || strings.EqualFold(v, "same-site")
 }
 
 func sameIdentity(a, b *session.Identity) bool {

@@ -766,3 +766,36 @@ func TestHandoffStoreOutageMidway(t *testing.T) {
 		})
 	}
 }
+
+// TestWebviewTicketFromAnotherSite: a web-view ticket checks no binding,
+// so eve's own ticket, minted by her server when bob visits her page and
+// sent on by a redirect or a link there, would log bob's browser in as eve
+// (login CSRF: what bob then saves is eve's) and end bob's session. The
+// browser says where such a navigation comes from (Sec-Fetch-Site, which a
+// page cannot set): from another site, the ticket is refused and bob stays
+// bob; the mini program's web-view opening it ("none") gets the session.
+func TestWebviewTicketFromAnotherSite(t *testing.T) {
+	e := newEnv(t)
+	a := e.api()
+	eveToken := a.mpLogin("eve")["access_token"].(string)
+	bob := e.browser(weChatUA)
+	bob.login("/", "bob")
+	for _, site := range []string{"cross-site", "same-site", "CROSS-SITE"} {
+		_, m := a.webviewTicket(eveToken)
+		resp, body := bob.get("/_wxgate/handoff?ticket="+m["ticket"].(string)+"&rd=%2Forders", map[string]string{"Sec-Fetch-Site": site})
+		if resp.StatusCode != http.StatusForbidden || setCookieHeader(resp, "wxgate_session") != "" {
+			t.Errorf("eve's web-view ticket in bob's browser, Sec-Fetch-Site %s: %d %.200s", site, resp.StatusCode, body)
+		}
+		if got := bob.upstreamView("/orders", nil); first(got.Headers["X-Wechat-Openid"]) != e.user("bob").OpenID {
+			t.Fatalf("bob after eve's ticket (%s): %v", site, got.Headers)
+		}
+	}
+	webview := e.browser("Mozilla/5.0 (iPhone) MicroMessenger/8.0.49 miniProgram")
+	for _, site := range []string{"none", "same-origin"} {
+		_, m := a.webviewTicket(eveToken)
+		resp, body := webview.get("/_wxgate/handoff?ticket="+m["ticket"].(string)+"&rd=%2Forders", map[string]string{"Sec-Fetch-Site": site})
+		if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/orders" {
+			t.Errorf("web-view ticket, Sec-Fetch-Site %s: %d %.200s", site, resp.StatusCode, body)
+		}
+	}
+}
