@@ -102,12 +102,21 @@ func (s *Server) sharesCookie(authority string) bool {
 	return coveredBy(d, host) && coveredBy(d, authHost)
 }
 
+// sessionCookie is the name of the session cookie on this request's host:
+// the shared one on a host cookie_domain covers.
+func (s *Server) sessionCookie(c *fiber.Ctx) string {
+	if s.cookies.shared != "" && coveredBy(s.cookieDomain(), requestOf(c).host) {
+		return s.cookies.shared
+	}
+	return s.cookies.session
+}
+
 // sessionCookieDomain is the Domain attribute of cookie name set on this
 // request: cookie_domain for the session cookie on a host it covers, else
 // none (host-only).
 func (s *Server) sessionCookieDomain(c *fiber.Ctx, name string) string {
 	d := s.cookieDomain()
-	if name != s.cookies.session || !coveredBy(d, requestOf(c).host) {
+	if name != s.cookies.shared || !coveredBy(d, requestOf(c).host) {
 		return ""
 	}
 	return d
@@ -285,7 +294,7 @@ func (s *Server) handoff(c *fiber.Ctx) error {
 	if err != nil {
 		return storeError(err)
 	}
-	old := c.Cookies(s.cookies.session)
+	old := c.Cookies(s.sessionCookie(c))
 	if !first {
 		// The browser that used it asking again (a double redirect, a
 		// reload) continues; anyone else starts over.
@@ -312,7 +321,7 @@ func (s *Server) handoff(c *fiber.Ctx) error {
 	if err != nil {
 		return release(err)
 	}
-	s.setCookie(c, s.cookies.session, sess.ID, s.cfg.Session.TTL)
+	s.setCookie(c, s.sessionCookie(c), sess.ID, s.cfg.Session.TTL)
 	s.metrics.Login("handoff", "ok")
 	noStore(c)
 	return c.Redirect(rd, http.StatusFound)

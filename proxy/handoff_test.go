@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -797,5 +798,56 @@ func TestWebviewTicketFromAnotherSite(t *testing.T) {
 		if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/orders" {
 			t.Errorf("web-view ticket, Sec-Fetch-Site %s: %d %.200s", site, resp.StatusCode, body)
 		}
+	}
+}
+
+// TestSharedCookieDomainLeavesOtherHostsHostOnly: on https, [session]
+// cookie_domain names the session cookie __Secure- (a Domain is allowed)
+// on the hosts it covers. A host it does not cover keeps __Host-: a
+// __Secure- cookie there could be set by any sibling host for their
+// common parent (cookie tossing), logging the browser in as whoever set
+// it, which __Host- forbids.
+func TestSharedCookieDomainLeavesOtherHostsHostOnly(t *testing.T) {
+	e := newMultiHostEnv(t, envOptions{publicURL: "https://auth.example.com:{port}", sessionKeys: `cookie_domain = ".example.com"`})
+	a := e.api()
+	eveToken := a.mpLogin("eve")["access_token"].(string)
+	b := e.hostBrowser("Mozilla/5.0 (iPhone) MicroMessenger/8.0.49 miniProgram")
+	// handoff on host, with a web-view ticket asked there; returns the
+	// answer's session cookie line and value.
+	handoff := func(host string) (string, string) {
+		t.Helper()
+		resp := b.do(http.MethodPost, e.origin(host)+"/_wxgate/miniprogram/webview-ticket", nil, map[string]string{"Authorization": "Bearer " + eveToken})
+		var m map[string]any
+		json.NewDecoder(resp.Body).Decode(&m)
+		resp.Body.Close()
+		ticket, _ := m["ticket"].(string)
+		if resp.StatusCode != http.StatusOK || ticket == "" {
+			t.Fatalf("web-view ticket on %s: %d %v", host, resp.StatusCode, m)
+		}
+		resp = b.do(http.MethodGet, e.origin(host)+"/_wxgate/handoff?ticket="+ticket, nil, nil)
+		resp.Body.Close()
+		for _, v := range resp.Header.Values("Set-Cookie") {
+			if name, rest, _ := strings.Cut(v, "="); strings.HasSuffix(name, "wxgate_session") {
+				value, _, _ := strings.Cut(rest, ";")
+				return v, value
+			}
+		}
+		t.Fatalf("handoff on %s: %d, no session cookie", host, resp.StatusCode)
+		return "", ""
+	}
+	line, _ := handoff("a.example.com")
+	if !strings.HasPrefix(line, "__Secure-wxgate_session=") || !strings.Contains(strings.ToLower(line), "domain=example.com") {
+		t.Errorf("on a.example.com (covered): %q, want __Secure- with Domain=example.com", line)
+	}
+	line, eveID := handoff("b.multi.example")
+	if !strings.HasPrefix(line, "__Host-wxgate_session=") || strings.Contains(strings.ToLower(line), "domain=") {
+		t.Errorf("on b.multi.example (not covered): %q, want a host-only __Host- cookie", line)
+	}
+	// Eve's session ID tossed from evil.multi.example as a __Secure- cookie
+	// for multi.example: b.multi.example does not take it.
+	resp, body := b.get(e.origin("b.multi.example")+"/orders", map[string]string{"Cookie": "__Secure-wxgate_session=" + eveID})
+	eve, _ := e.sim.User(mpID, "eve")
+	if resp.StatusCode == http.StatusOK && strings.Contains(body, eve.OpenID) {
+		t.Errorf("a tossed __Secure- cookie logged b.multi.example in as eve")
 	}
 }
