@@ -215,7 +215,7 @@ var answerBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // cookie, a malformed or unknown one). A store failure is an error, never a
 // logout.
 func (s *Server) currentSession(c *fiber.Ctx) (*session.Session, error) {
-	id := c.Cookies(s.cookies.session)
+	id := c.Cookies(s.sessionCookie(c))
 	if !session.ValidID(id) {
 		return nil, nil
 	}

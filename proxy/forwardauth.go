@@ -71,6 +71,13 @@ func readPathForm(c *fiber.Ctx, r *request, prefix string) (original, error) {
 	if strings.ContainsRune(rest, '#') {
 		return original{}, fmt.Errorf("URI %q: a fragment", rest)
 	}
+	// A proxy that names the request in headers, asking with a trailing
+	// slash, would otherwise have every request decided as "/".
+	for _, h := range []string{"X-Forwarded-Uri", "X-Original-URL", "X-Forwarded-Method"} {
+		if len(c.Request().Header.Peek(h)) > 0 {
+			return original{}, fmt.Errorf("URI %q names the request, and so does %s", uri, h)
+		}
+	}
 	o := original{method: string(c.Request().Header.Method()), scheme: r.scheme, host: r.host, authority: r.authority}
 	o.path, o.query, _ = strings.Cut(rest, "?")
 	return o, nil

@@ -315,9 +315,10 @@ func TestForwardAuthPathForm(t *testing.T) {
 		{name: "public", method: "GET", path: "/public/a", wantStatus: 200},
 		{name: "deny by method", method: "POST", path: "/denied/x", wantStatus: 403},
 		{name: "api route: 401, not a redirect", method: "GET", path: "/api/x", wantStatus: 401, wantRD: e.url + "/api/x"},
-		// The original request is the path, not headers the client may
-		// have passed through the proxy.
-		{name: "X-Forwarded-Uri ignored", method: "GET", path: "/denied/x", hdr: map[string]string{"X-Forwarded-Uri": "/public/a", "X-Original-URL": e.url + "/public/a"}, wantStatus: 403},
+		// The original request is the path: headers naming another one
+		// (the client's, passed through, or a header-form proxy's) are
+		// refused, never read.
+		{name: "X-Forwarded-Uri refused", method: "GET", path: "/denied/x", hdr: map[string]string{"X-Forwarded-Uri": "/public/a", "X-Original-URL": e.url + "/public/a"}, wantStatus: 400},
 		{name: "another spelling of the prefix", method: "GET", path: "/../_wxgate/AUTH/public/a", wantStatus: 400},
 		{name: "untrusted peer", method: "GET", path: "/public/a", from: "127.0.0.2", wantStatus: 403},
 		{name: "untrusted peer with a session", method: "GET", path: "/orders", hdr: map[string]string{"Cookie": cookie}, from: "127.0.0.2", wantStatus: 403},
@@ -374,6 +375,32 @@ func TestForwardAuthRedirectModeAPI(t *testing.T) {
 	resp := e.browser("caddy").ask("?mode=redirect", map[string]string{"X-Forwarded-Uri": "/api/x", "X-Forwarded-Host": host})
 	if resp.StatusCode != 401 || !strings.Contains(resp.Header.Get("Content-Type"), "json") {
 		t.Fatalf("status %d, Content-Type %q; want 401 JSON", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+}
+
+// TestForwardAuthTrailingSlash: a proxy that names the request in headers
+// but asks {prefix}/auth/ (an address written with a trailing slash, which
+// fiber's routing used to take as {prefix}/auth) does not get the path
+// form's decision for "/": that would let every request through as the
+// site's root, whatever X-Forwarded-Uri says.
+func TestForwardAuthTrailingSlash(t *testing.T) {
+	e := authEnv(t)
+	host := strings.TrimPrefix(e.url, "http://")
+	alice := e.browser(weChatUA)
+	alice.login("/", "alice")
+	for _, hdr := range []map[string]string{
+		{"X-Forwarded-Uri": "/vip/x", "X-Forwarded-Host": host},
+		{"X-Forwarded-Uri": "/vip/x", "X-Forwarded-Method": "GET", "X-Forwarded-Host": host},
+		{"X-Original-URL": e.url + "/vip/x"},
+		{"X-Forwarded-Method": "POST"},
+	} {
+		hdr["Cookie"] = alice.sessionCookie()
+		for _, q := range []string{"/", "/?mode=redirect"} {
+			resp := e.browser("traefik").ask(q, hdr)
+			if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("X-Wechat-Openid") != "" {
+				t.Errorf("/_wxgate/auth%s with %v: %d, identity %q; want 400: the request is named in headers too", q, hdr, resp.StatusCode, resp.Header.Get("X-Wechat-Openid"))
+			}
+		}
 	}
 }
 

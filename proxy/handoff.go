@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/netip"
@@ -101,12 +102,21 @@ func (s *Server) sharesCookie(authority string) bool {
 	return coveredBy(d, host) && coveredBy(d, authHost)
 }
 
+// sessionCookie is the name of the session cookie on this request's host:
+// the shared one on a host cookie_domain covers.
+func (s *Server) sessionCookie(c *fiber.Ctx) string {
+	if s.cookies.shared != "" && coveredBy(s.cookieDomain(), requestOf(c).host) {
+		return s.cookies.shared
+	}
+	return s.cookies.session
+}
+
 // sessionCookieDomain is the Domain attribute of cookie name set on this
 // request: cookie_domain for the session cookie on a host it covers, else
 // none (host-only).
 func (s *Server) sessionCookieDomain(c *fiber.Ctx, name string) string {
 	d := s.cookieDomain()
-	if name != s.cookies.session || !coveredBy(d, requestOf(c).host) {
+	if name != s.cookies.shared || !coveredBy(d, requestOf(c).host) {
 		return ""
 	}
 	return d
@@ -232,14 +242,17 @@ func (s *Server) localRedirect(c *fiber.Ctx, rd string) string {
 	if err != nil || u.Scheme != s.public.Scheme || withoutDefaultPort(u.Scheme, authority) != s.here(c) {
 		return "/"
 	}
-	return u.RequestURI()
+	// The path of "https://h//evil/" is "//evil/": a browser reads it as a
+	// host.
+	return s.safeRedirect(u.RequestURI())
 }
 
 // handoff redeems a ticket: GET /_wxgate/handoff?ticket=&rd=. The ticket
 // must be for this host and, for a login started here, for this browser;
 // the first request to redeem it gets a new session (a new ID: no
 // fixation) and goes to rd on this host. Anything else gets a page
-// offering the login again and changes nothing, the ticket included.
+// offering the login again and changes nothing; a ticket shown to another
+// browser than its own is used up.
 func (s *Server) handoff(c *fiber.Ctx) error {
 	ctx := c.UserContext()
 	rd := s.localRedirect(c, c.Query("rd"))
@@ -259,15 +272,29 @@ func (s *Server) handoff(c *fiber.Ctx) error {
 	if t.Binding != "" {
 		p := session.Pending{Binding: t.Binding}
 		if !p.BoundTo(c.Cookies(s.cookies.binding)) {
+			// The callback sends the ticket to the browser that logged in
+			// on auth_host, but hb came in a URL anyone could write: a
+			// ticket for one person bound to another's browser must not
+			// stay good for that browser when its URL is shared.
+			if _, err := s.sessions.ClaimTicket(ctx, raw); err != nil {
+				return storeError(err)
+			}
 			s.metrics.Login("handoff", "other_browser")
 			return otherBrowser(retry)
 		}
+	} else if fromAnotherSite(c) {
+		// A web-view ticket is bound to no browser: anyone can mint one
+		// for themselves, and a page elsewhere sending a visitor's browser
+		// here would log it in as them (login CSRF). The web-view opens
+		// it itself ("none"); the browser names any other initiator.
+		s.metrics.Login("handoff", "other_site")
+		return otherBrowser(retry)
 	}
 	first, err := s.sessions.ClaimTicket(ctx, raw)
 	if err != nil {
 		return storeError(err)
 	}
-	old := c.Cookies(s.cookies.session)
+	old := c.Cookies(s.sessionCookie(c))
 	if !first {
 		// The browser that used it asking again (a double redirect, a
 		// reload) continues; anyone else starts over.
@@ -278,20 +305,34 @@ func (s *Server) handoff(c *fiber.Ctx) error {
 		s.metrics.Login("handoff", "used")
 		return loginExpired(retry)
 	}
+	// A store failure from here on gives the claim back: the browser's
+	// retry then finishes the login instead of finding its ticket used.
+	release := func(err error) error {
+		_ = s.sessions.ReleaseTicket(context.WithoutCancel(ctx), raw)
+		return storeError(err)
+	}
 	// A login replaces whatever session the browser had here.
 	if session.ValidID(old) {
 		if err := s.sessions.Delete(ctx, old); err != nil {
-			return storeError(err)
+			return release(err)
 		}
 	}
 	sess, err := s.sessions.Create(ctx, t.Identity, t.Tokens)
 	if err != nil {
-		return storeError(err)
+		return release(err)
 	}
-	s.setCookie(c, s.cookies.session, sess.ID, s.cfg.Session.TTL)
+	s.setCookie(c, s.sessionCookie(c), sess.ID, s.cfg.Session.TTL)
 	s.metrics.Login("handoff", "ok")
 	noStore(c)
 	return c.Redirect(rd, http.StatusFound)
+}
+
+// fromAnotherSite reports whether the browser says this navigation began
+// on another site (Sec-Fetch-Site, which pages cannot set). Browsers that
+// send none are not refused.
+func fromAnotherSite(c *fiber.Ctx) bool {
+	v := c.Get("Sec-Fetch-Site")
+	return strings.EqualFold(v, "cross-site") || strings.EqualFold(v, "same-site")
 }
 
 func sameIdentity(a, b *session.Identity) bool {

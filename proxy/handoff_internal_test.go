@@ -13,13 +13,18 @@ func TestCookieNames(t *testing.T) {
 	for _, secure := range []bool{false, true} {
 		for _, shared := range []bool{false, true} {
 			n := newCookieNames(secure, shared)
-			if shared && strings.HasPrefix(n.session, "__Host-") {
-				t.Errorf("secure %v, shared: session cookie %q cannot carry a Domain", secure, n.session)
+			if shared && (n.shared == "" || strings.HasPrefix(n.shared, "__Host-")) || !shared && n.shared != "" {
+				t.Errorf("secure %v, shared %v: shared session cookie %q (it carries a Domain)", secure, shared, n.shared)
 			}
-			if secure && !strings.HasPrefix(n.session, "__") || secure != n.secure {
+			// Off the shared domain, on https, nothing but a host-only
+			// cookie may log the browser in.
+			if secure && (!strings.HasPrefix(n.session, "__Host-") || !strings.HasPrefix(n.binding, "__Host-")) || secure != n.secure {
 				t.Errorf("secure %v, shared %v: %+v", secure, shared, n)
 			}
-			for _, name := range []string{n.session, n.binding} {
+			for _, name := range []string{n.session, n.shared, n.binding} {
+				if name == "" {
+					continue
+				}
 				if !slices.Contains(ownCookies, name) {
 					t.Errorf("%q is not stripped before the upstream", name)
 				}

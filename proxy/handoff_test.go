@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -184,11 +185,6 @@ func TestHandoffLoginOnAnotherHost(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "登录已过期") {
 		t.Errorf("ticket on b.multi.example: %d %.200s", resp.StatusCode, body)
 	}
-	// In another browser (no binding cookie on a): refused, not used up.
-	resp, body = e.hostBrowser(weChatUA).get(handoff, nil)
-	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "另一个浏览器") {
-		t.Errorf("ticket in another browser: %d %.200s", resp.StatusCode, body)
-	}
 
 	resp, _ = b.get(handoff, nil)
 	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/orders?id=7" {
@@ -214,6 +210,13 @@ func TestHandoffLoginOnAnotherHost(t *testing.T) {
 	}
 	if strings.Contains(mustJSON(got), ticket) || got.URI != "/orders?id=7" {
 		t.Errorf("the upstream saw the ticket: %+v", got)
+	}
+
+	// In another browser (no binding cookie on a): refused
+	// (TestHandoffForgedHbTicketUsedUp: before its use, too, and used up).
+	resp, body = e.hostBrowser(weChatUA).get(handoff, nil)
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "另一个浏览器") {
+		t.Errorf("ticket in another browser: %d %.200s", resp.StatusCode, body)
 	}
 
 	// The same browser asking again (a double redirect) continues, logged
@@ -651,6 +654,202 @@ func TestHandoffReplayedCallback(t *testing.T) {
 	}
 	if final := b.expectRedirect(handoff); final != a+"/p" {
 		t.Errorf("handoff of the restarted login: to %q", final)
+	}
+}
+
+// TestHandoffReturnURLStaysOnHost: an absolute return URL on this host
+// whose path begins with "//" is not turned into a protocol-relative
+// Location, which a browser reads as another host.
+func TestHandoffReturnURLStaysOnHost(t *testing.T) {
+	e := newEnv(t)
+	a := e.api()
+	access := a.mpLogin("dora")["access_token"].(string)
+	for _, rd := range []string{e.url + "//evil.example.org/x", e.url + "///evil.example.org/x", e.url + "//evil.example.org"} {
+		_, m := a.webviewTicket(access)
+		b := e.browser("Mozilla/5.0 (iPhone) MicroMessenger/8.0.49 miniProgram")
+		resp, _ := b.get("/_wxgate/handoff?ticket="+m["ticket"].(string)+"&rd="+url.QueryEscape(rd), nil)
+		// A browser reads "//x" and "///x" alike: host x.
+		loc, err := resp.Request.URL.Parse(resp.Header.Get("Location"))
+		if resp.StatusCode != http.StatusFound || err != nil || loc.Host != resp.Request.URL.Host || strings.HasPrefix(resp.Header.Get("Location"), "//") {
+			t.Errorf("rd %q: %d to %q, which leaves the host", rd, resp.StatusCode, resp.Header.Get("Location"))
+		}
+	}
+}
+
+// TestHandoffForgedHbTicketUsedUp: eve starts a login on a and sends
+// alice the auth host's start link carrying eve's hb. Alice's WeChat logs
+// her in there, and her browser is sent to a's handoff with a ticket for
+// alice bound to eve's browser: it refuses it there, and uses it up, so
+// that the link alice shares afterwards (WeChat's "copy link") does not
+// log eve in as alice.
+func TestHandoffForgedHbTicketUsedUp(t *testing.T) {
+	e := newMultiHostEnv(t, envOptions{})
+	a := e.origin("a.example.com")
+	eve := e.hostBrowser(weChatUA)
+	lure := eve.expectRedirect(eve.expectRedirect(a + "/orders"))
+	if !strings.Contains(lure, "hb=") {
+		t.Fatalf("eve's start on a: to %q, want the auth host's start with hb", lure)
+	}
+	alice := e.hostBrowser(weChatUA)
+	handoff := alice.expectRedirect(alice.authorize(alice.expectRedirect(lure), "alice", "allow"))
+	if !strings.HasPrefix(handoff, a+"/_wxgate/handoff?") {
+		t.Fatalf("alice's callback: to %q, want a's handoff", handoff)
+	}
+	if resp, _ := alice.get(handoff, nil); resp.StatusCode != http.StatusForbidden || alice.cookieAt(a, "wxgate_session") != "" {
+		t.Fatalf("alice's browser at a's handoff: %d, want 403 other_browser", resp.StatusCode)
+	}
+	resp, body := eve.get(handoff, nil)
+	if resp.StatusCode == http.StatusFound || eve.cookieAt(a, "wxgate_session") != "" {
+		t.Fatalf("eve with alice's ticket: %d %.200s; eve is logged in on a as alice", resp.StatusCode, body)
+	}
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "登录已过期") {
+		t.Errorf("eve with alice's ticket: %d %.200s, want 400 login_expired", resp.StatusCode, body)
+	}
+}
+
+// writeOutage is a session store whose writes (Set, SetNX) of keys under
+// prefix fail while down is set; reads pass.
+type writeOutage struct {
+	session.Store
+	prefix string
+	down   atomic.Bool
+}
+
+func (s *writeOutage) failing(key string) bool {
+	return s.down.Load() && strings.HasPrefix(key, s.prefix)
+}
+
+func (s *writeOutage) Set(ctx context.Context, key string, v []byte, ttl time.Duration) error {
+	if s.failing(key) {
+		return fmt.Errorf("%w: injected", session.ErrUnavailable)
+	}
+	return s.Store.Set(ctx, key, v, ttl)
+}
+
+func (s *writeOutage) SetNX(ctx context.Context, key string, v []byte, ttl time.Duration) (bool, error) {
+	if s.failing(key) {
+		return false, fmt.Errorf("%w: injected", session.ErrUnavailable)
+	}
+	return s.Store.SetNX(ctx, key, v, ttl)
+}
+
+// TestHandoffStoreOutageMidway: a store that fails after the ticket was
+// read, creating the session or marking the ticket used, answers 503 and
+// leaves the ticket good: the same link logs the browser in once the store
+// is back (the login is not lost), with one session (not two).
+func TestHandoffStoreOutageMidway(t *testing.T) {
+	for _, prefix := range []string{"sess:", "ticket-used:"} {
+		t.Run(prefix, func(t *testing.T) {
+			store := &writeOutage{Store: session.NewMemory(time.Minute), prefix: prefix}
+			e := newEnvOpts(t, envOptions{store: store})
+			a := e.api()
+			_, m := a.webviewTicket(a.mpLogin("dora")["access_token"].(string))
+			b := e.browser("Mozilla/5.0 (iPhone) MicroMessenger/8.0.49 miniProgram")
+			link := "/_wxgate/handoff?ticket=" + m["ticket"].(string) + "&rd=%2Forders"
+			store.down.Store(true)
+			if resp, body := b.get(link, nil); resp.StatusCode != http.StatusServiceUnavailable || b.cookie("wxgate_session") != "" {
+				t.Fatalf("handoff in an outage: %d %.200s", resp.StatusCode, body)
+			}
+			store.down.Store(false)
+			if resp, body := b.get(link, nil); resp.StatusCode != http.StatusFound || b.cookie("wxgate_session") == "" {
+				t.Fatalf("the same link after the outage: %d %.200s; the login is lost", resp.StatusCode, body)
+			}
+			dora, _ := e.sim.User(mpID, "dora")
+			status, list := e.adminDo(http.MethodGet, "/sessions?openid="+dora.OpenID)
+			sessions := 0
+			for _, l := range list["logins"].([]any) {
+				if l.(map[string]any)["kind"] == "session" {
+					sessions++
+				}
+			}
+			if status != http.StatusOK || sessions != 1 {
+				t.Errorf("dora's browser sessions: %d, %d of them; want 1", status, sessions)
+			}
+		})
+	}
+}
+
+// TestWebviewTicketFromAnotherSite: a web-view ticket checks no binding,
+// so eve's own ticket, minted by her server when bob visits her page and
+// sent on by a redirect or a link there, would log bob's browser in as eve
+// (login CSRF: what bob then saves is eve's) and end bob's session. The
+// browser says where such a navigation comes from (Sec-Fetch-Site, which a
+// page cannot set): from another site, the ticket is refused and bob stays
+// bob; the mini program's web-view opening it ("none") gets the session.
+func TestWebviewTicketFromAnotherSite(t *testing.T) {
+	e := newEnv(t)
+	a := e.api()
+	eveToken := a.mpLogin("eve")["access_token"].(string)
+	bob := e.browser(weChatUA)
+	bob.login("/", "bob")
+	for _, site := range []string{"cross-site", "same-site", "CROSS-SITE"} {
+		_, m := a.webviewTicket(eveToken)
+		resp, body := bob.get("/_wxgate/handoff?ticket="+m["ticket"].(string)+"&rd=%2Forders", map[string]string{"Sec-Fetch-Site": site})
+		if resp.StatusCode != http.StatusForbidden || setCookieHeader(resp, "wxgate_session") != "" {
+			t.Errorf("eve's web-view ticket in bob's browser, Sec-Fetch-Site %s: %d %.200s", site, resp.StatusCode, body)
+		}
+		if got := bob.upstreamView("/orders", nil); first(got.Headers["X-Wechat-Openid"]) != e.user("bob").OpenID {
+			t.Fatalf("bob after eve's ticket (%s): %v", site, got.Headers)
+		}
+	}
+	webview := e.browser("Mozilla/5.0 (iPhone) MicroMessenger/8.0.49 miniProgram")
+	for _, site := range []string{"none", "same-origin"} {
+		_, m := a.webviewTicket(eveToken)
+		resp, body := webview.get("/_wxgate/handoff?ticket="+m["ticket"].(string)+"&rd=%2Forders", map[string]string{"Sec-Fetch-Site": site})
+		if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/orders" {
+			t.Errorf("web-view ticket, Sec-Fetch-Site %s: %d %.200s", site, resp.StatusCode, body)
+		}
+	}
+}
+
+// TestSharedCookieDomainLeavesOtherHostsHostOnly: on https, [session]
+// cookie_domain names the session cookie __Secure- (a Domain is allowed)
+// on the hosts it covers. A host it does not cover keeps __Host-: a
+// __Secure- cookie there could be set by any sibling host for their
+// common parent (cookie tossing), logging the browser in as whoever set
+// it, which __Host- forbids.
+func TestSharedCookieDomainLeavesOtherHostsHostOnly(t *testing.T) {
+	e := newMultiHostEnv(t, envOptions{publicURL: "https://auth.example.com:{port}", sessionKeys: `cookie_domain = ".example.com"`})
+	a := e.api()
+	eveToken := a.mpLogin("eve")["access_token"].(string)
+	b := e.hostBrowser("Mozilla/5.0 (iPhone) MicroMessenger/8.0.49 miniProgram")
+	// handoff on host, with a web-view ticket asked there; returns the
+	// answer's session cookie line and value.
+	handoff := func(host string) (string, string) {
+		t.Helper()
+		resp := b.do(http.MethodPost, e.origin(host)+"/_wxgate/miniprogram/webview-ticket", nil, map[string]string{"Authorization": "Bearer " + eveToken})
+		var m map[string]any
+		json.NewDecoder(resp.Body).Decode(&m)
+		resp.Body.Close()
+		ticket, _ := m["ticket"].(string)
+		if resp.StatusCode != http.StatusOK || ticket == "" {
+			t.Fatalf("web-view ticket on %s: %d %v", host, resp.StatusCode, m)
+		}
+		resp = b.do(http.MethodGet, e.origin(host)+"/_wxgate/handoff?ticket="+ticket, nil, nil)
+		resp.Body.Close()
+		for _, v := range resp.Header.Values("Set-Cookie") {
+			if name, rest, _ := strings.Cut(v, "="); strings.HasSuffix(name, "wxgate_session") {
+				value, _, _ := strings.Cut(rest, ";")
+				return v, value
+			}
+		}
+		t.Fatalf("handoff on %s: %d, no session cookie", host, resp.StatusCode)
+		return "", ""
+	}
+	line, _ := handoff("a.example.com")
+	if !strings.HasPrefix(line, "__Secure-wxgate_session=") || !strings.Contains(strings.ToLower(line), "domain=example.com") {
+		t.Errorf("on a.example.com (covered): %q, want __Secure- with Domain=example.com", line)
+	}
+	line, eveID := handoff("b.multi.example")
+	if !strings.HasPrefix(line, "__Host-wxgate_session=") || strings.Contains(strings.ToLower(line), "domain=") {
+		t.Errorf("on b.multi.example (not covered): %q, want a host-only __Host- cookie", line)
+	}
+	// Eve's session ID tossed from evil.multi.example as a __Secure- cookie
+	// for multi.example: b.multi.example does not take it.
+	resp, body := b.get(e.origin("b.multi.example")+"/orders", map[string]string{"Cookie": "__Secure-wxgate_session=" + eveID})
+	eve, _ := e.sim.User(mpID, "eve")
+	if resp.StatusCode == http.StatusOK && strings.Contains(body, eve.OpenID) {
+		t.Errorf("a tossed __Secure- cookie logged b.multi.example in as eve")
 	}
 }
 

@@ -9,23 +9,29 @@ import (
 )
 
 // cookieNames are wxgate's cookies. On https they take the __Host- prefix,
-// which browsers only accept Secure, host-only and with Path=/; a session
-// cookie with a Domain ([session] cookie_domain, shared) takes __Secure-
-// instead, which only asks for Secure.
+// which browsers only accept Secure, host-only and with Path=/; the session
+// cookie on the hosts [session] cookie_domain covers, which carries that
+// Domain, takes __Secure- instead, which only asks for Secure. The other
+// hosts keep __Host-: a __Secure- cookie there could be set by any sibling
+// host for their common parent.
 type cookieNames struct {
 	session string // the session ID
+	// shared is the session cookie's name on the hosts cookie_domain
+	// covers; empty without cookie_domain.
+	shared  string
 	binding string // binds a pending login's state to this browser
 	secure  bool
 }
 
 func newCookieNames(secure, shared bool) cookieNames {
-	switch {
-	case secure && shared:
-		return cookieNames{session: "__Secure-wxgate_session", binding: "__Host-wxgate_login", secure: true}
-	case secure:
-		return cookieNames{session: "__Host-wxgate_session", binding: "__Host-wxgate_login", secure: true}
+	n := cookieNames{session: "wxgate_session", binding: "wxgate_login"}
+	if secure {
+		n = cookieNames{session: "__Host-wxgate_session", binding: "__Host-wxgate_login", secure: true}
 	}
-	return cookieNames{session: "wxgate_session", binding: "wxgate_login"}
+	if shared {
+		n.shared = strings.Replace(n.session, "__Host-", "__Secure-", 1)
+	}
+	return n
 }
 
 // ownCookies are removed from the Cookie header whatever the scheme, so an

@@ -340,7 +340,7 @@ func (s *Server) callback(c *fiber.Ctx) error {
 	}
 	// A login replaces whatever session the browser had (escalation, or a
 	// different user), under a new ID.
-	if old := c.Cookies(s.cookies.session); session.ValidID(old) {
+	if old := c.Cookies(s.sessionCookie(c)); session.ValidID(old) {
 		if err := s.sessions.Delete(ctx, old); err != nil {
 			return storeError(err)
 		}
@@ -352,7 +352,7 @@ func (s *Server) callback(c *fiber.Ctx) error {
 	if err := s.sessions.SaveResult(ctx, state, &session.Result{SessionHash: session.Hash(sess.ID), ReturnURL: p.ReturnURL}); err != nil {
 		return storeError(err)
 	}
-	s.setCookie(c, s.cookies.session, sess.ID, s.cfg.Session.TTL)
+	s.setCookie(c, s.sessionCookie(c), sess.ID, s.cfg.Session.TTL)
 	s.starts.release(requestOf(c).client)
 	s.metrics.LoggedIn(flow, id.UnionID != "")
 	noStore(c)
@@ -388,7 +388,7 @@ func (s *Server) remembered(c *fiber.Ctx, state string) (bool, error) {
 	} else if err != nil {
 		return true, storeError(err)
 	}
-	cur := c.Cookies(s.cookies.session)
+	cur := c.Cookies(s.sessionCookie(c))
 	if session.ValidID(cur) && session.Hash(cur) == r.SessionHash {
 		if _, err := s.sessions.Get(c.UserContext(), cur); err == nil {
 			noStore(c)
@@ -445,7 +445,7 @@ func (s *Server) clearCookie(c *fiber.Ctx, name string) {
 func (s *Server) logoutPage(c *fiber.Ctx) error {
 	d := s.page(c, "logout_confirm")
 	hidden := map[string]string{"rd": s.safeRedirect(c.Query("rd"))}
-	if id := c.Cookies(s.cookies.session); session.ValidID(id) {
+	if id := c.Cookies(s.sessionCookie(c)); session.ValidID(id) {
 		hidden["token"] = logoutToken(id)
 	}
 	d.Form = &pageForm{Action: s.prefix + "/logout", Label: label(c, "logout"), Hidden: hidden}
@@ -471,7 +471,7 @@ func (s *Server) logout(c *fiber.Ctx) error {
 		return invalidRequest(fmt.Errorf("logout form: %w", err))
 	}
 	rd := s.safeRedirect(form.Get("rd"))
-	if id := c.Cookies(s.cookies.session); session.ValidID(id) {
+	if id := c.Cookies(s.sessionCookie(c)); session.ValidID(id) {
 		if !s.fromOwnOrigin(c, form.Get("token"), id) {
 			return forbidden(errors.New("logout from another origin or without the form's token"))
 		}
@@ -479,7 +479,7 @@ func (s *Server) logout(c *fiber.Ctx) error {
 			return storeError(err)
 		}
 	}
-	s.clearCookie(c, s.cookies.session)
+	s.clearCookie(c, s.sessionCookie(c))
 	noStore(c)
 	return c.Redirect(rd, http.StatusSeeOther)
 }

@@ -39,9 +39,11 @@ type Config struct {
 	// session cookie on the hosts it covers, so that a login on
 	// [server] auth_host logs the browser in on every host under it
 	// without a hand-off ticket. The cookie is then named
-	// __Secure-wxgate_session on https (__Host- forbids a Domain). Every
-	// host under the domain can read the cookie: set it only when all of
-	// them are trusted. Default: none (host-only cookies). The proxy
+	// __Secure-wxgate_session on https on those hosts (__Host- forbids a
+	// Domain); the others keep a host-only __Host-wxgate_session. Every
+	// host under the domain can read the cookie, and every host under its
+	// registrable domain can set one: set it only when all of them are
+	// trusted. Default: none (host-only cookies). The proxy
 	// reads and checks it.
 	CookieDomain string `toml:"cookie_domain"`
 	// TTL is a session's absolute lifetime. Default: 168h.

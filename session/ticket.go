@@ -75,3 +75,17 @@ func (m *Manager) ClaimTicket(ctx context.Context, raw string) (bool, error) {
 	}
 	return ok, nil
 }
+
+// ReleaseTicket gives back the claim on the ticket raw that its caller won
+// but could not finish a login with (the store failed creating the
+// session), so that the browser's retry finishes it instead of finding the
+// ticket used.
+func (m *Manager) ReleaseTicket(ctx context.Context, raw string) error {
+	if !ValidID(raw) {
+		return nil
+	}
+	if err := m.store.Delete(ctx, ticketUsedPrefix+Hash(raw)); err != nil {
+		return fmt.Errorf("releasing hand-off ticket: %w", err)
+	}
+	return nil
+}

@@ -63,3 +63,32 @@ func TestTicketOnceUntilItsEnd(t *testing.T) {
 		t.Errorf("the raw ticket is a store key")
 	}
 }
+
+// TestReleaseTicket: a claim given back can be won again, once; a used
+// ticket stays used for everyone else meanwhile.
+func TestReleaseTicket(t *testing.T) {
+	ctx := context.Background()
+	m := NewManager(NewMemory(0), Config{TTL: time.Hour, IdleTTL: time.Hour})
+	raw, err := m.SaveTicket(ctx, &Ticket{Host: "a.example.com", Identity: Identity{OpenID: "o1", AppID: "wx1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := m.ClaimTicket(ctx, raw); !ok || err != nil {
+		t.Fatalf("first claim: %v, %v", ok, err)
+	}
+	if ok, _ := m.ClaimTicket(ctx, raw); ok {
+		t.Fatal("a second claim before the release won")
+	}
+	if err := m.ReleaseTicket(ctx, raw); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := m.ClaimTicket(ctx, raw); !ok || err != nil {
+		t.Fatalf("claim after the release: %v, %v", ok, err)
+	}
+	if ok, _ := m.ClaimTicket(ctx, raw); ok {
+		t.Error("the ticket was won twice after one release")
+	}
+	if err := m.ReleaseTicket(ctx, "not a ticket"); err != nil {
+		t.Errorf("releasing a malformed ticket: %v", err)
+	}
+}
