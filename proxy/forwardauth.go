@@ -50,7 +50,7 @@ func (s *Server) forwardAuth(c *fiber.Ctx) error {
 		return forbidden(errUntrustedAuth)
 	}
 	base := s.prefix + "/auth"
-	path, _, _ := bytes.Cut(c.Request().Header.RequestURI(), []byte("?"))
+	path, _, _ := bytes.Cut(originForm(c.Request().Header.RequestURI()), []byte("?"))
 	if string(path) == base {
 		o, err := readOriginal(&c.Request().Header, r)
 		return s.answerAuth(c, r, o, err, c.Query("mode") == "redirect")
@@ -59,11 +59,28 @@ func (s *Server) forwardAuth(c *fiber.Ctx) error {
 	return s.answerAuth(c, r, o, err, true)
 }
 
+// originForm is a request target in origin form: an absolute-form target
+// (which the edge accepts only with the Host's authority) without its
+// scheme and authority, the rest as sent.
+func originForm(uri []byte) []byte {
+	_, rest, ok := bytes.Cut(uri, []byte("://"))
+	if len(uri) == 0 || uri[0] == '/' || !ok {
+		return uri
+	}
+	if i := bytes.IndexAny(rest, "/?"); i >= 0 {
+		if rest[i] == '?' {
+			return append([]byte("/"), rest[i:]...)
+		}
+		return rest[i:]
+	}
+	return []byte("/")
+}
+
 // readPathForm reads the original request from the auth request's own
 // method and raw URI (not fiber's path, which routing may have matched in
 // another case), after the prefix.
 func readPathForm(c *fiber.Ctx, r *request, prefix string) (original, error) {
-	uri := string(c.Request().Header.RequestURI())
+	uri := string(originForm(c.Request().Header.RequestURI()))
 	rest, ok := strings.CutPrefix(uri, prefix)
 	if !ok || !strings.HasPrefix(rest, "/") {
 		return original{}, fmt.Errorf("URI %q: not %s followed by the original path", uri, prefix)

@@ -441,3 +441,27 @@ func TestForwardAuthCookie(t *testing.T) {
 		})
 	}
 }
+
+// TestForwardAuthAbsoluteForm: a proxy asking with an absolute-form target
+// (the edge accepts it with the Host's authority) is read like one asking
+// in origin form, in both forms of the question.
+func TestForwardAuthAbsoluteForm(t *testing.T) {
+	e := authEnv(t)
+	host := strings.TrimPrefix(e.url, "http://")
+	for _, tt := range []struct {
+		name, target, extra string
+		want                int
+	}{
+		{"header form", e.url + "/_wxgate/auth", "X-Forwarded-Uri: /denied/x\r\n", 403},
+		{"header form, redirect mode", e.url + "/_wxgate/auth?mode=redirect", "X-Forwarded-Uri: /orders\r\n", 302},
+		{"path form", e.url + "/_wxgate/auth/orders?id=7", "", 302},
+		{"path form, deny", e.url + "/_wxgate/auth/denied/x", "", 403},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := e.dial().send("GET " + tt.target + " HTTP/1.1\r\nHost: " + host + "\r\n" + tt.extra + "Connection: close\r\n\r\n")
+			if resp.StatusCode != tt.want {
+				t.Errorf("GET %s: %d, want %d: %.200s", tt.target, resp.StatusCode, tt.want, body)
+			}
+		})
+	}
+}
