@@ -29,6 +29,9 @@ const (
 	uaPhone                 // a phone or tablet browser outside WeChat
 	uaWeChat                // WeChat's in-app browser (phone or PC)
 	uaWeCom                 // WeCom: has its own OAuth, not this flow
+	// A mini program's web-view: no official-account login there; the
+	// mini program hands its user in with a web-view ticket.
+	uaMiniProgram
 )
 
 // phoneMarkers are what phone and tablet browsers put in their User-Agent
@@ -40,6 +43,8 @@ func classifyUA(ua string) uaKind {
 	switch {
 	case strings.Contains(ua, "wxwork/"):
 		return uaWeCom
+	case strings.Contains(ua, "MicroMessenger/") && strings.Contains(ua, "miniProgram"):
+		return uaMiniProgram
 	case strings.Contains(ua, "MicroMessenger/"):
 		return uaWeChat
 	}
@@ -167,6 +172,8 @@ func (s *Server) openInWeChat(c *fiber.Ctx, kind uaKind, rd, scope string) error
 		page = "wecom"
 	case uaPhone:
 		page = "open_in_wechat_phone"
+	case uaMiniProgram:
+		page = "miniprogram_webview"
 	}
 	d := s.page(c, page)
 	s.withLink(c, &d, s.absoluteURL(rd))

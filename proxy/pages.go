@@ -22,6 +22,8 @@ var messages = map[string]message{
 		"Open this page in WeChat", "Scan the QR code below with WeChat on your phone, or copy this page's link and open it in WeChat, to log in."},
 	"open_in_wechat_phone": {"请在微信中打开", "请复制本页链接，在微信客户端中打开以完成登录。",
 		"Open this page in WeChat", "Copy this page's link and open it in the WeChat app to log in."},
+	"miniprogram_webview": {"请从小程序重新进入", "此页面在小程序中打开，需由小程序完成登录。请返回小程序后重新进入本页。",
+		"Open this page from the mini program", "This page is open inside a mini program, which logs you in. Go back to the mini program and open this page again."},
 	"qr_login": {"微信扫码登录", "请使用手机微信扫描二维码登录。",
 		"Log in with WeChat", "Scan the QR code with WeChat on your phone to log in."},
 	"wecom": {"请在微信中打开", "企业微信不支持此登录方式，请在微信客户端中打开本页。",

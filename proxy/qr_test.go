@@ -215,7 +215,7 @@ func TestFlowByUserAgent(t *testing.T) {
 		e := newEnvOpts(t, envOptions{website: website})
 		for _, tc := range []struct {
 			name, ua string
-			want     string // "qr", "oa", "desktop" (open in WeChat with a QR), "phone", "wecom"
+			want     string // "qr", "oa", "desktop" (open in WeChat with a QR), "phone", "wecom", "miniprogram"
 		}{
 			{"desktop Chrome", desktopUA, "qr"},
 			{"desktop Safari", "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Safari/605.1.15", "qr"},
@@ -226,6 +226,7 @@ func TestFlowByUserAgent(t *testing.T) {
 			{"WeChat on iPhone (both markers)", iPhoneUA + " MicroMessenger/8.0.49(0x18003129) NetType/WIFI Language/zh_CN", "oa"},
 			{"PC WeChat", pcWeChat, "oa"},
 			{"WeCom", weChatUA + " wxwork/4.1.0", "wecom"},
+			{"mini-program web-view", weChatUA + " miniProgram", "miniprogram"},
 			{"empty", "", "qr"},
 		} {
 			want := tc.want
@@ -254,6 +255,11 @@ func TestFlowByUserAgent(t *testing.T) {
 				}
 				if want == "wecom" && !strings.Contains(body, "企业微信") {
 					t.Errorf("website %v, %s: not the WeCom page", website, tc.name)
+				}
+				// The official-account login is not available in a web-view:
+				// the mini program must hand its user in.
+				if want == "miniprogram" && !strings.Contains(body, "小程序") {
+					t.Errorf("website %v, %s: not the mini-program page", website, tc.name)
 				}
 			}
 			// The QR page itself sends any other browser, or any browser
