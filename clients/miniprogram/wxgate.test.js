@@ -65,6 +65,7 @@ function fakeGateway () {
     held: [], // answers kept back: {path, bearer, answer, release()}
     hold: null, // (path, bearer) -> whether to keep the answer back
     failRefresh: false,
+    ticketAnswer: null, // the web-view ticket's answer instead of a ticket
     advance (ms) { gw.now += ms },
     expireAll () { for (const v of access.values()) v.expired = true },
     revokeRefresh () { for (const f of families.values()) f.revoked = true },
@@ -84,6 +85,9 @@ function fakeGateway () {
       } else if (path === '/_wxgate/token/refresh') {
         if (gw.failRefresh) return setImmediate(() => opts.fail({ errMsg: 'request:fail timeout' }))
         res = refreshAnswer(opts.data.refresh_token)
+      } else if (path === '/_wxgate/miniprogram/webview-ticket') {
+        res = apiAnswer(opts, path)
+        if (res.statusCode === 200) res = gw.ticketAnswer || answer(200, { ticket: 'tk+/' + (++n), expires_in: 30 })
       } else if (path === '/_wxgate/token/revoke') {
         const f = families.get(refresh.get(opts.data.refresh_token))
         if (f) f.revoked = true
@@ -359,5 +363,35 @@ test('a 200 answer that is not a token pair is a failure, never stored or sent a
     assert.ok(!bearers.includes('Bearer undefined'), path + ': sent "Bearer undefined"')
     wx.request = request
     assert.equal((await api.request({ url: '/api/x' })).statusCode, 200, path + ': the next request')
+  }
+})
+
+test('webviewURL: a fresh ticket for each web-view, after a refresh when the access token expired', async () => {
+  const gw = fakeGateway()
+  const api = createClient({ wx: gw, baseURL: 'https://gw.example' })
+  const first = await api.webviewURL('/orders?id=7')
+  const m = first.match(/^https:\/\/gw\.example\/_wxgate\/handoff\?ticket=([^&]+)&rd=(.+)$/)
+  assert.ok(m, first)
+  assert.strictEqual(decodeURIComponent(m[1]).startsWith('tk+/'), true)
+  assert.strictEqual(decodeURIComponent(m[2]), '/orders?id=7')
+  gw.expireAll()
+  const second = await api.webviewURL()
+  assert.notStrictEqual(second, first)
+  assert.ok(second.endsWith('&rd=%2F'), second)
+  assert.strictEqual(gw.calls['/_wxgate/token/refresh'], 1)
+  assert.strictEqual(gw.calls['/_wxgate/miniprogram/webview-ticket'], 3)
+})
+
+test('webviewURL: a refusal or an answer without a ticket is an error, never a link', async (t) => {
+  for (const [name, ans, status] of [
+    ['403 (not a mini-program login)', { statusCode: 403, data: { error: 'forbidden' }, header: {} }, 403],
+    ['200 without a ticket', { statusCode: 200, data: { expires_in: 30 }, header: {} }, 200]
+  ]) {
+    await t.test(name, async () => {
+      const gw = fakeGateway()
+      gw.ticketAnswer = ans
+      const api = createClient({ wx: gw, baseURL: 'https://gw.example' })
+      await assert.rejects(api.webviewURL('/x'), (err) => err.name === 'WxgateError' && err.statusCode === status)
+    })
   }
 })
