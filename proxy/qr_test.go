@@ -454,3 +454,34 @@ func TestQRPageBounded(t *testing.T) {
 	// Another client still gets one.
 	e.browserFrom(desktopUA, "127.0.0.2").qrPage("/_wxgate/qr?rd=/")
 }
+
+// TestLoginAnswerWithoutOpenID: a code exchange answered with a token but
+// no openid (a proxy's or a broken WeChat's answer) logs nobody in. It
+// made a session for the empty user before: every such login shared it,
+// and the upstream got a logged-in request with no identity.
+func TestLoginAnswerWithoutOpenID(t *testing.T) {
+	e := newEnv(t)
+	noOpenID := func(path string) {
+		e.sim.InjectFault(wechatsim.Fault{Path: path, Body: `{"access_token":"AT","expires_in":7200,"refresh_token":"RT","scope":"snsapi_base","session_key":"c2Vzc2lvbmtleXNlc3Npb24="}`})
+	}
+
+	b := e.browser(weChatUA)
+	cb := b.authorize(b.expectRedirect(b.expectRedirect("/x")), "bob", "allow")
+	noOpenID("/sns/oauth2/access_token")
+	resp, body := b.get(cb, nil)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "微信暂时不可用") || b.cookie("wxgate_session") != "" {
+		t.Errorf("official account: %d %.200s, session %q; want 503 and no session", resp.StatusCode, body, b.cookie("wxgate_session"))
+	}
+
+	a := e.api()
+	code := e.simPost("/_sim/code", map[string]string{"appid": mpID, "user": "bob"})["code"]
+	noOpenID("/sns/jscode2session")
+	if status, m, _ := a.post("/_wxgate/miniprogram/login", map[string]any{"code": code}, ""); status != http.StatusServiceUnavailable || m["access_token"] != nil {
+		t.Errorf("mini program: %d %v, want 503 and no token", status, m)
+	}
+	code = e.simPost("/_sim/code", map[string]string{"appid": appID, "user": "bob"})["code"]
+	noOpenID("/sns/oauth2/access_token")
+	if status, m, _ := a.post("/_wxgate/app/login", map[string]any{"code": code}, ""); status != http.StatusServiceUnavailable || m["access_token"] != nil {
+		t.Errorf("mobile app: %d %v, want 503 and no token", status, m)
+	}
+}

@@ -191,6 +191,11 @@ func (c *Client) ExchangeCode(ctx context.Context, app App, code string) (*UserT
 	if err := checkToken("/sns/oauth2/access_token", t.AccessToken, &t.ExpiresIn); err != nil {
 		return nil, fmt.Errorf("exchanging code: %w", err)
 	}
+	if t.OpenID == "" {
+		// Whose token it is decides whose login it is: without an openid
+		// it is nobody's, and every such login would be the same user.
+		return nil, fmt.Errorf("exchanging code: %w: answer without an openid", ErrUnavailable)
+	}
 	return &t, nil
 }
 
