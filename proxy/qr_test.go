@@ -485,3 +485,24 @@ func TestLoginAnswerWithoutOpenID(t *testing.T) {
 		t.Errorf("mobile app: %d %v, want 503 and no token", status, m)
 	}
 }
+
+// TestQRUserInfoOfAnotherOpenID: /sns/userinfo answering without the
+// token's openid, or with another's, gives no session: the QR login took
+// the answer's unionid when the token had none (another person's, as
+// X-Forwarded-User) and passed userinfo routes without a profile.
+func TestQRUserInfoOfAnotherOpenID(t *testing.T) {
+	for _, info := range []string{`{}`, `{"openid":"o-someone-else","nickname":"Mallory","unionid":"u-someone-else"}`} {
+		e := newEnvOpts(t, envOptions{website: true})
+		b := e.browser(desktopUA)
+		p := b.qrPage("/_wxgate/qr?rd=%2Fx")
+		cb := b.authorize(p.fallback, "bob", "allow")
+		// Without a unionid in the token, the profile's is taken.
+		e.sim.InjectFault(wechatsim.Fault{Path: "/sns/oauth2/access_token", Body: `{"access_token":"AT","expires_in":7200,"refresh_token":"RT","openid":"o-bob","scope":"snsapi_login"}`})
+		e.sim.InjectFault(wechatsim.Fault{Path: "/sns/userinfo", Body: info, Times: 3}) // and its retries
+		resp, body := b.get(cb, nil)
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "微信暂时不可用") || b.cookie("wxgate_session") != "" {
+			_, who := b.get("/_wxgate/userinfo", nil)
+			t.Errorf("userinfo %s: %d, logged in as %s; want 503 and no session", info, resp.StatusCode, who)
+		}
+	}
+}

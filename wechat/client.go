@@ -227,6 +227,11 @@ func (c *Client) UserInfo(ctx context.Context, accessToken Secret, openID, lang 
 	if err := c.call(ctx, http.MethodGet, "/sns/userinfo", q, nil, true, &u); err != nil {
 		return nil, fmt.Errorf("fetching userinfo: %w", err)
 	}
+	if u.OpenID != openID {
+		// Another person's profile (its unionid among it) must not be
+		// taken for this one's.
+		return nil, fmt.Errorf("fetching userinfo: %w: answer for another openid", ErrUnavailable)
+	}
 	return &u, nil
 }
 
