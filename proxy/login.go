@@ -55,13 +55,18 @@ func classifyUA(ua string) uaKind {
 // login, which a flood of starts multiplies.
 const maxReturnURL = 2 << 10
 
-// returnURL is the request's rd, bounded and validated (safeRedirect).
+// returnURL is the request's rd, validated (safeRedirect) and bounded as
+// it is kept: an absolute rd comes back escaped, up to three times longer.
 func (s *Server) returnURL(c *fiber.Ctx) (string, error) {
 	raw := c.Query("rd")
 	if len(raw) > maxReturnURL {
 		return "", invalidRequest(fmt.Errorf("rd: %d bytes, over the %d-byte limit", len(raw), maxReturnURL))
 	}
-	return s.safeRedirect(raw), nil
+	rd := s.safeRedirect(raw)
+	if len(rd) > maxReturnURL {
+		return "", invalidRequest(fmt.Errorf("rd: %d bytes once escaped, over the %d-byte limit", len(rd), maxReturnURL))
+	}
+	return rd, nil
 }
 
 // start begins a browser login: GET /_wxgate/start?rd=&scope=base|userinfo.

@@ -506,3 +506,24 @@ func TestQRUserInfoOfAnotherOpenID(t *testing.T) {
 		}
 	}
 }
+
+// TestReturnURLBoundAfterValidation: the rd bound holds for the return
+// URL as kept, which safeRedirect writes escaped: 1.8 KB of UTF-8 in an
+// allowed host's path became 5.4 KB. The official account's login kept
+// it with its pending login, three times over the bound, and a desktop
+// browser went from /start to a QR page that refused it with a 400.
+func TestReturnURLBoundAfterValidation(t *testing.T) {
+	e := newEnvOpts(t, envOptions{website: true})
+	rd := url.QueryEscape("https://good.example.com/" + strings.Repeat("微", 600))
+	for _, ua := range []string{desktopUA, weChatUA} {
+		resp, body := e.browser(ua).get("/_wxgate/start?rd="+rd, nil)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "请求无效") {
+			t.Errorf("%.30s: /start with a return URL over the bound once escaped: %d to %q, want 400", ua, resp.StatusCode, resp.Header.Get("Location")[:min(80, len(resp.Header.Get("Location")))])
+		}
+	}
+	// Within the bound once escaped, it is kept as it is.
+	rd = url.QueryEscape("https://good.example.com/" + strings.Repeat("微", 200))
+	if loc := e.browser(desktopUA).expectRedirect("/_wxgate/start?rd=" + rd); !strings.HasPrefix(loc, e.url+"/_wxgate/qr?rd=") {
+		t.Errorf("desktop /start with a 1.8 KB escaped return URL: Location %q, want the QR page", loc)
+	}
+}
