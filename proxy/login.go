@@ -206,8 +206,15 @@ func (s *Server) absoluteURL(rd string) string {
 
 // newPending stores a pending login of flow and returns its state, bound
 // to the browser's binding cookie (a new one unless it has a valid one).
-// Beyond the pending-login bounds it answers 429 and stores nothing.
+// Beyond the pending-login bounds it answers 429, and to what the browser
+// says is no navigation (Sec-Fetch-Dest) 403; either stores nothing.
 func (s *Server) newPending(c *fiber.Ctx, rd, scope, flow string, attempt int) (string, error) {
+	if dest := c.Get("Sec-Fetch-Dest"); dest != "" && dest != "document" {
+		// A login is a page the person navigates to; an image, frame or
+		// fetch of another page (which no one sees: frame-ancestors) would
+		// spend the visitor's address's share of the bounds.
+		return "", forbidden(fmt.Errorf("login started by a request for a %q, not a page", dest))
+	}
 	if ok, why := s.starts.allow(requestOf(c).client); !ok {
 		s.metrics.StartRefused(why)
 		return "", tooManyLogins(fmt.Errorf("pending logins over the %s bound", why))

@@ -527,3 +527,34 @@ func TestReturnURLBoundAfterValidation(t *testing.T) {
 		t.Errorf("desktop /start with a 1.8 KB escaped return URL: Location %q, want the QR page", loc)
 	}
 }
+
+// TestLoginStartFromSubresource: a page elsewhere loading the QR page or
+// /start as an image, a frame or a fetch (the frame is shown nowhere:
+// frame-ancestors) stores no pending login. Each one did, against the
+// visitor's address: a few hundred <img> tags on any page left its
+// visitors' network with 429 instead of a QR code for ten minutes.
+func TestLoginStartFromSubresource(t *testing.T) {
+	e := newEnvOpts(t, envOptions{website: true, maxPendingPerClient: 3})
+	desk, phone := e.browser(desktopUA), e.browser(weChatUA)
+	for _, dest := range []string{"image", "iframe", "empty", "script", "object"} {
+		hdr := map[string]string{"Sec-Fetch-Dest": dest, "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Site": "cross-site"}
+		for _, tc := range []struct {
+			b    *browser
+			path string
+		}{{desk, "/_wxgate/qr?rd=/"}, {phone, "/_wxgate/start?rd=/"}} {
+			resp, body := tc.b.get(tc.path, hdr)
+			if resp.StatusCode != http.StatusForbidden || strings.Contains(body, "<iframe") || resp.Header.Get("Location") != "" {
+				t.Errorf("%s as %s: %d to %q, want 403", tc.path, dest, resp.StatusCode, resp.Header.Get("Location"))
+			}
+		}
+	}
+	// The person's own navigation still gets its QR code and its
+	// official-account login.
+	nav := map[string]string{"Sec-Fetch-Dest": "document", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Site": "cross-site"}
+	if resp, body := desk.get("/_wxgate/qr?rd=/", nav); resp.StatusCode != http.StatusOK || !strings.Contains(body, "<iframe") {
+		t.Errorf("a navigation to the QR page after them: %d, want the QR page", resp.StatusCode)
+	}
+	if resp, _ := phone.get("/_wxgate/start?rd=/", nav); resp.StatusCode != http.StatusFound || !strings.HasPrefix(resp.Header.Get("Location"), e.simURL) {
+		t.Errorf("a navigation to /start in WeChat after them: %d, want WeChat's authorize page", resp.StatusCode)
+	}
+}
