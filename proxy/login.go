@@ -60,13 +60,18 @@ func classifyUA(ua string) uaKind {
 // login, which a flood of starts multiplies.
 const maxReturnURL = 2 << 10
 
-// returnURL is the request's rd, bounded and validated (safeRedirect).
+// returnURL is the request's rd, validated (safeRedirect) and bounded as
+// it is kept: an absolute rd comes back escaped, up to three times longer.
 func (s *Server) returnURL(c *fiber.Ctx) (string, error) {
 	raw := c.Query("rd")
 	if len(raw) > maxReturnURL {
 		return "", invalidRequest(fmt.Errorf("rd: %d bytes, over the %d-byte limit", len(raw), maxReturnURL))
 	}
-	return s.safeRedirect(raw), nil
+	rd := s.safeRedirect(raw)
+	if len(rd) > maxReturnURL {
+		return "", invalidRequest(fmt.Errorf("rd: %d bytes once escaped, over the %d-byte limit", len(rd), maxReturnURL))
+	}
+	return rd, nil
 }
 
 // start begins a browser login: GET /_wxgate/start?rd=&scope=base|userinfo.
@@ -208,8 +213,15 @@ func (s *Server) absoluteURL(rd string) string {
 
 // newPending stores a pending login of flow and returns its state, bound
 // to the browser's binding cookie (a new one unless it has a valid one).
-// Beyond the pending-login bounds it answers 429 and stores nothing.
+// Beyond the pending-login bounds it answers 429, and to what the browser
+// says is no navigation (Sec-Fetch-Dest) 403; either stores nothing.
 func (s *Server) newPending(c *fiber.Ctx, rd, scope, flow string, attempt int) (string, error) {
+	if dest := c.Get("Sec-Fetch-Dest"); dest != "" && dest != "document" {
+		// A login is a page the person navigates to; an image, frame or
+		// fetch of another page (which no one sees: frame-ancestors) would
+		// spend the visitor's address's share of the bounds.
+		return "", forbidden(fmt.Errorf("login started by a request for a %q, not a page", dest))
+	}
 	if ok, why := s.starts.allow(requestOf(c).client); !ok {
 		s.metrics.StartRefused(why)
 		return "", tooManyLogins(fmt.Errorf("pending logins over the %s bound", why))

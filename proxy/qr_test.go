@@ -460,3 +460,107 @@ func TestQRPageBounded(t *testing.T) {
 	// Another client still gets one.
 	e.browserFrom(desktopUA, "127.0.0.2").qrPage("/_wxgate/qr?rd=/")
 }
+
+// TestLoginAnswerWithoutOpenID: a code exchange answered with a token but
+// no openid (a proxy's or a broken WeChat's answer) logs nobody in. It
+// made a session for the empty user before: every such login shared it,
+// and the upstream got a logged-in request with no identity.
+func TestLoginAnswerWithoutOpenID(t *testing.T) {
+	e := newEnv(t)
+	noOpenID := func(path string) {
+		e.sim.InjectFault(wechatsim.Fault{Path: path, Body: `{"access_token":"AT","expires_in":7200,"refresh_token":"RT","scope":"snsapi_base","session_key":"c2Vzc2lvbmtleXNlc3Npb24="}`})
+	}
+
+	b := e.browser(weChatUA)
+	cb := b.authorize(b.expectRedirect(b.expectRedirect("/x")), "bob", "allow")
+	noOpenID("/sns/oauth2/access_token")
+	resp, body := b.get(cb, nil)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "微信暂时不可用") || b.cookie("wxgate_session") != "" {
+		t.Errorf("official account: %d %.200s, session %q; want 503 and no session", resp.StatusCode, body, b.cookie("wxgate_session"))
+	}
+
+	a := e.api()
+	code := e.simPost("/_sim/code", map[string]string{"appid": mpID, "user": "bob"})["code"]
+	noOpenID("/sns/jscode2session")
+	if status, m, _ := a.post("/_wxgate/miniprogram/login", map[string]any{"code": code}, ""); status != http.StatusServiceUnavailable || m["access_token"] != nil {
+		t.Errorf("mini program: %d %v, want 503 and no token", status, m)
+	}
+	code = e.simPost("/_sim/code", map[string]string{"appid": appID, "user": "bob"})["code"]
+	noOpenID("/sns/oauth2/access_token")
+	if status, m, _ := a.post("/_wxgate/app/login", map[string]any{"code": code}, ""); status != http.StatusServiceUnavailable || m["access_token"] != nil {
+		t.Errorf("mobile app: %d %v, want 503 and no token", status, m)
+	}
+}
+
+// TestQRUserInfoOfAnotherOpenID: /sns/userinfo answering without the
+// token's openid, or with another's, gives no session: the QR login took
+// the answer's unionid when the token had none (another person's, as
+// X-Forwarded-User) and passed userinfo routes without a profile.
+func TestQRUserInfoOfAnotherOpenID(t *testing.T) {
+	for _, info := range []string{`{}`, `{"openid":"o-someone-else","nickname":"Mallory","unionid":"u-someone-else"}`} {
+		e := newEnvOpts(t, envOptions{website: true})
+		b := e.browser(desktopUA)
+		p := b.qrPage("/_wxgate/qr?rd=%2Fx")
+		cb := b.authorize(p.fallback, "bob", "allow")
+		// Without a unionid in the token, the profile's is taken.
+		e.sim.InjectFault(wechatsim.Fault{Path: "/sns/oauth2/access_token", Body: `{"access_token":"AT","expires_in":7200,"refresh_token":"RT","openid":"o-bob","scope":"snsapi_login"}`})
+		e.sim.InjectFault(wechatsim.Fault{Path: "/sns/userinfo", Body: info, Times: 3}) // and its retries
+		resp, body := b.get(cb, nil)
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "微信暂时不可用") || b.cookie("wxgate_session") != "" {
+			_, who := b.get("/_wxgate/userinfo", nil)
+			t.Errorf("userinfo %s: %d, logged in as %s; want 503 and no session", info, resp.StatusCode, who)
+		}
+	}
+}
+
+// TestReturnURLBoundAfterValidation: the rd bound holds for the return
+// URL as kept, which safeRedirect writes escaped: 1.8 KB of UTF-8 in an
+// allowed host's path became 5.4 KB. The official account's login kept
+// it with its pending login, three times over the bound, and a desktop
+// browser went from /start to a QR page that refused it with a 400.
+func TestReturnURLBoundAfterValidation(t *testing.T) {
+	e := newEnvOpts(t, envOptions{website: true})
+	rd := url.QueryEscape("https://good.example.com/" + strings.Repeat("微", 600))
+	for _, ua := range []string{desktopUA, weChatUA} {
+		resp, body := e.browser(ua).get("/_wxgate/start?rd="+rd, nil)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "请求无效") {
+			t.Errorf("%.30s: /start with a return URL over the bound once escaped: %d to %q, want 400", ua, resp.StatusCode, resp.Header.Get("Location")[:min(80, len(resp.Header.Get("Location")))])
+		}
+	}
+	// Within the bound once escaped, it is kept as it is.
+	rd = url.QueryEscape("https://good.example.com/" + strings.Repeat("微", 200))
+	if loc := e.browser(desktopUA).expectRedirect("/_wxgate/start?rd=" + rd); !strings.HasPrefix(loc, e.url+"/_wxgate/qr?rd=") {
+		t.Errorf("desktop /start with a 1.8 KB escaped return URL: Location %q, want the QR page", loc)
+	}
+}
+
+// TestLoginStartFromSubresource: a page elsewhere loading the QR page or
+// /start as an image, a frame or a fetch (the frame is shown nowhere:
+// frame-ancestors) stores no pending login. Each one did, against the
+// visitor's address: a few hundred <img> tags on any page left its
+// visitors' network with 429 instead of a QR code for ten minutes.
+func TestLoginStartFromSubresource(t *testing.T) {
+	e := newEnvOpts(t, envOptions{website: true, maxPendingPerClient: 3})
+	desk, phone := e.browser(desktopUA), e.browser(weChatUA)
+	for _, dest := range []string{"image", "iframe", "empty", "script", "object"} {
+		hdr := map[string]string{"Sec-Fetch-Dest": dest, "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Site": "cross-site"}
+		for _, tc := range []struct {
+			b    *browser
+			path string
+		}{{desk, "/_wxgate/qr?rd=/"}, {phone, "/_wxgate/start?rd=/"}} {
+			resp, body := tc.b.get(tc.path, hdr)
+			if resp.StatusCode != http.StatusForbidden || strings.Contains(body, "<iframe") || resp.Header.Get("Location") != "" {
+				t.Errorf("%s as %s: %d to %q, want 403", tc.path, dest, resp.StatusCode, resp.Header.Get("Location"))
+			}
+		}
+	}
+	// The person's own navigation still gets its QR code and its
+	// official-account login.
+	nav := map[string]string{"Sec-Fetch-Dest": "document", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Site": "cross-site"}
+	if resp, body := desk.get("/_wxgate/qr?rd=/", nav); resp.StatusCode != http.StatusOK || !strings.Contains(body, "<iframe") {
+		t.Errorf("a navigation to the QR page after them: %d, want the QR page", resp.StatusCode)
+	}
+	if resp, _ := phone.get("/_wxgate/start?rd=/", nav); resp.StatusCode != http.StatusFound || !strings.HasPrefix(resp.Header.Get("Location"), e.simURL) {
+		t.Errorf("a navigation to /start in WeChat after them: %d, want WeChat's authorize page", resp.StatusCode)
+	}
+}

@@ -191,6 +191,11 @@ func (c *Client) ExchangeCode(ctx context.Context, app App, code string) (*UserT
 	if err := checkToken("/sns/oauth2/access_token", t.AccessToken, &t.ExpiresIn); err != nil {
 		return nil, fmt.Errorf("exchanging code: %w", err)
 	}
+	if t.OpenID == "" {
+		// Whose token it is decides whose login it is: without an openid
+		// it is nobody's, and every such login would be the same user.
+		return nil, fmt.Errorf("exchanging code: %w: answer without an openid", ErrUnavailable)
+	}
 	return &t, nil
 }
 
@@ -221,6 +226,11 @@ func (c *Client) UserInfo(ctx context.Context, accessToken Secret, openID, lang 
 	var u UserInfo
 	if err := c.call(ctx, http.MethodGet, "/sns/userinfo", q, nil, true, &u); err != nil {
 		return nil, fmt.Errorf("fetching userinfo: %w", err)
+	}
+	if u.OpenID != openID {
+		// Another person's profile (its unionid among it) must not be
+		// taken for this one's.
+		return nil, fmt.Errorf("fetching userinfo: %w: answer for another openid", ErrUnavailable)
 	}
 	return &u, nil
 }

@@ -34,6 +34,10 @@ func (c *Client) Code2Session(ctx context.Context, app App, code string) (*Sessi
 	if err := c.call(ctx, http.MethodGet, "/sns/jscode2session", q, nil, false, &s); err != nil {
 		return nil, fmt.Errorf("exchanging js_code: %w", err)
 	}
+	if s.OpenID == "" {
+		// As in ExchangeCode: a login of nobody.
+		return nil, fmt.Errorf("exchanging js_code: %w: answer without an openid", ErrUnavailable)
+	}
 	return &s, nil
 }
 
