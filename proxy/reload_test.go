@@ -520,3 +520,30 @@ func TestReloadAllowedRedirectHosts(t *testing.T) {
 		t.Fatalf("after the reload the login returns to %q, want %s", got, target)
 	}
 }
+
+// TestReloadSyntaxErrorHidesSecret: an AppSecret pasted without its quotes
+// is a TOML syntax error, and the decoder's message quotes what it found
+// of the bare value ("expected value but found ..."); the refusal, logged
+// and returned, must place the problem without showing any of it.
+func TestReloadSyntaxErrorHidesSecret(t *testing.T) {
+	var log syncbuf.Buffer
+	e := newEnvOpts(t, envOptions{log: &log})
+	good := e.config()
+	for _, secret := range []string{"integration-oa-passw0rd", "d41d8cd98f00b204e9800998ecf8427e", "0123456789abcdef0123456789abcdef"} {
+		conf := strings.Replace(good, `secret_env = "WXGATE_TEST_OA_SECRET"`, "secret = "+secret, 1)
+		e.writeConfig(conf)
+		err := e.gw.Reload()
+		if err == nil {
+			t.Fatalf("Reload accepted the unquoted secret %s", secret)
+		}
+		placed := fmt.Sprintf("%s:%d: ", e.confPath, lineOf(t, conf, "secret = "+secret))
+		if !strings.Contains(err.Error(), placed) || !strings.Contains(err.Error(), "wechat.official_account.secret") {
+			t.Errorf("Reload: %v\nwant the problem placed at %s naming the key", err, placed)
+		}
+		for i := 0; i+6 <= len(secret); i++ {
+			if part := secret[i : i+6]; strings.Contains(err.Error(), part) || strings.Contains(log.String(), part) {
+				t.Fatalf("%q of the secret in the refusal or the log: %v\n%s", part, err, log.String())
+			}
+		}
+	}
+}
