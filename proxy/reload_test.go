@@ -547,3 +547,37 @@ func TestReloadSyntaxErrorHidesSecret(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadKeepsOpenWebSocket: a reload that moves an upstream leaves a
+// WebSocket open to the old address alone (it is a request in flight, as
+// long as it lasts), counted until it closes; new handshakes go to the new
+// address.
+func TestReloadKeepsOpenWebSocket(t *testing.T) {
+	old, moved := newWSUpstream(t), newWSUpstream(t)
+	e := newEnvOpts(t, envOptions{appUpstream: old.URL})
+	conn, resp, body := wsDial(t, e, "/public/echo", nil)
+	if conn == nil {
+		t.Fatalf("handshake: %d %q", resp.StatusCode, body)
+	}
+	e.editConfig(old.URL, moved.URL)
+	if err := e.gw.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	echoes(t, conn)
+	conn2, resp, body := wsDial(t, e, "/public/echo", nil)
+	if conn2 == nil {
+		t.Fatalf("handshake after the reload: %d %q", resp.StatusCode, body)
+	}
+	echoes(t, conn2)
+	if old.handshakes.Load() != 1 || moved.handshakes.Load() != 1 {
+		t.Errorf("handshakes: old upstream %d, moved %d; want 1 each", old.handshakes.Load(), moved.handshakes.Load())
+	}
+	if got := e.metric(`wxgate_websockets_open{upstream="app"}`); got != 2 {
+		t.Errorf("wxgate_websockets_open = %v with a socket to each address, want 2", got)
+	}
+	conn.Close()
+	<-old.ended
+	waitUntil(t, "the old socket to be counted closed", func() bool {
+		return e.metric(`wxgate_websockets_open{upstream="app"}`) == 1
+	})
+}
