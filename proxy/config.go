@@ -171,8 +171,13 @@ func (u *Upstream) provision() error {
 		return nil
 	}
 	pu, err := url.Parse(u.URL)
-	if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || (pu.Path != "" && pu.Path != "/") {
-		return fmt.Errorf("url: %q must be http(s)://host[:port]", u.URL)
+	if err != nil {
+		// url.Parse's error quotes the URL, whose user part may hold a
+		// password: the problem is logged.
+		return errors.New("url: not a URL; it must be http(s)://host[:port]")
+	}
+	if (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || (pu.Path != "" && pu.Path != "/") {
+		return fmt.Errorf("url: %q must be http(s)://host[:port]", pu.Redacted())
 	}
 	port := pu.Port()
 	if port == "" {

@@ -581,3 +581,22 @@ func TestReloadKeepsOpenWebSocket(t *testing.T) {
 		return e.metric(`wxgate_websockets_open{upstream="app"}`) == 1
 	})
 }
+
+// TestReloadUpstreamURLHidesPassword: an upstream URL refused for its
+// path or its form is named in the refusal without the password its user
+// part carries.
+func TestReloadUpstreamURLHidesPassword(t *testing.T) {
+	var log syncbuf.Buffer
+	e := newEnvOpts(t, envOptions{log: &log})
+	good := e.config()
+	for _, url := range []string{"http://deploy:hunter2pw@127.0.0.1:1/base", "http://deploy:hunter2pw@127.0.0.1:1:2", "ftp://deploy:hunter2pw@127.0.0.1:1"} {
+		e.writeConfig(strings.Replace(good, `url = "http://127.0.0.1:1"`, `url = "`+url+`"`, 1))
+		err := e.gw.Reload()
+		if err == nil || !strings.Contains(err.Error(), "upstream[1].url") {
+			t.Fatalf("Reload with the URL %s: %v, want upstream[1].url refused", url, err)
+		}
+		if strings.Contains(err.Error(), "hunter2pw") || strings.Contains(log.String(), "hunter2pw") {
+			t.Fatalf("the password in the refusal or the log: %v\n%s", err, log.String())
+		}
+	}
+}
