@@ -171,8 +171,13 @@ func (u *Upstream) provision() error {
 		return nil
 	}
 	pu, err := url.Parse(u.URL)
-	if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || (pu.Path != "" && pu.Path != "/") {
-		return fmt.Errorf("url: %q must be http(s)://host[:port]", u.URL)
+	if err != nil {
+		// url.Parse's error quotes the URL, whose user part may hold a
+		// password: the problem is logged.
+		return errors.New("url: not a URL; it must be http(s)://host[:port]")
+	}
+	if (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || (pu.Path != "" && pu.Path != "/") {
+		return fmt.Errorf("url: %q must be http(s)://host[:port]", pu.Redacted())
 	}
 	port := pu.Port()
 	if port == "" {
@@ -223,7 +228,7 @@ func loadConfig(path string, env []string) (*Config, []byte, []string, error) {
 	cfg := Config{path: path, source: src}
 	md, err := toml.Decode(string(src), &cfg)
 	if err != nil {
-		return nil, src, nil, fmt.Errorf("%s: %w", path, err)
+		return nil, src, nil, fmt.Errorf("%s: %w", path, hideSecretValue(err))
 	}
 	var errs []error
 	for _, k := range md.Undecoded() {
@@ -237,6 +242,19 @@ func loadConfig(path string, env []string) (*Config, []byte, []string, error) {
 	}
 	cfg.SetDefaults()
 	return &cfg, src, cfg.warnings(), nil
+}
+
+// hideSecretValue drops the decoder's message from a syntax error in the
+// value of a literal secret key: it quotes what it found of the value ("expected
+// value but found ..."), an AppSecret pasted without its quotes, and the
+// error is printed and logged. The line and the key still place it.
+func hideSecretValue(err error) error {
+	var pe toml.ParseError
+	if !errors.As(err, &pe) || !strings.HasSuffix("."+pe.LastKey, ".secret") {
+		return err
+	}
+	pe.Message = "the value is not valid TOML (a quoted string?); not shown, since it is a secret"
+	return pe
 }
 
 // SetDefaults fills zero fields with their defaults.

@@ -135,6 +135,9 @@ func (s *Server) answerAuth(c *fiber.Ctx, r *request, o original, err error, red
 	case policies.Forbidden:
 		return forbidden(fmt.Errorf("forward auth: route %s on the %s reading %q", rule.Name, d.Reading, d.Path))
 	}
+	if who != nil && who.family == nil && askedWebSocket(&c.Request().Header) && !s.webSocketOrigin(c) {
+		return forbidden(fmt.Errorf("forward auth: a WebSocket with the session cookie from the page of another site (Origin %q)", c.Get(fiber.HeaderOrigin)))
+	}
 	if err := s.checkWeChatToken(who, rule); err != nil {
 		return err
 	}

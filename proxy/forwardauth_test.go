@@ -465,3 +465,55 @@ func TestForwardAuthAbsoluteForm(t *testing.T) {
 		})
 	}
 }
+
+// TestForwardAuthWebSocketOrigin: a proxy asking about a WebSocket
+// handshake (nginx and Traefik drop the hop-by-hop Upgrade from the
+// question but pass Sec-WebSocket-Key and Origin) gets the same
+// cross-site WebSocket hijacking check as a handshake wxgate proxies
+// itself: with the session cookie from another site's page, 403, never
+// the identity for the app's socket.
+func TestForwardAuthWebSocketOrigin(t *testing.T) {
+	e := authEnv(t)
+	host := strings.TrimPrefix(e.url, "http://")
+	alice := e.browser(weChatUA)
+	alice.login("/", "alice")
+	ask := func(origin string, ws bool, auth string) *http.Response {
+		hdr := map[string]string{"X-Forwarded-Uri": "/ws/echo", "X-Forwarded-Host": host}
+		if auth == "" {
+			hdr["Cookie"] = alice.sessionCookie()
+		} else {
+			hdr["X-Forwarded-Uri"], hdr["Authorization"] = "/api/ws/echo", auth
+		}
+		if origin != "" {
+			hdr["Origin"] = origin
+		}
+		if ws {
+			hdr["Sec-WebSocket-Key"], hdr["Sec-WebSocket-Version"] = "dGhlIHNhbXBsZSBub25jZQ==", "13"
+		}
+		return e.browser("nginx").ask("", hdr)
+	}
+	for _, origin := range []string{"http://evil.example", "null", "http://good.example.com.evil.com"} {
+		resp := ask(origin, true, "")
+		if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Wechat-Openid") != "" {
+			t.Errorf("a WebSocket with the cookie from Origin %q: %d (X-WeChat-OpenID %q), want 403 without identity",
+				origin, resp.StatusCode, resp.Header.Get("X-Wechat-Openid"))
+		}
+	}
+	for _, tc := range []struct {
+		name, origin string
+		ws           bool
+	}{
+		{"own origin", e.url, true},
+		{"allowed_redirect_hosts", "http://good.example.com", true},
+		{"no Origin", "", true},
+		{"not a WebSocket", "http://evil.example", false},
+	} {
+		if resp := ask(tc.origin, tc.ws, ""); resp.StatusCode != http.StatusOK || resp.Header.Get("X-Wechat-Openid") == "" {
+			t.Errorf("%s: %d, want 200 with the identity", tc.name, resp.StatusCode)
+		}
+	}
+	pair := e.api().mpLogin("dora")
+	if resp := ask("http://evil.example", true, "Bearer "+pair["access_token"].(string)); resp.StatusCode != http.StatusOK {
+		t.Errorf("a bearer token from another origin: %d, want 200", resp.StatusCode)
+	}
+}

@@ -520,3 +520,83 @@ func TestReloadAllowedRedirectHosts(t *testing.T) {
 		t.Fatalf("after the reload the login returns to %q, want %s", got, target)
 	}
 }
+
+// TestReloadSyntaxErrorHidesSecret: an AppSecret pasted without its quotes
+// is a TOML syntax error, and the decoder's message quotes what it found
+// of the bare value ("expected value but found ..."); the refusal, logged
+// and returned, must place the problem without showing any of it.
+func TestReloadSyntaxErrorHidesSecret(t *testing.T) {
+	var log syncbuf.Buffer
+	e := newEnvOpts(t, envOptions{log: &log})
+	good := e.config()
+	for _, secret := range []string{"integration-oa-passw0rd", "d41d8cd98f00b204e9800998ecf8427e", "0123456789abcdef0123456789abcdef"} {
+		conf := strings.Replace(good, `secret_env = "WXGATE_TEST_OA_SECRET"`, "secret = "+secret, 1)
+		e.writeConfig(conf)
+		err := e.gw.Reload()
+		if err == nil {
+			t.Fatalf("Reload accepted the unquoted secret %s", secret)
+		}
+		placed := fmt.Sprintf("%s:%d: ", e.confPath, lineOf(t, conf, "secret = "+secret))
+		if !strings.Contains(err.Error(), placed) || !strings.Contains(err.Error(), "wechat.official_account.secret") {
+			t.Errorf("Reload: %v\nwant the problem placed at %s naming the key", err, placed)
+		}
+		for i := 0; i+6 <= len(secret); i++ {
+			if part := secret[i : i+6]; strings.Contains(err.Error(), part) || strings.Contains(log.String(), part) {
+				t.Fatalf("%q of the secret in the refusal or the log: %v\n%s", part, err, log.String())
+			}
+		}
+	}
+}
+
+// TestReloadKeepsOpenWebSocket: a reload that moves an upstream leaves a
+// WebSocket open to the old address alone (it is a request in flight, as
+// long as it lasts), counted until it closes; new handshakes go to the new
+// address.
+func TestReloadKeepsOpenWebSocket(t *testing.T) {
+	old, moved := newWSUpstream(t), newWSUpstream(t)
+	e := newEnvOpts(t, envOptions{appUpstream: old.URL})
+	conn, resp, body := wsDial(t, e, "/public/echo", nil)
+	if conn == nil {
+		t.Fatalf("handshake: %d %q", resp.StatusCode, body)
+	}
+	e.editConfig(old.URL, moved.URL)
+	if err := e.gw.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	echoes(t, conn)
+	conn2, resp, body := wsDial(t, e, "/public/echo", nil)
+	if conn2 == nil {
+		t.Fatalf("handshake after the reload: %d %q", resp.StatusCode, body)
+	}
+	echoes(t, conn2)
+	if old.handshakes.Load() != 1 || moved.handshakes.Load() != 1 {
+		t.Errorf("handshakes: old upstream %d, moved %d; want 1 each", old.handshakes.Load(), moved.handshakes.Load())
+	}
+	if got := e.metric(`wxgate_websockets_open{upstream="app"}`); got != 2 {
+		t.Errorf("wxgate_websockets_open = %v with a socket to each address, want 2", got)
+	}
+	conn.Close()
+	<-old.ended
+	waitUntil(t, "the old socket to be counted closed", func() bool {
+		return e.metric(`wxgate_websockets_open{upstream="app"}`) == 1
+	})
+}
+
+// TestReloadUpstreamURLHidesPassword: an upstream URL refused for its
+// path or its form is named in the refusal without the password its user
+// part carries.
+func TestReloadUpstreamURLHidesPassword(t *testing.T) {
+	var log syncbuf.Buffer
+	e := newEnvOpts(t, envOptions{log: &log})
+	good := e.config()
+	for _, url := range []string{"http://deploy:hunter2pw@127.0.0.1:1/base", "http://deploy:hunter2pw@127.0.0.1:1:2", "ftp://deploy:hunter2pw@127.0.0.1:1"} {
+		e.writeConfig(strings.Replace(good, `url = "http://127.0.0.1:1"`, `url = "`+url+`"`, 1))
+		err := e.gw.Reload()
+		if err == nil || !strings.Contains(err.Error(), "upstream[1].url") {
+			t.Fatalf("Reload with the URL %s: %v, want upstream[1].url refused", url, err)
+		}
+		if strings.Contains(err.Error(), "hunter2pw") || strings.Contains(log.String(), "hunter2pw") {
+			t.Fatalf("the password in the refusal or the log: %v\n%s", err, log.String())
+		}
+	}
+}

@@ -25,6 +25,11 @@ type tunnel struct {
 	upr      *bufio.Reader // up, with what the upstream sent after its 101
 	done     chan struct{}
 	ended    atomic.Bool
+	// closeClient closes the client's connection once run has it: end
+	// must close both sides, since a copy blocked writing to a client
+	// that reads nothing never sees the upstream's side close.
+	mu          sync.Mutex
+	closeClient func() error
 }
 
 // tunnelSet is the gateway's open tunnels.
@@ -65,6 +70,15 @@ func (t *tunnel) run(client net.Conn, head []byte) {
 		closeClient = dc.closeNow
 	}
 	defer closeClient()
+	t.mu.Lock()
+	ended := t.ended.Load()
+	if !ended {
+		t.closeClient = closeClient
+	}
+	t.mu.Unlock()
+	if ended {
+		return
+	}
 	if _, err := client.Write(head); err != nil {
 		return
 	}
@@ -92,6 +106,12 @@ func (t *tunnel) end() {
 		return
 	}
 	_ = t.up.Close()
+	t.mu.Lock()
+	closeClient := t.closeClient
+	t.mu.Unlock()
+	if closeClient != nil {
+		_ = closeClient()
+	}
 	s := t.set
 	s.mu.Lock()
 	delete(s.set, t)
@@ -133,8 +153,8 @@ func (s *tunnelSet) wait(ctx context.Context) int {
 	}
 }
 
-// closeAll ends every tunnel and returns how many were open. Closing the
-// upstream's side ends run's copies, which close the client's side.
+// closeAll ends every tunnel, closing both its sides, and returns how
+// many were open.
 func (s *tunnelSet) closeAll() int {
 	s.mu.Lock()
 	all := make([]*tunnel, 0, len(s.set))

@@ -75,6 +75,14 @@ func webSocketUpgrade(h *fasthttp.RequestHeader) (bool, error) {
 	return true, nil
 }
 
+// askedWebSocket reports whether a forward-auth question is about a
+// WebSocket handshake. Proxies drop the hop-by-hop Upgrade from the
+// question (nginx, Traefik) but pass Sec-WebSocket-Key, which browsers
+// send on handshakes only and no page's script can set.
+func askedWebSocket(h *fasthttp.RequestHeader) bool {
+	return len(h.Peek(fiber.HeaderSecWebSocketKey)) > 0 || equalFold(trimOWS(h.Peek(fiber.HeaderUpgrade)), "websocket")
+}
+
 // hasToken reports whether the comma-separated list v holds the lowercase
 // token tok, ignoring case.
 func hasToken(v []byte, tok string) bool {

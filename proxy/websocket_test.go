@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha1"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -546,4 +549,69 @@ func TestWebSocketOrigin(t *testing.T) {
 	if conn, resp, body := wsDial(t, e, "/public/ws", withOrigin(b.cookieHeader(), "http://evil.example")); conn == nil {
 		t.Errorf("a public route from another origin: %d %q, want 101", resp.StatusCode, body)
 	}
+}
+
+// TestWebSocketShutdownStalledClient: a client that reads nothing while
+// its upstream floods the socket (the gateway's copy to it blocked on a
+// full window) neither grows the gateway's memory nor holds Shutdown past
+// its deadline, and Shutdown closes both sides of its tunnel: nothing of
+// the tunnel runs on after it, holding the client's connection for as
+// long as the client stays silent.
+func TestWebSocketShutdownStalledClient(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	flooding := make(chan struct{}, 1)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				h := sha1.Sum([]byte(req.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+				fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", base64.StdEncoding.EncodeToString(h[:]))
+				frame := append([]byte{0x82, 126, 0xff, 0xff}, make([]byte, 0xffff)...)
+				for i := 0; ; i++ {
+					if i == 1024 {
+						// 64 MiB written: past what the sockets' buffers on
+						// the way hold.
+						flooding <- struct{}{}
+					}
+					if _, err := c.Write(frame); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	e := newEnvOpts(t, envOptions{appUpstream: "http://" + ln.Addr().String()})
+	c := dialRaw(t, strings.TrimPrefix(e.url, "http://"))
+	fmt.Fprint(c, "GET /public/ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	select {
+	case <-flooding:
+		t.Fatal("the upstream wrote 64 MiB to a client that reads nothing: the gateway buffers them")
+	case <-time.After(time.Second):
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := e.gw.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Shutdown took %s; its deadline was 300ms", d)
+	}
+	waitUntil(t, "the tunnel to stop running", func() bool {
+		buf := make([]byte, 1<<20)
+		return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "proxy.(*tunnel).run")
+	})
 }
