@@ -154,9 +154,9 @@ func TestEnvoyExample(t *testing.T) {
 		}
 	}
 	asked := patterns("authorization_request", "allowed_headers", "patterns")
-	for _, h := range []string{"cookie", "authorization"} {
+	for _, h := range []string{"cookie", "authorization", "origin", "sec-websocket-key"} {
 		if !asked[h] {
-			t.Errorf("allowed_headers misses %s: wxgate cannot see the session", h)
+			t.Errorf("allowed_headers misses %s: wxgate cannot see the session or a WebSocket's origin", h)
 		}
 	}
 	for _, h := range []string{"x-forwarded-host", "x-forwarded-uri", "x-forwarded-method", "x-original-url"} {
