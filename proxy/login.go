@@ -157,7 +157,7 @@ func (s *Server) qr(c *fiber.Ctx) error {
 func (s *Server) beginQR(c *fiber.Ctx, rd, scope string, attempt int) error {
 	state, err := s.newPending(c, rd, scopeLogin, "qr", attempt)
 	if err != nil {
-		return err
+		return pendingError(c, err)
 	}
 	d := s.page(c, "qr_login")
 	d.Frame = s.wechat.QRConnectFrameURL(s.website.AppID, s.callbackURL(), state)
@@ -211,6 +211,19 @@ func (s *Server) absoluteURL(rd string) string {
 	return rd
 }
 
+// errHeadOnly is newPending's answer to a HEAD request: the page exists,
+// and no login starts.
+var errHeadOnly = errors.New("proxy: a HEAD request starts no login")
+
+// pendingError answers a request newPending refused.
+func pendingError(c *fiber.Ctx, err error) error {
+	if errors.Is(err, errHeadOnly) {
+		noStore(c)
+		return c.SendStatus(http.StatusOK)
+	}
+	return err
+}
+
 // newPending stores a pending login of flow and returns its state, bound
 // to the browser's binding cookie (a new one unless it has a valid one).
 // Beyond the pending-login bounds it answers 429, and to what the browser
@@ -221,6 +234,11 @@ func (s *Server) newPending(c *fiber.Ctx, rd, scope, flow string, attempt int) (
 		// fetch of another page (which no one sees: frame-ancestors) would
 		// spend the visitor's address's share of the bounds.
 		return "", forbidden(fmt.Errorf("login started by a request for a %q, not a page", dest))
+	}
+	if c.Method() == http.MethodHead {
+		// A link checker or preview asking about the page: nothing to
+		// log in, and nothing stored against the client's bounds.
+		return "", errHeadOnly
 	}
 	if ok, why := s.starts.allow(requestOf(c).client); !ok {
 		s.metrics.StartRefused(why)
@@ -249,7 +267,7 @@ func (s *Server) newPending(c *fiber.Ctx, rd, scope, flow string, attempt int) (
 func (s *Server) beginOA(c *fiber.Ctx, rd, scope string, attempt int) error {
 	state, err := s.newPending(c, rd, scope, "oa", attempt)
 	if err != nil {
-		return err
+		return pendingError(c, err)
 	}
 	noStore(c)
 	return c.Redirect(s.wechat.AuthorizeURL(s.oa.AppID, s.callbackURL(), scope, state), http.StatusFound)

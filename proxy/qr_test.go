@@ -564,3 +564,26 @@ func TestLoginStartFromSubresource(t *testing.T) {
 		t.Errorf("a navigation to /start in WeChat after them: %d, want WeChat's authorize page", resp.StatusCode)
 	}
 }
+
+// TestHeadStartsNoLogin: a HEAD of the QR page or of an in-WeChat /start
+// (a link checker, a chat app's preview) stores no pending login, so it
+// spends nothing of the client's bounds.
+func TestHeadStartsNoLogin(t *testing.T) {
+	e := newEnvOpts(t, envOptions{website: true, maxPendingPerClient: 2})
+	for _, tc := range []struct{ ua, path string }{
+		{desktopUA, "/_wxgate/qr?rd=/"},
+		{weChatUA, "/_wxgate/start?rd=/"},
+	} {
+		b := e.browser(tc.ua)
+		for range 5 {
+			resp := b.do(http.MethodHead, tc.path, nil, nil)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("HEAD %s: %d, want 200", tc.path, resp.StatusCode)
+			}
+		}
+		if resp, _ := b.get(tc.path, nil); resp.StatusCode == http.StatusTooManyRequests {
+			t.Errorf("GET %s after 5 HEADs: 429, the HEADs were counted as logins", tc.path)
+		}
+	}
+}
