@@ -161,12 +161,7 @@ func (s *Server) startElsewhere(c *fiber.Ctx, rd string) (bool, error) {
 	if strings.HasPrefix(rd, "/") {
 		rd = s.public.Scheme + "://" + requestOf(c).authority + rd
 	}
-	binding := c.Cookies(s.cookies.binding)
-	if !session.ValidID(binding) {
-		binding = session.NewID()
-	} else {
-		binding = strings.Clone(binding)
-	}
+	binding := s.bindingCookie(c)
 	s.setCookie(c, s.cookies.binding, binding, session.PendingTTL)
 	return true, s.redirectStart(c, s.public.Scheme+"://"+s.cfg.Server.authAuthority, rd, session.Hash(binding))
 }

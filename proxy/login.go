@@ -244,12 +244,7 @@ func (s *Server) newPending(c *fiber.Ctx, rd, scope, flow string, attempt int) (
 		s.metrics.StartRefused(why)
 		return "", tooManyLogins(fmt.Errorf("pending logins over the %s bound", why))
 	}
-	binding := c.Cookies(s.cookies.binding)
-	if !session.ValidID(binding) {
-		binding = session.NewID()
-	} else {
-		binding = strings.Clone(binding)
-	}
+	binding := s.bindingCookie(c)
 	state := session.NewState()
 	err := s.sessions.SavePending(c.UserContext(), state, &session.Pending{
 		ReturnURL: rd, Scope: scope, Flow: flow, Binding: session.Hash(binding), Attempt: attempt,
@@ -467,6 +462,16 @@ func (s *Server) setCookie(c *fiber.Ctx, name, value string, ttl time.Duration) 
 		Name: name, Value: value, Path: "/", Domain: s.sessionCookieDomain(c, name), MaxAge: int(ttl / time.Second),
 		HTTPOnly: true, Secure: s.cookies.secure, SameSite: fiber.CookieSameSiteLaxMode,
 	})
+}
+
+// bindingCookie is the browser's binding cookie, or a new one when it has
+// no valid one. Copied: it outlives the handler (a pending login's
+// binding, the cookie set again).
+func (s *Server) bindingCookie(c *fiber.Ctx) string {
+	if b := c.Cookies(s.cookies.binding); session.ValidID(b) {
+		return strings.Clone(b)
+	}
+	return session.NewID()
 }
 
 func (s *Server) clearCookie(c *fiber.Ctx, name string) {
