@@ -50,12 +50,12 @@ func (s *Server) forwardAuth(c *fiber.Ctx) error {
 		return forbidden(errUntrustedAuth)
 	}
 	base := s.prefix + "/auth"
-	path, _, _ := bytes.Cut(originForm(c.Request().Header.RequestURI()), []byte("?"))
-	if string(path) == base {
+	uri := originForm(c.Request().Header.RequestURI())
+	if path, _, _ := bytes.Cut(uri, []byte("?")); string(path) == base {
 		o, err := readOriginal(&c.Request().Header, r)
 		return s.answerAuth(c, r, o, err, c.Query("mode") == "redirect")
 	}
-	o, err := readPathForm(c, r, base)
+	o, err := readPathForm(&c.Request().Header, r, string(uri), base)
 	return s.answerAuth(c, r, o, err, true)
 }
 
@@ -77,10 +77,9 @@ func originForm(uri []byte) []byte {
 }
 
 // readPathForm reads the original request from the auth request's own
-// method and raw URI (not fiber's path, which routing may have matched in
-// another case), after the prefix.
-func readPathForm(c *fiber.Ctx, r *request, prefix string) (original, error) {
-	uri := string(originForm(c.Request().Header.RequestURI()))
+// method and uri, its raw URI in origin form (not fiber's path, which
+// routing may have matched in another case), after the prefix.
+func readPathForm(h *fasthttp.RequestHeader, r *request, uri, prefix string) (original, error) {
 	rest, ok := strings.CutPrefix(uri, prefix)
 	if !ok || !strings.HasPrefix(rest, "/") {
 		return original{}, fmt.Errorf("URI %q: not %s followed by the original path", uri, prefix)
@@ -90,12 +89,12 @@ func readPathForm(c *fiber.Ctx, r *request, prefix string) (original, error) {
 	}
 	// A proxy that names the request in headers, asking with a trailing
 	// slash, would otherwise have every request decided as "/".
-	for _, h := range []string{"X-Forwarded-Uri", "X-Original-URL", "X-Forwarded-Method"} {
-		if len(c.Request().Header.Peek(h)) > 0 {
-			return original{}, fmt.Errorf("URI %q names the request, and so does %s", uri, h)
+	for _, name := range []string{"X-Forwarded-Uri", "X-Original-URL", "X-Forwarded-Method"} {
+		if len(h.Peek(name)) > 0 {
+			return original{}, fmt.Errorf("URI %q names the request, and so does %s", uri, name)
 		}
 	}
-	o := original{method: string(c.Request().Header.Method()), scheme: r.scheme, host: r.host, authority: r.authority}
+	o := original{method: string(h.Method()), scheme: r.scheme, host: r.host, authority: r.authority}
 	o.path, o.query, _ = strings.Cut(rest, "?")
 	return o, nil
 }
