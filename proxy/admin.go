@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 	"time"
 
@@ -60,7 +59,7 @@ func (s *Server) adminHost(c *fiber.Ctx) error {
 // isAdminHost reports whether name (as parseHost returns it) may address
 // the admin listener.
 func (s *Server) isAdminHost(name string) bool {
-	if _, err := netip.ParseAddr(strings.Trim(name, "[]")); err == nil {
+	if isIP(name) {
 		return true // an IP literal is not a name a page can rebind
 	}
 	if name == "localhost" || strings.HasSuffix(name, ".localhost") {

@@ -270,6 +270,12 @@ func parseHost(v string) (name, authority string, err error) {
 	return name, authority, nil
 }
 
+// isIP reports whether host (as parseHost returns it) is an IP literal.
+func isIP(host string) bool {
+	_, err := netip.ParseAddr(strings.Trim(host, "[]"))
+	return err == nil
+}
+
 // parseName checks a DNS name or IPv4 address and returns it lowercase,
 // without one trailing dot.
 func parseName(h string) (string, error) {

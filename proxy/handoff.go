@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strings"
 
@@ -357,9 +356,4 @@ func (s *Server) webviewTicket(c *fiber.Ctx) error {
 	}
 	noStore(c)
 	return c.JSON(fiber.Map{"ticket": raw, "expires_in": int(session.TicketTTL.Seconds())})
-}
-
-func isIP(host string) bool {
-	_, err := netip.ParseAddr(strings.Trim(host, "[]"))
-	return err == nil
 }
