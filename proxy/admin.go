@@ -68,13 +68,8 @@ func (s *Server) isAdminHost(name string) bool {
 	if h, _, err := net.SplitHostPort(s.cfg.Server.AdminListen); err == nil && strings.EqualFold(strings.TrimSuffix(h, "."), name) {
 		return true
 	}
-	for _, h := range s.cfg.Server.AdminHosts {
-		h = strings.ToLower(h)
-		if h == name || strings.HasPrefix(h, ".") && strings.HasSuffix(name, h) {
-			return true
-		}
-	}
-	return false
+	// Entries have no port (Validate): only the bare name matches.
+	return listed(s.cfg.Server.AdminHosts, name, "")
 }
 
 // requireAdmin checks the admin bearer secret when one is configured.
