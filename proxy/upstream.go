@@ -455,7 +455,7 @@ func keepAliveTimeout(v []byte) (time.Duration, bool) {
 			param, v = v, nil
 		}
 		param = bytes.TrimSpace(param)
-		if len(param) <= len(key) || !equalFoldASCII(param[:len(key)], key) {
+		if len(param) <= len(key) || !equalFold(param[:len(key)], key) {
 			continue
 		}
 		n := 0
@@ -472,20 +472,4 @@ func keepAliveTimeout(v []byte) (time.Duration, bool) {
 		return d / 2, true
 	}
 	return 0, false
-}
-
-func equalFoldASCII(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range b {
-		x := b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if x != s[i] {
-			return false
-		}
-	}
-	return true
 }
