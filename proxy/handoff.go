@@ -288,32 +288,22 @@ func (s *Server) handoff(c *fiber.Ctx) error {
 	if err != nil {
 		return storeError(err)
 	}
-	old := c.Cookies(s.sessionCookie(c))
 	if !first {
 		// The browser that used it asking again (a double redirect, a
 		// reload) continues; anyone else starts over.
-		if cur, err := s.sessions.Get(ctx, old); err == nil && sameIdentity(&cur.Identity, &t.Identity) {
+		if cur, err := s.sessions.Get(ctx, c.Cookies(s.sessionCookie(c))); err == nil && sameIdentity(&cur.Identity, &t.Identity) {
 			noStore(c)
 			return c.Redirect(rd, http.StatusFound)
 		}
 		s.metrics.Login("handoff", "used")
 		return loginExpired(retry)
 	}
-	// A store failure from here on gives the claim back: the browser's
-	// retry then finishes the login instead of finding its ticket used.
-	release := func(err error) error {
+	sess, err := s.replaceSession(c, t.Identity, t.Tokens)
+	if err != nil {
+		// The claim goes back: the browser's retry then finishes the
+		// login instead of finding its ticket used.
 		_ = s.sessions.ReleaseTicket(context.WithoutCancel(ctx), raw)
 		return storeError(err)
-	}
-	// A login replaces whatever session the browser had here.
-	if session.ValidID(old) {
-		if err := s.sessions.Delete(ctx, old); err != nil {
-			return release(err)
-		}
-	}
-	sess, err := s.sessions.Create(ctx, t.Identity, t.Tokens)
-	if err != nil {
-		return release(err)
 	}
 	s.setCookie(c, s.sessionCookie(c), sess.ID, s.cfg.Session.TTL)
 	s.metrics.Login("handoff", "ok")

@@ -370,14 +370,7 @@ func (s *Server) callback(c *fiber.Ctx) error {
 	if done, err := s.handOffLogin(c, p, id, tokens); done {
 		return err
 	}
-	// A login replaces whatever session the browser had (escalation, or a
-	// different user), under a new ID.
-	if old := c.Cookies(s.sessionCookie(c)); session.ValidID(old) {
-		if err := s.sessions.Delete(ctx, old); err != nil {
-			return storeError(err)
-		}
-	}
-	sess, err := s.sessions.Create(ctx, id, tokens)
+	sess, err := s.replaceSession(c, id, tokens)
 	if err != nil {
 		return storeError(err)
 	}
@@ -389,6 +382,19 @@ func (s *Server) callback(c *fiber.Ctx) error {
 	s.metrics.LoggedIn(flow, id.UnionID != "")
 	noStore(c)
 	return c.Redirect(p.ReturnURL, http.StatusFound)
+}
+
+// replaceSession creates the session of a login, ending the one the
+// browser had here first: a login replaces it (escalation, or a different
+// user) under a new ID. err is the store's.
+func (s *Server) replaceSession(c *fiber.Ctx, id session.Identity, tokens *session.Tokens) (*session.Session, error) {
+	ctx := c.UserContext()
+	if old := c.Cookies(s.sessionCookie(c)); session.ValidID(old) {
+		if err := s.sessions.Delete(ctx, old); err != nil {
+			return nil, err
+		}
+	}
+	return s.sessions.Create(ctx, id, tokens)
 }
 
 // flowApp is the app that redeems the codes of a pending login's flow; its
