@@ -49,13 +49,15 @@ func (s *Server) forwardAuth(c *fiber.Ctx) error {
 	if !r.trusted {
 		return forbidden(errUntrustedAuth)
 	}
-	base := s.prefix + "/auth"
 	uri := originForm(c.Request().Header.RequestURI())
-	if path, _, _ := bytes.Cut(uri, []byte("?")); string(path) == base {
+	path, _, _ := bytes.Cut(uri, []byte("?"))
+	// Compared in two parts: building prefix+"/auth" would allocate on
+	// every question, that is on every request of the proxy.
+	if n := len(s.prefix); len(path) > n && string(path[:n]) == s.prefix && string(path[n:]) == "/auth" {
 		o, err := readOriginal(&c.Request().Header, r)
 		return s.answerAuth(c, r, o, err, c.Query("mode") == "redirect")
 	}
-	o, err := readPathForm(&c.Request().Header, r, string(uri), base)
+	o, err := readPathForm(&c.Request().Header, r, string(uri), s.prefix)
 	return s.answerAuth(c, r, o, err, true)
 }
 
@@ -78,11 +80,14 @@ func originForm(uri []byte) []byte {
 
 // readPathForm reads the original request from the auth request's own
 // method and uri, its raw URI in origin form (not fiber's path, which
-// routing may have matched in another case), after the prefix.
+// routing may have matched in another case), after prefix/auth.
 func readPathForm(h *fasthttp.RequestHeader, r *request, uri, prefix string) (original, error) {
 	rest, ok := strings.CutPrefix(uri, prefix)
+	if ok {
+		rest, ok = strings.CutPrefix(rest, "/auth")
+	}
 	if !ok || !strings.HasPrefix(rest, "/") {
-		return original{}, fmt.Errorf("URI %q: not %s followed by the original path", uri, prefix)
+		return original{}, fmt.Errorf("URI %q: not %s/auth followed by the original path", uri, prefix)
 	}
 	if strings.ContainsRune(rest, '#') {
 		return original{}, fmt.Errorf("URI %q: a fragment", rest)
