@@ -147,7 +147,7 @@ func (s *Server) answerAuth(c *fiber.Ctx, r *request, o original, err error, red
 	}
 	noStore(c)
 	c.Status(http.StatusOK)
-	if raw := c.Request().Header.Peek(fiber.HeaderCookie); len(raw) > 0 {
+	if raw := rawCookies(&c.Request().Header); raw != nil {
 		// The Cookie the app may see: the proxy passes it instead of the
 		// browser's, which carries wxgate's session ID.
 		c.Response().Header.SetBytesV(fiber.HeaderCookie, withoutOwnCookies(raw))
@@ -248,6 +248,24 @@ func (s *Server) authStartURL(o original, path, scope string) string {
 		rd = "/"
 	}
 	return strings.TrimSuffix(s.public.String(), "/") + s.prefix + "/start?rd=" + url.QueryEscape(rd) + "&scope=" + scope
+}
+
+// rawCookies is the request's Cookie lines as sent, joined with "; ", or
+// nil without one. Peek would give fasthttp's rebuilt header once the
+// session cookie was read: quotes stripped, and only the first line before.
+func rawCookies(h *fasthttp.RequestHeader) []byte {
+	var out []byte
+	for line := range bytes.SplitSeq(h.RawHeaders(), []byte("\n")) {
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok || !equalFold(name, "cookie") {
+			continue
+		}
+		if out != nil {
+			out = append(out, "; "...)
+		}
+		out = append(out, bytes.TrimSpace(value)...)
+	}
+	return out
 }
 
 // withoutOwnCookies is a Cookie header's value without wxgate's cookies,

@@ -517,3 +517,24 @@ func TestForwardAuthWebSocketOrigin(t *testing.T) {
 		t.Errorf("a bearer token from another origin: %d, want 200", resp.StatusCode)
 	}
 }
+
+// TestForwardAuthCookieAsSent: the Cookie an allowed answer carries keeps
+// the other cookies' bytes as the browser sent them (quotes too) and every
+// Cookie line, on public and login routes.
+func TestForwardAuthCookieAsSent(t *testing.T) {
+	e := authEnv(t)
+	host := strings.TrimPrefix(e.url, "http://")
+	alice := e.browser(weChatUA)
+	alice.login("/", "alice")
+	for _, uri := range []string{"/orders", "/public/a"} {
+		raw := "GET /_wxgate/auth HTTP/1.1\r\nHost: " + host + "\r\nX-Forwarded-Uri: " + uri + "\r\n" +
+			"Cookie: a=\"q v\"; " + alice.sessionCookie() + "\r\nCookie: b=2; wxgate_login=x\r\nConnection: close\r\n\r\n"
+		resp, body := e.dial().send(raw)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %.200s", uri, resp.StatusCode, body)
+		}
+		if got, want := resp.Header.Get("Cookie"), `a="q v"; b=2`; got != want {
+			t.Errorf("%s: answer's Cookie %q, want %q", uri, got, want)
+		}
+	}
+}
