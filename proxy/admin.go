@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,6 +33,7 @@ func (s *Server) newAdminApp() *fiber.App {
 	app.Get("/metrics", adaptor.HTTPHandler(s.metrics.Handler()))
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.readyz)
+	app.Get("/", s.adminIndex)
 	api := app.Group("", s.requireAdmin)
 	api.Get("/app-token", s.adminAppToken)
 	api.Post("/app-token/invalidate", s.adminInvalidate)
@@ -41,6 +43,28 @@ func (s *Server) newAdminApp() *fiber.App {
 		api.Use(pprof.New())
 	}
 	return app
+}
+
+// adminEndpoints is what GET / on the admin listener lists: an operator
+// who finds the port learns what it answers.
+var adminEndpoints = []fiber.Map{
+	{"method": "GET", "path": "/metrics", "auth": false, "about": "Prometheus metrics"},
+	{"method": "GET", "path": "/healthz", "auth": false, "about": "liveness: the process answers"},
+	{"method": "GET", "path": "/readyz", "auth": false, "about": "readiness: the store answers and no shutdown is under way"},
+	{"method": "GET", "path": "/app-token?appid=", "auth": true, "about": "the app access token of an appid, for internal services"},
+	{"method": "POST", "path": "/app-token/invalidate", "auth": true, "about": `{"appid","access_token"}: refresh it if that token is still the current one`},
+	{"method": "GET", "path": "/sessions?user=|unionid=|openid=", "auth": true, "about": "a person's logins through every app"},
+	{"method": "DELETE", "path": "/sessions?user=|unionid=|openid=", "auth": true, "about": "end them all"},
+}
+
+// adminIndex lists the admin endpoints. "auth" ones need the admin secret
+// as a bearer token when [server] admin_token_env names one.
+func (s *Server) adminIndex(c *fiber.Ctx) error {
+	eps := adminEndpoints
+	if s.cfg.Server.Pprof {
+		eps = append(slices.Clip(eps), fiber.Map{"method": "GET", "path": "/debug/pprof/", "auth": true, "about": "Go profiles ([server] pprof)"})
+	}
+	return c.JSON(fiber.Map{"service": "wxgate admin", "endpoints": eps})
 }
 
 // adminHost refuses requests whose Host is a name the admin listener does

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -112,5 +113,29 @@ func TestAdminSessionsByForwardedUser(t *testing.T) {
 	}
 	if status, _ := e.adminDo(http.MethodGet, "/sessions?user="); status != http.StatusBadRequest {
 		t.Errorf("GET /sessions?user=: %d, want 400", status)
+	}
+}
+
+// TestAdminIndex: GET / on the admin listener lists its endpoints, with no
+// secret, and each listed path answers there.
+func TestAdminIndex(t *testing.T) {
+	e := newEnv(t)
+	resp, err := http.Get(e.adminURL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var idx struct {
+		Endpoints []struct{ Method, Path string } `json:"endpoints"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&idx) != nil || len(idx.Endpoints) == 0 {
+		t.Fatalf("GET / on the admin listener: %d, want the JSON list of endpoints", resp.StatusCode)
+	}
+	for _, ep := range idx.Endpoints {
+		path := strings.NewReplacer("appid=", "appid="+oaID, "user=|unionid=|openid=", "user=nobody").Replace(ep.Path)
+		status, _ := e.adminDo(ep.Method, path)
+		if status == http.StatusNotFound || status == http.StatusMethodNotAllowed {
+			t.Errorf("%s %s is listed but answers %d", ep.Method, path, status)
+		}
 	}
 }
