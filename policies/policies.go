@@ -102,7 +102,25 @@ type Config struct {
 	Upstream string `toml:"upstream"`
 	// API makes the default route answer JSON.
 	API bool `toml:"api"`
+	// Probes are paths browsers, crawlers and link previews fetch by
+	// themselves (exact, as forwarded). Asked on a login route without a
+	// login they start none: ProbeAnswer answers instead. nil: the
+	// defaults, /favicon.ico and /robots.txt; empty: none.
+	Probes []string `toml:"probes"`
+	// ProbeAnswer is "404" (default), "401", or "upstream": the request
+	// goes to the route's upstream without identity.
+	ProbeAnswer string `toml:"probe_answer"`
 }
+
+// DefaultProbes are Config.Probes when it is nil.
+var DefaultProbes = []string{"/favicon.ico", "/robots.txt"}
+
+// Probe answers.
+const (
+	ProbeNotFound     = "404"
+	ProbeUnauthorized = "401"
+	ProbeUpstream     = "upstream"
+)
 
 // Identity is what a decision needs to know of the caller.
 type Identity struct {
@@ -148,6 +166,17 @@ type Engine struct {
 	// non-ASCII characters: then the case-folded readings are matched even
 	// for a lower-case ASCII path.
 	foldRules bool
+	probes      []string
+	probeAnswer string
+}
+
+// Probe reports how a request for path (as forwarded) that would need a
+// login is answered when it is a probe (Config.Probes): a ProbeAnswer.
+func (e *Engine) Probe(path string) (answer string, ok bool) {
+	if slices.Contains(e.probes, path) {
+		return e.probeAnswer, true
+	}
+	return "", false
 }
 
 // New validates and compiles rules and the default. The error lists every
@@ -166,7 +195,22 @@ func New(rules []Rule, cfg Config) (*Engine, error) {
 	if cfg.Scope != Base && cfg.Scope != Userinfo {
 		errs = append(errs, fmt.Errorf("policy.scope: %q is not base or userinfo", cfg.Scope))
 	}
-	e := &Engine{def: &Rule{Name: "default", Action: cfg.Default, Scope: cfg.Scope, Upstream: cfg.Upstream, API: cfg.API}}
+	if cfg.Probes == nil {
+		cfg.Probes = DefaultProbes
+	}
+	if cfg.ProbeAnswer == "" {
+		cfg.ProbeAnswer = ProbeNotFound
+	}
+	if cfg.ProbeAnswer != ProbeNotFound && cfg.ProbeAnswer != ProbeUnauthorized && cfg.ProbeAnswer != ProbeUpstream {
+		errs = append(errs, fmt.Errorf("policy.probe_answer: %q is not 404, 401 or upstream", cfg.ProbeAnswer))
+	}
+	for i, p := range cfg.Probes {
+		if !strings.HasPrefix(p, "/") {
+			errs = append(errs, fmt.Errorf("policy.probes[%d]: %q is not a path", i, p))
+		}
+	}
+	e := &Engine{def: &Rule{Name: "default", Action: cfg.Default, Scope: cfg.Scope, Upstream: cfg.Upstream, API: cfg.API},
+		probes: slices.Clone(cfg.Probes), probeAnswer: cfg.ProbeAnswer}
 	seen := map[string]bool{}
 	for i := range rules {
 		r := rules[i]

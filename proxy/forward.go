@@ -42,6 +42,14 @@ func (s *Server) forward(c *fiber.Ctx) error {
 		return err
 	}
 	rule := d.Rule
+	if d.Outcome == policies.NeedLogin {
+		if answer, ok := probe(c.Method(), l, p.Forward); ok {
+			if answer != policies.ProbeUpstream {
+				return probeRefusal(answer, s.startURL(c, p.Forward, rule.Scope))
+			}
+			d.Outcome = policies.Allow // to the upstream, without identity
+		}
+	}
 	switch d.Outcome {
 	case policies.NeedLogin, policies.NeedScope:
 		return s.needLogin(c, rule, p.Forward, d.Outcome)
@@ -244,6 +252,25 @@ func (s *Server) needLogin(c *fiber.Ctx, rule *policies.Rule, path string, outco
 		return c.Redirect(link, http.StatusFound)
 	}
 	return answer(link)
+}
+
+// probe reports how a GET or HEAD of a probe path ([policy] probes:
+// favicons, robots.txt) that needs a login is answered: browsers and
+// crawlers fetch them by themselves, and must not start logins.
+func probe(method string, l *live, path string) (answer string, ok bool) {
+	if method != http.MethodGet && method != http.MethodHead {
+		return "", false
+	}
+	return l.engine.Probe(path)
+}
+
+// probeRefusal is a probe's answer other than the upstream's: 404, or 401
+// with the login link but no redirect.
+func probeRefusal(answer, link string) error {
+	if answer == policies.ProbeUnauthorized {
+		return loginRequired(link)
+	}
+	return notFound(errors.New("a probe path on a login route, asked without a login"))
 }
 
 // startURL is the login URL that returns to path (a Path.Forward, escaped)

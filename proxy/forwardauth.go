@@ -124,6 +124,15 @@ func (s *Server) answerAuth(c *fiber.Ctx, r *request, o original, err error, red
 		return err
 	}
 	rule := d.Rule
+	if d.Outcome == policies.NeedLogin {
+		if answer, ok := probe(o.method, l, p.Forward); ok {
+			if answer != policies.ProbeUpstream {
+				// No Location: nginx's error_page would make it a login.
+				return probeRefusal(answer, s.authStartURL(o, p.Forward, rule.Scope))
+			}
+			d.Outcome = policies.Allow // to the app, without identity
+		}
+	}
 	switch d.Outcome {
 	case policies.NeedLogin, policies.NeedScope:
 		scope := rule.Scope

@@ -201,6 +201,8 @@ type envOptions struct {
 	// appKeys are more TOML lines for the upstream named "app"
 	// ("keepalive_idle = \"1s\"").
 	appKeys string
+	// policyKeys are TOML lines of a [policy] table.
+	policyKeys string
 	// log, if set, receives the gateway's log at level warn and above.
 	log io.Writer
 	// serverKeys are more TOML lines for [server] ("pprof = true"), and
@@ -306,6 +308,9 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 		appURL = o.appUpstream
 	}
 	conf := fmt.Sprintf(baseTOML, public, o.adminEnv, o.sessionTTL, o.sessionTTL, o.refreshAhead, store, e.simURL, e.simURL, verify, e.keyFile, o.reuseGrace, appURL, slow.URL)
+	if o.policyKeys != "" {
+		conf += "\n[policy]\n" + o.policyKeys + "\n"
+	}
 	if o.appKeys != "" {
 		conf = strings.Replace(conf, "name = \"app\"\n", "name = \"app\"\n"+o.appKeys+"\n", 1)
 	}
