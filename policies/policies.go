@@ -165,7 +165,7 @@ type Engine struct {
 	// foldRules reports whether some rule's pattern has upper-case or
 	// non-ASCII characters: then the case-folded readings are matched even
 	// for a lower-case ASCII path.
-	foldRules bool
+	foldRules   bool
 	probes      []string
 	probeAnswer string
 }
