@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -89,6 +90,17 @@ var problems = [numProblems]struct {
 }
 
 const descMalformed = "the request is malformed"
+
+// descZh is each JSON error_description of the table in Chinese, for a
+// client whose Accept-Language asks for it.
+var descZh = map[string]string{
+	descMalformed: "请求格式有误。",
+	"the access token has expired; refresh it":                                           "访问令牌已过期，请刷新后重试。",
+	"the access token is invalid":                                                        "访问令牌无效。",
+	"the refresh token is invalid, expired, revoked or already used; log in again":       "刷新令牌无效、已过期、已撤销或已使用，请重新登录。",
+	"the login code is invalid, expired or already used; get a new one and log in again": "登录码无效、已过期或已使用，请重新获取后登录。",
+	"too many logins were started from this network; try again in a few minutes":         "此网络发起的登录过多，请几分钟后再试。",
+}
 
 func (p problem) String() string { return problems[p].name }
 
@@ -322,7 +334,13 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	c.Status(p.status)
 	if e.json || r.api || r.upgrade || wantsJSON(c) {
 		desc := p.desc
-		if desc == "" {
+		if c.Get(fiber.HeaderAcceptLanguage) != "" && lang(c) != "en" {
+			// A client that asks for Chinese reads it; one that names no
+			// language gets English, the JSON's usual reader.
+			if desc = descZh[p.desc]; desc == "" {
+				desc = describe(p.page, "zh")
+			}
+		} else if desc == "" {
 			desc = describe(p.page, "en")
 		}
 		body := fiber.Map{"error": p.code, "error_description": desc, "request_id": rid}
@@ -340,7 +358,25 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 		}
 		return c.JSON(body)
 	}
-	return s.renderMessage(c, p.page, e.link, rid)
+	link, action := e.link, "retry"
+	if link == "" && p.status >= http.StatusBadGateway && p.status <= http.StatusGatewayTimeout {
+		link, action = retryLink(c), "again"
+	}
+	return s.renderMessage(c, p.page, link, action, rid)
+}
+
+// retryLink is the link that asks for the same page again after a 502, 503
+// or 504: the request's own path and query, for GET and HEAD only (a link
+// cannot repeat a POST), and only as a path on this origin.
+func retryLink(c *fiber.Ctx) string {
+	if m := c.Method(); m != http.MethodGet && m != http.MethodHead {
+		return ""
+	}
+	u := c.OriginalURL()
+	if !strings.HasPrefix(u, "/") || strings.HasPrefix(u, "//") || strings.HasPrefix(u, "/\\") || len(u) > maxReturnURL {
+		return ""
+	}
+	return strings.Clone(u)
 }
 
 // isTokenError reports whether err is a bearer token's verification

@@ -164,3 +164,14 @@ func TestProblemsTable(t *testing.T) {
 		}
 	}
 }
+
+// TestDescriptionsInChinese: every English error_description of the table
+// has its Chinese one, so a client asking for Chinese never gets the page
+// text of another problem.
+func TestDescriptionsInChinese(t *testing.T) {
+	for _, p := range problems {
+		if p.desc != "" && descZh[p.desc] == "" {
+			t.Errorf("%s: no Chinese for %q", p.name, p.desc)
+		}
+	}
+}

@@ -295,7 +295,9 @@ func (s *Server) callback(c *fiber.Ctx) error {
 		return storeError(err)
 	}
 	flow := p.Flow
-	retry = s.prefix + "/start?" + url.Values{"rd": {p.ReturnURL}}.Encode()
+	// The retry asks for the scope this login asked for: a refused
+	// consent tried again is the same consent.
+	retry = s.prefix + "/start?" + url.Values{"rd": {p.ReturnURL}, "scope": {routeScope(p.Scope)}}.Encode()
 	// The state must come back to the browser that started it, checked
 	// before the code is touched: a state or code carried to another browser
 	// logs nobody in there.
@@ -442,7 +444,7 @@ func (s *Server) remembered(c *fiber.Ctx, state string) (bool, error) {
 func (s *Server) restart(c *fiber.Ctx, p *session.Pending, why string) error {
 	if p.Attempt >= 1 {
 		s.metrics.Login(p.Flow, why)
-		return codeInvalid(s.prefix + "/start?" + url.Values{"rd": {p.ReturnURL}}.Encode())
+		return codeInvalid(s.prefix + "/start?" + url.Values{"rd": {p.ReturnURL}, "scope": {routeScope(p.Scope)}}.Encode())
 	}
 	s.metrics.Login(p.Flow, "restarted")
 	if p.Flow == "qr" {
@@ -497,6 +499,7 @@ func (s *Server) logoutPage(c *fiber.Ctx) error {
 		hidden["token"] = logoutToken(id)
 	}
 	d.Form = &pageForm{Action: s.prefix + "/logout", Label: label(c, "logout"), Hidden: hidden}
+	d.Links = append(d.Links, pageLink{URL: hidden["rd"], Label: label(c, "cancel")})
 	return s.render(c, d)
 }
 

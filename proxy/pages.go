@@ -71,6 +71,8 @@ var messages = map[string]message{
 // links' labels.
 var linkLabels = map[string][2]string{
 	"retry":       {"重新登录", "Log in again"},
+	"again":       {"重试", "Try again"},
+	"cancel":      {"取消", "Cancel"},
 	"login":       {"登录", "Log in"},
 	"dev":         {"开发模式：模拟在微信中继续", "Dev mode: continue as if inside WeChat"},
 	"logout":      {"退出登录", "Log out"},
@@ -236,11 +238,11 @@ func (s *Server) render(c *fiber.Ctx, d pageData) error {
 }
 
 // renderMessage shows a message page with an optional retry link.
-func (s *Server) renderMessage(c *fiber.Ctx, page, link, rid string) error {
+func (s *Server) renderMessage(c *fiber.Ctx, page, link, action, rid string) error {
 	d := s.page(c, page)
 	d.RequestID = rid
 	if link != "" {
-		d.Links = append(d.Links, pageLink{URL: link, Label: label(c, "retry"), Primary: true})
+		d.Links = append(d.Links, pageLink{URL: link, Label: label(c, action), Primary: true})
 	}
 	return s.render(c, d)
 }
