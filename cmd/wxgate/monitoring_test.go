@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -364,8 +365,19 @@ func dashboardExprs(t *testing.T) []string {
 		t.Fatalf("%s: %v", dashboardFile, err)
 	}
 	vars := map[string]string{}
+	var exprs []string
+	labelValues := regexp.MustCompile(`^label_values\((.+), *(\w+)\)$`)
 	for _, v := range d.Templating.List {
 		vars[v.Name] = v.Type
+		if q, ok := v.Query.(map[string]any); ok && v.Type == "query" {
+			// label_values(selector, label): the selector is PromQL too.
+			m := labelValues.FindStringSubmatch(fmt.Sprint(q["query"]))
+			if m == nil {
+				t.Errorf("variable %s: query %v is not label_values(selector, label)", v.Name, q["query"])
+				continue
+			}
+			exprs = append(exprs, m[1])
+		}
 		if v.Name == "datasource" && v.Query != "prometheus" {
 			t.Errorf("datasource variable queries %v, want prometheus", v.Query)
 		}
@@ -377,7 +389,6 @@ func dashboardExprs(t *testing.T) []string {
 		t.Errorf("dashboard title %q uid %q", d.Title, d.UID)
 	}
 	ids := map[int]string{}
-	var exprs []string
 	var walk func([]panel)
 	walk = func(ps []panel) {
 		for _, p := range ps {
