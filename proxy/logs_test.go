@@ -397,3 +397,51 @@ next:
 	}
 	return nil
 }
+
+// TestLogUsersNoneFromEnv: WXGATE_LOG_USERS and WXGATE_LOG_FORMAT override
+// [log] like every key; users = "none" names nobody, in no form.
+func TestLogUsersNoneFromEnv(t *testing.T) {
+	t.Setenv("WXGATE_LOG_USERS", "none")
+	t.Setenv("WXGATE_LOG_FORMAT", "text")
+	r := newLoggedRun(t, "format = \"json\"\nusers = \"plain\"")
+	b := r.browser(weChatUA)
+	b.login("/", "alice")
+	b.upstreamView("/x", nil)
+	log := r.log.String()
+	lines := parseLines(t, "text", log)
+	if find(lines, "msg", "auth", "event", "login", "flow", "oa", "result", "ok") == nil || find(lines, "msg", "request", "path", "/x", "status", "200") == nil {
+		t.Fatalf("no login or access line in\n%s", log)
+	}
+	alice := r.e.user("alice")
+	for _, l := range lines {
+		if _, ok := l["user"]; ok {
+			t.Errorf("users = none, and a line has a user: %v", l)
+		}
+	}
+	for _, v := range []string{alice.UnionID, alice.OpenID} {
+		if strings.Contains(log, v) {
+			t.Errorf("users = none, and the log holds %q", v)
+		}
+	}
+}
+
+// TestLogUserPseudonymStable: with users = "hashed", one user is one
+// pseudonym on every line, another user another.
+func TestLogUserPseudonymStable(t *testing.T) {
+	r := newLoggedRun(t, "format = \"json\"")
+	for _, u := range []string{"alice", "bob"} {
+		b := r.browser(weChatUA)
+		b.login("/", u)
+		b.upstreamView("/x", nil)
+		b.upstreamView("/x", nil)
+	}
+	users := map[string]bool{}
+	for _, l := range parseLines(t, "json", r.log.String()) {
+		if u, ok := l["user"]; ok {
+			users[u] = true
+		}
+	}
+	if len(users) != 2 {
+		t.Errorf("pseudonyms of two users: %v, want 2", users)
+	}
+}
