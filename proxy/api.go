@@ -315,7 +315,8 @@ func (s *Server) tokenRefresh(c *fiber.Ctx) error {
 		}
 		return storeError(err)
 	}
-	s.authEvent(c, slog.LevelInfo, "refresh", nil, slog.String("kind", "token"), slog.String("result", "ok"))
+	s.authEvent(c, slog.LevelInfo, "refresh", &session.Identity{OpenID: p.OpenID, UnionID: p.UnionID},
+		slog.String("kind", "token"), slog.String("result", "ok"))
 	return sendPair(c, p)
 }
 
