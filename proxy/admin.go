@@ -282,6 +282,10 @@ func (s *Server) adminSessions(c *fiber.Ctx) error {
 				"appid": f.Identity.AppID, "scope": f.Identity.Scope, "created": f.Created, "revoked": f.Revoked})
 		}
 	}
+	if del {
+		s.authEvent(c, slog.LevelInfo, "revocation", &session.Identity{OpenID: user},
+			slog.String("by", "admin"), slog.Int("logins", len(out)))
+	}
 	noStore(c)
 	return c.JSON(fiber.Map{"user": user, "revoked": del, "logins": out})
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -102,7 +103,8 @@ func (s *Server) miniprogramLogin(c *fiber.Ctx) error {
 	ws, err := s.wechat.Code2Session(ctx, s.mp, code)
 	if err != nil {
 		s.metrics.Login("miniprogram", loginResult(err))
-		return apiWeChatError(err)
+		s.loginEvent(c, "miniprogram", nil, s.mp.AppID, scopeMiniProgram, loginResult(err))
+		return apiLoginError(err)
 	}
 	// The session_key stays here; a newer login replaces it.
 	if err := s.issuer.SaveSessionKey(ctx, s.mp.AppID, ws.OpenID, ws.SessionKey); err != nil {
@@ -113,6 +115,7 @@ func (s *Server) miniprogramLogin(c *fiber.Ctx) error {
 		return storeError(err)
 	}
 	s.metrics.LoggedIn("miniprogram", ws.UnionID != "")
+	s.loginEvent(c, "miniprogram", &session.Identity{OpenID: ws.OpenID, UnionID: ws.UnionID}, s.mp.AppID, scopeMiniProgram, "ok")
 	return sendPair(c, p)
 }
 
@@ -130,13 +133,15 @@ func (s *Server) appLogin(c *fiber.Ctx) error {
 	tok, err := s.wechat.ExchangeCode(ctx, s.mobile, code)
 	if err != nil {
 		s.metrics.Login("app", loginResult(err))
-		return apiWeChatError(err)
+		s.loginEvent(c, "app", nil, s.mobile.AppID, scopeApp, loginResult(err))
+		return apiLoginError(err)
 	}
 	id := session.Identity{OpenID: tok.OpenID, UnionID: tok.UnionID, AppID: s.mobile.AppID, Scope: scopeApp}
 	if grantsUserinfo(tok.Scope) {
 		info, err := s.wechat.UserInfo(ctx, tok.AccessToken, tok.OpenID, wechatLang(c))
 		if err != nil {
 			s.metrics.Login("app", loginResult(err))
+			s.loginEvent(c, "app", nil, s.mobile.AppID, scopeApp, loginResult(err))
 			return apiWeChatError(err)
 		}
 		id.Nickname, id.Avatar = info.Nickname, info.HeadImgURL
@@ -149,6 +154,7 @@ func (s *Server) appLogin(c *fiber.Ctx) error {
 		return storeError(err)
 	}
 	s.metrics.LoggedIn("app", id.UnionID != "")
+	s.loginEvent(c, "app", &id, s.mobile.AppID, scopeApp, "ok")
 	return sendPair(c, p)
 }
 
@@ -300,11 +306,17 @@ func (s *Server) tokenRefresh(c *fiber.Ctx) error {
 	}
 	p, err := s.issuer.Refresh(c.UserContext(), req.RefreshToken)
 	if err != nil {
+		if errors.Is(err, session.ErrRefreshReused) {
+			s.authEvent(c, slog.LevelWarn, "revocation", nil, slog.String("by", "reuse_detection"))
+		}
 		if errors.Is(err, session.ErrInvalidGrant) {
+			s.authEvent(c, slog.LevelInfo, "refresh", nil, slog.String("kind", "token"), slog.String("result", "invalid_grant"))
 			return err
 		}
 		return storeError(err)
 	}
+	s.authEvent(c, slog.LevelInfo, "refresh", &session.Identity{OpenID: p.OpenID, UnionID: p.UnionID},
+		slog.String("kind", "token"), slog.String("result", "ok"))
 	return sendPair(c, p)
 }
 
@@ -321,6 +333,7 @@ func (s *Server) tokenRevoke(c *fiber.Ctx) error {
 	if err := s.issuer.Revoke(c.UserContext(), req.RefreshToken); err != nil {
 		return storeError(err)
 	}
+	s.authEvent(c, slog.LevelInfo, "revocation", nil, slog.String("by", "token_revoke"))
 	noStore(c)
 	return c.JSON(fiber.Map{"revoked": true})
 }

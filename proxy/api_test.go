@@ -145,9 +145,9 @@ func TestMiniProgramLoginAndBearer(t *testing.T) {
 	if status, m, _ := a.get("/_wxgate/userinfo", pair["access_token"].(string)); status != 200 || m["openid"] != dora.OpenID {
 		t.Errorf("userinfo with bearer: %d %v", status, m)
 	}
-	// A bad js_code is WeChat's error, with its errcode.
+	// A bad js_code is the user's: 400 invalid_grant, with the errcode.
 	status, m, _ := a.post("/_wxgate/miniprogram/login", map[string]any{"code": "0123456789abcdef0123456789abcdef"}, "")
-	if status != http.StatusBadGateway || m["error"] != "wechat_error" || m["errcode"] != 40029.0 {
+	if status != http.StatusBadRequest || m["error"] != "invalid_grant" || m["errcode"] != 40029.0 {
 		t.Errorf("bad code: %d %v", status, m)
 	}
 }
@@ -272,8 +272,8 @@ func TestAppLogin(t *testing.T) {
 	if nick, _ := url.PathUnescape(first(got.Headers["X-Wechat-Nickname"])); nick != gus.Nickname {
 		t.Errorf("nickname = %q", nick)
 	}
-	// The same code again: WeChat's 40163, not a second login.
-	if status, m, _ := a.post("/_wxgate/app/login", map[string]any{"code": code}, ""); status != 502 || m["errcode"] != 40163.0 {
+	// The same code again: WeChat's 40163, the user's error (400 invalid_grant), not a second login.
+	if status, m, _ := a.post("/_wxgate/app/login", map[string]any{"code": code}, ""); status != http.StatusBadRequest || m["error"] != "invalid_grant" || m["errcode"] != 40163.0 {
 		t.Errorf("reused app code: %d %v", status, m)
 	}
 }

@@ -25,6 +25,7 @@ import (
 // Config is gateway.toml: one struct, decoded strictly.
 type Config struct {
 	Server    ServerConfig        `toml:"server"`
+	Log       LogConfig           `toml:"log"`
 	Session   session.Config      `toml:"session"`
 	Tokens    session.TokenConfig `toml:"tokens"`
 	WeChat    wechat.Config       `toml:"wechat"`
@@ -52,6 +53,30 @@ type verifyFile struct {
 	path string
 	body []byte
 }
+
+// LogConfig is the [log] section. The level stays [server] log_level.
+type LogConfig struct {
+	// Format is "json" (one object a line) or "text" (slog's key=value).
+	// Empty: json for `wxgate serve`, text for `wxgate dev`.
+	Format string `toml:"format"`
+	// Users is how a user appears in log lines (the user key of access
+	// and auth lines): "hashed", a pseudonym (the first 16 hex digits of
+	// an HMAC-SHA-256 of X-Forwarded-User, keyed from the signing key:
+	// the same user gives the same value on every replica while that key
+	// signs); "plain", the X-Forwarded-User value itself; "none", no user
+	// key at all. Default: "hashed".
+	Users string `toml:"users"`
+}
+
+// Log formats and user renderings ([log] format, users).
+const (
+	LogJSON = "json"
+	LogText = "text"
+
+	usersHashed = "hashed"
+	usersPlain  = "plain"
+	usersNone   = "none"
+)
 
 // ServerConfig is the [server] section.
 type ServerConfig struct {
@@ -272,6 +297,9 @@ func (c *Config) SetDefaults() {
 	if s.LogLevel == "" {
 		s.LogLevel = "info"
 	}
+	if c.Log.Users == "" {
+		c.Log.Users = usersHashed
+	}
 	if s.ShutdownDelay == nil {
 		d := DefaultShutdownDelay
 		s.ShutdownDelay = &d
@@ -454,6 +482,16 @@ func (c *Config) Validate() error {
 	}
 	if s.ShutdownTimeout < 0 || s.ShutdownTimeout > time.Hour {
 		add("server.shutdown_timeout: %s is outside 0..1h (0: the default, 25s)", s.ShutdownTimeout)
+	}
+	switch c.Log.Format {
+	case "", LogJSON, LogText:
+	default:
+		add("log.format: %q is not json or text", c.Log.Format)
+	}
+	switch c.Log.Users {
+	case usersHashed, usersPlain, usersNone:
+	default:
+		add("log.users: %q is not hashed, plain or none", c.Log.Users)
 	}
 	if e := s.AdminTokenEnv; e != "" && len(s.adminToken) < 16 {
 		add("server.admin_token_env: environment variable %s must hold at least 16 characters", secret.EnvName(e))

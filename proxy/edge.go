@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"unsafe"
+
 	"bytes"
 	"crypto/tls"
 	"errors"
@@ -69,6 +71,25 @@ type request struct {
 	upgrade bool
 	// who is the caller, when the route needed one (currentCaller).
 	who caller
+	// upstream names the upstream the request went to, for the access
+	// line; empty when it went to none.
+	upstream string
+	// userBuf holds the user's log pseudonym ([log] users = "hashed").
+	userBuf [16]byte
+	// clientBuf holds client's text form for the access line.
+	clientBuf [64]byte
+}
+
+// clientString is r.client as text, kept in r: no allocation of its own.
+func (r *request) clientString() string {
+	if !r.client.IsValid() {
+		return ""
+	}
+	b := r.client.AppendTo(r.clientBuf[:0])
+	if len(b) == 0 || &b[0] != &r.clientBuf[0] {
+		return string(b)
+	}
+	return unsafe.String(&b[0], len(b))
 }
 
 // edge checks a request and records its request. A malformed request gets

@@ -52,8 +52,8 @@ const (
 	numProblems
 )
 
-// problems is the one table of what each problem answers.
-var problems = [numProblems]struct {
+// problemInfo is what a problem answers.
+type problemInfo struct {
 	name   string // for tests and golden files
 	status int
 	page   string // the browser's page: a key of messages
@@ -61,7 +61,10 @@ var problems = [numProblems]struct {
 	// desc is the JSON answer's "error_description"; empty: the page's
 	// English text.
 	desc string
-}{
+}
+
+// problems is the one table of what each problem answers.
+var problems = [numProblems]problemInfo{
 	problemInternal:          {"internal", http.StatusInternalServerError, "internal", "server_error", ""},
 	problemBadRequest:        {"bad_request", http.StatusBadRequest, "bad_request", "invalid_request", descMalformed},
 	problemVersion:           {"version", http.StatusHTTPVersionNotSupported, "bad_request", "invalid_request", descMalformed},
@@ -235,6 +238,13 @@ func appTokenBlocked(err error) *Error {
 // logout.
 func storeError(err error) *Error { return &Error{problem: problemUnavailable, Err: err} }
 
+// apiCodeInvalid answers an API login whose code WeChat refused as invalid
+// or used (40029, 40163): the user's doing, so 400 invalid_grant with the
+// errcode, not a 502.
+func apiCodeInvalid(err error) *Error {
+	return &Error{problem: problemCodeInvalid, Err: err, json: true}
+}
+
 // upstreamError answers an upstream that failed: 504 when it timed out,
 // else 502.
 func upstreamError(name string, err error) *Error {
@@ -248,6 +258,15 @@ func upstreamError(name string, err error) *Error {
 // apiWeChatError makes a WeChat failure an API answer (502 wechat_error
 // with errcode, or 503 wechat_unavailable).
 func apiWeChatError(err error) error { return classify(err).asJSON() }
+
+// apiLoginError is apiWeChatError for the exchange of a login code, where
+// an invalid or used code (40029, 40163) is the user's: apiCodeInvalid.
+func apiLoginError(err error) error {
+	if wechat.HasCode(err, wechat.CodeInvalidCode, wechat.CodeCodeUsed) {
+		return apiCodeInvalid(err)
+	}
+	return apiWeChatError(err)
+}
 
 // classify maps any error to the Error the client sees: the one place an
 // error that is not already an *Error gets its problem.
@@ -305,17 +324,7 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	p := &problems[e.problem]
 	r := requestOf(c)
 	rid := r.id
-	level := slog.LevelInfo
-	if p.status >= 500 {
-		level = slog.LevelError
-	}
-	if s.log.Enabled(c.UserContext(), level) {
-		s.log.LogAttrs(c.UserContext(), level, "request failed",
-			slog.String("request_id", rid),
-			slog.Int("status", p.status),
-			slog.String("error", p.page),
-			slog.Any("cause", e.Err))
-	}
+	s.logError(c, e, p, rid)
 	// Whatever an upstream had started to send is dropped.
 	c.Response().Reset()
 	if e.close || c.Request().IsBodyStream() {
@@ -377,6 +386,40 @@ func retryLink(c *fiber.Ctx) string {
 		return ""
 	}
 	return strings.Clone(u)
+}
+
+// logError logs an answered error: a 4xx is the client's doing and no
+// error of the gateway's, so it is a debug line (its access line and, for
+// a refusal, its auth line say the rest), unless WeChat refused what the
+// user brought (a bad login code): a warning. A 5xx from WeChat or an
+// upstream is a warning; any other 5xx (a store down, a bug) an error.
+func (s *Server) logError(c *fiber.Ctx, e *Error, p *problemInfo, rid string) {
+	level, msg := slog.LevelDebug, "request refused"
+	var we *wechat.Error
+	switch {
+	case p.status < 500 && errors.As(e.Err, &we):
+		level = slog.LevelWarn
+	case p.status < 500:
+	case e.problem == problemInternal || e.problem == problemUnavailable:
+		level, msg = slog.LevelError, "request failed"
+	default:
+		level, msg = slog.LevelWarn, "request failed"
+	}
+	ctx := c.UserContext()
+	if !s.log.Enabled(ctx, level) {
+		return
+	}
+	attrs := [4]slog.Attr{
+		slog.String("request_id", rid),
+		slog.Int("status", p.status),
+		slog.String("error", p.page),
+	}
+	n := 3
+	if e.Err != nil {
+		attrs[n] = slog.String("cause", e.Err.Error())
+		n++
+	}
+	s.log.LogAttrs(ctx, level, msg, attrs[:n]...)
 }
 
 // isTokenError reports whether err is a bearer token's verification

@@ -50,6 +50,9 @@ func (s *Server) forward(c *fiber.Ctx) error {
 			d.Outcome = policies.Allow // to the upstream, without identity
 		}
 	}
+	if d.Outcome != policies.Allow {
+		s.denied(c, rule.Name, denialReason(d), callerIdentity(who))
+	}
 	switch d.Outcome {
 	case policies.NeedLogin, policies.NeedScope:
 		return s.needLogin(c, rule, p.Forward, d.Outcome)
@@ -57,6 +60,7 @@ func (s *Server) forward(c *fiber.Ctx) error {
 		return forbidden(fmt.Errorf("route %s on the %s reading %q", rule.Name, d.Reading, d.Path))
 	}
 	if r.upgrade && who != nil && who.family == nil && !s.webSocketOrigin(c) {
+		s.denied(c, rule.Name, "websocket_origin", who.id)
 		return forbidden(fmt.Errorf("a WebSocket with the session cookie from the page of another site (Origin %q)", c.Get(fiber.HeaderOrigin)))
 	}
 	if err := s.checkWeChatToken(who, rule); err != nil {
@@ -66,6 +70,7 @@ func (s *Server) forward(c *fiber.Ctx) error {
 	if up == nil {
 		return fmt.Errorf("route %s: no upstream %q", rule.Name, rule.Upstream)
 	}
+	r.upstream = up.name
 
 	req := c.Request()
 	sanitizeRequest(&req.Header, r.trusted)
@@ -157,7 +162,12 @@ func (s *Server) judge(c *fiber.Ctx, r *request, l *live, method, host string, p
 		}
 	}
 	r.route, r.api = d.Rule.Name, d.Rule.API
-	if err == nil {
+	if err == nil && authErr != nil {
+		reason := "invalid_token"
+		if errors.Is(authErr, session.ErrTokenExpired) {
+			reason = "token_expired"
+		}
+		s.denied(c, d.Rule.Name, reason, nil)
 		err = authErr
 	}
 	return d, who, err

@@ -133,6 +133,9 @@ func (s *Server) answerAuth(c *fiber.Ctx, r *request, o original, err error, red
 			d.Outcome = policies.Allow // to the app, without identity
 		}
 	}
+	if d.Outcome != policies.Allow {
+		s.denied(c, rule.Name, denialReason(d), callerIdentity(who))
+	}
 	switch d.Outcome {
 	case policies.NeedLogin, policies.NeedScope:
 		scope := rule.Scope
@@ -149,6 +152,7 @@ func (s *Server) answerAuth(c *fiber.Ctx, r *request, o original, err error, red
 		return forbidden(fmt.Errorf("forward auth: route %s on the %s reading %q", rule.Name, d.Reading, d.Path))
 	}
 	if who != nil && who.family == nil && askedWebSocket(&c.Request().Header) && !s.webSocketOrigin(c) {
+		s.denied(c, rule.Name, "websocket_origin", who.id)
 		return forbidden(fmt.Errorf("forward auth: a WebSocket with the session cookie from the page of another site (Origin %q)", c.Get(fiber.HeaderOrigin)))
 	}
 	if err := s.checkWeChatToken(who, rule); err != nil {

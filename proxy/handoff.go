@@ -216,6 +216,7 @@ func (s *Server) handOffLogin(c *fiber.Ctx, p *session.Pending, id session.Ident
 	}
 	s.starts.release(requestOf(c).client)
 	s.metrics.LoggedIn(p.Flow, id.UnionID != "")
+	s.loginEvent(c, p.Flow, &id, id.AppID, id.Scope, "ok")
 	noStore(c)
 	q := url.Values{"ticket": {raw}, "rd": {u.RequestURI()}}
 	return true, c.Redirect(s.public.Scheme+"://"+host+s.prefix+"/handoff?"+q.Encode(), http.StatusFound)
@@ -254,13 +255,13 @@ func (s *Server) handoff(c *fiber.Ctx) error {
 	raw := c.Query("ticket")
 	t, err := s.sessions.Ticket(ctx, raw)
 	if isNotFound(err) {
-		s.metrics.Login("handoff", "invalid")
+		s.loginFailed(c, "handoff", "invalid")
 		return loginExpired(retry)
 	} else if err != nil {
 		return storeError(err)
 	}
 	if t.Host != s.here(c) {
-		s.metrics.Login("handoff", "wrong_host")
+		s.loginFailed(c, "handoff", "wrong_host")
 		return loginExpired(retry)
 	}
 	if t.Binding != "" {
@@ -273,7 +274,7 @@ func (s *Server) handoff(c *fiber.Ctx) error {
 			if _, err := s.sessions.ClaimTicket(ctx, raw); err != nil {
 				return storeError(err)
 			}
-			s.metrics.Login("handoff", "other_browser")
+			s.loginFailed(c, "handoff", "other_browser")
 			return otherBrowser(retry)
 		}
 	} else if fromAnotherSite(c) {
@@ -281,7 +282,7 @@ func (s *Server) handoff(c *fiber.Ctx) error {
 		// for themselves, and a page elsewhere sending a visitor's browser
 		// here would log it in as them (login CSRF). The web-view opens
 		// it itself ("none"); the browser names any other initiator.
-		s.metrics.Login("handoff", "other_site")
+		s.loginFailed(c, "handoff", "other_site")
 		return otherBrowser(retry)
 	}
 	first, err := s.sessions.ClaimTicket(ctx, raw)
@@ -295,7 +296,7 @@ func (s *Server) handoff(c *fiber.Ctx) error {
 			noStore(c)
 			return c.Redirect(rd, http.StatusFound)
 		}
-		s.metrics.Login("handoff", "used")
+		s.loginFailed(c, "handoff", "used")
 		return loginExpired(retry)
 	}
 	sess, err := s.replaceSession(c, t.Identity, t.Tokens)
@@ -307,6 +308,7 @@ func (s *Server) handoff(c *fiber.Ctx) error {
 	}
 	s.setCookie(c, s.sessionCookie(c), sess.ID, s.cfg.Session.TTL)
 	s.metrics.Login("handoff", "ok")
+	s.loginEvent(c, "handoff", &t.Identity, t.Identity.AppID, t.Identity.Scope, "ok")
 	noStore(c)
 	return c.Redirect(rd, http.StatusFound)
 }

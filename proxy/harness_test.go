@@ -217,6 +217,10 @@ type envOptions struct {
 	// website configures [wechat.website]: desktop browsers get the QR
 	// login.
 	website bool
+	// logTOML, if set, is a [log] section; the log (o.log, which must be
+	// set) is then made by proxy.NewLogger, as wxgate serve makes it, at
+	// debug.
+	logTOML string
 }
 
 func newEnv(t testing.TB) *env { return newEnvOpts(t, envOptions{}) }
@@ -320,6 +324,9 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 	if o.website {
 		conf += "\n[wechat.website]\nappid = \"" + webID + "\"\nsecret_env = \"WXGATE_TEST_WEB_SECRET\"\n"
 	}
+	if o.logTOML != "" {
+		conf = strings.Replace(conf, `log_level = "error"`, `log_level = "debug"`, 1) + "\n[log]\n" + o.logTOML + "\n"
+	}
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -338,6 +345,9 @@ func newEnvOpts(t testing.TB, o envOptions) *env {
 			level = slog.LevelWarn
 		}
 		log = slog.New(slog.NewTextHandler(o.log, &slog.HandlerOptions{Level: level}))
+	}
+	if o.logTOML != "" {
+		log = proxy.NewLogger(o.log, cfg, proxy.LogJSON)
 	}
 	clock := e.clock
 	if o.clock != nil {

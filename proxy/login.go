@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -284,12 +285,12 @@ func (s *Server) callback(c *fiber.Ctx) error {
 	retry := s.prefix + "/start"
 	// Until the state names its login, the flow is unknown: counted as oa.
 	if !session.ValidState(state) {
-		s.metrics.Login("oa", "bad_state")
+		s.loginFailed(c, "oa", "bad_state")
 		return loginExpired(retry)
 	}
 	p, err := s.sessions.Pending(ctx, state)
 	if isNotFound(err) {
-		s.metrics.Login("oa", "bad_state")
+		s.loginFailed(c, "oa", "bad_state")
 		return loginExpired(retry)
 	} else if err != nil {
 		return storeError(err)
@@ -302,7 +303,7 @@ func (s *Server) callback(c *fiber.Ctx) error {
 	// before the code is touched: a state or code carried to another browser
 	// logs nobody in there.
 	if !p.BoundTo(c.Cookies(s.cookies.binding)) {
-		s.metrics.Login(flow, "other_browser")
+		s.loginFailed(c, flow, "other_browser")
 		return otherBrowser(retry)
 	}
 	keepHandoff(c, p)
@@ -314,13 +315,13 @@ func (s *Server) callback(c *fiber.Ctx) error {
 	app := s.flowApp(flow)
 	if app.AppID == "" {
 		// Started before a restart that removed the flow's app.
-		s.metrics.Login(flow, "bad_state")
+		s.loginFailed(c, flow, "bad_state")
 		return loginExpired(retry)
 	}
 	if code == "" {
 		// The official account's refusal; WeChat's QR page redirects
 		// nowhere on one, but a callback without a code means the same.
-		s.metrics.Login(flow, "refused")
+		s.loginFailed(c, flow, "refused")
 		return refused(retry)
 	}
 	first, err := s.sessions.Claim(ctx, state)
@@ -336,13 +337,13 @@ func (s *Server) callback(c *fiber.Ctx) error {
 	case wechat.HasCode(err, wechat.CodeInvalidCode, wechat.CodeCodeUsed, 42003):
 		return s.restart(c, p, "code_invalid")
 	case err != nil:
-		s.metrics.Login(flow, "wechat_error")
+		s.loginFailed(c, flow, "wechat_error")
 		return err
 	}
 	if tok.IsSnapshotUser == 1 {
 		// A snapshot page gives a virtual identity: ask for a real
 		// authorization and never treat it as logged in.
-		s.metrics.Login(flow, "snapshot")
+		s.loginFailed(c, flow, "snapshot")
 		d := s.page(c, "snapshot")
 		q := url.Values{"rd": {p.ReturnURL}, "scope": {routeUserinfo}}
 		d.Links = []pageLink{{URL: s.prefix + "/start?" + q.Encode(), Label: label(c, "authorize"), Primary: true}}
@@ -360,7 +361,7 @@ func (s *Server) callback(c *fiber.Ctx) error {
 	if id.Scope != scopeBase {
 		info, err := s.wechat.UserInfo(ctx, tok.AccessToken, tok.OpenID, wechatLang(c))
 		if err != nil {
-			s.metrics.Login(flow, "wechat_error")
+			s.loginFailed(c, flow, "wechat_error")
 			return err
 		}
 		id.Nickname, id.Avatar = info.Nickname, info.HeadImgURL
@@ -382,6 +383,7 @@ func (s *Server) callback(c *fiber.Ctx) error {
 	s.setCookie(c, s.sessionCookie(c), sess.ID, s.cfg.Session.TTL)
 	s.starts.release(requestOf(c).client)
 	s.metrics.LoggedIn(flow, id.UnionID != "")
+	s.loginEvent(c, flow, &id, id.AppID, id.Scope, "ok")
 	noStore(c)
 	return c.Redirect(p.ReturnURL, http.StatusFound)
 }
@@ -443,10 +445,10 @@ func (s *Server) remembered(c *fiber.Ctx, state string) (bool, error) {
 // person scans again, so it cannot loop by itself either way.
 func (s *Server) restart(c *fiber.Ctx, p *session.Pending, why string) error {
 	if p.Attempt >= 1 {
-		s.metrics.Login(p.Flow, why)
+		s.loginFailed(c, p.Flow, why)
 		return codeInvalid(s.prefix + "/start?" + url.Values{"rd": {p.ReturnURL}, "scope": {routeScope(p.Scope)}}.Encode())
 	}
-	s.metrics.Login(p.Flow, "restarted")
+	s.loginFailed(c, p.Flow, "restarted")
 	if p.Flow == "qr" {
 		noStore(c)
 		return c.Redirect(s.qrPath(p.ReturnURL, "", p.Handoff, true), http.StatusFound)
@@ -529,6 +531,7 @@ func (s *Server) logout(c *fiber.Ctx) error {
 		if err := s.sessions.Delete(c.UserContext(), id); err != nil {
 			return storeError(err)
 		}
+		s.authEvent(c, slog.LevelInfo, "logout", nil)
 	}
 	s.clearCookie(c, s.sessionCookie(c))
 	noStore(c)

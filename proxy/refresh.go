@@ -189,7 +189,7 @@ func (s *Server) startRefresh(r refreshable) *flight {
 	}
 	if len(rf.flights) >= maxRefreshes {
 		rf.mu.Unlock()
-		s.metrics.Refresh("sns", "busy")
+		s.refreshEvent("busy")
 		return nil
 	}
 	f := &flight{done: make(chan struct{})}
@@ -212,7 +212,7 @@ func (s *Server) startRefresh(r refreshable) *flight {
 // endLogin ends r's login, which WeChat will not refresh again, counting
 // it as result: errLoginEnded, or the store's failure to end it.
 func (s *Server) endLogin(ctx context.Context, r refreshable, result string) error {
-	s.metrics.Refresh("sns", result)
+	s.refreshEvent(result)
 	if err := r.end(ctx); err != nil {
 		return err
 	}
@@ -263,7 +263,7 @@ func (s *Server) refreshOnce(ctx context.Context, r refreshable) (*session.Token
 		// session and its tokens, and back off.
 		release = false
 		pause := s.backOff(ctx, r, cur, lease, now)
-		s.metrics.Refresh("sns", "error")
+		s.refreshEvent("error")
 		s.log.LogAttrs(ctx, slog.LevelWarn, "refreshing a WeChat user token failed; keeping the session",
 			slog.Int("failures", cur.Failures+1), slog.Duration("retry_in", pause), slog.Any("error", err))
 		return nil, fmt.Errorf("refresh sns token: %w", err)
@@ -280,7 +280,7 @@ func (s *Server) refreshOnce(ctx context.Context, r refreshable) (*session.Token
 	if err := r.save(ctx, next); err != nil {
 		return nil, err
 	}
-	s.metrics.Refresh("sns", "ok")
+	s.refreshEvent("ok")
 	return next, nil
 }
 

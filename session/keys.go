@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -41,6 +42,9 @@ type KeySet struct {
 	// origins are the keys' OriginHeader values, in file order ("" for
 	// none, the usual case).
 	origins []Origin
+	// pseudonymKey is derived one way from the signing key's private
+	// part: stable while that key signs, and unknowable from the JWKS.
+	pseudonymKey []byte
 }
 
 // ErrInvalidToken and ErrTokenExpired classify verification failures.
@@ -175,6 +179,8 @@ func ParseKeys(b []byte) (*KeySet, error) {
 		ks.origins = append(ks.origins, origin)
 		if ks.signer == nil {
 			ks.signer, ks.alg = priv, alg
+			sum := sha256.Sum256(append([]byte("wxgate log pseudonyms v1\x00"), block.Bytes...))
+			ks.pseudonymKey = sum[:]
 		}
 	}
 	if ks.signer == nil {
@@ -226,6 +232,12 @@ func jwkOf(raw any) (jwk.Key, jwa.SignatureAlgorithm, error) {
 
 // JWKS returns the public keys as a JWK Set document.
 func (ks *KeySet) JWKS() []byte { return ks.jwks }
+
+// PseudonymKey is a key for the HMAC that turns user IDs into log
+// pseudonyms: derived one way from the signing key, so it is the same on
+// every replica and across restarts, and changes when another key signs.
+// Callers must not modify it.
+func (ks *KeySet) PseudonymKey() []byte { return ks.pseudonymKey }
 
 // Algorithm is the signing key's algorithm.
 func (ks *KeySet) Algorithm() string { return ks.alg.String() }

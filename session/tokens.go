@@ -20,6 +20,10 @@ import (
 // already used.
 var ErrInvalidGrant = errors.New("session: invalid grant")
 
+// ErrRefreshReused joins ErrInvalidGrant when the refresh token was a
+// rotated-out one presented past the reuse grace: its family was revoked.
+var ErrRefreshReused = errors.New("refresh token reused")
+
 // Family is one API login: every refresh token rotated from it shares it,
 // and revoking it ends them all and their access tokens.
 type Family struct {
@@ -144,7 +148,7 @@ func (is *Issuer) Refresh(ctx context.Context, refresh string) (*Pair, error) {
 		if err := is.revoke(ctx, f.ID); err != nil {
 			return nil, err
 		}
-		return nil, fmt.Errorf("%w: refresh token reused; family revoked", ErrInvalidGrant)
+		return nil, fmt.Errorf("%w: %w; family revoked", ErrInvalidGrant, ErrRefreshReused)
 	}
 	next := NewID()
 	f.Current, f.Rotated = Hash(next), now

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -169,7 +168,7 @@ func dev(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 1
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel()}))
+	log := proxy.NewLogger(stderr, cfg, proxy.LogText)
 	apps, err := simApps(cfg)
 	if err != nil {
 		log.Error("registering apps with the simulator", "error", err)

@@ -125,7 +125,7 @@ func serve(args []string, stderr io.Writer) int {
 	if !ok {
 		return 1
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel()}))
+	log := proxy.NewLogger(stderr, cfg, proxy.LogJSON)
 	session.LogRedisTo(log)
 	gw, err := proxy.New(cfg, proxy.Options{Logger: log})
 	if err != nil {
