@@ -1,0 +1,431 @@
+package deploytest
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	"github.com/wxgate/wxgate/proxy"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/applyconfigurations"
+	"sigs.k8s.io/yaml"
+)
+
+const baseDir = "../kubernetes/base"
+
+// typeConverter validates built-in kinds against the schema client-go
+// generates from the Kubernetes OpenAPI document (the one server-side
+// apply uses): unknown fields, wrong scalar types, duplicate keys in keyed
+// lists (two containers or ports of one name) are errors.
+var typeConverter = applyconfigurations.NewTypeConverter(newScheme())
+
+func newScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, policyv1.AddToScheme} {
+		if err := add(s); err != nil {
+			panic(err)
+		}
+	}
+	return s
+}
+
+// kustomization is the part of kustomize's Kustomization the base uses,
+// decoded strictly: a field kustomize does not know would be an error there.
+type kustomization struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Labels     []struct {
+		Pairs map[string]string `json:"pairs"`
+	} `json:"labels"`
+	Resources []string `json:"resources"`
+}
+
+// base is the decoded manifests, one of each kind.
+type base struct {
+	configMap      *corev1.ConfigMap
+	secret         *corev1.Secret
+	deployment     *appsv1.Deployment
+	services       []*corev1.Service
+	pdb            *policyv1.PodDisruptionBudget
+	serviceMonitor *monitoringv1.ServiceMonitor
+}
+
+// readBase reads the kustomization and every file it lists.
+func readBase(t *testing.T) map[string][]byte {
+	t.Helper()
+	files := map[string][]byte{}
+	entries, err := os.ReadDir(baseDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(baseDir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[e.Name()] = b
+	}
+	return files
+}
+
+// checkBase returns every problem in the base's files: schema, strict
+// decoding, names and labels, and how the pieces fit wxgate and each other.
+func checkBase(t *testing.T, files map[string][]byte) []string {
+	var bad []string
+	add := func(f string, a ...any) { bad = append(bad, fmt.Sprintf(f, a...)) }
+	var k kustomization
+	if err := yaml.UnmarshalStrict(files["kustomization.yaml"], &k); err != nil {
+		return []string{"kustomization.yaml: " + err.Error()}
+	}
+	if k.APIVersion != "kustomize.config.k8s.io/v1beta1" || k.Kind != "Kustomization" {
+		add("kustomization.yaml: apiVersion/kind %s/%s", k.APIVersion, k.Kind)
+	}
+	for name := range files {
+		if name != "kustomization.yaml" && strings.HasSuffix(name, ".yaml") && !slices.Contains(k.Resources, name) {
+			add("%s: not listed in kustomization.yaml", name)
+		}
+	}
+	var b base
+	for _, name := range k.Resources {
+		src, ok := files[name]
+		if !ok {
+			add("kustomization.yaml lists %s, which does not exist", name)
+			continue
+		}
+		if err := decodeResource(name, src, &b); err != nil {
+			add("%v", err)
+		}
+	}
+	if len(bad) > 0 {
+		return bad
+	}
+	if b.configMap == nil || b.secret == nil || b.deployment == nil || b.pdb == nil || b.serviceMonitor == nil || len(b.services) != 2 {
+		return append(bad, "the base needs a ConfigMap, a Secret, a Deployment, two Services, a PodDisruptionBudget and a ServiceMonitor")
+	}
+	return append(bad, checkFit(t, &b)...)
+}
+
+// decodeResource validates one manifest and stores it in b by kind.
+func decodeResource(name string, src []byte, b *base) error {
+	var obj map[string]any
+	if err := yaml.UnmarshalStrict(src, &obj); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	u := &unstructured.Unstructured{Object: obj}
+	gvk := u.GroupVersionKind()
+	for _, msg := range validation.IsDNS1123Subdomain(u.GetName()) {
+		return fmt.Errorf("%s: metadata.name %q: %s", name, u.GetName(), msg)
+	}
+	for key, v := range u.GetLabels() {
+		for _, msg := range append(validation.IsQualifiedName(key), validation.IsValidLabelValue(v)...) {
+			return fmt.Errorf("%s: label %s=%s: %s", name, key, v, msg)
+		}
+	}
+	var into runtime.Object
+	switch gvk.GroupKind().String() {
+	case "ConfigMap":
+		b.configMap = &corev1.ConfigMap{}
+		into = b.configMap
+	case "Secret":
+		b.secret = &corev1.Secret{}
+		into = b.secret
+	case "Deployment.apps":
+		b.deployment = &appsv1.Deployment{}
+		into = b.deployment
+	case "Service":
+		s := &corev1.Service{}
+		b.services = append(b.services, s)
+		into = s
+	case "PodDisruptionBudget.policy":
+		b.pdb = &policyv1.PodDisruptionBudget{}
+		into = b.pdb
+	case "ServiceMonitor.monitoring.coreos.com":
+		// Not a built-in kind: no schema in client-go; the operator's Go
+		// type, decoded strictly, stands for its CRD's schema.
+		b.serviceMonitor = &monitoringv1.ServiceMonitor{}
+		if gvk.Version != "v1" {
+			return fmt.Errorf("%s: ServiceMonitor version %s", name, gvk.Version)
+		}
+		return strictInto(name, src, b.serviceMonitor)
+	default:
+		return fmt.Errorf("%s: unexpected kind %s", name, gvk)
+	}
+	if _, err := typeConverter.ObjectToTyped(u); err != nil {
+		return fmt.Errorf("%s: against the %s schema: %w", name, gvk, err)
+	}
+	return strictInto(name, src, into)
+}
+
+func strictInto(name string, src []byte, into any) error {
+	if err := yaml.UnmarshalStrict(src, into); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
+
+// checkFit checks the pieces against wxgate and each other.
+func checkFit(t *testing.T, b *base) []string {
+	var bad []string
+	add := func(f string, a ...any) { bad = append(bad, fmt.Sprintf(f, a...)) }
+	d := b.deployment
+	pod := labels.Set(d.Spec.Template.Labels)
+	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+	if err != nil || sel.Empty() || !sel.Matches(pod) {
+		add("deployment: selector %v does not match its pods' labels %v", d.Spec.Selector, pod)
+	}
+	var gw *corev1.Container
+	for i, c := range d.Spec.Template.Spec.Containers {
+		if c.Name == "wxgate" {
+			gw = &d.Spec.Template.Spec.Containers[i]
+		}
+	}
+	if gw == nil {
+		return append(bad, "deployment: no container named wxgate")
+	}
+
+	// The config wxgate reads: the ConfigMap, at the path its args name,
+	// with the environment the pod gives it.
+	cfgPath := ""
+	if i := slices.Index(gw.Args, "--config"); i >= 0 && i+1 < len(gw.Args) {
+		cfgPath = gw.Args[i+1]
+	}
+	mountedAt := ""
+	for _, m := range gw.VolumeMounts {
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			if v.Name == m.Name && v.ConfigMap != nil && v.ConfigMap.Name == b.configMap.Name && m.SubPath == "" {
+				mountedAt = m.MountPath
+			}
+		}
+	}
+	if cfgPath == "" || filepath.Dir(cfgPath) != mountedAt || b.configMap.Data[filepath.Base(cfgPath)] == "" {
+		add("deployment: --config %q is not the ConfigMap's file (mounted at %q, without subPath)", cfgPath, mountedAt)
+		return bad
+	}
+	cfg, err := podConfig(t, b, gw, b.configMap.Data[filepath.Base(cfgPath)])
+	if err != nil {
+		return append(bad, "gateway.toml in the ConfigMap: "+err.Error())
+	}
+	if cfg.Session.Store != "redis" && *d.Spec.Replicas > 1 {
+		add("gateway.toml: %d replicas need store = \"redis\" (the memory store's sessions are each replica's own)", *d.Spec.Replicas)
+	}
+	if !mountedFile(d, gw, cfg.Tokens.SigningKeyFile, b.secret) {
+		add("tokens.signing_key_file %s is not a key of the Secret mounted into wxgate", cfg.Tokens.SigningKeyFile)
+	}
+	grace := int64(30)
+	if g := d.Spec.Template.Spec.TerminationGracePeriodSeconds; g != nil {
+		grace = *g
+	}
+	drain := cfg.Server.ShutdownDelayOrDefault() + cfg.Server.ShutdownTimeout
+	if float64(grace) <= drain.Seconds() {
+		add("terminationGracePeriodSeconds %d leaves no margin over shutdown_delay + shutdown_timeout (%v)", grace, drain)
+	}
+
+	// Ports: the public listener and the admin listener, by name.
+	public, admin := portOf(cfg.Server.Listen), portOf(cfg.Server.AdminListen)
+	named := map[string]int32{}
+	for _, p := range gw.Ports {
+		named[p.Name] = p.ContainerPort
+		for _, msg := range validation.IsValidPortName(p.Name) {
+			add("container port name %q: %s", p.Name, msg)
+		}
+	}
+	if named["http"] != public || named["admin"] != admin {
+		add("container ports http=%d admin=%d, but listen is %d and admin_listen %d", named["http"], named["admin"], public, admin)
+	}
+	if host, _, _ := net.SplitHostPort(cfg.Server.AdminListen); host == "127.0.0.1" || host == "localhost" || host == "::1" {
+		add("admin_listen %s is loopback: the kubelet's probes and Prometheus come to the pod's IP", cfg.Server.AdminListen)
+	}
+	if host, _, _ := net.SplitHostPort(cfg.Server.AdminListen); host != "127.0.0.1" && cfg.Server.AdminTokenEnv == "" {
+		add("admin_listen beyond loopback needs admin_token_env (the admin API)")
+	}
+	resolve := func(p intOrName) int32 {
+		if p.name != "" {
+			return named[p.name]
+		}
+		return p.num
+	}
+	for _, pr := range []struct {
+		what  string
+		probe *corev1.Probe
+		path  string
+	}{{"readinessProbe", gw.ReadinessProbe, "/readyz"}, {"livenessProbe", gw.LivenessProbe, "/healthz"}} {
+		if pr.probe == nil || pr.probe.HTTPGet == nil {
+			add("%s: missing, or not httpGet", pr.what)
+			continue
+		}
+		g := pr.probe.HTTPGet
+		if g.Path != pr.path || resolve(intOrName{g.Port.StrVal, g.Port.IntVal}) != admin {
+			add("%s: %s on port %s, want %s on the admin port %d", pr.what, g.Path, g.Port.String(), pr.path, admin)
+		}
+		if pr.what == "readinessProbe" && pr.probe.TimeoutSeconds < 3 {
+			add("readinessProbe: timeoutSeconds %d, but /readyz may take 2s to ping the store", pr.probe.TimeoutSeconds)
+		}
+	}
+
+	// The upstream is the app in the same pod, on loopback.
+	for _, u := range cfg.Upstreams {
+		if !strings.HasPrefix(u.URL, "http://127.0.0.1:") {
+			add("upstream %s: %s is not the pod's own app on 127.0.0.1", u.Name, u.URL)
+		}
+	}
+
+	// Services: the public one reaches only the public port; the admin
+	// one is headless and only the ServiceMonitor selects it.
+	var adminSvc *corev1.Service
+	for _, s := range b.services {
+		if !labels.SelectorFromSet(s.Spec.Selector).Matches(pod) || len(s.Spec.Selector) == 0 {
+			add("service %s: selector %v does not match the pods", s.Name, s.Spec.Selector)
+		}
+		targets := map[int32]bool{}
+		for _, p := range s.Spec.Ports {
+			targets[resolve(intOrName{p.TargetPort.StrVal, p.TargetPort.IntVal})] = true
+		}
+		switch {
+		case targets[admin] && len(targets) == 1 && s.Spec.ClusterIP == corev1.ClusterIPNone && s.Spec.Type != corev1.ServiceTypeLoadBalancer && s.Spec.Type != corev1.ServiceTypeNodePort:
+			adminSvc = s
+		case targets[admin]:
+			add("service %s exposes the admin port %d (only a headless Service for the ServiceMonitor may)", s.Name, admin)
+		case !targets[public] || len(targets) != 1:
+			add("service %s: targets %v, want the public port %d alone", s.Name, targets, public)
+		}
+	}
+	sm := b.serviceMonitor
+	smSel, err := metav1.LabelSelectorAsSelector(&sm.Spec.Selector)
+	if err != nil || smSel.Empty() {
+		add("servicemonitor: selector %v", sm.Spec.Selector)
+	} else {
+		for _, s := range b.services {
+			if smSel.Matches(labels.Set(s.Labels)) != (s == adminSvc) {
+				add("servicemonitor selects service %s: want the admin Service alone", s.Name)
+			}
+		}
+	}
+	if adminSvc == nil {
+		add("no headless admin Service for the ServiceMonitor")
+	} else {
+		for _, e := range sm.Spec.Endpoints {
+			if e.Path != "/metrics" || !slices.ContainsFunc(adminSvc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == e.Port }) {
+				add("servicemonitor endpoint %s%s: not /metrics on a port of %s", e.Port, e.Path, adminSvc.Name)
+			}
+		}
+	}
+	if len(sm.Spec.Endpoints) == 0 {
+		add("servicemonitor: no endpoints")
+	}
+
+	// The PDB keeps one of the replicas.
+	ps, err := metav1.LabelSelectorAsSelector(b.pdb.Spec.Selector)
+	if err != nil || ps.Empty() || !ps.Matches(pod) {
+		add("pdb: selector %v does not match the pods", b.pdb.Spec.Selector)
+	}
+	if m := b.pdb.Spec.MinAvailable; m == nil || m.IntValue() < 1 || int32(m.IntValue()) >= *d.Spec.Replicas {
+		add("pdb: minAvailable %v with %d replicas: either nothing is protected or no pod can ever be evicted", m, *d.Spec.Replicas)
+	}
+
+	// Non-root, as the image's USER.
+	psc := d.Spec.Template.Spec.SecurityContext
+	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser != 65532 {
+		add("pod securityContext: want runAsNonRoot and runAsUser 65532 (the image's USER)")
+	}
+	if sc := gw.SecurityContext; sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		add("wxgate securityContext: want readOnlyRootFilesystem and no privilege escalation")
+	}
+	return bad
+}
+
+type intOrName struct {
+	name string
+	num  int32
+}
+
+func portOf(addr string) int32 {
+	_, p, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(p)
+	return int32(n)
+}
+
+// podConfig loads gateway.toml as wxgate serve would in the pod: every
+// variable the container's env sets (from the Secret, each key checked to
+// exist) holds a well-formed dummy, and nothing else is set.
+func podConfig(t *testing.T, b *base, c *corev1.Container, toml string) (*proxy.Config, error) {
+	var env []string
+	for _, e := range c.Env {
+		v := e.Value
+		if r := e.ValueFrom; r != nil && r.SecretKeyRef != nil {
+			ref := r.SecretKeyRef
+			_, inData := b.secret.Data[ref.Key]
+			_, inString := b.secret.StringData[ref.Key]
+			if ref.Name != b.secret.Name || !(inData || inString) {
+				return nil, fmt.Errorf("env %s: no key %q in Secret %q", e.Name, ref.Key, ref.Name)
+			}
+			v = "dummy-secret-value-" + strings.ToLower(e.Name)
+			if e.Name == "WXGATE_SESSION_KEY" {
+				v = base64.StdEncoding.EncodeToString(make([]byte, 32))
+			}
+		}
+		env = append(env, e.Name+"="+v)
+	}
+	// Provision reads the secrets from the process's environment.
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, proxy.EnvPrefix) {
+			t.Setenv(k, "")
+			os.Unsetenv(k)
+		}
+	}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	path := filepath.Join(t.TempDir(), "gateway.toml")
+	if err := os.WriteFile(path, []byte(toml), 0o600); err != nil {
+		return nil, err
+	}
+	cfg, _, err := proxy.LoadConfig(path, env)
+	if err != nil {
+		return nil, err
+	}
+	if err := errors.Join(cfg.Provision(), cfg.Validate()); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// mountedFile says whether path is a key of secret, mounted read-only into c.
+func mountedFile(d *appsv1.Deployment, c *corev1.Container, path string, secret *corev1.Secret) bool {
+	for _, m := range c.VolumeMounts {
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			if v.Name != m.Name || v.Secret == nil || v.Secret.SecretName != secret.Name || !m.ReadOnly {
+				continue
+			}
+			for _, it := range v.Secret.Items {
+				_, inString := secret.StringData[it.Key]
+				_, inData := secret.Data[it.Key]
+				if filepath.Join(m.MountPath, it.Path) == path && (inString || inData) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+func TestKubernetesBase(t *testing.T) {
+	for _, p := range checkBase(t, readBase(t)) {
+		t.Error(p)
+	}
+}
