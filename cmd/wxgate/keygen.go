@@ -16,8 +16,8 @@ func keygen(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("keygen", stderr)
 	alg := fs.String("alg", session.ES256, "ES256, RS256 or EdDSA")
 	out := fs.String("out", "", "append the key to this file instead of printing it")
-	if fs.Parse(args) != nil {
-		return 2
+	if code := parseFlags(fs, args, stdout); code >= 0 {
+		return code
 	}
 	pemKey, err := session.GenerateKey(*alg)
 	if err != nil {

@@ -20,7 +20,7 @@ const good = `
 public_url = "https://app.example.com"
 [wechat.official_account]
 appid = "wx1234567890abcdef"
-secret_env = "WXGATE_CHECK_TEST_SECRET"
+secret_env = "WXGATE_TEST_CHECK_SECRET"
 [[upstream]]
 name = "app"
 url = "http://127.0.0.1:3000"
@@ -42,7 +42,7 @@ func runCheck(t *testing.T, conf string, extra ...string) (int, string) {
 }
 
 func TestCheck(t *testing.T) {
-	t.Setenv("WXGATE_CHECK_TEST_SECRET", "s3cret-value")
+	t.Setenv("WXGATE_TEST_CHECK_SECRET", "s3cret-value")
 	tests := []struct {
 		name  string
 		conf  string
@@ -68,7 +68,7 @@ store = "disk"
 ttl = "10s"
 [wechat.official_account]
 appid = "abc"
-secret_env = "WXGATE_CHECK_TEST_UNSET"
+secret_env = "WXGATE_TEST_CHECK_UNSET"
 [[upstream]]
 name = "app"
 url = "app:3000"
@@ -85,7 +85,7 @@ upstream = "ghost"
 			`session.store: "disk"`,
 			`session.ttl: 10s`,
 			`wechat.official_account.appid: "abc"`,
-			`wechat.official_account.secret_env: environment variable WXGATE_CHECK_TEST_UNSET is empty or unset`,
+			`wechat.official_account.secret_env: environment variable WXGATE_TEST_CHECK_UNSET is empty or unset`,
 			`upstream[0].url: "app:3000"`,
 			`route[0] (r).path: "admin" must start with /`,
 			`route[0] (r).action: "allow"`,
@@ -123,7 +123,7 @@ upstream = "ghost"
 // checking a config before a restart must not lose the sessions the last
 // graceful stop saved.
 func TestCheckWritesNothing(t *testing.T) {
-	t.Setenv("WXGATE_CHECK_TEST_SECRET", "s3cret-value")
+	t.Setenv("WXGATE_TEST_CHECK_SECRET", "s3cret-value")
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "signing-key.pem")
 	snapshot := filepath.Join(dir, "sessions.snapshot")
@@ -153,7 +153,7 @@ func TestCheckWritesNothing(t *testing.T) {
 }
 
 func TestCheckEnvOverride(t *testing.T) {
-	t.Setenv("WXGATE_CHECK_TEST_SECRET", "x")
+	t.Setenv("WXGATE_TEST_CHECK_SECRET", "x")
 	t.Setenv("WXGATE_SERVER_PUBLIC_URL", "not a url")
 	code, out := runCheck(t, good)
 	if code != 1 || !strings.Contains(out, `server.public_url: "not a url"`) {
@@ -168,7 +168,7 @@ func TestCheckEnvOverride(t *testing.T) {
 }
 
 func TestCheckExplain(t *testing.T) {
-	t.Setenv("WXGATE_CHECK_TEST_SECRET", "x")
+	t.Setenv("WXGATE_TEST_CHECK_SECRET", "x")
 	withHost := strings.Replace(good, "name = \"admin\"\n", "name = \"admin\"\nhost = \"app.example.com\"\n", 1)
 	withDeny := good + "[[route]]\nname = \"secret\"\npath = \"/secret/**\"\naction = \"deny\"\n"
 	tests := []struct {
@@ -215,7 +215,7 @@ func TestCheckExplain(t *testing.T) {
 // client, and --openid/--unionid (with --scope) show the decision for that
 // caller, allow lists included (issue 11).
 func TestCheckExplainCaller(t *testing.T) {
-	t.Setenv("WXGATE_CHECK_TEST_SECRET", "x")
+	t.Setenv("WXGATE_TEST_CHECK_SECRET", "x")
 	conf := good + "[[route]]\nname = \"office\"\npath = \"/office/**\"\nnetworks = [\"10.0.0.0/8\"]\naction = \"public\"\n" +
 		"[[route]]\nname = \"office-rest\"\npath = \"/office/**\"\naction = \"deny\"\n" +
 		"[[route]]\nname = \"vip\"\npath = \"/vip/**\"\nallow_openids = [\"o-boss\"]\n"
