@@ -272,9 +272,18 @@ func TestKeygen(t *testing.T) {
 		t.Fatalf("keygen: exit %d\n%s%s", code, out.String(), errb.String())
 	}
 	path := filepath.Join(t.TempDir(), "keys.pem")
-	for _, alg := range []string{"ES256", "EdDSA", "RS256"} {
+	for i, alg := range []string{"ES256", "EdDSA", "RS256"} {
+		errb.Reset()
 		if code := run([]string{"keygen", "--alg", alg, "--out", path}, &out, &errb); code != 0 {
 			t.Fatalf("keygen --alg %s: exit %d: %s", alg, code, errb.String())
+		}
+		// What to do next depends on whether the file is new.
+		msg := errb.String()
+		if i == 0 && (!strings.HasPrefix(msg, "wrote a new ES256 key, kid ") || !strings.Contains(msg, "signing_key_file = ") || strings.Contains(msg, "move")) {
+			t.Errorf("keygen into a new file said %q", msg)
+		}
+		if i > 0 && (!strings.HasPrefix(msg, "appended a new "+alg+" key, kid ") || !strings.Contains(msg, fmt.Sprintf("now %d keys", i+1)) || !strings.Contains(msg, "move the new key first")) {
+			t.Errorf("keygen appending key %d said %q", i+1, msg)
 		}
 	}
 	b, _ := os.ReadFile(path)
@@ -284,6 +293,19 @@ func TestKeygen(t *testing.T) {
 	}
 	if ks.Algorithm() != "ES256" || strings.Count(string(ks.JWKS()), `"kid"`) != 3 {
 		t.Errorf("after three keygens: signer %s, JWKS %s", ks.Algorithm(), ks.JWKS())
+	}
+	// Each key's Kid header is its kid in the JWKS, and what keygen said.
+	kids, err := session.KeyIDs(b)
+	if err != nil || len(kids) != 3 {
+		t.Fatalf("KeyIDs: %v, %v", kids, err)
+	}
+	for _, kid := range kids {
+		if !strings.Contains(string(b), "Kid: "+kid+"\n") || !strings.Contains(string(ks.JWKS()), `"kid":"`+kid+`"`) {
+			t.Errorf("kid %s: not both in a PEM header and the JWKS:\n%s\n%s", kid, b, ks.JWKS())
+		}
+	}
+	if !strings.Contains(errb.String(), "kid "+kids[2]+",") {
+		t.Errorf("keygen named another kid than the key's: %q, want %s", errb.String(), kids[2])
 	}
 	if code := run([]string{"keygen", "--alg", "HS256"}, &out, &errb); code != 2 {
 		t.Errorf("keygen --alg HS256: exit %d, want 2", code)
