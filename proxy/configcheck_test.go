@@ -92,7 +92,7 @@ func TestCheckSuggests(t *testing.T) {
 		{"[session]\nttl = \"1h\"\nrefresh_margn = \"1m\"\n", ":15: unknown key session.refresh_margn (did you mean refresh_margin?)"},
 		{"[tokens]\nidle_ttl = \"1h\"\n", ":14: unknown key tokens.idle_ttl (did you mean session.idle_ttl?)"},
 		{"[sesion]\nttl = \"1h\"\n", ":13: unknown key sesion (did you mean session?)"},
-		{"[[route]]\nname = \"a\"\npath = \"/a\"\nupstrem = \"app\"\n", ":16: unknown key route.upstrem (did you mean upstream?)"},
+		{"[[route]]\nname = \"a\"\npath = \"/a\"\nupstrem = \"app\"\n", ":16: unknown key route[0] (a).upstrem (did you mean upstream?)"},
 		{"[session]\nzzzzzzzz = 1\n", ":14: unknown key session.zzzzzzzz\n"},
 	} {
 		lines, ok := check(t, checkConf+"\n"+tc.add)

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"fmt"
 	"net"
+	"sort"
 	"reflect"
 	"strings"
 
@@ -40,25 +42,78 @@ func configKeys() []string {
 // unknownKeys is the decoder's undecoded keys as problems, each with the
 // nearest known key when one is near enough. A key under an unknown table
 // is left out: the table's own problem covers it.
-func unknownKeys(md toml.MetaData) []string {
+//
+// The decoder names a key of a [[route]] or [[upstream]] without its
+// index ("route.acton"), once per occurrence in file order; src, the
+// file, gives the index (the n-th "route.acton" is the n-th [[route]] to
+// set acton) and cfg, as decoded, the name: "route[2] (orders).acton".
+func unknownKeys(md toml.MetaData, src []byte, cfg *Config) []string {
 	known := configKeys()
 	undecoded := map[string]bool{}
 	for _, k := range md.Undecoded() {
 		undecoded[k.String()] = true
 	}
+	indexed := indexedKeys(src)
+	seen := map[string]int{}
 	var out []string
 	for _, k := range md.Undecoded() {
 		key := k.String()
 		if i := strings.LastIndexByte(key, '.'); i > 0 && undecoded[key[:i]] {
 			continue
 		}
-		text := "unknown key " + key
+		shown := key
+		if all := indexed[key]; seen[key] < len(all) {
+			shown = withRouteName(all[seen[key]], cfg)
+		}
+		seen[key]++
+		text := "unknown key " + shown
 		if s := nearestKey(key, known); s != "" {
 			text += " (did you mean " + s + "?)"
 		}
 		out = append(out, text)
 	}
 	return out
+}
+
+// indexedKeys maps each key the file sets inside an array of tables,
+// without its indexes ("route.acton"), to the keys with them
+// ("route[0].acton", "route[2].acton"), in file order.
+func indexedKeys(src []byte) map[string][]string {
+	type at struct {
+		key  string
+		line int
+	}
+	byBare := map[string][]at{}
+	for k, n := range scanKeyLines(src).exact {
+		if strings.Contains(k, "[") {
+			b := arrayIndex.ReplaceAllString(k, "")
+			byBare[b] = append(byBare[b], at{k, n})
+		}
+	}
+	out := map[string][]string{}
+	for b, all := range byBare {
+		sort.Slice(all, func(i, j int) bool { return all[i].line < all[j].line })
+		for _, a := range all {
+			out[b] = append(out[b], a.key)
+		}
+	}
+	return out
+}
+
+// withRouteName adds the name of the route or upstream an indexed key is
+// in, as Provision's problems do: "route[2] (orders).acton".
+func withRouteName(key string, cfg *Config) string {
+	var i int
+	name, ok := "", false
+	if _, err := fmt.Sscanf(key, "route[%d]", &i); err == nil && i < len(cfg.Routes) {
+		name, ok = cfg.Routes[i].Name, true
+	} else if _, err := fmt.Sscanf(key, "upstream[%d]", &i); err == nil && i < len(cfg.Upstreams) {
+		name, ok = cfg.Upstreams[i].Name, true
+	}
+	if !ok {
+		return key
+	}
+	return strings.Replace(key, "]", "] ("+name+")", 1)
 }
 
 // nearestKey is the known key closest to key, as a suggestion: within the

@@ -58,7 +58,8 @@ var routeName = regexp.MustCompile(` \([^)]*\)`)
 // for "unknown key server.foo"; "" if it names none.
 func problemKey(text string) string {
 	if k, ok := strings.CutPrefix(text, "unknown key "); ok {
-		k, _, _ = strings.Cut(k, " ") // before " (did you mean ...?)"
+		// "route[2]" "(orders).acton" "(did you mean action?)"
+		k, _, _ = strings.Cut(routeName.ReplaceAllString(k, ""), " ")
 		return k
 	}
 	k, _, ok := strings.Cut(routeName.ReplaceAllString(text, ""), ": ")

@@ -55,7 +55,7 @@ func TestCheck(t *testing.T) {
 		{"unknown section key", good + "\n[session]\nttl = \"1h\"\nidle = \"1h\"\n", 1,
 			[]string{"unknown key session.idle"}},
 		{"unknown route key", good + "\n[[route]]\nname = \"x\"\nacton = \"deny\"\n", 1,
-			[]string{"unknown key route.acton"}},
+			[]string{"unknown key route[1] (x).acton (did you mean action?)"}},
 		{"bad toml", good + "\n[server\n", 1, []string{"gateway.toml"}},
 		{"many problems", `
 [server]
