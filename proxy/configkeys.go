@@ -3,8 +3,8 @@ package proxy
 import (
 	"fmt"
 	"net"
-	"sort"
 	"reflect"
+	"sort"
 	"strings"
 
 	"github.com/BurntSushi/toml"
