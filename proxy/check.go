@@ -29,7 +29,9 @@ func (p Problem) String() string {
 
 // CheckOptions are Check's.
 type CheckOptions struct {
-	// Env is the environment, KEY=VALUE pairs, as os.Environ gives.
+	// Env is the environment, KEY=VALUE pairs, as os.Environ gives: its
+	// WXGATE_* overrides and unknown names. The secrets themselves are read
+	// from the process's environment, as Provision always does.
 	Env []string
 	// Adjust, if not nil, changes the config before Provision, as
 	// Options.Adjust does.
