@@ -42,6 +42,9 @@ type Config struct {
 	// reload reads again, and where it finds the lines of its problems.
 	path   string
 	source []byte
+	// fromEnv maps the keys a WXGATE_* variable set ("server.listen") to
+	// the variable, for the problems with them.
+	fromEnv map[string]string
 	// provisioned says that Provision ran (Validate needs it); ready, that
 	// it met no problem (New needs it).
 	provisioned, ready bool
@@ -246,6 +249,18 @@ func LoadConfig(path string, env []string) (*Config, []string, error) {
 // failure too (nil if the file could not be read), for reload to place
 // its errors.
 func loadConfig(path string, env []string) (*Config, []byte, []string, error) {
+	cfg, src, warnings, err := loadConfigAll(path, env)
+	if err != nil {
+		return nil, src, nil, err
+	}
+	return cfg, src, warnings, nil
+}
+
+// loadConfigAll is loadConfig that returns the config also when its only
+// problems are unknown keys and variables or bad variable values (nil
+// only when the file could not be read or decoded), with those problems
+// left out of it: Check goes on to name every other problem too.
+func loadConfigAll(path string, env []string) (*Config, []byte, []string, error) {
 	src, err := os.ReadFile(path)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("%s: %w", path, err)
@@ -256,17 +271,14 @@ func loadConfig(path string, env []string) (*Config, []byte, []string, error) {
 		return nil, src, nil, fmt.Errorf("%s: %w", path, hideSecretValue(err))
 	}
 	var errs []error
-	for _, k := range md.Undecoded() {
-		errs = append(errs, fmt.Errorf("%s: unknown key %s", path, k))
+	for _, text := range unknownKeys(md, src, &cfg) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, text))
 	}
 	if err := applyEnv(&cfg, env); err != nil {
 		errs = append(errs, err)
 	}
-	if len(errs) > 0 {
-		return nil, src, nil, errors.Join(errs...)
-	}
 	cfg.SetDefaults()
-	return &cfg, src, cfg.warnings(), nil
+	return &cfg, src, cfg.warnings(), errors.Join(errs...)
 }
 
 // hideSecretValue drops the decoder's message from a syntax error in the
@@ -453,6 +465,11 @@ func (c *Config) Validate() error {
 	if !strings.HasPrefix(s.Prefix, "/") || strings.HasSuffix(s.Prefix, "/") || len(s.Prefix) < 2 {
 		add("server.prefix: %q must start with / and not end with /", s.Prefix)
 	}
+	for _, l := range []struct{ key, addr string }{{"server.listen", s.Listen}, {"server.admin_listen", s.AdminListen}} {
+		if !isListenAddr(l.addr) {
+			add("%s: %q is not host:port (\":8080\", \"127.0.0.1:9090\")", l.key, l.addr)
+		}
+	}
 	if s.Listen == s.AdminListen {
 		add("server.admin_listen: must differ from server.listen")
 	}
@@ -493,7 +510,9 @@ func (c *Config) Validate() error {
 	default:
 		add("log.users: %q is not hashed, plain or none", c.Log.Users)
 	}
-	if e := s.AdminTokenEnv; e != "" && len(s.adminToken) < 16 {
+	if e := s.AdminTokenEnv; e != "" && s.adminToken == "" {
+		add("server.admin_token_env: %w", &secret.UnsetError{Var: e})
+	} else if e != "" && len(s.adminToken) < 16 {
 		add("server.admin_token_env: environment variable %s must hold at least 16 characters", secret.EnvName(e))
 	}
 	if err := c.Session.Validate(); err != nil {
@@ -635,17 +654,24 @@ func applyEnv(cfg *Config, env []string) error {
 		return nil
 	}
 	var errs []error
+	known := map[string]bool{}
 	walkKeys(reflect.ValueOf(cfg).Elem(), nil, func(path []string, f reflect.Value) {
 		name := EnvPrefix + strings.ToUpper(strings.Join(path, "_"))
+		known[name] = true
 		v, ok := vars[name]
 		if !ok {
 			return
 		}
 		if err := setFromString(f, v); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			errs = append(errs, fmt.Errorf("%s (%s): %w", name, strings.Join(path, "."), err))
+			return
 		}
+		if cfg.fromEnv == nil {
+			cfg.fromEnv = map[string]string{}
+		}
+		cfg.fromEnv[strings.Join(path, ".")] = name
 	})
-	return errors.Join(errs...)
+	return errors.Join(append(errs, unknownEnv(cfg, vars, known)...)...)
 }
 
 // walkKeys calls fn for every settable scalar or string-list key under v.

@@ -144,7 +144,7 @@ func TestReloadRefusesBadFile(t *testing.T) {
 		{"syntax", "\n[[route]]\nname = \"broken\"\npath = \"/broken\n", "path = \"/broken", "toml:"},
 		{"validate", "\n[[route]]\nname = \"stray\"\npath = \"/stray/**\"\nupstream = \"nowhere\"\n", "upstream = \"nowhere\"", `no [[upstream]] named "nowhere"`},
 		{"policy", "\n[[route]]\nname = \"odd\"\npath = \"/odd/**\"\naction = \"allow\"\n", "action = \"allow\"", `action: "allow" is not public, login or deny`},
-		{"unknown key", "\n[[route]]\nname = \"typo\"\npath = \"/typo/**\"\nacton = \"deny\"\n", "acton = ", "unknown key route.acton"},
+		{"unknown key", "\n[[route]]\nname = \"typo\"\npath = \"/typo/**\"\nacton = \"deny\"\n", "acton = ", "(typo).acton (did you mean action?)"},
 		{"missing key", "\n[[upstream]]\nname = \"nourl\"\n", "[[upstream]]\nname = \"nourl\"", "url: required"},
 	}
 	for i, tc := range cases {

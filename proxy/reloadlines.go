@@ -33,7 +33,13 @@ func (p problemLine) String(path string) string {
 func place(path string, src []byte, err error) []problemLine {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
-		return []problemLine{{line: pe.Position.Line, text: strings.TrimPrefix(err.Error(), path+": ")}}
+		// The key and the decoder's message; its own "toml: line N"
+		// prefix would say the line twice.
+		text := "toml: " + pe.Message
+		if pe.LastKey != "" {
+			text = pe.LastKey + ": " + pe.Message
+		}
+		return []problemLine{{line: pe.Position.Line, text: text}}
 	}
 	lines := scanKeyLines(src)
 	var out []problemLine
@@ -52,6 +58,8 @@ var routeName = regexp.MustCompile(` \([^)]*\)`)
 // for "unknown key server.foo"; "" if it names none.
 func problemKey(text string) string {
 	if k, ok := strings.CutPrefix(text, "unknown key "); ok {
+		// "route[2]" "(orders).acton" "(did you mean action?)"
+		k, _, _ = strings.Cut(routeName.ReplaceAllString(k, ""), " ")
 		return k
 	}
 	k, _, ok := strings.Cut(routeName.ReplaceAllString(text, ""), ": ")

@@ -403,7 +403,7 @@ func readSecret(name, env, file string) (string, error) {
 	case env != "":
 		v := os.Getenv(env)
 		if v == "" {
-			return "", fmt.Errorf("%s_env: environment variable %s is empty or unset", name, secret.EnvName(env))
+			return "", fmt.Errorf("%s_env: %w", name, &secret.UnsetError{Var: env})
 		}
 		return v, nil
 	case file != "":

@@ -45,6 +45,8 @@ type KeySet struct {
 	// pseudonymKey is derived one way from the signing key's private
 	// part: stable while that key signs, and unknowable from the JWKS.
 	pseudonymKey []byte
+	// kids are the keys' kids, in file order.
+	kids []string
 }
 
 // ErrInvalidToken and ErrTokenExpired classify verification failures.
@@ -130,12 +132,55 @@ func generateKey(alg string, headers map[string]string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Headers: headers, Bytes: der}), nil
+	kid, err := keyID(key)
+	if err != nil {
+		return nil, err
+	}
+	h := map[string]string{KeyIDHeader: kid}
+	for k, v := range headers {
+		h[k] = v
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Headers: h, Bytes: der}), nil
+}
+
+// KeyIDHeader is the PEM header that shows a signing key's kid ("Kid:
+// ..."), the one its tokens and the JWKS name it by, so that an operator
+// can tell the keys of a file apart and match them with tokens. It is the
+// key's RFC 7638 thumbprint, which ParseKeys computes for a key without
+// the header and checks against the header when there is one.
+const KeyIDHeader = "Kid"
+
+// keyID is the kid of a private key: the base64url SHA-256 JWK thumbprint
+// of its public key (RFC 7638).
+func keyID(raw any) (string, error) {
+	priv, _, err := jwkOf(raw)
+	if err != nil {
+		return "", err
+	}
+	pub, err := priv.PublicKey()
+	if err != nil {
+		return "", err
+	}
+	tp, err := pub.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(tp), nil
+}
+
+// KeyIDs lists the kids of the PEM keys in b, in order, as ParseKeys
+// names them.
+func KeyIDs(b []byte) ([]string, error) {
+	ks, err := ParseKeys(b)
+	if err != nil {
+		return nil, err
+	}
+	return ks.kids, nil
 }
 
 // ParseKeys reads one or more PEM private keys; the first signs. A key's
-// OriginHeader, if any, must be "dev" or "serve"; other headers are
-// ignored.
+// OriginHeader, if any, must be "dev" or "serve"; its KeyIDHeader, if
+// any, its kid; other headers are ignored.
 func ParseKeys(b []byte) (*KeySet, error) {
 	ks := &KeySet{public: jwk.NewSet()}
 	for i := 0; ; i++ {
@@ -165,6 +210,11 @@ func ParseKeys(b []byte) (*KeySet, error) {
 			return nil, err
 		}
 		kid := base64.RawURLEncoding.EncodeToString(tp)
+		if h, ok := block.Headers[KeyIDHeader]; ok && h != kid {
+			// An edited header, or one copied from another key: the
+			// tokens would name a key the file does not show.
+			return nil, fmt.Errorf("signing key %d: %s header %q is not the key's kid %s (its RFC 7638 thumbprint)", i+1, KeyIDHeader, h, kid)
+		}
 		for _, k := range []jwk.Key{priv, pub} {
 			_ = k.Set(jwk.KeyIDKey, kid)
 			_ = k.Set(jwk.AlgorithmKey, alg)
@@ -177,6 +227,7 @@ func ParseKeys(b []byte) (*KeySet, error) {
 			return nil, err
 		}
 		ks.origins = append(ks.origins, origin)
+		ks.kids = append(ks.kids, kid)
 		if ks.signer == nil {
 			ks.signer, ks.alg = priv, alg
 			sum := sha256.Sum256(append([]byte("wxgate log pseudonyms v1\x00"), block.Bytes...))

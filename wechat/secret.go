@@ -52,7 +52,7 @@ func (a *AppConfig) Provision() error {
 	case a.SecretEnv != "":
 		v := os.Getenv(a.SecretEnv)
 		if v == "" {
-			return fmt.Errorf("secret_env: environment variable %s is empty or unset", secret.EnvName(a.SecretEnv))
+			return fmt.Errorf("secret_env: %w", &secret.UnsetError{Var: a.SecretEnv})
 		}
 		a.resolved = Secret(v)
 	case a.SecretFile != "":

@@ -20,8 +20,9 @@ func check(args []string, stdout, stderr io.Writer) int {
 	openid := fs.String("openid", "", "with --explain: also decide for a caller with this openid")
 	unionid := fs.String("unionid", "", "with --explain: also decide for a caller with this unionid")
 	scope := fs.String("scope", policies.Base, "with --openid or --unionid: the caller's scope, base or userinfo")
-	if fs.Parse(args) != nil {
-		return 2
+	strict := fs.Bool("strict", false, "a secret whose environment variable is unset is a problem, as for serve, not a warning")
+	if code := parseFlags(fs, args, stdout); code >= 0 {
+		return code
 	}
 	var client netip.Addr
 	if *ip != "" {
@@ -36,7 +37,7 @@ func check(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "--scope: %q is not base or userinfo\n", *scope)
 		return 2
 	}
-	cfg, ok := loadAndValidate(*path, stdout, nil)
+	cfg, ok := loadAndValidate(*path, stdout, nil, !*strict)
 	if !ok {
 		return 1
 	}

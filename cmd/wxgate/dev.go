@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -124,8 +125,8 @@ func dev(args []string, stdout, stderr io.Writer) int {
 	path := fs.String("config", "gateway.toml", "configuration file")
 	simAddr := fs.String("sim-listen", "localhost:9300", "simulator address")
 	demoAddr := fs.String("demo-listen", "127.0.0.1:9400", "demo upstream address")
-	if fs.Parse(args) != nil {
-		return 2
+	if code := parseFlags(fs, args, stdout); code >= 0 {
+		return code
 	}
 	// Listen first, so the simulator's and demo's real addresses (with
 	// ":0", a free port) go into the config.
@@ -164,7 +165,7 @@ func dev(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
-	cfg, ok := loadAndValidate(*path, stderr, func(c *proxy.Config) { adjust(c, devSecrets) })
+	cfg, ok := loadAndValidate(*path, stderr, func(c *proxy.Config) { adjust(c, devSecrets) }, false)
 	if !ok {
 		return 1
 	}
@@ -229,26 +230,11 @@ func simulate(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("simulate", stderr)
 	listen := fs.String("listen", "localhost:9300", "address to listen on")
 	path := fs.String("config", "gateway.toml", "configuration whose apps to register")
-	if fs.Parse(args) != nil {
-		return 2
+	if code := parseFlags(fs, args, stdout); code >= 0 {
+		return code
 	}
-	cfg, warnings, err := proxy.LoadConfig(*path, os.Environ())
-	if err != nil {
-		printLines(stderr, err)
-		return 1
-	}
-	for _, w := range warnings {
-		fmt.Fprintln(stderr, "warning:", w)
-	}
-	// Only the apps' secrets: the simulator needs nothing else of the
-	// config, and the gateway it stands in for may run elsewhere.
-	if err := cfg.WeChat.Provision(); err != nil {
-		printLines(stderr, err)
-		return 1
-	}
-	apps, err := simApps(cfg)
-	if err != nil {
-		fmt.Fprintln(stderr, "wxgate simulate:", err)
+	apps, ok := loadSimApps(*path, stderr)
+	if !ok {
 		return 1
 	}
 	ln, err := net.Listen("tcp", *listen)
@@ -271,4 +257,38 @@ func simulate(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// loadSimApps reads the apps of the config at path for the simulator,
+// printing its problems and warnings.
+func loadSimApps(path string, stderr io.Writer) ([]wechatsim.App, bool) {
+	cfg, warnings, err := proxy.LoadConfig(path, os.Environ())
+	if err != nil {
+		printLines(stderr, err)
+		return nil, false
+	}
+	for _, w := range warnings {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
+	// Only the apps' secrets: the simulator needs nothing else of the
+	// config, and the gateway it stands in for may run elsewhere. An app
+	// whose secret does not resolve (the shipped gateway.toml on a machine
+	// without the production secrets) gets one made up, as in dev; a
+	// gateway elsewhere cannot know it, hence the warning.
+	if err := cfg.WeChat.Provision(); err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(stderr, "warning: %s: %s; the simulator made up a secret for the app (set the secret for both the simulator and the gateway to share one)\n", path, line)
+		}
+		devSecrets(cfg)
+		if err := cfg.WeChat.Provision(); err != nil {
+			printLines(stderr, err)
+			return nil, false
+		}
+	}
+	apps, err := simApps(cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "wxgate simulate:", err)
+		return nil, false
+	}
+	return apps, true
 }

@@ -89,7 +89,7 @@ api_base = "http://127.0.0.1:1"
 open_base = "http://127.0.0.1:1"
 [wechat.official_account]
 appid = "wx00000000000000a1"
-secret_env = "WXGATE_DRAIN_TEST_SECRET"
+secret_env = "WXGATE_TEST_DRAIN_SECRET"
 [[upstream]]
 name = "app"
 url = %q
@@ -102,7 +102,7 @@ action = "public"
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g.proc = newProc(t, bin, dir, append(os.Environ(), "WXGATE_DRAIN_TEST_SECRET=drain-test-secret"), "serve", "--config", path)
+	g.proc = newProc(t, bin, dir, append(os.Environ(), "WXGATE_TEST_DRAIN_SECRET=drain-test-secret"), "serve", "--config", path)
 	g.run(t)
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -9,15 +9,17 @@ import (
 	"github.com/wxgate/wxgate/session"
 )
 
-// keygen writes a new signing key in PEM: to stdout, or appended to --out
-// (created 0600). Appending is step one of a rotation: the new key verifies
-// but does not sign until it is moved first in the file.
+// keygen writes a new signing key in PEM, its kid in a "Kid:" header: to
+// stdout, or to --out (created 0600). Into a new file it is the key set;
+// appended to one, it is step one of a rotation: the new key verifies but
+// does not sign until it is moved first in the file. Either way it says
+// what to do next.
 func keygen(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("keygen", stderr)
 	alg := fs.String("alg", session.ES256, "ES256, RS256 or EdDSA")
-	out := fs.String("out", "", "append the key to this file instead of printing it")
-	if fs.Parse(args) != nil {
-		return 2
+	out := fs.String("out", "", "append the key to this file (created if missing) instead of printing it")
+	if code := parseFlags(fs, args, stdout); code >= 0 {
+		return code
 	}
 	pemKey, err := session.GenerateKey(*alg)
 	if err != nil {
@@ -28,31 +30,52 @@ func keygen(args []string, stdout, stderr io.Writer) int {
 		_, _ = stdout.Write(pemKey)
 		return 0
 	}
-	if err := appendKey(*out, pemKey); err != nil {
+	kids, err := session.KeyIDs(pemKey)
+	if err != nil {
 		fmt.Fprintln(stderr, "wxgate keygen:", err)
 		return 1
 	}
-	fmt.Fprintf(stderr, "appended a new %s key to %s; it verifies now and signs once moved first\n", *alg, *out)
+	before, err := appendKey(*out, pemKey)
+	if err != nil {
+		fmt.Fprintln(stderr, "wxgate keygen:", err)
+		return 1
+	}
+	if before == 0 {
+		fmt.Fprintf(stderr, `wrote a new %s key, kid %s, to %s.
+Next: set [tokens] signing_key_file = %q and start wxgate (every replica needs this file); it signs at once.
+`, *alg, kids[0], *out, *out)
+		return 0
+	}
+	fmt.Fprintf(stderr, `appended a new %s key, kid %s, to %s (now %d keys; the first signs).
+Next: 1. restart every replica with the file: the new key verifies everywhere;
+      2. move the new key first in the file and restart again: it signs;
+      3. once access_ttl has passed, remove the old key and restart.
+`, *alg, kids[0], *out, before+1)
 	return 0
 }
 
-func appendKey(path string, pemKey []byte) error {
+// appendKey appends pemKey to the key set at path, creating it, and
+// returns how many keys it held before (0 for a new or empty file).
+func appendKey(path string, pemKey []byte) (int, error) {
 	existing, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+		return 0, err
 	}
+	n := 0
 	if len(existing) > 0 {
-		if _, err := session.ParseKeys(existing); err != nil {
-			return fmt.Errorf("%s holds no valid key set: %w", path, err)
+		kids, err := session.KeyIDs(existing)
+		if err != nil {
+			return 0, fmt.Errorf("%s holds no valid key set: %w", path, err)
 		}
+		n = len(kids)
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if _, err := f.Write(pemKey); err != nil {
 		f.Close()
-		return err
+		return 0, err
 	}
-	return f.Close()
+	return n, f.Close()
 }

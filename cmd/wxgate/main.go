@@ -58,7 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cmd, rest := args[0], args[1:]
 	switch cmd {
 	case "serve":
-		return serve(rest, stderr)
+		return serve(rest, stdout, stderr)
 	case "dev":
 		return dev(rest, stdout, stderr)
 	case "simulate":
@@ -68,8 +68,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "keygen":
 		return keygen(rest, stdout, stderr)
 	case "version", "--version", "-v":
-		fmt.Fprintln(stdout, "wxgate", version)
-		return 0
+		return printVersion(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -81,32 +80,42 @@ func run(args []string, stdout, stderr io.Writer) int {
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("wxgate "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {} // parseFlags prints it, to stdout for --help
 	return fs
 }
 
+// parseFlags parses args into fs and returns the exit code to stop with,
+// or -1 to go on: --help (or -h) prints the command's usage to stdout and
+// stops with 0, as a request answered; a bad flag, 2.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) int {
+	err := fs.Parse(args)
+	if err == nil {
+		return -1
+	}
+	code := 2
+	if errors.Is(err, flag.ErrHelp) {
+		code = 0
+		fs.SetOutput(stdout)
+	}
+	fmt.Fprintf(fs.Output(), "usage of %s:\n", fs.Name())
+	fs.PrintDefaults()
+	return code
+}
+
 // loadAndValidate loads a config, lets adjust change it, provisions it
-// (reading its secrets and files, parsing its values) and validates it,
-// printing warnings and one line per problem. check, serve and dev all
-// come through here: what check accepts, serve starts with. It writes
-// nothing: the signing key and the snapshot are proxy.New's.
-func loadAndValidate(path string, stderr io.Writer, adjust func(*proxy.Config)) (*proxy.Config, bool) {
-	cfg, warnings, err := proxy.LoadConfig(path, os.Environ())
-	if err != nil {
-		printLines(stderr, err)
-		return nil, false
+// (reading its secrets and files, parsing its values) and validates it
+// (proxy.Check), printing one line per warning and problem, each with the
+// file's line. check, serve and dev all come through here: what check
+// accepts, serve starts with, once the secrets are set. With
+// unsetSecretsWarn (check without --strict) a secret's unset variable is
+// a warning. It writes nothing: the signing key and the snapshot are
+// proxy.New's.
+func loadAndValidate(path string, w io.Writer, adjust func(*proxy.Config), unsetSecretsWarn bool) (*proxy.Config, bool) {
+	cfg, problems := proxy.Check(path, proxy.CheckOptions{Env: os.Environ(), Adjust: adjust, UnsetSecretsWarn: unsetSecretsWarn})
+	for _, p := range problems {
+		fmt.Fprintln(w, p)
 	}
-	if adjust != nil {
-		adjust(cfg)
-	}
-	for _, w := range warnings {
-		fmt.Fprintln(stderr, "warning:", w)
-	}
-	// Both, so that one run names every problem.
-	if err := errors.Join(cfg.Provision(), cfg.Validate()); err != nil {
-		printLines(stderr, err)
-		return nil, false
-	}
-	return cfg, true
+	return cfg, cfg != nil
 }
 
 func printLines(w io.Writer, err error) {
@@ -115,13 +124,13 @@ func printLines(w io.Writer, err error) {
 	}
 }
 
-func serve(args []string, stderr io.Writer) int {
+func serve(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("serve", stderr)
 	path := fs.String("config", "gateway.toml", "configuration file")
-	if fs.Parse(args) != nil {
-		return 2
+	if code := parseFlags(fs, args, stdout); code >= 0 {
+		return code
 	}
-	cfg, ok := loadAndValidate(*path, stderr, nil)
+	cfg, ok := loadAndValidate(*path, stderr, nil, false)
 	if !ok {
 		return 1
 	}

@@ -20,7 +20,7 @@ const good = `
 public_url = "https://app.example.com"
 [wechat.official_account]
 appid = "wx1234567890abcdef"
-secret_env = "WXGATE_CHECK_TEST_SECRET"
+secret_env = "WXGATE_TEST_CHECK_SECRET"
 [[upstream]]
 name = "app"
 url = "http://127.0.0.1:3000"
@@ -42,7 +42,7 @@ func runCheck(t *testing.T, conf string, extra ...string) (int, string) {
 }
 
 func TestCheck(t *testing.T) {
-	t.Setenv("WXGATE_CHECK_TEST_SECRET", "s3cret-value")
+	t.Setenv("WXGATE_TEST_CHECK_SECRET", "s3cret-value")
 	tests := []struct {
 		name  string
 		conf  string
@@ -55,7 +55,7 @@ func TestCheck(t *testing.T) {
 		{"unknown section key", good + "\n[session]\nttl = \"1h\"\nidle = \"1h\"\n", 1,
 			[]string{"unknown key session.idle"}},
 		{"unknown route key", good + "\n[[route]]\nname = \"x\"\nacton = \"deny\"\n", 1,
-			[]string{"unknown key route.acton"}},
+			[]string{"unknown key route[1] (x).acton (did you mean action?)"}},
 		{"bad toml", good + "\n[server\n", 1, []string{"gateway.toml"}},
 		{"many problems", `
 [server]
@@ -68,7 +68,7 @@ store = "disk"
 ttl = "10s"
 [wechat.official_account]
 appid = "abc"
-secret_env = "WXGATE_CHECK_TEST_UNSET"
+secret_env = "WXGATE_TEST_CHECK_UNSET"
 [[upstream]]
 name = "app"
 url = "app:3000"
@@ -85,7 +85,7 @@ upstream = "ghost"
 			`session.store: "disk"`,
 			`session.ttl: 10s`,
 			`wechat.official_account.appid: "abc"`,
-			`wechat.official_account.secret_env: environment variable WXGATE_CHECK_TEST_UNSET is empty or unset`,
+			`wechat.official_account.secret_env: environment variable WXGATE_TEST_CHECK_UNSET is empty or unset`,
 			`upstream[0].url: "app:3000"`,
 			`route[0] (r).path: "admin" must start with /`,
 			`route[0] (r).action: "allow"`,
@@ -123,7 +123,7 @@ upstream = "ghost"
 // checking a config before a restart must not lose the sessions the last
 // graceful stop saved.
 func TestCheckWritesNothing(t *testing.T) {
-	t.Setenv("WXGATE_CHECK_TEST_SECRET", "s3cret-value")
+	t.Setenv("WXGATE_TEST_CHECK_SECRET", "s3cret-value")
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "signing-key.pem")
 	snapshot := filepath.Join(dir, "sessions.snapshot")
@@ -153,7 +153,7 @@ func TestCheckWritesNothing(t *testing.T) {
 }
 
 func TestCheckEnvOverride(t *testing.T) {
-	t.Setenv("WXGATE_CHECK_TEST_SECRET", "x")
+	t.Setenv("WXGATE_TEST_CHECK_SECRET", "x")
 	t.Setenv("WXGATE_SERVER_PUBLIC_URL", "not a url")
 	code, out := runCheck(t, good)
 	if code != 1 || !strings.Contains(out, `server.public_url: "not a url"`) {
@@ -168,7 +168,7 @@ func TestCheckEnvOverride(t *testing.T) {
 }
 
 func TestCheckExplain(t *testing.T) {
-	t.Setenv("WXGATE_CHECK_TEST_SECRET", "x")
+	t.Setenv("WXGATE_TEST_CHECK_SECRET", "x")
 	withHost := strings.Replace(good, "name = \"admin\"\n", "name = \"admin\"\nhost = \"app.example.com\"\n", 1)
 	withDeny := good + "[[route]]\nname = \"secret\"\npath = \"/secret/**\"\naction = \"deny\"\n"
 	tests := []struct {
@@ -215,7 +215,7 @@ func TestCheckExplain(t *testing.T) {
 // client, and --openid/--unionid (with --scope) show the decision for that
 // caller, allow lists included (issue 11).
 func TestCheckExplainCaller(t *testing.T) {
-	t.Setenv("WXGATE_CHECK_TEST_SECRET", "x")
+	t.Setenv("WXGATE_TEST_CHECK_SECRET", "x")
 	conf := good + "[[route]]\nname = \"office\"\npath = \"/office/**\"\nnetworks = [\"10.0.0.0/8\"]\naction = \"public\"\n" +
 		"[[route]]\nname = \"office-rest\"\npath = \"/office/**\"\naction = \"deny\"\n" +
 		"[[route]]\nname = \"vip\"\npath = \"/vip/**\"\nallow_openids = [\"o-boss\"]\n"
@@ -272,9 +272,18 @@ func TestKeygen(t *testing.T) {
 		t.Fatalf("keygen: exit %d\n%s%s", code, out.String(), errb.String())
 	}
 	path := filepath.Join(t.TempDir(), "keys.pem")
-	for _, alg := range []string{"ES256", "EdDSA", "RS256"} {
+	for i, alg := range []string{"ES256", "EdDSA", "RS256"} {
+		errb.Reset()
 		if code := run([]string{"keygen", "--alg", alg, "--out", path}, &out, &errb); code != 0 {
 			t.Fatalf("keygen --alg %s: exit %d: %s", alg, code, errb.String())
+		}
+		// What to do next depends on whether the file is new.
+		msg := errb.String()
+		if i == 0 && (!strings.HasPrefix(msg, "wrote a new ES256 key, kid ") || !strings.Contains(msg, "signing_key_file = ") || strings.Contains(msg, "move")) {
+			t.Errorf("keygen into a new file said %q", msg)
+		}
+		if i > 0 && (!strings.HasPrefix(msg, "appended a new "+alg+" key, kid ") || !strings.Contains(msg, fmt.Sprintf("now %d keys", i+1)) || !strings.Contains(msg, "move the new key first")) {
+			t.Errorf("keygen appending key %d said %q", i+1, msg)
 		}
 	}
 	b, _ := os.ReadFile(path)
@@ -284,6 +293,19 @@ func TestKeygen(t *testing.T) {
 	}
 	if ks.Algorithm() != "ES256" || strings.Count(string(ks.JWKS()), `"kid"`) != 3 {
 		t.Errorf("after three keygens: signer %s, JWKS %s", ks.Algorithm(), ks.JWKS())
+	}
+	// Each key's Kid header is its kid in the JWKS, and what keygen said.
+	kids, err := session.KeyIDs(b)
+	if err != nil || len(kids) != 3 {
+		t.Fatalf("KeyIDs: %v, %v", kids, err)
+	}
+	for _, kid := range kids {
+		if !strings.Contains(string(b), "Kid: "+kid+"\n") || !strings.Contains(string(ks.JWKS()), `"kid":"`+kid+`"`) {
+			t.Errorf("kid %s: not both in a PEM header and the JWKS:\n%s\n%s", kid, b, ks.JWKS())
+		}
+	}
+	if !strings.Contains(errb.String(), "kid "+kids[2]+",") {
+		t.Errorf("keygen named another kid than the key's: %q, want %s", errb.String(), kids[2])
 	}
 	if code := run([]string{"keygen", "--alg", "HS256"}, &out, &errb); code != 2 {
 		t.Errorf("keygen --alg HS256: exit %d, want 2", code)

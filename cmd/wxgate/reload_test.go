@@ -43,7 +43,7 @@ api_base = %q
 open_base = %q
 [wechat.official_account]
 appid = %q
-secret_env = "WXGATE_RELOAD_TEST_SECRET"
+secret_env = "WXGATE_TEST_RELOAD_SECRET"
 [[upstream]]
 name = "app"
 url = %q
@@ -177,7 +177,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		}
 	}
 	write(reloadConfig(port, aport, sim.URL, ups[0].URL, "public"))
-	p := newProc(t, bin, dir, append(os.Environ(), "WXGATE_RELOAD_TEST_SECRET="+reloadOASecret), "serve", "--config", path)
+	p := newProc(t, bin, dir, append(os.Environ(), "WXGATE_TEST_RELOAD_SECRET="+reloadOASecret), "serve", "--config", path)
 	p.run(t)
 	if !pollUntil(30*time.Second, func() bool { s, _ := get(public + "/hot/x"); return s == http.StatusOK }) {
 		t.Fatalf("wxgate serve not answering\n%s", p.stderr)

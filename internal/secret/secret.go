@@ -52,3 +52,13 @@ func EnvName(name string) string {
 	}
 	return name
 }
+
+// UnsetError is a secret's environment variable found empty or unset: a
+// problem for a gateway that starts, but only a warning for `wxgate check`
+// on a machine without the production secrets (issue 12), which tells it
+// from the others with errors.As.
+type UnsetError struct{ Var string }
+
+func (e *UnsetError) Error() string {
+	return "environment variable " + EnvName(e.Var) + " is empty or unset"
+}
