@@ -1,9 +1,13 @@
 package metrics
 
 import (
+	"bytes"
+	"os"
+	"regexp"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -68,5 +72,32 @@ func TestLoggedIn(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(m.logins.WithLabelValues("oa", "ok")); got != 2 {
 		t.Errorf(`wxgate_logins_total{flow="oa",result="ok"} = %v, want 2`, got)
+	}
+}
+
+// TestEveryMetricDocumented: docs/operations.md "Every metric" has a row
+// for each metric wxgate registers.
+func TestEveryMetricDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	descs := make(chan *prometheus.Desc, 256)
+	New(func() float64 { return 0 }).Registry.Describe(descs)
+	close(descs)
+	re := regexp.MustCompile(`fqName: "(wxgate_[a-z_]+)"`)
+	n := 0
+	for d := range descs {
+		m := re.FindStringSubmatch(d.String())
+		if m == nil {
+			continue
+		}
+		n++
+		if !bytes.Contains(doc, []byte("| `"+m[1])) {
+			t.Errorf("%s has no row in docs/operations.md's metric table", m[1])
+		}
+	}
+	if n < 20 {
+		t.Fatalf("found %d wxgate metrics; the Desc format changed?", n)
 	}
 }
