@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"unsafe"
-
 	"bytes"
 	"crypto/tls"
 	"errors"
@@ -13,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/valyala/fasthttp"
