@@ -107,7 +107,7 @@ func New(activeSessions func() float64) *Metrics {
 		}, []string{"appid"}),
 		appTokenProblem: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "wxgate_app_token_blocked",
-			Help: "1 while fetching an appid's app access token fails with an errcode that needs a person (40164 IP whitelist, 45009 daily quota, 40125 secret), by errcode.",
+			Help: "1 while fetching an appid's app access token fails with an errcode that needs a person (40164 IP whitelist, 89501-89507 a new IP to confirm, 45009 daily quota, 40125 secret, 40243 secret frozen, 50004/50007 banned or frozen), by errcode.",
 		}, []string{"appid", "errcode"}),
 		startsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wxgate_login_starts_refused_total",

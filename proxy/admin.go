@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -140,8 +141,9 @@ func (s *Server) newHolder(app wechat.App) *wechat.Holder {
 		Now:        func() time.Time { return s.sessions.Now() },
 		OnFetch: func(t *wechat.AppToken, result string, err error) {
 			s.metrics.Refresh("app", result)
-			for _, code := range []string{"40164", "45009", "40125"} {
-				s.metrics.AppTokenBlocked(app.AppID, code, result == code)
+			for _, code := range wechat.BlockingCodes {
+				errcode := strconv.Itoa(code)
+				s.metrics.AppTokenBlocked(app.AppID, errcode, result == errcode)
 			}
 			if t != nil {
 				s.metrics.AppToken(app.AppID, t.FetchedAt, t.ExpiresAt)
@@ -149,8 +151,7 @@ func (s *Server) newHolder(app wechat.App) *wechat.Holder {
 				return
 			}
 			level := slog.LevelWarn
-			if wechat.HasCode(err, wechat.CodeIPNotWhitelisted, wechat.CodeDailyQuota, wechat.CodeInvalidSecret) {
-				// These need a person: an IP to whitelist, a quota, a secret.
+			if wechat.NeedsPerson(err) {
 				level = slog.LevelError
 			}
 			s.log.Log(context.Background(), level, "fetching app access token failed", "appid", app.AppID, "result", result, "error", err)

@@ -448,3 +448,36 @@ func TestLogUserPseudonymStable(t *testing.T) {
 		t.Errorf("pseudonyms of two users: %v, want 2", users)
 	}
 }
+
+// TestAppTokenBlockedNamesTheAddress: when WeChat refuses the app token
+// for the IP whitelist (40164), the ERROR line carries the address WeChat
+// saw, the one to add to the whitelist, and no secret.
+func TestAppTokenBlockedNamesTheAddress(t *testing.T) {
+	t.Setenv("WXGATE_TEST_ADMIN", adminSecret)
+	log := &lockedBuffer{}
+	sim := wechatsim.New(
+		wechatsim.App{AppID: oaID, Secret: oaSecret, Type: wechatsim.OfficialAccount, OpenPlatformID: "open-1", Domain: "127.0.0.1"},
+		wechatsim.App{AppID: mpID, Secret: mpSecret, Type: wechatsim.MiniProgram, OpenPlatformID: "open-1", IPWhitelist: []string{"203.0.113.9"}},
+	)
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	e := newEnvOpts(t, envOptions{sim: sim, simURL: srv.URL, log: log, adminEnv: "WXGATE_TEST_ADMIN"})
+	if status, m := e.adminDo(http.MethodGet, "/app-token?appid="+mpID); status != http.StatusBadGateway || m["errcode"] != float64(40164) {
+		t.Fatalf("GET /app-token: %d %v, want 502 with errcode 40164", status, m)
+	}
+	var line string
+	for l := range strings.Lines(log.String()) {
+		if strings.Contains(l, `msg="fetching app access token failed"`) {
+			line = l
+		}
+	}
+	if line == "" {
+		t.Fatalf("no line for the failed fetch in:\n%s", log.String())
+	}
+	if !strings.Contains(line, "level=ERROR ") || !strings.Contains(line, "invalid ip 127.0.0.1 ") {
+		t.Errorf("the failed fetch's line = %s, want ERROR naming the address 127.0.0.1", line)
+	}
+	if strings.Contains(log.String(), mpSecret) {
+		t.Error("the log shows the AppSecret")
+	}
+}

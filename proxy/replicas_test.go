@@ -276,11 +276,12 @@ func (c *cluster) metrics(i int) string {
 	return string(b)
 }
 
-// TestAppTokenBlocked: an IP-whitelist (40164) or quota (45009) answer is
+// TestAppTokenBlocked: an IP-whitelist (40164), quota (45009), risky-IP
+// (89503) or frozen-secret (40243) answer is
 // surfaced in the answer, /readyz and metrics, and pauses fetching instead of
 // retrying.
 func TestAppTokenBlocked(t *testing.T) {
-	for _, code := range []int{40164, 45009} {
+	for _, code := range []int{40164, 45009, 89503, 40243} {
 		t.Run(strconv.Itoa(code), func(t *testing.T) {
 			c := newCluster(t, 2)
 			sim := c.gws[0].sim

@@ -55,7 +55,29 @@ const (
 	CodeSessionKeyExpired = 87007
 	CodeBadSigMethod      = 87008
 	CodeBadSignature      = 87009
+
+	// Refusals of an app token fetch that no retry mends: a person must
+	// act on mp.weixin.qq.com (NeedsPerson).
+	CodeSecretFrozen       = 40243 // the AppSecret is frozen
+	CodeAPIBanned          = 50004 // the API is banned for this account
+	CodeAccountFrozen      = 50007 // the account is frozen
+	CodeRiskyIPWaiting     = 89501 // a new IP is waiting for the admin's confirmation
+	CodeRiskyIPConfirm     = 89503 // a new IP needs the admin's confirmation
+	CodeRiskyIPRefused     = 89506 // the admin refused the IP: blocked 24 hours
+	CodeRiskyIPUnconfirmed = 89507 // the admin did not confirm in time: blocked 1 hour
 )
+
+// BlockingCodes are the errcodes of an app token fetch that no retry
+// mends: an IP to whitelist or confirm, a daily quota, a secret, a frozen
+// account. A holder meeting one pauses fetching (ErrBlocked) instead of
+// retrying, and reports it.
+var BlockingCodes = []int{
+	CodeIPNotWhitelisted, CodeDailyQuota, CodeInvalidSecret, CodeSecretFrozen, CodeAPIBanned,
+	CodeAccountFrozen, CodeRiskyIPWaiting, CodeRiskyIPConfirm, CodeRiskyIPRefused, CodeRiskyIPUnconfirmed,
+}
+
+// NeedsPerson reports whether err carries one of BlockingCodes.
+func NeedsPerson(err error) bool { return HasCode(err, BlockingCodes...) }
 
 // Code returns the WeChat errcode carried by err, and whether there was one.
 func Code(err error) (int, bool) {

@@ -68,8 +68,8 @@ type Holder struct {
 // Errors a Holder reports.
 var (
 	// ErrBlocked: fetching is paused after an errcode that needs a person
-	// (40164 IP whitelist, 45009 daily quota, 40125 secret), so that it
-	// does not become a retry storm.
+	// (BlockingCodes: 40164 IP whitelist, 45009 daily quota, 40125
+	// secret, ...), so that it does not become a retry storm.
 	ErrBlocked = errors.New("wechat: app token fetching is blocked")
 
 	// errLeaseHeld: another replica is fetching.

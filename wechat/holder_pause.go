@@ -27,7 +27,7 @@ type pauseRecord struct {
 
 // failed pauses fetching on every replica after a failed call.
 func (h *Holder) failed(ctx context.Context, now time.Time, cur *AppToken, err error) {
-	if HasCode(err, CodeIPNotWhitelisted, CodeDailyQuota, CodeInvalidSecret) {
+	if NeedsPerson(err) {
 		_ = h.store.Set(ctx, h.key("blocked"), []byte(err.Error()), blockedFor)
 		h.pauseHere(now.Add(blockedFor), fmt.Errorf("%w for %s: %s", ErrBlocked, h.app.AppID, err))
 		return

@@ -14,6 +14,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"net"
 	"net/http"
 	"sort"
 	"strings"
@@ -211,6 +212,12 @@ func (s *Server) api(h apiHandler) http.HandlerFunc {
 			return
 		}
 		v, errcode := h(r)
+		if errcode == 40164 {
+			// WeChat names the caller's address, which is what an operator
+			// must add to the whitelist.
+			writeErrMsg(w, errcode, ipNotWhitelisted(r))
+			return
+		}
 		if errcode != 0 {
 			writeErr(w, errcode)
 			return
@@ -229,11 +236,28 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(b)
 }
 
-func writeErr(w http.ResponseWriter, errcode int) {
+func writeErr(w http.ResponseWriter, errcode int) { writeErrMsg(w, errcode, errmsg(errcode)) }
+
+func writeErrMsg(w http.ResponseWriter, errcode int, msg string) {
 	writeJSON(w, http.StatusOK, map[string]any{
 		"errcode": errcode,
-		"errmsg":  errmsg(errcode) + ", rid: " + rid(),
+		"errmsg":  msg + ", rid: " + rid(),
 	})
+}
+
+// ipNotWhitelisted is 40164's errmsg as WeChat writes it, with the
+// caller's address in both families: "invalid ip 203.0.113.9 ipv6
+// ::ffff:203.0.113.9, not in whitelist".
+func ipNotWhitelisted(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	v6 := host
+	if ip := net.ParseIP(host); ip != nil && ip.To4() != nil {
+		v6 = "::ffff:" + ip.To4().String()
+	}
+	return "invalid ip " + host + " ipv6 " + v6 + ", not in whitelist"
 }
 
 func rid() string {
@@ -252,6 +276,13 @@ var errmsgs = map[int]string{
 	40125: "invalid appsecret",
 	40163: "code been used",
 	40164: "invalid ip, not in whitelist",
+	40243: "AppSecret已被冻结，请登录小程序平台解冻后再次调用。",
+	50004: "禁止使用token接口",
+	50007: "账号已冻结",
+	89501: "此IP正在等待管理员确认,请联系管理员",
+	89503: "此IP调用需要管理员确认,请联系管理员",
+	89506: "24小时内该IP被管理员拒绝调用两次，24小时内不可再使用该IP调用",
+	89507: "1小时内该IP被管理员拒绝调用一次，1小时内不可再使用该IP调用",
 	40226: "code blocked",
 	41001: "access_token missing",
 	41002: "appid missing",

@@ -238,8 +238,13 @@ func TestAppTokens(t *testing.T) {
 	if got := check(t2); got != 87007 {
 		t.Errorf("current token: errcode %d, want it accepted", got)
 	}
-	if got := errcode(s.call("GET", "/cgi-bin/token?grant_type=client_credential&appid="+walled+"&secret=w", nil)); got != 40164 {
+	walledOut := s.call("GET", "/cgi-bin/token?grant_type=client_credential&appid="+walled+"&secret=w", nil)
+	if got := errcode(walledOut); got != 40164 {
 		t.Errorf("IP not whitelisted: errcode %d, want 40164", got)
+	}
+	// The address to whitelist, as WeChat names it.
+	if msg, _ := walledOut["errmsg"].(string); !strings.HasPrefix(msg, "invalid ip 127.0.0.1 ipv6 ::ffff:127.0.0.1, not in whitelist, rid: ") {
+		t.Errorf("40164 errmsg = %q, want it to name the caller's address", msg)
 	}
 	if got := errcode(s.call("GET", "/cgi-bin/stable_token", nil)); got != 43002 {
 		t.Errorf("stable_token by GET: errcode %d, want 43002", got)
