@@ -62,7 +62,7 @@ gobench:
 # Bytes of live heap per idle session in the memory store, for 100,000
 # sessions (issue 10's target: 1 KiB); docs/performance.md.
 sessionmem:
-	go test -run '^$$' -bench BytesPerSession -benchtime 100000x ./session
+	go test -run '^$$' -bench 'BytesPer' -benchtime 100000x ./session
 
 build:
 	go build -o bin/wxgate ./cmd/wxgate

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/wxgate/wxgate/internal/redistest"
 	"github.com/wxgate/wxgate/internal/secret"
 )
@@ -129,27 +130,9 @@ var lastSessions *Manager
 // Create, with what Create writes (the session and its per-user index
 // entries by openid and by unionid), measured after a GC. Issue 10's
 // target is 1 KiB. Run it for 100,000 sessions with make sessionmem
-// (-benchtime 100000x). The identity is an official-account login's, with
-// WeChat's field sizes: openid and unionid 28 characters, a 130-character
-// avatar URL, user access and refresh tokens of about 110.
+// (-benchtime 100000x).
 func BenchmarkBytesPerSession(b *testing.B) {
-	// A unique ID of n characters for person i: WeChat's are base64-ish.
-	id := func(prefix string, i, n int) string {
-		s := fmt.Sprintf("%s%0*d", prefix, n-len(prefix), i)
-		return s[:n]
-	}
-	avatar := "https://thirdwx.qlogo.cn/mmopen/vi_32/Q0j4TwGTfTK" + strings.Repeat("x", 77) + "/132"
-	for _, tc := range []struct {
-		name     string
-		userinfo bool // nickname and avatar (snsapi_userinfo)
-		tokens   bool // WeChat's user tokens, as the official-account callback keeps them
-		sweeper  bool // refresh_ahead on: Create also lists the session in the token index
-	}{
-		{name: "userinfo", userinfo: true, tokens: true},
-		{name: "userinfo+sweeper", userinfo: true, tokens: true, sweeper: true},
-		{name: "base", tokens: true},
-		{name: "base-notokens"},
-	} {
+	for _, tc := range sessionShapes {
 		b.Run(tc.name, func(b *testing.B) {
 			cfg := Config{}
 			if tc.sweeper {
@@ -163,29 +146,11 @@ func BenchmarkBytesPerSession(b *testing.B) {
 			store := newMemory()
 			m := NewManager(store, cfg)
 			ctx := context.Background()
-			now := m.Now()
 			lastSessions = nil
 			before := liveHeap()
 			n := 0
 			for b.Loop() {
-				ident := Identity{
-					OpenID:  id("oX9dw5", n, 28),
-					UnionID: id("o6_bmj", n, 28),
-					AppID:   "wx1a2b3c4d5e6f7a8b",
-					Scope:   "snsapi_base",
-				}
-				if tc.userinfo {
-					ident.Scope, ident.Nickname, ident.Avatar = "snsapi_userinfo", "微信用户小明", avatar
-				}
-				var tokens *Tokens
-				if tc.tokens {
-					tokens = &Tokens{
-						AccessToken:      secret.Secret(id("83_vIL4ZmAbU7fXk-", n, 110)),
-						ExpiresAt:        now.Add(2 * time.Hour),
-						RefreshToken:     secret.Secret(id("83_qWc9rTz2Kp0eLh-", n, 110)),
-						RefreshExpiresAt: now.Add(30 * 24 * time.Hour),
-					}
-				}
+				ident, tokens := tc.session(n, m.Now())
 				if _, err := m.Create(ctx, ident, tokens); err != nil {
 					b.Fatal(err)
 				}
@@ -198,6 +163,169 @@ func BenchmarkBytesPerSession(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRedisBytesPerSession is what each idle session adds to a real
+// redis-server's used_memory (INFO memory): the encrypted session, its
+// per-user index entries and, with the sweeper, its token-index entry,
+// with Redis's own per-key overhead. docs/operations.md sizes Redis from
+// it. Run it for 100,000 sessions with make sessionmem.
+func BenchmarkRedisBytesPerSession(b *testing.B) {
+	for _, tc := range sessionShapes {
+		b.Run(tc.name, func(b *testing.B) {
+			srv := redistest.Start(b, "--appendonly", "no", "--save", "")
+			store, err := NewRedis(RedisConfig{Addrs: []string{srv.Addr}, KeyPrefix: "wxgate:", Timeout: 5 * time.Second}, make([]byte, 32))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer store.Close()
+			cfg := Config{}
+			if tc.sweeper {
+				cfg.RefreshAhead = time.Minute
+			}
+			cfg.SetDefaults()
+			m := NewManager(store, cfg)
+			ctx := context.Background()
+			before := redisUsedMemory(b, srv.Addr)
+			n := 0
+			for b.Loop() {
+				ident, tokens := tc.session(n, m.Now())
+				if _, err := m.Create(ctx, ident, tokens); err != nil {
+					b.Fatal(err)
+				}
+				n++
+			}
+			after := redisUsedMemory(b, srv.Addr)
+			b.ReportMetric(float64(after-before)/float64(n), "B/session")
+		})
+	}
+}
+
+// BenchmarkRedisBytesPerFamily is BenchmarkRedisBytesPerSession for a
+// mini-program login: the token family and refresh token Issuer.Login
+// writes, its per-user index entries and WeChat's session_key.
+func BenchmarkRedisBytesPerFamily(b *testing.B) {
+	srv := redistest.Start(b, "--appendonly", "no", "--save", "")
+	store, err := NewRedis(RedisConfig{Addrs: []string{srv.Addr}, KeyPrefix: "wxgate:", Timeout: 5 * time.Second}, make([]byte, 32))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer store.Close()
+	is := issuerOn(b, store, TokenConfig{})
+	ctx := context.Background()
+	before := redisUsedMemory(b, srv.Addr)
+	n := 0
+	for b.Loop() {
+		ident, _ := sessionShape{}.session(n, is.Now())
+		ident.Scope = "miniprogram"
+		if _, err := is.Login(ctx, ident, nil); err != nil {
+			b.Fatal(err)
+		}
+		// A 24-character base64 session_key, as WeChat gives it.
+		if err := is.SaveSessionKey(ctx, ident.AppID, ident.OpenID, secret.Secret(fmt.Sprintf("tiihtNczf5v6AKRyjw%06d", n))); err != nil {
+			b.Fatal(err)
+		}
+		n++
+	}
+	after := redisUsedMemory(b, srv.Addr)
+	b.ReportMetric(float64(after-before)/float64(n), "B/family")
+}
+
+// BenchmarkRedisBytesPerRefresh is what each refresh of an API client's
+// token adds to Redis until refresh_ttl has passed: the rotated-out
+// token's record and its rotation claim, which reuse detection reads.
+func BenchmarkRedisBytesPerRefresh(b *testing.B) {
+	srv := redistest.Start(b, "--appendonly", "no", "--save", "")
+	store, err := NewRedis(RedisConfig{Addrs: []string{srv.Addr}, KeyPrefix: "wxgate:", Timeout: 5 * time.Second}, make([]byte, 32))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer store.Close()
+	is := issuerOn(b, store, TokenConfig{})
+	ctx := context.Background()
+	ident, _ := sessionShape{}.session(1, is.Now())
+	ident.Scope = "miniprogram"
+	p, err := is.Login(ctx, ident, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	before := redisUsedMemory(b, srv.Addr)
+	n := 0
+	for b.Loop() {
+		if p, err = is.Refresh(ctx, p.RefreshToken); err != nil {
+			b.Fatal(err)
+		}
+		n++
+	}
+	after := redisUsedMemory(b, srv.Addr)
+	b.ReportMetric(float64(after-before)/float64(n), "B/refresh")
+}
+
+// redisUsedMemory is INFO memory's used_memory of the server at addr.
+func redisUsedMemory(b *testing.B, addr string) int64 {
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	info, err := c.Info(context.Background(), "memory").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return n
+		}
+	}
+	b.Fatalf("no used_memory in INFO memory: %q", info)
+	return 0
+}
+
+// sessionShapes are the logins the bytes-per-session benchmarks make, with
+// WeChat's field sizes: openid and unionid 28 characters, a 130-character
+// avatar URL, user access and refresh tokens of about 110.
+var sessionShapes = []sessionShape{
+	{name: "userinfo", userinfo: true, tokens: true},
+	{name: "userinfo+sweeper", userinfo: true, tokens: true, sweeper: true},
+	{name: "base", tokens: true},
+	{name: "base-notokens"},
+}
+
+type sessionShape struct {
+	name     string
+	userinfo bool // nickname and avatar (snsapi_userinfo)
+	tokens   bool // WeChat's user tokens, as the official-account callback keeps them
+	sweeper  bool // refresh_ahead on: Create also lists the session in the token index
+}
+
+// session is person n's login of this shape.
+func (sh sessionShape) session(n int, now time.Time) (Identity, *Tokens) {
+	// A unique ID of size characters for person n: WeChat's are base64-ish.
+	id := func(prefix string, size int) string {
+		s := fmt.Sprintf("%s%0*d", prefix, size-len(prefix), n)
+		return s[:size]
+	}
+	ident := Identity{
+		OpenID:  id("oX9dw5", 28),
+		UnionID: id("o6_bmj", 28),
+		AppID:   "wx1a2b3c4d5e6f7a8b",
+		Scope:   "snsapi_base",
+	}
+	if sh.userinfo {
+		ident.Scope, ident.Nickname, ident.Avatar = "snsapi_userinfo", "微信用户小明", benchAvatar
+	}
+	if !sh.tokens {
+		return ident, nil
+	}
+	return ident, &Tokens{
+		AccessToken:      secret.Secret(id("83_vIL4ZmAbU7fXk-", 110)),
+		ExpiresAt:        now.Add(2 * time.Hour),
+		RefreshToken:     secret.Secret(id("83_qWc9rTz2Kp0eLh-", 110)),
+		RefreshExpiresAt: now.Add(30 * 24 * time.Hour),
+	}
+}
+
+var benchAvatar = "https://thirdwx.qlogo.cn/mmopen/vi_32/Q0j4TwGTfTK" + strings.Repeat("x", 77) + "/132"
 
 // liveHeap is the heap in use after a full collection.
 func liveHeap() uint64 {

@@ -89,9 +89,9 @@ type Config struct {
 	// jitter, 72s with it).
 	RefreshBackoff time.Duration `toml:"refresh_backoff"`
 
-	// key is the encryption key Provision read and decoded: nil before
-	// Provision, with the memory store, and when the key did not resolve.
-	key []byte
+	// keys are the encryption keys Provision read and decoded: nil before
+	// Provision, with the memory store, and when a key did not resolve.
+	keys [][]byte
 }
 
 // DefaultRefreshWait is RefreshWait's default.
@@ -148,7 +148,7 @@ func (c *Config) SetDefaults() {
 // encryption key is Validate's to report. NewStore uses what Provision
 // read; Validate reads nothing. Call it again after changing c.
 func (c *Config) Provision() error {
-	c.key = nil
+	c.keys = nil
 	if c.Store != "redis" {
 		return nil
 	}
@@ -166,7 +166,7 @@ func (c *Config) Provision() error {
 	case raw == "" && c.EncryptionKeyEnv == "" && c.EncryptionKeyFile != "":
 		errs = append(errs, fmt.Errorf("session.%s is empty", src))
 	case raw != "":
-		if c.key, err = ParseEncryptionKey(raw); err != nil {
+		if c.keys, err = ParseEncryptionKeys(raw); err != nil {
 			errs = append(errs, fmt.Errorf("session.%s: %w", src, err))
 		}
 	}
@@ -183,10 +183,10 @@ func (c *Config) Provision() error {
 func (c *Config) NewStore(as Origin) (Store, int, error) {
 	switch c.Store {
 	case "redis":
-		if c.key == nil {
+		if c.keys == nil {
 			return nil, 0, errors.New("session: the Redis store needs its encryption key: call Config.Provision first")
 		}
-		r, err := NewRedis(c.Redis, c.key)
+		r, err := NewRedis(c.Redis, c.keys...)
 		return r, 0, err
 	default:
 		m := NewMemory(0)

@@ -21,8 +21,12 @@ func TestConfigProvision(t *testing.T) {
 	t.Setenv("WXGATE_TEST_PW", pw)
 	t.Setenv("WXGATE_TEST_BAD_KEY", pw)
 	dir := t.TempDir()
-	keyFile, emptyFile := filepath.Join(dir, "key"), filepath.Join(dir, "empty")
-	for name, body := range map[string]string{keyFile: key + "\n", emptyFile: ""} {
+	keyFile, emptyFile, twoKeys, badSecond, repeated := filepath.Join(dir, "key"), filepath.Join(dir, "empty"), filepath.Join(dir, "two"), filepath.Join(dir, "bad-second"), filepath.Join(dir, "repeated")
+	const key2 = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI="
+	for name, body := range map[string]string{
+		keyFile: key + "\n", emptyFile: "", twoKeys: key2 + "\n" + key + "\n",
+		badSecond: key + "\n" + pw + "\n", repeated: key + " " + key2 + " " + key,
+	} {
 		if err := os.WriteFile(name, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -42,6 +46,10 @@ func TestConfigProvision(t *testing.T) {
 		{"not a key", Config{Store: "redis", EncryptionKeyEnv: "WXGATE_TEST_BAD_KEY"},
 			"session.encryption_key_env: environment variable WXGATE_TEST_BAD_KEY: not base64 of 32 bytes (make one with: head -c32 /dev/urandom | base64)", ""},
 		{"file empty", Config{Store: "redis", EncryptionKeyFile: emptyFile}, "session.encryption_key_file: " + emptyFile + " is empty", ""},
+		{"two keys", Config{Store: "redis", EncryptionKeyFile: twoKeys}, "", ""},
+		{"second key bad", Config{Store: "redis", EncryptionKeyFile: badSecond},
+			"session.encryption_key_file: " + badSecond + ": key 2 of 2: not base64 of 32 bytes (make one with: head -c32 /dev/urandom | base64)", ""},
+		{"key repeated", Config{Store: "redis", EncryptionKeyFile: repeated}, "session.encryption_key_file: " + repeated + ": key 3 repeats key 1", ""},
 		{"password unset", Config{Store: "redis", EncryptionKeyEnv: "WXGATE_TEST_KEY", Redis: RedisConfig{PasswordEnv: "WXGATE_TEST_UNSET"}},
 			"session.redis.password_env: environment variable WXGATE_TEST_UNSET is empty or unset", ""},
 	} {
@@ -64,8 +72,12 @@ func TestConfigProvision(t *testing.T) {
 			}
 			t.Setenv("WXGATE_TEST_KEY", "")
 			t.Setenv("WXGATE_TEST_PW", "")
-			if len(c.key) != 32 {
-				t.Errorf("encryption key after Provision = %d bytes, want 32", len(c.key))
+			wantKeys := 1
+			if c.EncryptionKeyFile == twoKeys {
+				wantKeys = 2
+			}
+			if len(c.keys) != wantKeys || len(c.keys[0]) != 32 {
+				t.Errorf("encryption keys after Provision = %d, want %d of 32 bytes", len(c.keys), wantKeys)
 			}
 			want := ""
 			if c.Redis.PasswordEnv != "" {

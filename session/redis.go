@@ -6,6 +6,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/subtle"
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
@@ -28,7 +29,9 @@ type Redis struct {
 	c       redis.UniversalClient
 	prefix  string
 	timeout time.Duration
-	aead    cipher.AEAD
+	// aeads seal with the first and open with any: an encryption key
+	// being rotated in or out (Config.Provision).
+	aeads []cipher.AEAD
 	// waitReplicas and waitTimeout are RedisConfig's WaitReplicas and
 	// WaitTimeout.
 	waitReplicas int64
@@ -50,19 +53,26 @@ type Redis struct {
 	noChannel sync.Once
 }
 
-// NewRedis connects (lazily) to Redis. key is the 32-byte encryption key.
-func NewRedis(cfg RedisConfig, key []byte) (*Redis, error) {
+// NewRedis connects (lazily) to Redis. keys are 32-byte encryption keys:
+// the first seals every value written, and a value sealed under any of
+// them opens, so that a key can be rotated without logging anyone out.
+func NewRedis(cfg RedisConfig, keys ...[]byte) (*Redis, error) {
 	cfg.SetDefaults()
-	if len(key) != 32 {
-		return nil, errors.New("session: the Redis encryption key must be 32 bytes")
+	if len(keys) == 0 {
+		return nil, errors.New("session: the Redis store needs an encryption key")
 	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, err
-	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, err
+	aeads := make([]cipher.AEAD, len(keys))
+	for i, key := range keys {
+		if len(key) != 32 {
+			return nil, errors.New("session: the Redis encryption key must be 32 bytes")
+		}
+		block, err := aes.NewCipher(key)
+		if err != nil {
+			return nil, err
+		}
+		if aeads[i], err = cipher.NewGCM(block); err != nil {
+			return nil, err
+		}
 	}
 	pw, err := cfg.password()
 	if err != nil {
@@ -97,7 +107,7 @@ func NewRedis(cfg RedisConfig, key []byte) (*Redis, error) {
 		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.TLSServerName}
 	}
 	r := &Redis{
-		c: redis.NewUniversalClient(opts), prefix: cfg.KeyPrefix, timeout: cfg.Timeout, aead: aead,
+		c: redis.NewUniversalClient(opts), prefix: cfg.KeyPrefix, timeout: cfg.Timeout, aeads: aeads,
 		waitReplicas: int64(cfg.WaitReplicas), waitTimeout: cfg.WaitTimeout,
 		cfg: cfg, password: pw, sentPwd: spw,
 	}
@@ -115,6 +125,33 @@ func ParseEncryptionKey(s string) ([]byte, error) {
 		}
 	}
 	return nil, errors.New("not base64 of 32 bytes (make one with: head -c32 /dev/urandom | base64)")
+}
+
+// ParseEncryptionKeys decodes one or more keys separated by white space
+// (a file with one key a line): the first seals, all open (NewRedis). An
+// error names the key by its place, never its value.
+func ParseEncryptionKeys(s string) ([][]byte, error) {
+	fields := strings.Fields(s)
+	if len(fields) == 0 {
+		return nil, errors.New("no key (make one with: head -c32 /dev/urandom | base64)")
+	}
+	keys := make([][]byte, 0, len(fields))
+	for i, f := range fields {
+		k, err := ParseEncryptionKey(f)
+		if err != nil {
+			if len(fields) > 1 {
+				return nil, fmt.Errorf("key %d of %d: %w", i+1, len(fields), err)
+			}
+			return nil, err
+		}
+		for j, prev := range keys {
+			if subtle.ConstantTimeCompare(prev, k) == 1 {
+				return nil, fmt.Errorf("key %d repeats key %d", i+1, j+1)
+			}
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
 }
 
 // Close ends the cache's subscription and closes the connections.
@@ -149,25 +186,27 @@ func (r *Redis) wrap(op string, err error) error {
 }
 
 func (r *Redis) seal(key string, v []byte) []byte {
-	nonce := make([]byte, r.aead.NonceSize(), r.aead.NonceSize()+len(v)+r.aead.Overhead())
+	aead := r.aeads[0]
+	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(v)+aead.Overhead())
 	if _, err := rand.Read(nonce); err != nil {
 		panic(err)
 	}
-	return r.aead.Seal(nonce, nonce, v, []byte(key))
+	return aead.Seal(nonce, nonce, v, []byte(key))
 }
 
 func (r *Redis) open(key string, b []byte) ([]byte, error) {
-	n := r.aead.NonceSize()
-	if len(b) < n {
-		return nil, fmt.Errorf("session: value at %s is not sealed", key)
+	for _, aead := range r.aeads {
+		n := aead.NonceSize()
+		if len(b) < n {
+			return nil, fmt.Errorf("session: value at %s is not sealed", key)
+		}
+		if v, err := aead.Open(nil, b[:n], b[n:], []byte(key)); err == nil {
+			return v, nil
+		}
 	}
-	v, err := r.aead.Open(nil, b[:n], b[n:], []byte(key))
-	if err != nil {
-		// A value sealed under another key (a rotated or wrong
-		// encryption_key) is as good as absent.
-		return nil, fmt.Errorf("%w: cannot open value at %s", ErrNotFound, key)
-	}
-	return v, nil
+	// A value sealed under none of the keys (one rotated out, or a wrong
+	// encryption_key) is as good as absent.
+	return nil, fmt.Errorf("%w: cannot open value at %s", ErrNotFound, key)
 }
 
 // write sends the command cmd queues on c and, with wait_replicas, WAIT

@@ -297,6 +297,55 @@ func TestRedisStore(t *testing.T) {
 			t.Errorf("Get with another key = %v, want ErrNotFound", err)
 		}
 	})
+	t.Run("key rotation", func(t *testing.T) {
+		// The steps docs/operations.md gives: the new key listed second
+		// on every replica, then first, then the old one dropped.
+		oldKey, newKey := key, bytes.Repeat([]byte{2}, 32)
+		open := func(keys ...[]byte) *Redis {
+			s, err := NewRedis(RedisConfig{Addrs: []string{srv.Addr}, KeyPrefix: r.prefix + "rot:"}, keys...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		}
+		before, listed, switched, after := open(oldKey), open(oldKey, newKey), open(newKey, oldKey), open(newKey)
+		if err := before.Set(ctx, "a", []byte("sealed-under-old"), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if err := switched.Set(ctx, "b", []byte("sealed-under-new"), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			name  string
+			store *Redis
+			key   string
+			want  string // "" for ErrNotFound
+		}{
+			{"old value, new key listed", listed, "a", "sealed-under-old"},
+			{"new value, new key listed", listed, "b", "sealed-under-new"},
+			{"old value, new key first", switched, "a", "sealed-under-old"},
+			{"new value, old key only", before, "b", ""},
+			{"old value, old key dropped", after, "a", ""},
+			{"new value, old key dropped", after, "b", "sealed-under-new"},
+		} {
+			v, err := tc.store.Get(ctx, tc.key)
+			switch {
+			case tc.want == "" && !errors.Is(err, ErrNotFound):
+				t.Errorf("%s: Get = %q, %v; want ErrNotFound", tc.name, v, err)
+			case tc.want != "" && (err != nil || string(v) != tc.want):
+				t.Errorf("%s: Get = %q, %v; want %q", tc.name, v, err, tc.want)
+			}
+		}
+		// The first key seals: a write through switched opens without the
+		// old key.
+		if err := switched.Set(ctx, "a", []byte("resealed"), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := after.Get(ctx, "a"); err != nil || string(v) != "resealed" {
+			t.Errorf("a value rewritten with the new key first = %q, %v; want it open under the new key alone", v, err)
+		}
+	})
 	t.Run("an index from before issue 9", func(t *testing.T) {
 		// A plain set, as AddMember wrote it before: still listed and
 		// revocable after the upgrade, then converted by the next login.
