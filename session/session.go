@@ -256,9 +256,11 @@ func (m *Manager) Get(ctx context.Context, rawID string) (*Session, error) {
 		return nil, ErrNotFound
 	}
 	if now.Sub(s.LastSeen) >= touchEvery {
-		if err := m.touch(ctx, key, b, &s, now); err != nil {
-			return nil, fmt.Errorf("touching session: %w", err)
-		}
+		// A store that reads but refuses writes (a full Redis under
+		// noeviction, a master demoted mid-failover) fails the touch: the
+		// session stays valid as read, and only its idle end does not move.
+		// The store's metrics count the failure.
+		_ = m.touch(ctx, key, b, &s, now)
 	}
 	return &s, nil
 }
