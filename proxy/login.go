@@ -528,10 +528,20 @@ func (s *Server) logout(c *fiber.Ctx) error {
 		if !s.fromOwnOrigin(c, form.Get("token"), id) {
 			return forbidden(errors.New("logout from another origin or without the form's token"))
 		}
+		// Read first so that the log line names who logged out; a session
+		// already gone is still a logout of this browser.
+		var who *session.Identity
+		sess, err := s.sessions.Get(c.UserContext(), id)
+		switch {
+		case err == nil:
+			who = &sess.Identity
+		case !isNotFound(err):
+			return storeError(err)
+		}
 		if err := s.sessions.Delete(c.UserContext(), id); err != nil {
 			return storeError(err)
 		}
-		s.authEvent(c, slog.LevelInfo, "logout", nil)
+		s.authEvent(c, slog.LevelInfo, "logout", who)
 	}
 	s.clearCookie(c, s.sessionCookie(c))
 	noStore(c)

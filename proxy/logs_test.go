@@ -374,6 +374,9 @@ func TestLogsOfAFullRun(t *testing.T) {
 			if l := find(auth, "event", "refresh", "kind", "token", "result", "ok"); l == nil || l["user"] == "" {
 				t.Errorf("the token refresh's line names no user: %v", l)
 			}
+			if l := find(auth, "event", "logout"); l == nil || l["user"] == "" {
+				t.Errorf("the logout's line names no user: %v", l)
+			}
 			if l := find(auth, "event", "login", "flow", "oa", "result", "ok"); l != nil {
 				alice := r.e.user("alice").UnionID
 				if tc.users == "plain" && l["user"] != alice || tc.users == "hashed" && (l["user"] == "" || l["user"] == alice) {
