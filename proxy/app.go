@@ -164,7 +164,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		s.origin = session.OriginDev
 	}
 	s.metrics = metrics.New(func() float64 { return float64(s.sessions.Count()) })
-	s.tunnels = newTunnelSet(s.metrics)
+	s.tunnels = newTunnelSet(s.metrics, cfg.Server.MaxWebSockets, cfg.Server.MaxWebSocketsPerClient, cfg.Server.WebSocketWriteTimeout)
 	wcfg := cfg.WeChat
 	wcfg.OnCall = s.metrics.WeChatCall
 	s.wechat = wechat.New(wcfg)

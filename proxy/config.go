@@ -149,6 +149,20 @@ type ServerConfig struct {
 	// else, or has any problem, is refused and the running config stays.
 	// Changing this key itself takes a restart. Default: false.
 	WatchConfig bool `toml:"watch_config"`
+	// MaxWebSockets bounds the WebSockets open through this replica, and
+	// MaxWebSocketsPerClient those of one client (an IPv4 address or an
+	// IPv6 /64): each holds a connection to the upstream for as long as
+	// the client likes, so without a bound one client could take them
+	// all. A handshake past either is refused (429 for the client's, 503
+	// for the replica's) before the upstream is asked. Defaults: 10000
+	// and 100.
+	MaxWebSockets          int `toml:"max_websockets"`
+	MaxWebSocketsPerClient int `toml:"max_websockets_per_client"`
+	// WebSocketWriteTimeout is how long one write to either side of a
+	// WebSocket may block: a peer that stops reading while the other side
+	// sends ends the WebSocket then, instead of holding it open for ever.
+	// 1s..10m. Default: 60s (nginx's proxy_send_timeout).
+	WebSocketWriteTimeout time.Duration `toml:"websocket_write_timeout"`
 
 	// Dev turns on what only `wxgate dev` may do: the "continue as if inside
 	// WeChat" link. Never set from the file.
@@ -318,6 +332,15 @@ func (c *Config) SetDefaults() {
 	}
 	if s.ShutdownTimeout == 0 {
 		s.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if s.MaxWebSockets == 0 {
+		s.MaxWebSockets = 10000
+	}
+	if s.MaxWebSocketsPerClient == 0 {
+		s.MaxWebSocketsPerClient = 100
+	}
+	if s.WebSocketWriteTimeout == 0 {
+		s.WebSocketWriteTimeout = time.Minute
 	}
 	c.Session.SetDefaults()
 	c.Tokens.SetDefaults()
@@ -499,6 +522,15 @@ func (c *Config) Validate() error {
 	}
 	if s.ShutdownTimeout < 0 || s.ShutdownTimeout > time.Hour {
 		add("server.shutdown_timeout: %s is outside 0..1h (0: the default, 25s)", s.ShutdownTimeout)
+	}
+	if s.MaxWebSockets < 1 {
+		add("server.max_websockets: %d must be at least 1", s.MaxWebSockets)
+	}
+	if s.MaxWebSocketsPerClient < 1 || s.MaxWebSocketsPerClient > s.MaxWebSockets {
+		add("server.max_websockets_per_client: %d must be between 1 and max_websockets", s.MaxWebSocketsPerClient)
+	}
+	if s.WebSocketWriteTimeout < time.Second || s.WebSocketWriteTimeout > 10*time.Minute {
+		add("server.websocket_write_timeout: %s is outside 1s..10m", s.WebSocketWriteTimeout)
 	}
 	switch c.Log.Format {
 	case "", LogJSON, LogText:

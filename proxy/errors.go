@@ -43,6 +43,8 @@ const (
 	problemRefused
 	problemCodeInvalid
 	problemTooManyLogins
+	problemTooManyWebSockets
+	problemWebSocketsFull
 	problemWeChatError
 	problemWeChatUnavailable
 	problemAppTokenBlocked
@@ -84,6 +86,8 @@ var problems = [numProblems]problemInfo{
 	problemRefused:           {"refused", http.StatusForbidden, "refused", "access_denied", ""},
 	problemCodeInvalid:       {"code_invalid", http.StatusBadRequest, "code_invalid", "invalid_grant", "the login code is invalid, expired or already used; get a new one and log in again"},
 	problemTooManyLogins:     {"too_many_logins", http.StatusTooManyRequests, "too_many_logins", "too_many_requests", "too many logins were started from this network; try again in a few minutes"},
+	problemTooManyWebSockets: {"too_many_websockets", http.StatusTooManyRequests, "too_many_websockets", "too_many_requests", "too many WebSockets are open from this network; close some and try again"},
+	problemWebSocketsFull:    {"websockets_full", http.StatusServiceUnavailable, "unavailable", "unavailable", ""},
 	problemWeChatError:       {"wechat_error", http.StatusBadGateway, "wechat_error", "wechat_error", ""},
 	problemWeChatUnavailable: {"wechat_unavailable", http.StatusServiceUnavailable, "wechat_unavailable", "wechat_unavailable", ""},
 	problemAppTokenBlocked:   {"app_token_blocked", http.StatusServiceUnavailable, "wechat_unavailable", "app_token_blocked", ""},
@@ -103,6 +107,7 @@ var descZh = map[string]string{
 	"the refresh token is invalid, expired, revoked or already used; log in again":       "刷新令牌无效、已过期、已撤销或已使用，请重新登录。",
 	"the login code is invalid, expired or already used; get a new one and log in again": "登录码无效、已过期或已使用，请重新获取后登录。",
 	"too many logins were started from this network; try again in a few minutes":         "此网络发起的登录过多，请几分钟后再试。",
+	"too many WebSockets are open from this network; close some and try again":           "此网络打开的实时连接过多，请关闭一些后重试。",
 }
 
 func (p problem) String() string { return problems[p].name }
@@ -220,6 +225,16 @@ func codeInvalid(retry string) *Error  { return &Error{problem: problemCodeInval
 // retry in a minute.
 func tooManyLogins(err error) *Error {
 	return &Error{problem: problemTooManyLogins, Err: err, retryAfter: time.Minute}
+}
+
+// tooManyWebSockets answers a handshake past max_websockets_per_client:
+// 429, retry in a minute; webSocketsFull one past max_websockets: 503.
+func tooManyWebSockets(err error) *Error {
+	return &Error{problem: problemTooManyWebSockets, Err: err, retryAfter: time.Minute}
+}
+
+func webSocketsFull(err error) *Error {
+	return &Error{problem: problemWebSocketsFull, Err: err, retryAfter: 10 * time.Second}
 }
 
 // wechatUnavailable answers 503 when WeChat cannot serve the request now;

@@ -55,6 +55,8 @@ func problemSamples() map[problem]error {
 		problemRefused:           refused("/_wxgate/start?rd=%2Forders%2F7"),
 		problemCodeInvalid:       codeInvalid("/_wxgate/start?rd=%2Forders%2F7"),
 		problemTooManyLogins:     tooManyLogins(errors.New("client bound")),
+		problemTooManyWebSockets: tooManyWebSockets(errTunnelsOfClient),
+		problemWebSocketsFull:    webSocketsFull(errTunnelsFull),
 		problemWeChatError:       fmt.Errorf("exchanging code: %w", &wechat.Error{Code: 40013, Msg: "invalid appid", Endpoint: "/sns/oauth2/access_token"}),
 		problemWeChatUnavailable: wechatUnavailable(errors.New("token expired, refresh failing"), 5*time.Second),
 		problemAppTokenBlocked:   appTokenBlocked(wechat.ErrBlocked),

@@ -62,6 +62,8 @@ var messages = map[string]message{
 		"Server error", "Something went wrong on our side. Please try again later."},
 	"too_many_logins": {"登录请求过多", "你所在的网络发起了过多登录，请几分钟后再试。",
 		"Too many logins", "Too many logins were started from your network. Please try again in a few minutes."},
+	"too_many_websockets": {"连接过多", "你所在的网络打开了过多实时连接，请关闭一些页面后重试。",
+		"Too many connections", "Too many live connections are open from your network. Close some pages and try again."},
 	"logout_confirm": {"退出登录", "确定要退出登录吗？",
 		"Log out", "Do you want to log out?"},
 	"logged_out": {"已退出", "你已退出登录。",

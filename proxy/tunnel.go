@@ -3,10 +3,13 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/wxgate/wxgate/metrics"
 )
@@ -21,6 +24,7 @@ import (
 type tunnel struct {
 	set      *tunnelSet
 	upstream string
+	client   netip.Prefix // clientKey of the client's address
 	up       net.Conn
 	upr      *bufio.Reader // up, with what the upstream sent after its 101
 	done     chan struct{}
@@ -35,18 +39,65 @@ type tunnel struct {
 // tunnelSet is the gateway's open tunnels.
 type tunnelSet struct {
 	metrics *metrics.Metrics
-	mu      sync.Mutex
-	set     map[*tunnel]struct{}
+	// max and perClient bound the tunnels open and reserved, in all and
+	// per clientKey ([server] max_websockets, max_websockets_per_client);
+	// writeTimeout bounds each write to either side
+	// (websocket_write_timeout).
+	max, perClient int
+	writeTimeout   time.Duration
+
+	mu  sync.Mutex
+	set map[*tunnel]struct{}
+	// held counts each client's tunnels, reserved or open, and total all
+	// of them; an entry goes at zero, so the map is as big as what is
+	// open.
+	held  map[netip.Prefix]int
+	total int
 }
 
-func newTunnelSet(m *metrics.Metrics) *tunnelSet {
-	return &tunnelSet{metrics: m, set: map[*tunnel]struct{}{}}
+func newTunnelSet(m *metrics.Metrics, max, perClient int, writeTimeout time.Duration) *tunnelSet {
+	return &tunnelSet{
+		metrics: m, max: max, perClient: perClient, writeTimeout: writeTimeout,
+		set: map[*tunnel]struct{}{}, held: map[netip.Prefix]int{},
+	}
 }
 
-// open records a tunnel to upstream over up, before fasthttp hands over
-// the client's connection.
-func (s *tunnelSet) open(upstream string, up net.Conn, upr *bufio.Reader) *tunnel {
-	t := &tunnel{set: s, upstream: upstream, up: up, upr: upr, done: make(chan struct{})}
+// Errors of reserve.
+var (
+	errTunnelsOfClient = errors.New("proxy: this client has max_websockets_per_client WebSockets open")
+	errTunnelsFull     = errors.New("proxy: max_websockets WebSockets are open")
+)
+
+// reserve holds a place for a tunnel of client before the upstream is
+// asked, so that a handshake past the bounds costs the upstream nothing.
+// The place is open's to take, or release's to give back.
+func (s *tunnelSet) reserve(client netip.Addr) (netip.Prefix, error) {
+	key := clientKey(client)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.held[key] >= s.perClient:
+		return key, errTunnelsOfClient
+	case s.total >= s.max:
+		return key, errTunnelsFull
+	}
+	s.held[key]++
+	s.total++
+	return key, nil
+}
+
+// release gives back a place reserve held for client.
+func (s *tunnelSet) release(client netip.Prefix) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	decrement(s.held, client)
+	s.total--
+}
+
+// open records a tunnel to upstream over up, in the place reserved for
+// client, before fasthttp hands over the client's connection.
+func (s *tunnelSet) open(upstream string, client netip.Prefix, up net.Conn, upr *bufio.Reader) *tunnel {
+	t := &tunnel{set: s, upstream: upstream, client: client, up: up, upr: upr, done: make(chan struct{})}
 	s.mu.Lock()
 	s.set[t] = struct{}{}
 	s.mu.Unlock()
@@ -83,14 +134,15 @@ func (t *tunnel) run(client net.Conn, head []byte) {
 		return
 	}
 	done := make(chan struct{}, 2)
+	timeout := t.set.writeTimeout
 	go func() {
 		// client reads fasthttp's buffer first: frames sent right behind
 		// the handshake.
-		_, _ = io.Copy(t.up, client)
+		_ = copyTimed(t.up, client, timeout)
 		done <- struct{}{}
 	}()
 	go func() {
-		_, _ = io.Copy(client, t.upr)
+		_ = copyTimed(client, t.upr, timeout)
 		done <- struct{}{}
 	}()
 	<-done
@@ -116,8 +168,31 @@ func (t *tunnel) end() {
 	s.mu.Lock()
 	delete(s.set, t)
 	s.mu.Unlock()
+	s.release(t.client)
 	s.metrics.WebSocketClosed(t.upstream)
 	close(t.done)
+}
+
+// copyTimed copies src to dst until either fails, giving each write to
+// dst at most timeout: a peer that stops reading must not hold a tunnel,
+// its goroutines and the upstream's connection, for ever. Reads wait as
+// long as they like: a WebSocket may be quiet for hours.
+func copyTimed(dst net.Conn, src io.Reader, timeout time.Duration) error {
+	buf := make([]byte, 32<<10)
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			if err := dst.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+				return err
+			}
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return err
+			}
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
 }
 
 // count returns how many tunnels are open.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"time"
 
@@ -127,6 +128,19 @@ func (s *Server) webSocketOrigin(c *fiber.Ctx) bool {
 // upstream's; any other answer goes back to the client as the answer to
 // the request.
 func (s *Server) tunnelTo(c *fiber.Ctx, up *upstream) error {
+	client, err := s.tunnels.reserve(requestOf(c).client)
+	switch {
+	case errors.Is(err, errTunnelsOfClient):
+		return tooManyWebSockets(err)
+	case err != nil:
+		return webSocketsFull(err)
+	}
+	opened := false
+	defer func() {
+		if !opened {
+			s.tunnels.release(client)
+		}
+	}()
 	req := c.Request()
 	req.Header.Set(fiber.HeaderConnection, "Upgrade")
 	req.Header.Set(fiber.HeaderUpgrade, "websocket")
@@ -136,7 +150,7 @@ func (s *Server) tunnelTo(c *fiber.Ctx, up *upstream) error {
 	if err == nil {
 		var br *bufio.Reader
 		if br, err = handshake(conn, req, c.Response(), up.timeout); err == nil {
-			err = s.answerHandshake(c, up, conn, br)
+			opened, err = s.answerHandshake(c, up, client, conn, br)
 		}
 		if err != nil || c.Response().StatusCode() != fasthttp.StatusSwitchingProtocols {
 			conn.Close()
@@ -181,19 +195,20 @@ func handshake(conn net.Conn, req *fasthttp.Request, resp *fasthttp.Response, ti
 
 // answerHandshake answers the client with the upstream's answer in c's
 // response. A 101 to websocket hijacks the client's connection: its head
-// is written by the tunnel, before the first byte either way.
-func (s *Server) answerHandshake(c *fiber.Ctx, up *upstream, conn net.Conn, br *bufio.Reader) error {
+// is written by the tunnel, before the first byte either way. It reports
+// whether a tunnel opened in client's reserved place.
+func (s *Server) answerHandshake(c *fiber.Ctx, up *upstream, client netip.Prefix, conn net.Conn, br *bufio.Reader) (bool, error) {
 	resp := c.Response()
 	if resp.StatusCode() != fasthttp.StatusSwitchingProtocols {
 		removeHopByHop(&resp.Header)
-		return nil
+		return false, nil
 	}
 	if !equalFold(trimOWS(resp.Header.Peek(fiber.HeaderUpgrade)), "websocket") {
-		return errUpgradeRefused
+		return false, errUpgradeRefused
 	}
 	key := c.Request().Header.Peek(fiber.HeaderSecWebSocketKey)
 	if len(key) == 0 || string(resp.Header.Peek(fiber.HeaderSecWebSocketAccept)) != acceptKey(key) {
-		return errNotWebSocket
+		return false, errNotWebSocket
 	}
 	removeHopByHop(&resp.Header)
 	resp.Header.Set(fiber.HeaderConnection, "Upgrade")
@@ -201,12 +216,12 @@ func (s *Server) answerHandshake(c *fiber.Ctx, up *upstream, conn net.Conn, br *
 	resp.Header.SetNoDefaultContentType(true)
 	// Copied: the response is fasthttp's, reused once the handler returns.
 	head := bytes.Clone(resp.Header.Header())
-	t := s.tunnels.open(up.name, conn, br)
+	t := s.tunnels.open(up.name, client, conn, br)
 	ctx := c.Context()
 	if dc := drainConnOf(ctx.Conn()); dc != nil {
 		dc.tunnel.Store(t)
 	}
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(client net.Conn) { t.run(client, head) })
-	return nil
+	return true, nil
 }

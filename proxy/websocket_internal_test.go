@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -77,12 +78,16 @@ func TestWebSocketHandshakeTLS(t *testing.T) {
 // rather than staying open until Shutdown.
 func TestTunnelEndsWhenFasthttpClosesInstead(t *testing.T) {
 	m := metrics.New(nil)
-	set := newTunnelSet(m)
+	set := newTunnelSet(m, 10, 1, time.Minute)
 	client, _ := net.Pipe()
 	up, upPeer := net.Pipe()
 	dc := &drainConn{Conn: client, conns: newConnSet()}
 	dc.conns.add(dc)
-	tun := set.open("app", up, bufio.NewReader(up))
+	place, err := set.reserve(netip.MustParseAddr("192.0.2.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tun := set.open("app", place, up, bufio.NewReader(up))
 	dc.tunnel.Store(tun)
 	trackConnState(dc, fasthttp.StateHijacked) // not this one: nothing happens
 	if set.count() != 1 {
@@ -100,5 +105,9 @@ func TestTunnelEndsWhenFasthttpClosesInstead(t *testing.T) {
 	case <-tun.done:
 	default:
 		t.Error("the tunnel is not done")
+	}
+	// Its place is free again: the client's one allowed tunnel.
+	if _, err := set.reserve(netip.MustParseAddr("192.0.2.1")); err != nil {
+		t.Errorf("reserve after the tunnel ended: %v", err)
 	}
 }

@@ -615,3 +615,95 @@ func TestWebSocketShutdownStalledClient(t *testing.T) {
 		return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "proxy.(*tunnel).run")
 	})
 }
+
+// TestWebSocketLimits: past max_websockets_per_client a client's handshake
+// gets 429 and past max_websockets anyone's gets 503, both with
+// Retry-After and before the upstream is asked; a WebSocket that ends
+// gives its place back.
+func TestWebSocketLimits(t *testing.T) {
+	up := newWSUpstream(t)
+	e := newEnvOpts(t, envOptions{appUpstream: up.URL, serverKeys: `
+trusted_proxies = ["127.0.0.1"]
+max_websockets = 3
+max_websockets_per_client = 2`})
+	from := func(ip string) http.Header { return http.Header{"X-Forwarded-For": {ip}} }
+	a1, _, _ := wsDial(t, e, "/public/ws", from("192.0.2.1"))
+	a2, _, _ := wsDial(t, e, "/public/ws", from("192.0.2.1"))
+	b1, _, _ := wsDial(t, e, "/public/ws", from("192.0.2.2"))
+	if a1 == nil || a2 == nil || b1 == nil {
+		t.Fatal("the first three WebSockets were refused")
+	}
+	asked := up.handshakes.Load()
+	// 192.0.2.1 holds its two: a third is refused.
+	if conn, resp, body := wsDial(t, e, "/public/ws", from("192.0.2.1")); conn != nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("a client's third WebSocket: %v %q, want 429 with Retry-After", resp.Status, body)
+	}
+	// The replica holds three: a fourth client is refused too.
+	if conn, resp, body := wsDial(t, e, "/public/ws", from("198.51.100.7")); conn != nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("a WebSocket past max_websockets: %v %q, want 503 with Retry-After", resp.Status, body)
+	}
+	if n := up.handshakes.Load(); n != asked {
+		t.Errorf("the upstream saw %d handshakes of refused WebSockets", n-asked)
+	}
+	// Ending one gives its place back, to its client and to the replica.
+	a1.Close()
+	<-up.ended
+	var again *websocket.Conn
+	waitUntil(t, "the ended WebSocket's place to come back", func() bool {
+		again, _, _ = wsDial(t, e, "/public/ws", from("192.0.2.1"))
+		return again != nil
+	})
+	echoes(t, again)
+}
+
+// TestWebSocketStalledPeer: a client that stops reading while the
+// upstream keeps sending ends its WebSocket after websocket_write_timeout,
+// upstream connection and all, instead of holding it for ever.
+func TestWebSocketStalledPeer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	upstreamDone := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			upstreamDone <- err
+			return
+		}
+		h := sha1.Sum([]byte(req.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+		fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", base64.StdEncoding.EncodeToString(h[:]))
+		frame := append([]byte{0x82, 126, 0xff, 0xff}, make([]byte, 0xffff)...)
+		for {
+			if _, err := c.Write(frame); err != nil {
+				upstreamDone <- err
+				return
+			}
+		}
+	}()
+	e := newEnvOpts(t, envOptions{appUpstream: "http://" + ln.Addr().String(), serverKeys: `websocket_write_timeout = "1s"`})
+	c := dialRaw(t, strings.TrimPrefix(e.url, "http://"))
+	fmt.Fprint(c, "GET /public/ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	// The client reads nothing. Once the buffers on the way are full the
+	// gateway's write to it blocks, and a second later the tunnel ends:
+	// the upstream's write fails.
+	select {
+	case err := <-upstreamDone:
+		if err == nil {
+			t.Error("the upstream's side ended without an error")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the tunnel to a client that reads nothing is still open after 30s (websocket_write_timeout 1s)")
+	}
+	waitUntil(t, "the tunnel to stop running", func() bool {
+		buf := make([]byte, 1<<20)
+		return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "proxy.(*tunnel).run")
+	})
+}
