@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"golang.org/x/net/publicsuffix"
 
 	"github.com/wxgate/wxgate/internal/secret"
 	"github.com/wxgate/wxgate/policies"
@@ -510,6 +511,10 @@ func (c *Config) Validate() error {
 		name, _, err := parseHost(strings.TrimPrefix(d, "."))
 		if err != nil || strings.Contains(d, ":") || strings.HasSuffix(d, ".") || !strings.Contains(name, ".") || isIP(name) {
 			add("session.cookie_domain: %q is not a domain name such as \".example.com\"", d)
+		} else if suffix, _ := publicsuffix.PublicSuffix(strings.ToLower(name)); suffix == strings.ToLower(name) {
+			// Browsers drop a cookie set for a public suffix: every login
+			// would loop.
+			add("session.cookie_domain: %q is a public suffix, which browsers refuse a cookie for; name your own domain (\".example.com.cn\")", d)
 		}
 	}
 	for _, h := range s.AdminHosts {
