@@ -172,12 +172,7 @@ func BenchmarkBytesPerSession(b *testing.B) {
 func BenchmarkRedisBytesPerSession(b *testing.B) {
 	for _, tc := range sessionShapes {
 		b.Run(tc.name, func(b *testing.B) {
-			srv := redistest.Start(b, "--appendonly", "no", "--save", "")
-			store, err := NewRedis(RedisConfig{Addrs: []string{srv.Addr}, KeyPrefix: "wxgate:", Timeout: 5 * time.Second}, make([]byte, 32))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer store.Close()
+			store, srv := benchRedis(b)
 			cfg := Config{}
 			if tc.sweeper {
 				cfg.RefreshAhead = time.Minute
@@ -204,12 +199,7 @@ func BenchmarkRedisBytesPerSession(b *testing.B) {
 // mini-program login: the token family and refresh token Issuer.Login
 // writes, its per-user index entries and WeChat's session_key.
 func BenchmarkRedisBytesPerFamily(b *testing.B) {
-	srv := redistest.Start(b, "--appendonly", "no", "--save", "")
-	store, err := NewRedis(RedisConfig{Addrs: []string{srv.Addr}, KeyPrefix: "wxgate:", Timeout: 5 * time.Second}, make([]byte, 32))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer store.Close()
+	store, srv := benchRedis(b)
 	is := issuerOn(b, store, TokenConfig{})
 	ctx := context.Background()
 	before := redisUsedMemory(b, srv.Addr)
@@ -234,12 +224,7 @@ func BenchmarkRedisBytesPerFamily(b *testing.B) {
 // token adds to Redis until refresh_ttl has passed: the rotated-out
 // token's record and its rotation claim, which reuse detection reads.
 func BenchmarkRedisBytesPerRefresh(b *testing.B) {
-	srv := redistest.Start(b, "--appendonly", "no", "--save", "")
-	store, err := NewRedis(RedisConfig{Addrs: []string{srv.Addr}, KeyPrefix: "wxgate:", Timeout: 5 * time.Second}, make([]byte, 32))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer store.Close()
+	store, srv := benchRedis(b)
 	is := issuerOn(b, store, TokenConfig{})
 	ctx := context.Background()
 	ident, _ := sessionShape{}.session(1, is.Now())
@@ -258,6 +243,18 @@ func BenchmarkRedisBytesPerRefresh(b *testing.B) {
 	}
 	after := redisUsedMemory(b, srv.Addr)
 	b.ReportMetric(float64(after-before)/float64(n), "B/refresh")
+}
+
+// benchRedis is a Redis store on a redis-server of its own, which keeps
+// nothing on disk.
+func benchRedis(b *testing.B) (*Redis, *redistest.Server) {
+	srv := redistest.Start(b, "--appendonly", "no", "--save", "")
+	store, err := NewRedis(RedisConfig{Addrs: []string{srv.Addr}, KeyPrefix: "wxgate:", Timeout: 5 * time.Second}, make([]byte, 32))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { store.Close() })
+	return store, srv
 }
 
 // redisUsedMemory is INFO memory's used_memory of the server at addr.
