@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -12,44 +11,14 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/wxgate/wxgate/internal/browsertest"
 )
 
 // chromium returns a headless Chromium context, or skips the test when
 // Chromium is not installed (never in CI, which sets WXGATE_REQUIRE_BROWSER).
 func chromium(t *testing.T, userAgent, acceptLang string) context.Context {
 	t.Helper()
-	path, err := exec.LookPath("chromium")
-	if err != nil {
-		if os.Getenv("WXGATE_REQUIRE_BROWSER") != "" {
-			t.Fatal("chromium is not installed and WXGATE_REQUIRE_BROWSER is set")
-		}
-		t.Skip("chromium not installed (apt-get install chromium)")
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(path),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.UserAgent(userAgent),
-		chromedp.Flag("accept-lang", acceptLang),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelCtx := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancelCtx(); cancelAlloc() })
-	// Start the browser on a context without a deadline (a deadline on the
-	// first call would bound the browser's life), then bound the test.
-	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("starting chromium: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	t.Cleanup(cancel)
-	return ctx
+	return browsertest.Chromium(t, userAgent, acceptLang)
 }
 
 // waitFor evaluates a JavaScript predicate until it holds. Evaluations that

@@ -90,7 +90,7 @@ var demoPage = template.Must(template.New("demo").Parse(`<!doctype html>
 <title>wxgate demo upstream</title><style>
 body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#222}
 table{border-collapse:collapse;width:100%}td{border-bottom:1px solid #eee;padding:.3rem;vertical-align:top;word-break:break-all}
-td:first-child{font-family:monospace;white-space:nowrap;width:14rem}nav a{margin-right:1rem}
+td:first-child{font-family:monospace;white-space:nowrap;width:14rem}nav a{margin-right:1rem;display:inline-block}code{word-break:break-all}
 @media (max-width:40rem){td{display:block;width:auto}td:first-child{white-space:normal;border-bottom:0;padding-bottom:0;color:#666}}</style></head><body>
 <h1>Demo upstream</h1>
 <p>{{if .User}}Logged in as <b>{{if .Nickname}}{{.Nickname}}{{else}}{{.User}}{{end}}</b>.{{else}}No identity on this request.{{end}}
