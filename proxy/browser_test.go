@@ -260,3 +260,37 @@ func TestBrowserOpenInWeChat(t *testing.T) {
 	}
 	waitFor(t, ctx, `document.getElementById("copy").textContent === "已复制"`)
 }
+
+// TestBrowserPagesOnAPhone: wxgate's own pages fit a 375px phone screen,
+// long links and request IDs included: the copy-link page a phone browser
+// outside WeChat gets, the 502 page with its retry button and request ID,
+// and the logout confirmation.
+func TestBrowserPagesOnAPhone(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct {
+		name, ua, path string
+	}{
+		{"copy link", "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 Safari/604.1",
+			"/orders/" + strings.Repeat("a", 150) + "?id=" + strings.Repeat("7", 100)},
+		{"upstream down", weChatUA, "/down/" + strings.Repeat("b", 150)},
+		{"logout", weChatUA, "/_wxgate/logout?rd=%2F" + strings.Repeat("c", 150)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := chromium(t, tc.ua, "zh-CN")
+			if err := chromedp.Do(ctx,
+				chromedp.EmulateViewport(375, 740, chromedp.EmulateScale(2), chromedp.EmulateMobile),
+				chromedp.Navigate(e.url+tc.path),
+				chromedp.WaitVisible(chromedp.CSS("h1")),
+			); err != nil {
+				t.Fatal(err)
+			}
+			overflow, err := browsertest.Overflow(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range overflow {
+				t.Errorf("wider than a 375px phone: %s", o)
+			}
+		})
+	}
+}

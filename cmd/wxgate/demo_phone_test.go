@@ -45,16 +45,7 @@ func TestDemoPageOnAPhone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Every element that reaches past the viewport's right edge.
-	overflow, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`(() => {
-		const w = document.documentElement.clientWidth, out = [];
-		if (document.documentElement.scrollWidth > w) out.push("document: " + document.documentElement.scrollWidth + " > " + w);
-		for (const el of document.body.querySelectorAll("*")) {
-			const r = el.getBoundingClientRect();
-			if (r.right > w + 0.5) out.push(el.tagName + " " + (el.textContent || "").slice(0, 40) + ": right " + Math.round(r.right));
-		}
-		return out;
-	})()`))
+	overflow, err := browsertest.Overflow(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,3 +51,18 @@ func Chromium(t testing.TB, userAgent, acceptLang string) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// Overflow lists what on the page in ctx reaches past the right edge of
+// the viewport: the document itself, then each element, with the start
+// of its text. A page that reads on a phone lists nothing.
+func Overflow(ctx context.Context) ([]string, error) {
+	return chromedp.Run(ctx, chromedp.Evaluate[[]string](`(() => {
+		const w = document.documentElement.clientWidth, out = [];
+		if (document.documentElement.scrollWidth > w) out.push("document: " + document.documentElement.scrollWidth + "px > " + w + "px");
+		for (const el of document.body.querySelectorAll("*")) {
+			const r = el.getBoundingClientRect();
+			if (r.right > w + 0.5) out.push(el.tagName + " " + JSON.stringify((el.textContent || "").slice(0, 40)) + ": right edge at " + Math.round(r.right) + "px");
+		}
+		return out;
+	})()`))
+}
