@@ -1,7 +1,10 @@
 package proxy
 
 import (
+	"cmp"
 	"errors"
+	"math"
+	"slices"
 	"strings"
 
 	"github.com/wxgate/wxgate/internal/secret"
@@ -64,6 +67,7 @@ func Check(path string, o CheckOptions) (*Config, []Problem) {
 	}
 	if cfg == nil {
 		add(err, false)
+		sortProblems(out)
 		return nil, out
 	}
 	// Unknown keys and variables, and values that did not parse, come
@@ -85,10 +89,26 @@ func Check(path string, o CheckOptions) (*Config, []Problem) {
 		failed = failed || !warn
 		add(e, warn)
 	}
+	sortProblems(out)
 	if failed {
 		return nil, out
 	}
 	return cfg, out
+}
+
+// sortProblems puts problems in the order of their lines, as a reader goes
+// through the file, and those no line places (a variable's) last.
+func sortProblems(ps []Problem) {
+	slices.SortStableFunc(ps, func(a, b Problem) int {
+		la, lb := a.Line, b.Line
+		if la == 0 {
+			la = math.MaxInt
+		}
+		if lb == 0 {
+			lb = math.MaxInt
+		}
+		return cmp.Compare(la, lb)
+	})
 }
 
 // leaves splits the errors errors.Join joined (at any depth) into the

@@ -232,6 +232,16 @@ func (u *Upstream) provision() error {
 
 var upstreamNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
+// upstreamKey names the i'th [[upstream]] in a problem, with its name as
+// routes have theirs ("upstream[1] (api)") when that is a valid one.
+func upstreamKey(i int, name string) string {
+	key := fmt.Sprintf("upstream[%d]", i)
+	if upstreamNameRE.MatchString(name) {
+		key += " (" + name + ")"
+	}
+	return key
+}
+
 // The drain's defaults: together they fit Kubernetes' default
 // terminationGracePeriodSeconds (30).
 const (
@@ -457,7 +467,7 @@ func (c *Config) Provision() error {
 	}
 	for i := range c.Upstreams {
 		if err := c.Upstreams[i].provision(); err != nil {
-			add("upstream[%d].%w", i, err)
+			add("%s.%w", upstreamKey(i, c.Upstreams[i].Name), err)
 		}
 	}
 	if c.engine, err = policies.New(c.Routes, c.Policy); err != nil {
@@ -591,7 +601,7 @@ func (c *Config) Validate() error {
 	}
 	names := map[string]bool{}
 	for i, u := range c.Upstreams {
-		key := fmt.Sprintf("upstream[%d]", i)
+		key := upstreamKey(i, u.Name)
 		if u.Name == "" {
 			add("%s.name: required", key)
 		} else if !upstreamNameRE.MatchString(u.Name) {

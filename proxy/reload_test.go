@@ -592,8 +592,8 @@ func TestReloadUpstreamURLHidesPassword(t *testing.T) {
 	for _, url := range []string{"http://deploy:hunter2pw@127.0.0.1:1/base", "http://deploy:hunter2pw@127.0.0.1:1:2", "ftp://deploy:hunter2pw@127.0.0.1:1"} {
 		e.writeConfig(strings.Replace(good, `url = "http://127.0.0.1:1"`, `url = "`+url+`"`, 1))
 		err := e.gw.Reload()
-		if err == nil || !strings.Contains(err.Error(), "upstream[1].url") {
-			t.Fatalf("Reload with the URL %s: %v, want upstream[1].url refused", url, err)
+		if err == nil || !strings.Contains(err.Error(), "upstream[1] (down).url") {
+			t.Fatalf("Reload with the URL %s: %v, want upstream[1] (down).url refused", url, err)
 		}
 		if strings.Contains(err.Error(), "hunter2pw") || strings.Contains(log.String(), "hunter2pw") {
 			t.Fatalf("the password in the refusal or the log: %v\n%s", err, log.String())

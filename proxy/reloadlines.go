@@ -37,7 +37,7 @@ func place(path string, src []byte, err error) []problemLine {
 		// prefix would say the line twice.
 		text := "toml: " + pe.Message
 		if pe.LastKey != "" {
-			text = pe.LastKey + ": " + pe.Message
+			text = scanKeyLines(src).indexed(pe.LastKey, pe.Position.Line) + ": " + pe.Message
 		}
 		return []problemLine{{line: pe.Position.Line, text: text}}
 	}
@@ -74,14 +74,25 @@ func problemKey(text string) string {
 // "server" or "route[1]". bare holds the same without indexes
 // ("route.path"), first occurrence, for the decoder's unknown keys, which
 // it names without one.
-type keyLines struct{ exact, bare map[string]int }
+type keyLines struct {
+	exact, bare map[string]int
+	// tables are the table headers in file order, indexed ("route[1]").
+	tables []keyLine
+	// names are the names of array elements: "upstream[1]" -> "api".
+	names map[string]string
+}
+
+type keyLine struct {
+	key  string
+	line int
+}
 
 // scanKeyLines reads src line by line: table headers, keys (bare, quoted
 // or dotted) and values, skipping what a value spans over several lines
 // (arrays, inline tables, multi-line strings). It is not a TOML parser:
 // the decoder has accepted src, and this only finds where keys are.
 func scanKeyLines(src []byte) keyLines {
-	kl := keyLines{exact: map[string]int{}, bare: map[string]int{}}
+	kl := keyLines{exact: map[string]int{}, bare: map[string]int{}, names: map[string]string{}}
 	set := func(key string, n int) {
 		if _, ok := kl.exact[key]; !ok {
 			kl.exact[key] = n
@@ -111,6 +122,7 @@ func scanKeyLines(src []byte) keyLines {
 			table = fmt.Sprintf("%s[%d]", name, counts[name])
 			counts[name]++
 			set(table, n)
+			kl.tables = append(kl.tables, keyLine{table, n})
 		case l[0] == '[':
 			end := strings.Index(l, "]")
 			if end < 0 {
@@ -118,6 +130,7 @@ func scanKeyLines(src []byte) keyLines {
 			}
 			table = dottedKey(l[1:end])
 			set(table, n)
+			kl.tables = append(kl.tables, keyLine{table, n})
 		default:
 			k, v, ok := strings.Cut(l, "=")
 			if !ok {
@@ -128,6 +141,11 @@ func scanKeyLines(src []byte) keyLines {
 				key = table + "." + key
 			}
 			set(key, n)
+			if strings.HasSuffix(table, "]") && key == table+".name" {
+				if s, ok := tomlString(v); ok {
+					kl.names[table] = s
+				}
+			}
 			depth, multi = scanValue(v, 0, "")
 		}
 	}
@@ -135,6 +153,29 @@ func scanKeyLines(src []byte) keyLines {
 }
 
 var arrayIndex = regexp.MustCompile(`\[\d+\]`)
+
+// indexed is key, as the decoder names it without indexes
+// ("upstream.timeout"), in the array element the file is in at line, as
+// Validate names it: "upstream[1] (api).timeout". A key outside an array
+// of tables comes back as it was.
+func (kl keyLines) indexed(key string, line int) string {
+	var in string
+	for _, t := range kl.tables {
+		if t.line > line {
+			break
+		}
+		in = t.key
+	}
+	bare := arrayIndex.ReplaceAllString(in, "")
+	rest, ok := strings.CutPrefix(key, bare+".")
+	if in == bare || !ok {
+		return key
+	}
+	if name, ok := kl.names[in]; ok {
+		return in + " (" + name + ")." + rest
+	}
+	return in + "." + rest
+}
 
 // find returns the line of key, else of its closest enclosing table, else
 // of key without indexes; 0 if none is in the file.
@@ -153,6 +194,21 @@ func (kl keyLines) find(key string) int {
 		k = k[:i]
 	}
 	return kl.bare[arrayIndex.ReplaceAllString(key, "")]
+}
+
+// tomlString is the one-line string value v (after its "="), basic or
+// literal, with a comment after it; ok is false for anything else.
+func tomlString(v string) (string, bool) {
+	v = strings.TrimSpace(v)
+	if len(v) >= 2 && v[0] == '\'' {
+		if end := strings.IndexByte(v[1:], '\''); end >= 0 {
+			return v[1 : end+1], true
+		}
+		return "", false
+	}
+	v = strings.TrimSpace(strings.SplitN(v, "#", 2)[0])
+	s, err := strconv.Unquote(v)
+	return s, err == nil && strings.HasPrefix(v, `"`)
 }
 
 // dottedKey normalizes a TOML key as written (` a . "b" `) to "a.b".

@@ -92,3 +92,45 @@ func TestPlace(t *testing.T) {
 		}
 	}
 }
+
+// TestIndexedDecodeKey: a value the decoder refuses is named by the
+// decoder without the array index; the problem names the element the line
+// is in, with its name, as Validate's problems do.
+func TestIndexedDecodeKey(t *testing.T) {
+	src := []byte(`[server]
+listen = ":8080"
+
+[[upstream]]
+name = "app" # the app
+url = "http://127.0.0.1:3000"
+
+[[upstream]]
+url = "http://127.0.0.1:3001"
+timeout = "30 seconds"
+
+[[route]]
+path = "/a/**"
+name = 'first'
+api = "yes"
+
+[policy]
+api = "no"
+`)
+	kl := scanKeyLines(src)
+	for _, tc := range []struct {
+		key  string
+		line int
+		want string
+	}{
+		{"server.listen", 2, "server.listen"},
+		{"upstream.url", 6, "upstream[0] (app).url"},
+		{"upstream.timeout", 10, "upstream[1].timeout"}, // no name
+		{"route.api", 15, "route[0] (first).api"},
+		{"policy.api", 18, "policy.api"},
+		{"upstream.timeout", 2, "upstream.timeout"}, // before any [[upstream]]
+	} {
+		if got := kl.indexed(tc.key, tc.line); got != tc.want {
+			t.Errorf("indexed(%q, line %d) = %q, want %q", tc.key, tc.line, got, tc.want)
+		}
+	}
+}

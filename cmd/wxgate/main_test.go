@@ -86,7 +86,7 @@ upstream = "ghost"
 			`session.ttl: 10s`,
 			`wechat.official_account.appid: "abc"`,
 			`wechat.official_account.secret_env: environment variable WXGATE_TEST_CHECK_UNSET is empty or unset`,
-			`upstream[0].url: "app:3000"`,
+			`upstream[0] (app).url: "app:3000"`,
 			`route[0] (r).path: "admin" must start with /`,
 			`route[0] (r).action: "allow"`,
 			`route[0] (r).upstream: no [[upstream]] named "ghost"`,
