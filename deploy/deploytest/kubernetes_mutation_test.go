@@ -41,6 +41,8 @@ func TestKubernetesBaseChecksFail(t *testing.T) {
 		{"root", "deployment.yaml", "runAsUser: 65532", "runAsUser: 0", "runAsUser 65532"},
 		{"writable root", "deployment.yaml", "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false", "readOnlyRootFilesystem"},
 		{"upstream off the pod", "configmap.yaml", `url = "http://127.0.0.1:3000"`, `url = "http://app.default.svc:3000"`, "not the pod's own app"},
+		{"command in the image's entrypoint", dockerfileKey, "ENTRYPOINT [\"/wxgate\"]\nCMD [\"serve\", \"--config\", \"/etc/wxgate/gateway.toml\"]", `ENTRYPOINT ["/wxgate", "serve", "--config", "/etc/wxgate/gateway.toml"]`, "not /wxgate serve --config FILE"},
+		{"command replaces the entrypoint", "deployment.yaml", `args: ["serve", "--config", "/etc/wxgate/gateway.toml"]`, `command: ["serve", "--config", "/etc/wxgate/gateway.toml"]`, "not /wxgate serve --config FILE"},
 		{"config path", "deployment.yaml", `args: ["serve", "--config", "/etc/wxgate/gateway.toml"]`, `args: ["serve", "--config", "/etc/gateway.toml"]`, "is not the ConfigMap's file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -63,6 +63,23 @@ type base struct {
 	services       []*corev1.Service
 	pdb            *policyv1.PodDisruptionBudget
 	serviceMonitor *monitoringv1.ServiceMonitor
+	// entry and cmd are the image's ENTRYPOINT and CMD (the Dockerfile's),
+	// which the container's command and args complete.
+	entry, cmd []string
+}
+
+// dockerfileKey is the Dockerfile's key in readBase's map: the image the
+// Deployment runs, checked with it.
+const dockerfileKey = "../../Dockerfile"
+
+// readImage sets b's entry and cmd from the Dockerfile's source.
+func readImage(src []byte, b *base) error {
+	stages, _, err := parseDockerfile(src)
+	if err != nil || len(stages) == 0 {
+		return fmt.Errorf("Dockerfile: %v", err)
+	}
+	b.entry, b.cmd = imageCommand(stages)
+	return nil
 }
 
 // readBase reads the kustomization and every file it lists.
@@ -80,6 +97,11 @@ func readBase(t *testing.T) map[string][]byte {
 		}
 		files[e.Name()] = b
 	}
+	b, err := os.ReadFile(dockerfileKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files[dockerfileKey] = b
 	return files
 }
 
@@ -110,6 +132,9 @@ func checkBase(t *testing.T, files map[string][]byte) []string {
 		if err := decodeResource(name, src, &b); err != nil {
 			add("%v", err)
 		}
+	}
+	if err := readImage(files[dockerfileKey], &b); err != nil {
+		add("%v", err)
 	}
 	if len(bad) > 0 {
 		return bad
@@ -198,11 +223,15 @@ func checkFit(t *testing.T, b *base) []string {
 		return append(bad, "deployment: no container named wxgate")
 	}
 
-	// The config wxgate reads: the ConfigMap, at the path its args name,
-	// with the environment the pod gives it.
+	// The config wxgate reads: the ConfigMap, at the path the command the
+	// kubelet runs names (the image's ENTRYPOINT, then the args), with
+	// the environment the pod gives it.
+	argv := podCommand(b.entry, b.cmd, gw.Command, gw.Args)
 	cfgPath := ""
-	if i := slices.Index(gw.Args, "--config"); i >= 0 && i+1 < len(gw.Args) {
-		cfgPath = gw.Args[i+1]
+	if len(argv) == 4 && argv[0] == "/wxgate" && argv[1] == "serve" && argv[2] == "--config" {
+		cfgPath = argv[3]
+	} else {
+		add("deployment: wxgate runs %q, not /wxgate serve --config FILE", argv)
 	}
 	mountedAt := ""
 	for _, m := range gw.VolumeMounts {
