@@ -43,6 +43,13 @@ func TestKubernetesBaseChecksFail(t *testing.T) {
 		{"upstream off the pod", "configmap.yaml", `url = "http://127.0.0.1:3000"`, `url = "http://app.default.svc:3000"`, "not the pod's own app"},
 		{"command in the image's entrypoint", dockerfileKey, "ENTRYPOINT [\"/wxgate\"]\nCMD [\"serve\", \"--config\", \"/etc/wxgate/gateway.toml\"]", `ENTRYPOINT ["/wxgate", "serve", "--config", "/etc/wxgate/gateway.toml"]`, "not /wxgate serve --config FILE"},
 		{"command replaces the entrypoint", "deployment.yaml", `args: ["serve", "--config", "/etc/wxgate/gateway.toml"]`, `command: ["serve", "--config", "/etc/wxgate/gateway.toml"]`, "not /wxgate serve --config FILE"},
+		{"service account token", "deployment.yaml", "automountServiceAccountToken: false", "automountServiceAccountToken: true", "automountServiceAccountToken"},
+		{"no seccomp", "deployment.yaml", "        seccompProfile:\n          type: RuntimeDefault\n", "", "seccompProfile RuntimeDefault"},
+		{"wxgate keeps capabilities", "deployment.yaml", "            readOnlyRootFilesystem: true\n            allowPrivilegeEscalation: false\n            capabilities:\n              drop: [\"ALL\"]", "            readOnlyRootFilesystem: true\n            allowPrivilegeEscalation: false\n            capabilities:\n              drop: [\"NET_RAW\"]", "container wxgate: want"},
+		{"app escalates", "deployment.yaml", "allowPrivilegeEscalation: false", "allowPrivilegeEscalation: true", "container app: want"},
+		{"app stops before the drain", "deployment.yaml", "seconds: 30", "seconds: 10", "preStop sleep 10s"},
+		{"no memory limit", "deployment.yaml", "            limits: {memory: 256Mi}\n", "", "GOMEMLIMIT"},
+		{"gomemlimit in MiB", "deployment.yaml", "resource: limits.memory}", "resource: limits.memory, divisor: 1Mi}", "GOMEMLIMIT"},
 		{"config path", "deployment.yaml", `args: ["serve", "--config", "/etc/wxgate/gateway.toml"]`, `args: ["serve", "--config", "/etc/gateway.toml"]`, "is not the ConfigMap's file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"github.com/wxgate/wxgate/proxy"
@@ -373,6 +374,66 @@ func checkFit(t *testing.T, b *base) []string {
 	}
 	if sc := gw.SecurityContext; sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
 		add("wxgate securityContext: want readOnlyRootFilesystem and no privilege escalation")
+	}
+	if !memoryLimitKnown(gw) {
+		add("wxgate: want a memory limit and GOMEMLIMIT from it (resourceFieldRef limits.memory), so the Go runtime collects before the OOM killer comes")
+	}
+	return append(bad, checkHardening(d, drain)...)
+}
+
+// memoryLimitKnown reports whether c has a memory limit that its Go
+// runtime is told of, in bytes.
+func memoryLimitKnown(c *corev1.Container) bool {
+	if c.Resources.Limits.Memory().IsZero() {
+		return false
+	}
+	for _, e := range c.Env {
+		if e.Name != "GOMEMLIMIT" || e.ValueFrom == nil || e.ValueFrom.ResourceFieldRef == nil {
+			continue
+		}
+		r := e.ValueFrom.ResourceFieldRef
+		// A divisor would make "256" of 256Mi, which GOMEMLIMIT reads as
+		// 256 bytes.
+		return r.Resource == "limits.memory" && (r.ContainerName == "" || r.ContainerName == c.Name) && (r.Divisor.IsZero() || r.Divisor.Value() == 1)
+	}
+	return false
+}
+
+// checkHardening checks what keeps a compromised container small and the
+// app alive through wxgate's drain: no service account token, the
+// runtime's seccomp profile, every container without capabilities or a
+// way to gain privileges, and the app's preStop outlasting the drain
+// inside the grace period.
+func checkHardening(d *appsv1.Deployment, drain time.Duration) []string {
+	var bad []string
+	add := func(f string, a ...any) { bad = append(bad, fmt.Sprintf(f, a...)) }
+	spec := &d.Spec.Template.Spec
+	if a := spec.AutomountServiceAccountToken; a == nil || *a {
+		add("pod: automountServiceAccountToken is not false (nothing in the pod calls the Kubernetes API)")
+	}
+	if psc := spec.SecurityContext; psc == nil || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		add("pod securityContext: want seccompProfile RuntimeDefault")
+	}
+	grace := int64(30)
+	if g := spec.TerminationGracePeriodSeconds; g != nil {
+		grace = *g
+	}
+	for _, c := range spec.Containers {
+		sc := c.SecurityContext
+		if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") || len(sc.Capabilities.Add) > 0 || sc.Privileged != nil && *sc.Privileged {
+			add("container %s: want allowPrivilegeEscalation false and capabilities drop ALL, none added", c.Name)
+		}
+		if c.Name == "wxgate" {
+			continue
+		}
+		// The app wxgate forwards to must serve until wxgate's drain ends.
+		var sleep int64
+		if c.Lifecycle != nil && c.Lifecycle.PreStop != nil && c.Lifecycle.PreStop.Sleep != nil {
+			sleep = c.Lifecycle.PreStop.Sleep.Seconds
+		}
+		if time.Duration(sleep)*time.Second < drain || sleep >= grace {
+			add("container %s: preStop sleep %ds, want at least wxgate's drain (%v) and less than terminationGracePeriodSeconds %d", c.Name, sleep, drain, grace)
+		}
 	}
 	return bad
 }
