@@ -280,6 +280,13 @@ func checkFit(t *testing.T, b *base) []string {
 	if host, _, _ := net.SplitHostPort(cfg.Server.AdminListen); host == "127.0.0.1" || host == "localhost" || host == "::1" {
 		add("admin_listen %s is loopback: the kubelet's probes and Prometheus come to the pod's IP", cfg.Server.AdminListen)
 	}
+	for _, l := range []struct{ key, addr string }{{"listen", cfg.Server.Listen}, {"admin_listen", cfg.Server.AdminListen}} {
+		// The kubelet probes and Services reach the pod IP, which is IPv6
+		// on IPv6 and some dual-stack clusters.
+		if host, _, _ := net.SplitHostPort(l.addr); host == "0.0.0.0" {
+			add("%s %s: IPv4 only, unreachable at an IPv6 pod IP (leave the host empty)", l.key, l.addr)
+		}
+	}
 	if host, _, _ := net.SplitHostPort(cfg.Server.AdminListen); host != "127.0.0.1" && cfg.Server.AdminTokenEnv == "" {
 		add("admin_listen beyond loopback needs admin_token_env (the admin API)")
 	}
