@@ -25,9 +25,10 @@ func TestKubernetesBaseChecksFail(t *testing.T) {
 		{"public on IPv4 only", "configmap.yaml", `listen = ":8080"`, `listen = "0.0.0.0:8080"`, "IPv4 only"},
 		{"config invalid", "configmap.yaml", `default = "login"`, `default = "sometimes"`, "gateway.toml in the ConfigMap"},
 		{"config unknown key", "configmap.yaml", `watch_config = true`, `watch_configs = true`, "unknown key"},
-		{"secret env not given", "configmap.yaml", `secret_env = "WXGATE_APP_SECRET"`, `secret_env = "WXGATE_APP_SECRET2"`, "WXGATE_APP_SECRET"},
+		{"secret file misnamed", "configmap.yaml", `secret_file = "/var/run/secrets/wxgate/app-secret"`, `secret_file = "/var/run/secrets/wxgate/app-secret2"`, "app-secret2"},
+		{"secret file not mounted", "deployment.yaml", "              - {key: app-secret, path: app-secret}\n", "", "app-secret"},
 		{"secret key missing", "secret.yaml", "  app-secret:", "  app-secretx:", `no key "app-secret"`},
-		{"memory store", "configmap.yaml", "store = \"redis\"\n    snapshot_file = \"\"\n    encryption_key_env = \"WXGATE_SESSION_KEY\"\n\n    [session.redis]\n    # A Redis Service named \"redis\" in this namespace (or your managed Redis).\n    addrs = [\"redis:6379\"]\n    password_env = \"WXGATE_REDIS_PASSWORD\"\n", "store = \"memory\"\n    snapshot_file = \"\"\n    encryption_key_env = \"WXGATE_SESSION_KEY\"\n\n    [session.redis]\n    addrs = [\"redis:6379\"]\n    password_env = \"WXGATE_REDIS_PASSWORD\"\n", "store is \"memory\""},
+		{"memory store", "configmap.yaml", "store = \"redis\"\n", "store = \"memory\"\n", "store is \"memory\""},
 		{"signing key elsewhere", "configmap.yaml", `/var/run/secrets/wxgate/signing-key.pem`, `/var/run/secrets/wxgate/key.pem`, "signing_key_file"},
 		{"grace too short", "deployment.yaml", "terminationGracePeriodSeconds: 45", "terminationGracePeriodSeconds: 30", "terminationGracePeriodSeconds 30"},
 		{"probe on public port", "deployment.yaml", "httpGet: {path: /readyz, port: admin}", "httpGet: {path: /readyz, port: http}", "readinessProbe"},
@@ -67,6 +68,24 @@ func TestKubernetesBaseChecksFail(t *testing.T) {
 				t.Errorf("not caught: want a problem with %q, got %q", tc.want, probs)
 			}
 		})
+	}
+}
+
+// TestSecretInEnvironmentCaught: a secret moved back into the
+// environment (the config's *_env and the container's env together, so
+// that the config still loads) is reported.
+func TestSecretInEnvironmentCaught(t *testing.T) {
+	files := readBase(t)
+	cm := strings.Replace(string(files["configmap.yaml"]), `secret_file = "/var/run/secrets/wxgate/app-secret"`, `secret_env = "WXGATE_APP_SECRET"`, 1)
+	dep := strings.Replace(string(files["deployment.yaml"]), "            - name: WXGATE_ADMIN_TOKEN\n",
+		"            - name: WXGATE_APP_SECRET\n              valueFrom:\n                secretKeyRef: {name: wxgate-secrets, key: app-secret}\n            - name: WXGATE_ADMIN_TOKEN\n", 1)
+	if cm == string(files["configmap.yaml"]) || dep == string(files["deployment.yaml"]) {
+		t.Fatal("nothing to mutate")
+	}
+	files["configmap.yaml"], files["deployment.yaml"] = []byte(cm), []byte(dep)
+	probs := checkBase(t, files)
+	if !slices.ContainsFunc(probs, func(p string) bool { return strings.Contains(p, "env WXGATE_APP_SECRET: a secret in the environment") }) {
+		t.Errorf("not caught: %q", probs)
 	}
 }
 

@@ -246,9 +246,20 @@ func checkFit(t *testing.T, b *base) []string {
 		add("deployment: --config %q is not the ConfigMap's file (mounted at %q, without subPath)", cfgPath, mountedAt)
 		return bad
 	}
-	cfg, err := podConfig(t, b, gw, b.configMap.Data[filepath.Base(cfgPath)])
+	cfg, files, err := podConfig(t, b, gw, b.configMap.Data[filepath.Base(cfgPath)])
 	if err != nil {
 		return append(bad, "gateway.toml in the ConfigMap: "+err.Error())
+	}
+	for _, f := range files {
+		if f != cfg.Tokens.SigningKeyFile && !mountedFile(d, gw, f, b.secret) {
+			add("%s is not a key of the Secret mounted read-only into wxgate", f)
+		}
+	}
+	for _, e := range gw.Env {
+		// The admin token has no *_file form.
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil && e.Name != cfg.Server.AdminTokenEnv {
+			add("env %s: a secret in the environment; wxgate reads it from a file (*_file), which no process environment or crash report carries", e.Name)
+		}
 	}
 	if cfg.Session.Store != "redis" && *d.Spec.Replicas > 1 {
 		add("gateway.toml: %d replicas need store = \"redis\" (the memory store's sessions are each replica's own)", *d.Spec.Replicas)
@@ -458,24 +469,52 @@ func portOf(addr string) int32 {
 
 // podConfig loads gateway.toml as wxgate serve would in the pod: every
 // variable the container's env sets (from the Secret, each key checked to
-// exist) holds a well-formed dummy, and nothing else is set.
-func podConfig(t *testing.T, b *base, c *corev1.Container, toml string) (*proxy.Config, error) {
+// exist) and every Secret key mounted into it holds a well-formed dummy,
+// and nothing else is set. The mounts are made under a temporary
+// directory, and the config's paths into them moved there. files are the
+// secret files the config names, as paths in the pod.
+func podConfig(t *testing.T, b *base, c *corev1.Container, toml string) (cfg *proxy.Config, files []string, err error) {
+	dummy := func(key string) string {
+		if key == "session-key" || key == "WXGATE_SESSION_KEY" {
+			return base64.StdEncoding.EncodeToString(make([]byte, 32))
+		}
+		return "dummy-secret-value-" + strings.ToLower(key)
+	}
 	var env []string
 	for _, e := range c.Env {
 		v := e.Value
 		if r := e.ValueFrom; r != nil && r.SecretKeyRef != nil {
 			ref := r.SecretKeyRef
-			_, inData := b.secret.Data[ref.Key]
-			_, inString := b.secret.StringData[ref.Key]
-			if ref.Name != b.secret.Name || !(inData || inString) {
-				return nil, fmt.Errorf("env %s: no key %q in Secret %q", e.Name, ref.Key, ref.Name)
+			if ref.Name != b.secret.Name || !secretHas(b.secret, ref.Key) {
+				return nil, nil, fmt.Errorf("env %s: no key %q in Secret %q", e.Name, ref.Key, ref.Name)
 			}
-			v = "dummy-secret-value-" + strings.ToLower(e.Name)
-			if e.Name == "WXGATE_SESSION_KEY" {
-				v = base64.StdEncoding.EncodeToString(make([]byte, 32))
-			}
+			v = dummy(e.Name)
 		}
 		env = append(env, e.Name+"="+v)
+	}
+	root := t.TempDir()
+	for _, m := range c.VolumeMounts {
+		for _, v := range b.deployment.Spec.Template.Spec.Volumes {
+			if v.Name != m.Name || v.Secret == nil {
+				continue
+			}
+			if v.Secret.SecretName != b.secret.Name {
+				return nil, nil, fmt.Errorf("volume %s: Secret %q is not the base's", v.Name, v.Secret.SecretName)
+			}
+			for _, it := range v.Secret.Items {
+				if !secretHas(b.secret, it.Key) {
+					return nil, nil, fmt.Errorf("volume %s: no key %q in Secret %q", v.Name, it.Key, b.secret.Name)
+				}
+				path := filepath.Join(root, m.MountPath, it.Path)
+				if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+					return nil, nil, err
+				}
+				if err := os.WriteFile(path, []byte(dummy(it.Key)+"\n"), 0o600); err != nil {
+					return nil, nil, err
+				}
+			}
+			toml = strings.ReplaceAll(toml, `"`+m.MountPath+"/", `"`+root+m.MountPath+"/")
+		}
 	}
 	// Provision reads the secrets from the process's environment.
 	for _, kv := range os.Environ() {
@@ -490,16 +529,36 @@ func podConfig(t *testing.T, b *base, c *corev1.Container, toml string) (*proxy.
 	}
 	path := filepath.Join(t.TempDir(), "gateway.toml")
 	if err := os.WriteFile(path, []byte(toml), 0o600); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	cfg, _, err := proxy.LoadConfig(path, env)
+	cfg, _, err = proxy.LoadConfig(path, env)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := errors.Join(cfg.Provision(), cfg.Validate()); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return cfg, nil
+	// Back to the pod's paths.
+	inPod := func(p *string) {
+		if *p != "" {
+			*p = strings.TrimPrefix(*p, root)
+			files = append(files, *p)
+		}
+	}
+	inPod(&cfg.Tokens.SigningKeyFile)
+	inPod(&cfg.Session.EncryptionKeyFile)
+	inPod(&cfg.Session.Redis.PasswordFile)
+	inPod(&cfg.Session.Redis.SentinelPasswordFile)
+	for _, a := range []*string{&cfg.WeChat.OfficialAccount.SecretFile, &cfg.WeChat.Website.SecretFile, &cfg.WeChat.MiniProgram.SecretFile, &cfg.WeChat.MobileApp.SecretFile} {
+		inPod(a)
+	}
+	return cfg, files, nil
+}
+
+func secretHas(s *corev1.Secret, key string) bool {
+	_, inData := s.Data[key]
+	_, inString := s.StringData[key]
+	return inData || inString
 }
 
 // mountedFile says whether path is a key of secret, mounted read-only into c.
