@@ -53,6 +53,7 @@ func TestKubernetesBaseChecksFail(t *testing.T) {
 		{"app stops before the drain", "deployment.yaml", "seconds: 30", "seconds: 10", "preStop sleep 10s"},
 		{"no memory limit", "deployment.yaml", "            limits: {memory: 256Mi}\n", "", "GOMEMLIMIT"},
 		{"gomemlimit in MiB", "deployment.yaml", "resource: limits.memory}", "resource: limits.memory, divisor: 1Mi}", "GOMEMLIMIT"},
+		{"startup probe on public port", "deployment.yaml", "httpGet: {path: /healthz, port: admin}\n            periodSeconds: 1\n", "httpGet: {path: /healthz, port: http}\n            periodSeconds: 1\n", "startupProbe"},
 		{"config path", "deployment.yaml", `args: ["serve", "--config", "/etc/wxgate/gateway.toml"]`, `args: ["serve", "--config", "/etc/gateway.toml"]`, "is not the ConfigMap's file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

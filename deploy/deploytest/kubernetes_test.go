@@ -311,7 +311,7 @@ func checkFit(t *testing.T, b *base) []string {
 		what  string
 		probe *corev1.Probe
 		path  string
-	}{{"readinessProbe", gw.ReadinessProbe, "/readyz"}, {"livenessProbe", gw.LivenessProbe, "/healthz"}} {
+	}{{"readinessProbe", gw.ReadinessProbe, "/readyz"}, {"livenessProbe", gw.LivenessProbe, "/healthz"}, {"startupProbe", gw.StartupProbe, "/healthz"}} {
 		if pr.probe == nil || pr.probe.HTTPGet == nil {
 			add("%s: missing, or not httpGet", pr.what)
 			continue
