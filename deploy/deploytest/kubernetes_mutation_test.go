@@ -54,6 +54,7 @@ func TestKubernetesBaseChecksFail(t *testing.T) {
 		{"no memory limit", "deployment.yaml", "            limits: {memory: 256Mi}\n", "", "GOMEMLIMIT"},
 		{"gomemlimit in MiB", "deployment.yaml", "resource: limits.memory}", "resource: limits.memory, divisor: 1Mi}", "GOMEMLIMIT"},
 		{"startup probe on public port", "deployment.yaml", "httpGet: {path: /healthz, port: admin}\n            periodSeconds: 1\n", "httpGet: {path: /healthz, port: http}\n            periodSeconds: 1\n", "startupProbe"},
+		{"pdb keeps unready pods", "pdb.yaml", "  unhealthyPodEvictionPolicy: AlwaysAllow\n", "", "unhealthyPodEvictionPolicy"},
 		{"config path", "deployment.yaml", `args: ["serve", "--config", "/etc/wxgate/gateway.toml"]`, `args: ["serve", "--config", "/etc/gateway.toml"]`, "is not the ConfigMap's file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -385,6 +385,10 @@ func checkFit(t *testing.T, b *base) []string {
 		add("pdb: minAvailable %v with %d replicas: either nothing is protected or no pod can ever be evicted", m, *d.Spec.Replicas)
 	}
 
+	if p := b.pdb.Spec.UnhealthyPodEvictionPolicy; p == nil || *p != policyv1.AlwaysAllow {
+		add("pdb: unhealthyPodEvictionPolicy is not AlwaysAllow: a store outage makes every replica unready, and the budget would then block node drains")
+	}
+
 	// Non-root, as the image's USER.
 	psc := d.Spec.Template.Spec.SecurityContext
 	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser != 65532 {
