@@ -433,6 +433,14 @@ func checkHardening(d *appsv1.Deployment, drain time.Duration) []string {
 	if a := spec.AutomountServiceAccountToken; a == nil || *a {
 		add("pod: automountServiceAccountToken is not false (nothing in the pod calls the Kubernetes API)")
 	}
+	spread := false
+	for _, c := range spec.TopologySpreadConstraints {
+		sel, err := metav1.LabelSelectorAsSelector(c.LabelSelector)
+		spread = spread || c.TopologyKey == "kubernetes.io/hostname" && err == nil && !sel.Empty() && sel.Matches(labels.Set(d.Spec.Template.Labels))
+	}
+	if !spread {
+		add("pod: no topologySpreadConstraints over kubernetes.io/hostname selecting its own pods: one node could hold every replica")
+	}
 	if psc := spec.SecurityContext; psc == nil || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
 		add("pod securityContext: want seccompProfile RuntimeDefault")
 	}
