@@ -56,6 +56,7 @@ func TestKubernetesBaseChecksFail(t *testing.T) {
 		{"startup probe on public port", "deployment.yaml", "httpGet: {path: /healthz, port: admin}\n            periodSeconds: 1\n", "httpGet: {path: /healthz, port: http}\n            periodSeconds: 1\n", "startupProbe"},
 		{"pdb keeps unready pods", "pdb.yaml", "  unhealthyPodEvictionPolicy: AlwaysAllow\n", "", "unhealthyPodEvictionPolicy"},
 		{"spread selects nothing", "deployment.yaml", "            matchLabels:\n              app.kubernetes.io/name: wxgate\n      securityContext", "            matchLabels:\n              app.kubernetes.io/name: other\n      securityContext", "topologySpreadConstraints"},
+		{"admin token placeholder accepted", "secret.yaml", `admin-token: "REPLACE-ME"`, `admin-token: "REPLACE-at-least-16-characters"`, "admin-token placeholder"},
 		{"config path", "deployment.yaml", `args: ["serve", "--config", "/etc/wxgate/gateway.toml"]`, `args: ["serve", "--config", "/etc/gateway.toml"]`, "is not the ConfigMap's file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -246,7 +246,7 @@ func checkFit(t *testing.T, b *base) []string {
 		add("deployment: --config %q is not the ConfigMap's file (mounted at %q, without subPath)", cfgPath, mountedAt)
 		return bad
 	}
-	cfg, files, err := podConfig(t, b, gw, b.configMap.Data[filepath.Base(cfgPath)])
+	cfg, files, err := podConfig(t, b, gw, b.configMap.Data[filepath.Base(cfgPath)], nil)
 	if err != nil {
 		return append(bad, "gateway.toml in the ConfigMap: "+err.Error())
 	}
@@ -385,6 +385,11 @@ func checkFit(t *testing.T, b *base) []string {
 		add("pdb: minAvailable %v with %d replicas: either nothing is protected or no pod can ever be evicted", m, *d.Spec.Replicas)
 	}
 
+	// A placeholder wxgate accepts would run in production with a token
+	// anyone can read in this repository.
+	if tok := b.secret.StringData["admin-token"] + string(b.secret.Data["admin-token"]); len(tok) >= 16 {
+		add("secret.yaml: the admin-token placeholder %q is long enough for wxgate to accept it", tok)
+	}
 	if p := b.pdb.Spec.UnhealthyPodEvictionPolicy; p == nil || *p != policyv1.AlwaysAllow {
 		add("pdb: unhealthyPodEvictionPolicy is not AlwaysAllow: a store outage makes every replica unready, and the budget would then block node drains")
 	}
@@ -485,9 +490,14 @@ func portOf(addr string) int32 {
 // and nothing else is set. The mounts are made under a temporary
 // directory, and the config's paths into them moved there. files are the
 // secret files the config names, as paths in the pod.
-func podConfig(t *testing.T, b *base, c *corev1.Container, toml string) (cfg *proxy.Config, files []string, err error) {
+//
+// value, if not nil, gives a Secret key's value instead of the dummy.
+func podConfig(t *testing.T, b *base, c *corev1.Container, toml string, value func(key string) string) (cfg *proxy.Config, files []string, err error) {
 	dummy := func(key string) string {
-		if key == "session-key" || key == "WXGATE_SESSION_KEY" {
+		if value != nil {
+			return value(key)
+		}
+		if key == "session-key" {
 			return base64.StdEncoding.EncodeToString(make([]byte, 32))
 		}
 		return "dummy-secret-value-" + strings.ToLower(key)
@@ -500,7 +510,7 @@ func podConfig(t *testing.T, b *base, c *corev1.Container, toml string) (cfg *pr
 			if ref.Name != b.secret.Name || !secretHas(b.secret, ref.Key) {
 				return nil, nil, fmt.Errorf("env %s: no key %q in Secret %q", e.Name, ref.Key, ref.Name)
 			}
-			v = dummy(e.Name)
+			v = dummy(ref.Key)
 		}
 		env = append(env, e.Name+"="+v)
 	}
@@ -595,5 +605,32 @@ func mountedFile(d *appsv1.Deployment, c *corev1.Container, path string, secret 
 func TestKubernetesBase(t *testing.T) {
 	for _, p := range checkBase(t, readBase(t)) {
 		t.Error(p)
+	}
+}
+
+// TestPlaceholdersRefused: the shipped Secret, applied without filling
+// in its placeholders, keeps wxgate from starting: the session key is not
+// one and the admin token too short. A placeholder wxgate accepted would
+// run with a secret anyone can read in this repository.
+func TestPlaceholdersRefused(t *testing.T) {
+	files := readBase(t)
+	var b base
+	for _, name := range []string{"configmap.yaml", "secret.yaml", "deployment.yaml"} {
+		if err := decodeResource(name, files[name], &b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var gw *corev1.Container
+	for i, c := range b.deployment.Spec.Template.Spec.Containers {
+		if c.Name == "wxgate" {
+			gw = &b.deployment.Spec.Template.Spec.Containers[i]
+		}
+	}
+	placeholder := func(key string) string { return b.secret.StringData[key] + string(b.secret.Data[key]) }
+	_, _, err := podConfig(t, &b, gw, b.configMap.Data["gateway.toml"], placeholder)
+	for _, want := range []string{"session.encryption_key_file", "server.admin_token_env"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("the config with the Secret's placeholders: %v; want a problem with %s", err, want)
+		}
 	}
 }
