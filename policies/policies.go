@@ -180,9 +180,9 @@ func (e *Engine) Probe(path string) (answer string, ok bool) {
 }
 
 // checkProbe refuses a probe that no request could match: Probe compares
-// a path as it is forwarded, so a pattern, a query or a
-// spelling the gateway rewrites ("/a/../b", "/%7Ex") would silently start
-// logins after all.
+// a path as it is forwarded, so a pattern, a query or a spelling the
+// gateway rewrites ("/a/../b", "/%7Ex") would silently start logins after
+// all.
 func checkProbe(p string) error {
 	if strings.ContainsAny(p, "*?#") {
 		return errors.New("is not an exact path (probes are no patterns and have no query)")
