@@ -179,6 +179,21 @@ func (e *Engine) Probe(path string) (answer string, ok bool) {
 	return "", false
 }
 
+// checkProbe refuses a probe that no request could match: Probe compares
+// a path as it is forwarded, so a pattern, a query or a spelling the
+// gateway rewrites ("/a/../b", "/%7Ex") would silently start logins after
+// all.
+func checkProbe(p string) error {
+	if strings.ContainsAny(p, "*?#") {
+		return errors.New("is not an exact path (probes are no patterns and have no query)")
+	}
+	fp, err := ParsePath(p)
+	if err != nil || fp.Forward != p {
+		return errors.New("is not a path as the gateway forwards it (no dot segments, doubled slashes or needless escapes), so it would never match")
+	}
+	return nil
+}
+
 // New validates and compiles rules and the default. The error lists every
 // problem, one per line, naming the route.
 func New(rules []Rule, cfg Config) (*Engine, error) {
@@ -205,8 +220,8 @@ func New(rules []Rule, cfg Config) (*Engine, error) {
 		errs = append(errs, fmt.Errorf("policy.probe_answer: %q is not 404, 401 or upstream", cfg.ProbeAnswer))
 	}
 	for i, p := range cfg.Probes {
-		if !strings.HasPrefix(p, "/") {
-			errs = append(errs, fmt.Errorf("policy.probes[%d]: %q is not a path", i, p))
+		if err := checkProbe(p); err != nil {
+			errs = append(errs, fmt.Errorf("policy.probes[%d]: %q %w", i, p, err))
 		}
 	}
 	e := &Engine{def: &Rule{Name: "default", Action: cfg.Default, Scope: cfg.Scope, Upstream: cfg.Upstream, API: cfg.API},

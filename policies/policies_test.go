@@ -57,3 +57,19 @@ func TestNewReportsEveryProblem(t *testing.T) {
 		}
 	}
 }
+
+// TestProbesMustBeForwardedPaths: a probe that no request can match (a
+// glob, a query, a spelling the gateway rewrites before comparing) is a
+// config error, not a favicon that silently starts logins.
+func TestProbesMustBeForwardedPaths(t *testing.T) {
+	for _, p := range []string{"favicon.ico", "/static/*.png", "/**", "/robots.txt?x=1", "/a#b", "/a/../favicon.ico", "//favicon.ico", "/%7Euser", "/favicon.ico/.", "/a\\b"} {
+		if _, err := New(nil, Config{Default: Login, Scope: Base, Probes: []string{p}}); err == nil || !strings.Contains(err.Error(), "policy.probes[0]") {
+			t.Errorf("probe %q: %v, want a policy.probes[0] error", p, err)
+		}
+	}
+	for _, p := range []string{"/favicon.ico", "/apple-touch-icon.png", "/.well-known/security.txt", "/a%2Fb", "/a;b", "/dir/"} {
+		if _, err := New(nil, Config{Default: Login, Scope: Base, Probes: []string{p}}); err != nil {
+			t.Errorf("probe %q: %v", p, err)
+		}
+	}
+}

@@ -82,6 +82,21 @@ const (
 	usersNone   = "none"
 )
 
+// loopbackListen reports whether a listener on addr (host:port) accepts
+// connections from this host only: a loopback IP or localhost. An empty
+// host or 0.0.0.0 listens everywhere; any other name may resolve anywhere.
+func loopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
 // ServerConfig is the [server] section.
 type ServerConfig struct {
 	// Listen is the public listener's address. Default: ":8080".
@@ -125,8 +140,9 @@ type ServerConfig struct {
 	LogLevel string `toml:"log_level"`
 	// AdminTokenEnv names an environment variable holding a secret that
 	// /app-token and /sessions on the admin listener require as
-	// "Authorization: Bearer <secret>". Empty: no token (keep the admin
-	// listener on loopback then). /metrics, /healthz, /readyz stay open.
+	// "Authorization: Bearer <secret>". Empty: no token, which Validate
+	// allows only with admin_listen on loopback. /metrics, /healthz,
+	// /readyz stay open.
 	AdminTokenEnv string `toml:"admin_token_env"`
 	// ShutdownDelay is how long the gateway goes on serving after SIGTERM
 	// or SIGINT while /readyz answers 503, so that load balancers take it
@@ -556,6 +572,12 @@ func (c *Config) Validate() error {
 	case usersHashed, usersPlain, usersNone:
 	default:
 		add("log.users: %q is not hashed, plain or none", c.Log.Users)
+	}
+	if s.AdminTokenEnv == "" && isListenAddr(s.AdminListen) && !loopbackListen(s.AdminListen) {
+		// /app-token hands out WeChat app access tokens and /sessions ends
+		// anyone's logins: beyond loopback, every host that reaches the
+		// port could.
+		add("server.admin_listen: %q is reachable beyond this host, so the admin API (/app-token, /sessions) needs server.admin_token_env", s.AdminListen)
 	}
 	if e := s.AdminTokenEnv; e != "" && s.adminToken == "" {
 		add("server.admin_token_env: %w", &secret.UnsetError{Var: e})

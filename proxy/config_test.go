@@ -238,3 +238,42 @@ func updating() bool {
 	f := flag.Lookup("update")
 	return f != nil && f.Value.String() == "true"
 }
+
+// TestAdminBeyondLoopbackNeedsToken: an admin listener other hosts can
+// reach (":9090", "0.0.0.0:9090", a pod or LAN address, a name) without
+// admin_token_env would hand /app-token's WeChat access tokens and
+// /sessions' logouts to all of them: the config is refused. Loopback
+// needs no token.
+func TestAdminBeyondLoopbackNeedsToken(t *testing.T) {
+	for k, v := range configEnv {
+		t.Setenv(k, v)
+	}
+	if _, _, _, err := loadConfig(t, "good"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		listen, tokenEnv string
+		ok               bool
+	}{
+		{"127.0.0.1:9090", "", true},
+		{"127.0.0.2:9090", "", true},
+		{"[::1]:9090", "", true},
+		{"localhost:9090", "", true},
+		{":9090", "", false},
+		{"0.0.0.0:9090", "", false},
+		{"[::]:9090", "", false},
+		{"10.1.2.3:9090", "", false},
+		{"admin.internal:9090", "", false},
+		{"0.0.0.0:9090", "WXGATE_TEST_ADMIN_TOKEN", true},
+	} {
+		cfg, _, err := proxy.LoadConfig("good.toml", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Server.AdminListen, cfg.Server.AdminTokenEnv = tc.listen, tc.tokenEnv
+		err = errors.Join(cfg.Provision(), cfg.Validate())
+		if got := err == nil; got != tc.ok || !tc.ok && !strings.Contains(err.Error(), "server.admin_listen") {
+			t.Errorf("admin_listen %q, admin_token_env %q: %v, want ok=%v", tc.listen, tc.tokenEnv, err, tc.ok)
+		}
+	}
+}

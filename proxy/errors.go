@@ -358,9 +358,10 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	c.Status(p.status)
 	if e.json || r.api || r.upgrade || wantsJSON(c) {
 		desc := p.desc
-		if c.Get(fiber.HeaderAcceptLanguage) != "" && lang(c) != "en" {
-			// A client that asks for Chinese reads it; one that names no
-			// language gets English, the JSON's usual reader.
+		if preferredLang(c.Get(fiber.HeaderAcceptLanguage)) == "zh" {
+			// A client that prefers Chinese reads it; one that names
+			// neither language (none, "fr", "*") gets English, the JSON's
+			// usual reader.
 			if desc = descZh[p.desc]; desc == "" {
 				desc = describe(p.page, "zh")
 			}

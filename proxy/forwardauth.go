@@ -117,6 +117,16 @@ func (s *Server) answerAuth(c *fiber.Ctx, r *request, o original, err error, red
 		setRoute(c, "invalid")
 		return invalidRequest(fmt.Errorf("forward auth: %w", err))
 	}
+	if hasDotSegment(o.path) {
+		// The proxy passes the path to the app as sent: wxgate would decide
+		// "/vip/../orders" as /orders, an app that routes before removing
+		// dot segments (Express, a WSGI router) as /vip, and one that keeps
+		// "//" as a segment ("/vip//../orders" is /vip/orders by RFC 3986)
+		// as neither. Browsers never send dot segments. 403, not 400:
+		// nginx's auth_request makes any other refusal a 500.
+		setRoute(c, "invalid")
+		return forbidden(fmt.Errorf("forward auth: path %q has dot segments, which the proxy would pass to the app as sent", o.path))
+	}
 	// One snapshot of the routes and upstreams for the whole request.
 	l := s.live.Load()
 	d, who, err := s.judge(c, r, l, o.method, o.host, p)
@@ -124,7 +134,10 @@ func (s *Server) answerAuth(c *fiber.Ctx, r *request, o original, err error, red
 		return err
 	}
 	rule := d.Rule
-	if d.Outcome == policies.NeedLogin {
+	// The proxy sends the app the path as it was asked, not p.Forward: a
+	// probe is one only as sent ("/orders/../favicon.ico" reaches an app
+	// that routes before removing dot segments as /orders).
+	if d.Outcome == policies.NeedLogin && o.path == p.Forward {
 		if answer, ok := probe(o.method, l, p.Forward); ok {
 			if answer != policies.ProbeUpstream {
 				// No Location: nginx's error_page would make it a login.
@@ -297,4 +310,19 @@ func withoutOwnCookies(raw []byte) []byte {
 		out = append(out, pair...)
 	}
 	return out
+}
+
+// hasDotSegment reports whether a raw path has a segment that is "." or
+// "..", literally or percent-encoded ("%2e", ".%2E").
+func hasDotSegment(path string) bool {
+	for seg := range strings.SplitSeq(path, "/") {
+		if len(seg) == 0 || len(seg) > 6 || seg[0] != '.' && seg[0] != '%' {
+			continue
+		}
+		switch strings.ToLower(seg) {
+		case ".", "..", "%2e", "%2e%2e", ".%2e", "%2e.":
+			return true
+		}
+	}
+	return false
 }

@@ -87,19 +87,30 @@ var linkLabels = map[string][2]string{
 }
 
 // lang picks "zh" or "en" from Accept-Language: the first of the two the
-// browser lists, by preference; zh-CN when it names neither.
+// browser lists, by preference; zh-CN when it accepts neither.
 func lang(c *fiber.Ctx) string {
-	al := c.Get(fiber.HeaderAcceptLanguage)
-	best, bestQ := "zh", -1.0
-	for _, part := range strings.Split(al, ",") {
+	if l := preferredLang(c.Get(fiber.HeaderAcceptLanguage)); l != "" {
+		return l
+	}
+	return "zh"
+}
+
+// preferredLang is "zh" or "en", whichever of the two Accept-Language
+// value al prefers, or "" when it accepts neither: it names neither, or
+// only with q=0, which means "not this one" (RFC 9110 section 12.4.2).
+func preferredLang(al string) string {
+	best, bestQ := "", 0.0
+	for part := range strings.SplitSeq(al, ",") {
 		tag, params, _ := strings.Cut(strings.TrimSpace(part), ";")
 		q := 1.0
 		if v, ok := strings.CutPrefix(strings.TrimSpace(params), "q="); ok {
-			if f, err := strconv.ParseFloat(v, 64); err == nil {
-				q = f
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || !(f >= 0 && f <= 1) {
+				continue // not a qvalue: ignored, as the whole element
 			}
+			q = f
 		}
-		tag = strings.ToLower(tag)
+		tag = strings.ToLower(strings.TrimSpace(tag))
 		var l string
 		switch {
 		case tag == "zh" || strings.HasPrefix(tag, "zh-"):

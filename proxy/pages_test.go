@@ -54,3 +54,38 @@ func TestPageActions(t *testing.T) {
 		t.Errorf("retry after a refused consent: %q, want /start with rd=/profile/me and scope=userinfo", m[1])
 	}
 }
+
+// TestJSONDescriptionLanguage: a JSON error is in Chinese only when the
+// client's Accept-Language prefers Chinese to English; a client naming
+// neither ("fr", "ja-JP", "*", an Android app in German) or refusing
+// Chinese with q=0 reads English, as one sending none does. Pages keep
+// Chinese as their default.
+func TestJSONDescriptionLanguage(t *testing.T) {
+	e := newEnv(t)
+	b := e.browser(weChatUA)
+	for _, tc := range []struct {
+		al     string
+		wantZh bool
+	}{
+		{"", false},
+		{"zh-CN,zh;q=0.9", true},
+		{"en-US,en;q=0.9", false},
+		{"fr-FR", false},
+		{"ja-JP,ja;q=0.9", false},
+		{"*", false},
+		{"de;q=0.9, zh;q=0.5", true},
+		{"zh;q=0, en;q=0.1", false},
+		{"zh;q=0", false},
+		{"en;q=0.4, zh-TW;q=0.8", true},
+		{"zh;q=NaN, en;q=0.2", false},
+		{"zh;q=2, en;q=0.2", false},
+		{strings.Repeat("x-private,", 300) + "zh", true},
+	} {
+		b.lang = tc.al
+		resp, body := b.get("/api/x", nil)
+		zh := strings.Contains(body, "请先登录")
+		if resp.StatusCode != http.StatusUnauthorized || zh != tc.wantZh {
+			t.Errorf("Accept-Language %.40q: %d %s; want Chinese %v", tc.al, resp.StatusCode, body, tc.wantZh)
+		}
+	}
+}

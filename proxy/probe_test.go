@@ -71,3 +71,62 @@ func TestForwardAuthProbes(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardAuthProbeAsSent: the proxy forwards the path the client sent,
+// not the one wxgate would forward, so a forward-auth question is a probe
+// only when the path as sent is the probe: "//favicon.ico" or
+// "/%66avicon.ico" asks for a login, in the header form and Envoy's path
+// form, and one with dot segments ("/orders/../favicon.ico", which an app
+// routing before it removes them sees as /orders) is refused, instead of
+// reaching the app without a login.
+func TestForwardAuthProbeAsSent(t *testing.T) {
+	e := newEnvOpts(t, envOptions{policyKeys: `probe_answer = "upstream"`, serverKeys: `trusted_proxies = ["127.0.0.1/32"]`})
+	host := strings.TrimPrefix(e.url, "http://")
+	nginx := e.browser("nginx")
+	for _, tc := range []struct {
+		path          string
+		header, envoy int
+	}{
+		{"/favicon.ico", http.StatusOK, http.StatusOK},
+		{"//favicon.ico", http.StatusUnauthorized, http.StatusFound},
+		{"/%66avicon.ico", http.StatusUnauthorized, http.StatusFound},
+		{"/orders/../favicon.ico", http.StatusForbidden, http.StatusForbidden},
+		{"/orders/x/../../favicon.ico", http.StatusForbidden, http.StatusForbidden},
+		{"/./favicon.ico", http.StatusForbidden, http.StatusForbidden},
+	} {
+		resp := nginx.ask("", map[string]string{"X-Forwarded-Uri": tc.path, "X-Forwarded-Host": host})
+		if resp.StatusCode != tc.header {
+			t.Errorf("forward auth on %s: %d, want %d", tc.path, resp.StatusCode, tc.header)
+		}
+		raw, body := e.dial().send("GET /_wxgate/auth" + tc.path + " HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n\r\n")
+		if raw == nil || raw.StatusCode != tc.envoy {
+			t.Errorf("Envoy's question on %s: %v %.200s, want %d", tc.path, raw, body, tc.envoy)
+		}
+	}
+}
+
+// TestForwardAuthDotSegments: a forward-auth question whose path has dot
+// segments, literal or encoded, is refused with 403 for everyone. The
+// proxy passes that path to the app as sent: alice, logged in but not on
+// /vip's allow list, asking "/vip/../orders" got 200 with her identity
+// (wxgate read /orders), and an app that routes before removing dot
+// segments served its /vip handler to her.
+func TestForwardAuthDotSegments(t *testing.T) {
+	e := authEnv(t)
+	host := strings.TrimPrefix(e.url, "http://")
+	alice := e.browser(weChatUA)
+	alice.login("/", "alice")
+	for _, path := range []string{"/vip/../orders", "/vip/x/../../orders", "/vip/%2e%2e/orders", "/vip/.%2E/orders", "/vip//../orders", "/vip/./x", "/vip/..", "/orders/../public/a"} {
+		resp := e.browser("nginx").ask("", map[string]string{"X-Forwarded-Uri": path, "X-Forwarded-Host": host, "Cookie": alice.sessionCookie()})
+		if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-WeChat-OpenID") != "" || resp.Header.Get("Location") != "" {
+			t.Errorf("forward auth on %s for alice: %d (identity %q), want 403 without identity", path, resp.StatusCode, resp.Header.Get("X-WeChat-OpenID"))
+		}
+	}
+	// Dots inside a segment are no dot segments.
+	for _, path := range []string{"/orders/a.b", "/orders/..a", "/orders/.well-known", "/orders/x..", "/orders/%2e%2ex"} {
+		resp := e.browser("nginx").ask("", map[string]string{"X-Forwarded-Uri": path, "X-Forwarded-Host": host, "Cookie": alice.sessionCookie()})
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("forward auth on %s for alice: %d, want 200", path, resp.StatusCode)
+		}
+	}
+}

@@ -30,6 +30,23 @@ func TestHelpExitsZero(t *testing.T) {
 	}
 }
 
+// TestLeftoverArgumentRefused: a word after the flags ends flag parsing,
+// so "serve --config a.toml serve --config b.toml" (an image's ENTRYPOINT
+// with the command in it, plus Kubernetes args) would serve a.toml and
+// ignore b.toml. Every command refuses it with 2 instead.
+func TestLeftoverArgumentRefused(t *testing.T) {
+	for _, cmd := range []string{"serve", "dev", "simulate", "check", "keygen", "version"} {
+		var out, errb bytes.Buffer
+		args := []string{cmd, "--config", "/nonexistent/a.toml", "serve", "--config", "/nonexistent/b.toml"}
+		if cmd == "version" || cmd == "keygen" {
+			args = []string{cmd, "extra"}
+		}
+		if code := run(args, &out, &errb); code != 2 || !strings.Contains(errb.String(), "unexpected argument") {
+			t.Errorf("wxgate %s: exit %d, stderr %q; want 2 and the unexpected argument named", strings.Join(args, " "), code, errb.String())
+		}
+	}
+}
+
 // TestVersionLine: the -ldflags version wins; else the module version go
 // install recorded; the commit, and "(modified)" for a changed tree.
 func TestVersionLine(t *testing.T) {

@@ -81,7 +81,7 @@ func checkImage(stages []instructions.Stage) []string {
 			bad = append(bad, "go build without -trimpath and the version stamp: "+b)
 		}
 	}
-	var user, entry string
+	var user string
 	copiedBinary, copiedConfig := false, false
 	for _, c := range final.Commands {
 		switch c := c.(type) {
@@ -91,7 +91,10 @@ func checkImage(stages []instructions.Stage) []string {
 			if c.PrependShell {
 				bad = append(bad, "ENTRYPOINT in shell form: no shell in the image, and signals would not reach wxgate")
 			}
-			entry = strings.Join(c.CmdLine, " ")
+		case *instructions.CmdCommand:
+			if c.PrependShell {
+				bad = append(bad, "CMD in shell form: no shell in the image")
+			}
 		case *instructions.CopyCommand:
 			if c.From != "" && c.DestPath == "/wxgate" {
 				copiedBinary = true
@@ -118,8 +121,12 @@ func checkImage(stages []instructions.Stage) []string {
 	if n, err := strconv.Atoi(uid); err != nil || n == 0 {
 		bad = append(bad, "USER "+strconv.Quote(user)+": not a numeric non-root user (Kubernetes' runAsNonRoot needs a number)")
 	}
-	if entry != "/wxgate serve --config /etc/wxgate/gateway.toml" {
-		bad = append(bad, "ENTRYPOINT "+strconv.Quote(entry)+": not the serve command")
+	entry, cmd := imageCommand(stages)
+	if strings.Join(entry, " ") != "/wxgate" {
+		bad = append(bad, "ENTRYPOINT "+strconv.Quote(strings.Join(entry, " "))+": not the binary alone (Kubernetes' args and docker run's command replace CMD, and would follow a command in ENTRYPOINT)")
+	}
+	if strings.Join(cmd, " ") != "serve --config /etc/wxgate/gateway.toml" {
+		bad = append(bad, "CMD "+strconv.Quote(strings.Join(cmd, " "))+": not the serve command")
 	}
 	if !copiedBinary {
 		bad = append(bad, "the binary is not copied from the builder to /wxgate")
@@ -128,6 +135,34 @@ func checkImage(stages []instructions.Stage) []string {
 		bad = append(bad, "gateway.toml is not shipped as /etc/wxgate/gateway.toml.example")
 	}
 	return bad
+}
+
+// imageCommand is the final stage's ENTRYPOINT and CMD, as docker and the
+// kubelet combine them: the last of each wins.
+func imageCommand(stages []instructions.Stage) (entry, cmd []string) {
+	for _, c := range stages[len(stages)-1].Commands {
+		switch c := c.(type) {
+		case *instructions.EntrypointCommand:
+			// A new ENTRYPOINT resets CMD (Docker's rule).
+			entry, cmd = c.CmdLine, nil
+		case *instructions.CmdCommand:
+			cmd = c.CmdLine
+		}
+	}
+	return entry, cmd
+}
+
+// podCommand is the argv the kubelet runs for a container with command
+// and args in an image with entry and cmd: command replaces ENTRYPOINT
+// (and drops CMD), args replace CMD.
+func podCommand(entry, cmd, command, args []string) []string {
+	if len(command) > 0 {
+		return append(slices.Clone(command), args...)
+	}
+	if len(args) > 0 {
+		return append(slices.Clone(entry), args...)
+	}
+	return append(slices.Clone(entry), cmd...)
 }
 
 var secretLike = regexp.MustCompile(`(?i)secret|password|passwd|token|_key$|apikey`)
@@ -163,8 +198,11 @@ func TestDockerfileChecksFail(t *testing.T) {
 		{"no user", "USER 65532:65532\n", "", "not a numeric non-root"},
 		{"fat base", "FROM gcr.io/distroless/static-debian12:nonroot", "FROM debian:bookworm", "not a minimal base"},
 		{"cgo", "ENV CGO_ENABLED=0 ", "ENV CGO_ENABLED=1 ", "not be static"},
-		{"shell entrypoint", `ENTRYPOINT ["/wxgate", "serve", "--config", "/etc/wxgate/gateway.toml"]`, "ENTRYPOINT /wxgate serve --config /etc/wxgate/gateway.toml", "shell form"},
-		{"dev entrypoint", `"serve", "--config"`, `"dev", "--config"`, "not the serve command"},
+		{"shell entrypoint", `ENTRYPOINT ["/wxgate"]`, "ENTRYPOINT /wxgate", "shell form"},
+		{"shell cmd", `CMD ["serve", "--config", "/etc/wxgate/gateway.toml"]`, "CMD serve --config /etc/wxgate/gateway.toml", "shell form"},
+		{"dev command", `"serve", "--config"`, `"dev", "--config"`, "not the serve command"},
+		{"command in entrypoint", "ENTRYPOINT [\"/wxgate\"]\nCMD [\"serve\", \"--config\", \"/etc/wxgate/gateway.toml\"]", `ENTRYPOINT ["/wxgate", "serve", "--config", "/etc/wxgate/gateway.toml"]`, "not the binary alone"},
+		{"cmd before entrypoint", "ENTRYPOINT [\"/wxgate\"]\nCMD [\"serve\", \"--config\", \"/etc/wxgate/gateway.toml\"]", "CMD [\"serve\", \"--config\", \"/etc/wxgate/gateway.toml\"]\nENTRYPOINT [\"/wxgate\"]", "not the serve command"},
 		{"baked secret", "ARG VERSION=dev\n", "ARG VERSION=dev\nENV WXGATE_OA_SECRET=abc\n", "secret baked"},
 		{"no example config", "COPY gateway.toml /etc/wxgate/gateway.toml.example\n", "", "gateway.toml.example"},
 		{"no trimpath", "-trimpath ", "", "-trimpath"},

@@ -20,12 +20,15 @@ func TestKubernetesBaseChecksFail(t *testing.T) {
 		{"servicemonitor unknown field", "servicemonitor.yaml", "interval: 30s", "intervall: 30s", "servicemonitor.yaml"},
 		{"unlisted file", "kustomization.yaml", "  - pdb.yaml\n", "", "pdb.yaml: not listed"},
 		{"missing file", "kustomization.yaml", "  - pdb.yaml\n", "  - pdb.yaml\n  - hpa.yaml\n", "hpa.yaml, which does not exist"},
-		{"admin on loopback", "configmap.yaml", `admin_listen = "0.0.0.0:9090"`, `admin_listen = "127.0.0.1:9090"`, "is loopback"},
+		{"admin on loopback", "configmap.yaml", `admin_listen = ":9090"`, `admin_listen = "127.0.0.1:9090"`, "is loopback"},
+		{"admin on IPv4 only", "configmap.yaml", `admin_listen = ":9090"`, `admin_listen = "0.0.0.0:9090"`, "IPv4 only"},
+		{"public on IPv4 only", "configmap.yaml", `listen = ":8080"`, `listen = "0.0.0.0:8080"`, "IPv4 only"},
 		{"config invalid", "configmap.yaml", `default = "login"`, `default = "sometimes"`, "gateway.toml in the ConfigMap"},
 		{"config unknown key", "configmap.yaml", `watch_config = true`, `watch_configs = true`, "unknown key"},
-		{"secret env not given", "configmap.yaml", `secret_env = "WXGATE_APP_SECRET"`, `secret_env = "WXGATE_APP_SECRET2"`, "WXGATE_APP_SECRET"},
+		{"secret file misnamed", "configmap.yaml", `secret_file = "/var/run/secrets/wxgate/app-secret"`, `secret_file = "/var/run/secrets/wxgate/app-secret2"`, "app-secret2"},
+		{"secret file not mounted", "deployment.yaml", "              - {key: app-secret, path: app-secret}\n", "", "app-secret"},
 		{"secret key missing", "secret.yaml", "  app-secret:", "  app-secretx:", `no key "app-secret"`},
-		{"memory store", "configmap.yaml", "store = \"redis\"\n    snapshot_file = \"\"\n    encryption_key_env = \"WXGATE_SESSION_KEY\"\n\n    [session.redis]\n    # A Redis Service named \"redis\" in this namespace (or your managed Redis).\n    addrs = [\"redis:6379\"]\n    password_env = \"WXGATE_REDIS_PASSWORD\"\n", "store = \"memory\"\n    snapshot_file = \"\"\n    encryption_key_env = \"WXGATE_SESSION_KEY\"\n\n    [session.redis]\n    addrs = [\"redis:6379\"]\n    password_env = \"WXGATE_REDIS_PASSWORD\"\n", "store is \"memory\""},
+		{"memory store", "configmap.yaml", "store = \"redis\"\n", "store = \"memory\"\n", "store is \"memory\""},
 		{"signing key elsewhere", "configmap.yaml", `/var/run/secrets/wxgate/signing-key.pem`, `/var/run/secrets/wxgate/key.pem`, "signing_key_file"},
 		{"grace too short", "deployment.yaml", "terminationGracePeriodSeconds: 45", "terminationGracePeriodSeconds: 30", "terminationGracePeriodSeconds 30"},
 		{"probe on public port", "deployment.yaml", "httpGet: {path: /readyz, port: admin}", "httpGet: {path: /readyz, port: http}", "readinessProbe"},
@@ -41,6 +44,19 @@ func TestKubernetesBaseChecksFail(t *testing.T) {
 		{"root", "deployment.yaml", "runAsUser: 65532", "runAsUser: 0", "runAsUser 65532"},
 		{"writable root", "deployment.yaml", "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false", "readOnlyRootFilesystem"},
 		{"upstream off the pod", "configmap.yaml", `url = "http://127.0.0.1:3000"`, `url = "http://app.default.svc:3000"`, "not the pod's own app"},
+		{"command in the image's entrypoint", dockerfileKey, "ENTRYPOINT [\"/wxgate\"]\nCMD [\"serve\", \"--config\", \"/etc/wxgate/gateway.toml\"]", `ENTRYPOINT ["/wxgate", "serve", "--config", "/etc/wxgate/gateway.toml"]`, "not /wxgate serve --config FILE"},
+		{"command replaces the entrypoint", "deployment.yaml", `args: ["serve", "--config", "/etc/wxgate/gateway.toml"]`, `command: ["serve", "--config", "/etc/wxgate/gateway.toml"]`, "not /wxgate serve --config FILE"},
+		{"service account token", "deployment.yaml", "automountServiceAccountToken: false", "automountServiceAccountToken: true", "automountServiceAccountToken"},
+		{"no seccomp", "deployment.yaml", "        seccompProfile:\n          type: RuntimeDefault\n", "", "seccompProfile RuntimeDefault"},
+		{"wxgate keeps capabilities", "deployment.yaml", "            readOnlyRootFilesystem: true\n            allowPrivilegeEscalation: false\n            capabilities:\n              drop: [\"ALL\"]", "            readOnlyRootFilesystem: true\n            allowPrivilegeEscalation: false\n            capabilities:\n              drop: [\"NET_RAW\"]", "container wxgate: want"},
+		{"app escalates", "deployment.yaml", "allowPrivilegeEscalation: false", "allowPrivilegeEscalation: true", "container app: want"},
+		{"app stops before the drain", "deployment.yaml", "seconds: 30", "seconds: 10", "preStop sleep 10s"},
+		{"no memory limit", "deployment.yaml", "            limits: {memory: 256Mi}\n", "", "GOMEMLIMIT"},
+		{"gomemlimit in MiB", "deployment.yaml", "resource: limits.memory}", "resource: limits.memory, divisor: 1Mi}", "GOMEMLIMIT"},
+		{"startup probe on public port", "deployment.yaml", "httpGet: {path: /healthz, port: admin}\n            periodSeconds: 1\n", "httpGet: {path: /healthz, port: http}\n            periodSeconds: 1\n", "startupProbe"},
+		{"pdb keeps unready pods", "pdb.yaml", "  unhealthyPodEvictionPolicy: AlwaysAllow\n", "", "unhealthyPodEvictionPolicy"},
+		{"spread selects nothing", "deployment.yaml", "            matchLabels:\n              app.kubernetes.io/name: wxgate\n      securityContext", "            matchLabels:\n              app.kubernetes.io/name: other\n      securityContext", "topologySpreadConstraints"},
+		{"admin token placeholder accepted", "secret.yaml", `admin-token: "REPLACE-ME"`, `admin-token: "REPLACE-at-least-16-characters"`, "admin-token placeholder"},
 		{"config path", "deployment.yaml", `args: ["serve", "--config", "/etc/wxgate/gateway.toml"]`, `args: ["serve", "--config", "/etc/gateway.toml"]`, "is not the ConfigMap's file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -56,6 +72,24 @@ func TestKubernetesBaseChecksFail(t *testing.T) {
 				t.Errorf("not caught: want a problem with %q, got %q", tc.want, probs)
 			}
 		})
+	}
+}
+
+// TestSecretInEnvironmentCaught: a secret moved back into the
+// environment (the config's *_env and the container's env together, so
+// that the config still loads) is reported.
+func TestSecretInEnvironmentCaught(t *testing.T) {
+	files := readBase(t)
+	cm := strings.Replace(string(files["configmap.yaml"]), `secret_file = "/var/run/secrets/wxgate/app-secret"`, `secret_env = "WXGATE_APP_SECRET"`, 1)
+	dep := strings.Replace(string(files["deployment.yaml"]), "            - name: WXGATE_ADMIN_TOKEN\n",
+		"            - name: WXGATE_APP_SECRET\n              valueFrom:\n                secretKeyRef: {name: wxgate-secrets, key: app-secret}\n            - name: WXGATE_ADMIN_TOKEN\n", 1)
+	if cm == string(files["configmap.yaml"]) || dep == string(files["deployment.yaml"]) {
+		t.Fatal("nothing to mutate")
+	}
+	files["configmap.yaml"], files["deployment.yaml"] = []byte(cm), []byte(dep)
+	probs := checkBase(t, files)
+	if !slices.ContainsFunc(probs, func(p string) bool { return strings.Contains(p, "env WXGATE_APP_SECRET: a secret in the environment") }) {
+		t.Errorf("not caught: %q", probs)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"github.com/wxgate/wxgate/proxy"
@@ -63,6 +64,23 @@ type base struct {
 	services       []*corev1.Service
 	pdb            *policyv1.PodDisruptionBudget
 	serviceMonitor *monitoringv1.ServiceMonitor
+	// entry and cmd are the image's ENTRYPOINT and CMD (the Dockerfile's),
+	// which the container's command and args complete.
+	entry, cmd []string
+}
+
+// dockerfileKey is the Dockerfile's key in readBase's map: the image the
+// Deployment runs, checked with it.
+const dockerfileKey = "../../Dockerfile"
+
+// readImage sets b's entry and cmd from the Dockerfile's source.
+func readImage(src []byte, b *base) error {
+	stages, _, err := parseDockerfile(src)
+	if err != nil || len(stages) == 0 {
+		return fmt.Errorf("Dockerfile: %v", err)
+	}
+	b.entry, b.cmd = imageCommand(stages)
+	return nil
 }
 
 // readBase reads the kustomization and every file it lists.
@@ -80,6 +98,11 @@ func readBase(t *testing.T) map[string][]byte {
 		}
 		files[e.Name()] = b
 	}
+	b, err := os.ReadFile(dockerfileKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files[dockerfileKey] = b
 	return files
 }
 
@@ -110,6 +133,9 @@ func checkBase(t *testing.T, files map[string][]byte) []string {
 		if err := decodeResource(name, src, &b); err != nil {
 			add("%v", err)
 		}
+	}
+	if err := readImage(files[dockerfileKey], &b); err != nil {
+		add("%v", err)
 	}
 	if len(bad) > 0 {
 		return bad
@@ -198,11 +224,15 @@ func checkFit(t *testing.T, b *base) []string {
 		return append(bad, "deployment: no container named wxgate")
 	}
 
-	// The config wxgate reads: the ConfigMap, at the path its args name,
-	// with the environment the pod gives it.
+	// The config wxgate reads: the ConfigMap, at the path the command the
+	// kubelet runs names (the image's ENTRYPOINT, then the args), with
+	// the environment the pod gives it.
+	argv := podCommand(b.entry, b.cmd, gw.Command, gw.Args)
 	cfgPath := ""
-	if i := slices.Index(gw.Args, "--config"); i >= 0 && i+1 < len(gw.Args) {
-		cfgPath = gw.Args[i+1]
+	if len(argv) == 4 && argv[0] == "/wxgate" && argv[1] == "serve" && argv[2] == "--config" {
+		cfgPath = argv[3]
+	} else {
+		add("deployment: wxgate runs %q, not /wxgate serve --config FILE", argv)
 	}
 	mountedAt := ""
 	for _, m := range gw.VolumeMounts {
@@ -216,9 +246,20 @@ func checkFit(t *testing.T, b *base) []string {
 		add("deployment: --config %q is not the ConfigMap's file (mounted at %q, without subPath)", cfgPath, mountedAt)
 		return bad
 	}
-	cfg, err := podConfig(t, b, gw, b.configMap.Data[filepath.Base(cfgPath)])
+	cfg, files, err := podConfig(t, b, gw, b.configMap.Data[filepath.Base(cfgPath)], nil)
 	if err != nil {
 		return append(bad, "gateway.toml in the ConfigMap: "+err.Error())
+	}
+	for _, f := range files {
+		if f != cfg.Tokens.SigningKeyFile && !mountedFile(d, gw, f, b.secret) {
+			add("%s is not a key of the Secret mounted read-only into wxgate", f)
+		}
+	}
+	for _, e := range gw.Env {
+		// The admin token has no *_file form.
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil && e.Name != cfg.Server.AdminTokenEnv {
+			add("env %s: a secret in the environment; wxgate reads it from a file (*_file), which no process environment or crash report carries", e.Name)
+		}
 	}
 	if cfg.Session.Store != "redis" && *d.Spec.Replicas > 1 {
 		add("gateway.toml: %d replicas need store = \"redis\" (the memory store's sessions are each replica's own)", *d.Spec.Replicas)
@@ -250,6 +291,13 @@ func checkFit(t *testing.T, b *base) []string {
 	if host, _, _ := net.SplitHostPort(cfg.Server.AdminListen); host == "127.0.0.1" || host == "localhost" || host == "::1" {
 		add("admin_listen %s is loopback: the kubelet's probes and Prometheus come to the pod's IP", cfg.Server.AdminListen)
 	}
+	for _, l := range []struct{ key, addr string }{{"listen", cfg.Server.Listen}, {"admin_listen", cfg.Server.AdminListen}} {
+		// The kubelet probes and Services reach the pod IP, which is IPv6
+		// on IPv6 and some dual-stack clusters.
+		if host, _, _ := net.SplitHostPort(l.addr); host == "0.0.0.0" {
+			add("%s %s: IPv4 only, unreachable at an IPv6 pod IP (leave the host empty)", l.key, l.addr)
+		}
+	}
 	if host, _, _ := net.SplitHostPort(cfg.Server.AdminListen); host != "127.0.0.1" && cfg.Server.AdminTokenEnv == "" {
 		add("admin_listen beyond loopback needs admin_token_env (the admin API)")
 	}
@@ -263,7 +311,7 @@ func checkFit(t *testing.T, b *base) []string {
 		what  string
 		probe *corev1.Probe
 		path  string
-	}{{"readinessProbe", gw.ReadinessProbe, "/readyz"}, {"livenessProbe", gw.LivenessProbe, "/healthz"}} {
+	}{{"readinessProbe", gw.ReadinessProbe, "/readyz"}, {"livenessProbe", gw.LivenessProbe, "/healthz"}, {"startupProbe", gw.StartupProbe, "/healthz"}} {
 		if pr.probe == nil || pr.probe.HTTPGet == nil {
 			add("%s: missing, or not httpGet", pr.what)
 			continue
@@ -337,6 +385,15 @@ func checkFit(t *testing.T, b *base) []string {
 		add("pdb: minAvailable %v with %d replicas: either nothing is protected or no pod can ever be evicted", m, *d.Spec.Replicas)
 	}
 
+	// A placeholder wxgate accepts would run in production with a token
+	// anyone can read in this repository.
+	if tok := b.secret.StringData["admin-token"] + string(b.secret.Data["admin-token"]); len(tok) >= 16 {
+		add("secret.yaml: the admin-token placeholder %q is long enough for wxgate to accept it", tok)
+	}
+	if p := b.pdb.Spec.UnhealthyPodEvictionPolicy; p == nil || *p != policyv1.AlwaysAllow {
+		add("pdb: unhealthyPodEvictionPolicy is not AlwaysAllow: a store outage makes every replica unready, and the budget would then block node drains")
+	}
+
 	// Non-root, as the image's USER.
 	psc := d.Spec.Template.Spec.SecurityContext
 	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser != 65532 {
@@ -344,6 +401,74 @@ func checkFit(t *testing.T, b *base) []string {
 	}
 	if sc := gw.SecurityContext; sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
 		add("wxgate securityContext: want readOnlyRootFilesystem and no privilege escalation")
+	}
+	if !memoryLimitKnown(gw) {
+		add("wxgate: want a memory limit and GOMEMLIMIT from it (resourceFieldRef limits.memory), so the Go runtime collects before the OOM killer comes")
+	}
+	return append(bad, checkHardening(d, drain)...)
+}
+
+// memoryLimitKnown reports whether c has a memory limit that its Go
+// runtime is told of, in bytes.
+func memoryLimitKnown(c *corev1.Container) bool {
+	if c.Resources.Limits.Memory().IsZero() {
+		return false
+	}
+	for _, e := range c.Env {
+		if e.Name != "GOMEMLIMIT" || e.ValueFrom == nil || e.ValueFrom.ResourceFieldRef == nil {
+			continue
+		}
+		r := e.ValueFrom.ResourceFieldRef
+		// A divisor would make "256" of 256Mi, which GOMEMLIMIT reads as
+		// 256 bytes.
+		return r.Resource == "limits.memory" && (r.ContainerName == "" || r.ContainerName == c.Name) && (r.Divisor.IsZero() || r.Divisor.Value() == 1)
+	}
+	return false
+}
+
+// checkHardening checks what keeps a compromised container small and the
+// app alive through wxgate's drain: no service account token, the
+// runtime's seccomp profile, every container without capabilities or a
+// way to gain privileges, and the app's preStop outlasting the drain
+// inside the grace period.
+func checkHardening(d *appsv1.Deployment, drain time.Duration) []string {
+	var bad []string
+	add := func(f string, a ...any) { bad = append(bad, fmt.Sprintf(f, a...)) }
+	spec := &d.Spec.Template.Spec
+	if a := spec.AutomountServiceAccountToken; a == nil || *a {
+		add("pod: automountServiceAccountToken is not false (nothing in the pod calls the Kubernetes API)")
+	}
+	spread := false
+	for _, c := range spec.TopologySpreadConstraints {
+		sel, err := metav1.LabelSelectorAsSelector(c.LabelSelector)
+		spread = spread || c.TopologyKey == "kubernetes.io/hostname" && err == nil && !sel.Empty() && sel.Matches(labels.Set(d.Spec.Template.Labels))
+	}
+	if !spread {
+		add("pod: no topologySpreadConstraints over kubernetes.io/hostname selecting its own pods: one node could hold every replica")
+	}
+	if psc := spec.SecurityContext; psc == nil || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		add("pod securityContext: want seccompProfile RuntimeDefault")
+	}
+	grace := int64(30)
+	if g := spec.TerminationGracePeriodSeconds; g != nil {
+		grace = *g
+	}
+	for _, c := range spec.Containers {
+		sc := c.SecurityContext
+		if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") || len(sc.Capabilities.Add) > 0 || sc.Privileged != nil && *sc.Privileged {
+			add("container %s: want allowPrivilegeEscalation false and capabilities drop ALL, none added", c.Name)
+		}
+		if c.Name == "wxgate" {
+			continue
+		}
+		// The app wxgate forwards to must serve until wxgate's drain ends.
+		var sleep int64
+		if c.Lifecycle != nil && c.Lifecycle.PreStop != nil && c.Lifecycle.PreStop.Sleep != nil {
+			sleep = c.Lifecycle.PreStop.Sleep.Seconds
+		}
+		if time.Duration(sleep)*time.Second < drain || sleep >= grace {
+			add("container %s: preStop sleep %ds, want at least wxgate's drain (%v) and less than terminationGracePeriodSeconds %d", c.Name, sleep, drain, grace)
+		}
 	}
 	return bad
 }
@@ -361,24 +486,57 @@ func portOf(addr string) int32 {
 
 // podConfig loads gateway.toml as wxgate serve would in the pod: every
 // variable the container's env sets (from the Secret, each key checked to
-// exist) holds a well-formed dummy, and nothing else is set.
-func podConfig(t *testing.T, b *base, c *corev1.Container, toml string) (*proxy.Config, error) {
+// exist) and every Secret key mounted into it holds a well-formed dummy,
+// and nothing else is set. The mounts are made under a temporary
+// directory, and the config's paths into them moved there. files are the
+// secret files the config names, as paths in the pod.
+//
+// value, if not nil, gives a Secret key's value instead of the dummy.
+func podConfig(t *testing.T, b *base, c *corev1.Container, toml string, value func(key string) string) (cfg *proxy.Config, files []string, err error) {
+	dummy := func(key string) string {
+		if value != nil {
+			return value(key)
+		}
+		if key == "session-key" {
+			return base64.StdEncoding.EncodeToString(make([]byte, 32))
+		}
+		return "dummy-secret-value-" + strings.ToLower(key)
+	}
 	var env []string
 	for _, e := range c.Env {
 		v := e.Value
 		if r := e.ValueFrom; r != nil && r.SecretKeyRef != nil {
 			ref := r.SecretKeyRef
-			_, inData := b.secret.Data[ref.Key]
-			_, inString := b.secret.StringData[ref.Key]
-			if ref.Name != b.secret.Name || !(inData || inString) {
-				return nil, fmt.Errorf("env %s: no key %q in Secret %q", e.Name, ref.Key, ref.Name)
+			if ref.Name != b.secret.Name || !secretHas(b.secret, ref.Key) {
+				return nil, nil, fmt.Errorf("env %s: no key %q in Secret %q", e.Name, ref.Key, ref.Name)
 			}
-			v = "dummy-secret-value-" + strings.ToLower(e.Name)
-			if e.Name == "WXGATE_SESSION_KEY" {
-				v = base64.StdEncoding.EncodeToString(make([]byte, 32))
-			}
+			v = dummy(ref.Key)
 		}
 		env = append(env, e.Name+"="+v)
+	}
+	root := t.TempDir()
+	for _, m := range c.VolumeMounts {
+		for _, v := range b.deployment.Spec.Template.Spec.Volumes {
+			if v.Name != m.Name || v.Secret == nil {
+				continue
+			}
+			if v.Secret.SecretName != b.secret.Name {
+				return nil, nil, fmt.Errorf("volume %s: Secret %q is not the base's", v.Name, v.Secret.SecretName)
+			}
+			for _, it := range v.Secret.Items {
+				if !secretHas(b.secret, it.Key) {
+					return nil, nil, fmt.Errorf("volume %s: no key %q in Secret %q", v.Name, it.Key, b.secret.Name)
+				}
+				path := filepath.Join(root, m.MountPath, it.Path)
+				if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+					return nil, nil, err
+				}
+				if err := os.WriteFile(path, []byte(dummy(it.Key)+"\n"), 0o600); err != nil {
+					return nil, nil, err
+				}
+			}
+			toml = strings.ReplaceAll(toml, `"`+m.MountPath+"/", `"`+root+m.MountPath+"/")
+		}
 	}
 	// Provision reads the secrets from the process's environment.
 	for _, kv := range os.Environ() {
@@ -393,16 +551,36 @@ func podConfig(t *testing.T, b *base, c *corev1.Container, toml string) (*proxy.
 	}
 	path := filepath.Join(t.TempDir(), "gateway.toml")
 	if err := os.WriteFile(path, []byte(toml), 0o600); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	cfg, _, err := proxy.LoadConfig(path, env)
+	cfg, _, err = proxy.LoadConfig(path, env)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := errors.Join(cfg.Provision(), cfg.Validate()); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return cfg, nil
+	// Back to the pod's paths.
+	inPod := func(p *string) {
+		if *p != "" {
+			*p = strings.TrimPrefix(*p, root)
+			files = append(files, *p)
+		}
+	}
+	inPod(&cfg.Tokens.SigningKeyFile)
+	inPod(&cfg.Session.EncryptionKeyFile)
+	inPod(&cfg.Session.Redis.PasswordFile)
+	inPod(&cfg.Session.Redis.SentinelPasswordFile)
+	for _, a := range []*string{&cfg.WeChat.OfficialAccount.SecretFile, &cfg.WeChat.Website.SecretFile, &cfg.WeChat.MiniProgram.SecretFile, &cfg.WeChat.MobileApp.SecretFile} {
+		inPod(a)
+	}
+	return cfg, files, nil
+}
+
+func secretHas(s *corev1.Secret, key string) bool {
+	_, inData := s.Data[key]
+	_, inString := s.StringData[key]
+	return inData || inString
 }
 
 // mountedFile says whether path is a key of secret, mounted read-only into c.
@@ -427,5 +605,32 @@ func mountedFile(d *appsv1.Deployment, c *corev1.Container, path string, secret 
 func TestKubernetesBase(t *testing.T) {
 	for _, p := range checkBase(t, readBase(t)) {
 		t.Error(p)
+	}
+}
+
+// TestPlaceholdersRefused: the shipped Secret, applied without filling
+// in its placeholders, keeps wxgate from starting: the session key is not
+// one and the admin token too short. A placeholder wxgate accepted would
+// run with a secret anyone can read in this repository.
+func TestPlaceholdersRefused(t *testing.T) {
+	files := readBase(t)
+	var b base
+	for _, name := range []string{"configmap.yaml", "secret.yaml", "deployment.yaml"} {
+		if err := decodeResource(name, files[name], &b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var gw *corev1.Container
+	for i, c := range b.deployment.Spec.Template.Spec.Containers {
+		if c.Name == "wxgate" {
+			gw = &b.deployment.Spec.Template.Spec.Containers[i]
+		}
+	}
+	placeholder := func(key string) string { return b.secret.StringData[key] + string(b.secret.Data[key]) }
+	_, _, err := podConfig(t, &b, gw, b.configMap.Data["gateway.toml"], placeholder)
+	for _, want := range []string{"session.encryption_key_file", "server.admin_token_env"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("the config with the Secret's placeholders: %v; want a problem with %s", err, want)
+		}
 	}
 }

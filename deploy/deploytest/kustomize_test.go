@@ -21,6 +21,13 @@ func TestKustomizeBuild(t *testing.T) {
 		t.Fatalf("kustomize build: %v", err)
 	}
 	var b base
+	src, err := os.ReadFile(dockerfileKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := readImage(src, &b); err != nil {
+		t.Fatal(err)
+	}
 	for _, r := range m.Resources() {
 		src, err := r.AsYAML()
 		if err != nil {
@@ -55,6 +62,9 @@ func TestKustomizeBuildFails(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			for name, src := range readBase(t) {
+				if name == dockerfileKey {
+					continue
+				}
 				if name == "kustomization.yaml" {
 					mut := strings.Replace(string(src), tc.from, tc.to, 1)
 					if mut == string(src) {
