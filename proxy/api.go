@@ -330,10 +330,13 @@ func (s *Server) tokenRevoke(c *fiber.Ctx) error {
 	if req.RefreshToken == "" {
 		return badRequest("refresh_token: required")
 	}
-	if err := s.issuer.Revoke(c.UserContext(), req.RefreshToken); err != nil {
+	who, err := s.issuer.RevokeWho(c.UserContext(), req.RefreshToken)
+	if err != nil {
 		return storeError(err)
 	}
-	s.authEvent(c, slog.LevelInfo, "revocation", nil, slog.String("by", "token_revoke"))
+	if who != nil {
+		s.authEvent(c, slog.LevelInfo, "revocation", who, slog.String("by", "token_revoke"))
+	}
 	noStore(c)
 	return c.JSON(fiber.Map{"revoked": true})
 }

@@ -377,6 +377,9 @@ func TestLogsOfAFullRun(t *testing.T) {
 			if l := find(auth, "event", "logout"); l == nil || l["user"] == "" {
 				t.Errorf("the logout's line names no user: %v", l)
 			}
+			if l := find(auth, "event", "revocation", "by", "token_revoke"); l == nil || l["user"] == "" {
+				t.Errorf("the token revocation's line names no user: %v", l)
+			}
 			if l := find(auth, "event", "login", "flow", "oa", "result", "ok"); l != nil {
 				alice := r.e.user("alice").UnionID
 				if tc.users == "plain" && l["user"] != alice || tc.users == "hashed" && (l["user"] == "" || l["user"] == alice) {

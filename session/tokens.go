@@ -220,14 +220,24 @@ func (is *Issuer) withinGrace(ctx context.Context, h string, now time.Time) bool
 // Revoke ends the family of a refresh token. Unknown tokens are ignored
 // (RFC 7009: the answer does not tell an attacker which tokens exist).
 func (is *Issuer) Revoke(ctx context.Context, refresh string) error {
+	_, err := is.RevokeWho(ctx, refresh)
+	return err
+}
+
+// RevokeWho is Revoke that also returns whose login it ended: nil when
+// the token was unknown, expired or already revoked, which is no error.
+func (is *Issuer) RevokeWho(ctx context.Context, refresh string) (*Identity, error) {
 	f, _, err := is.familyOf(ctx, refresh)
 	if errors.Is(err, ErrInvalidGrant) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return is.revoke(ctx, f.ID)
+	if err := is.revoke(ctx, f.ID); err != nil {
+		return nil, err
+	}
+	return &f.Identity, nil
 }
 
 // RevokeFamily ends a family by ID (the admin API). Unknown IDs are ignored.
