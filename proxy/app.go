@@ -55,6 +55,11 @@ type Server struct {
 	// the start or by a reload, accepted or not: what watch_config
 	// compares the file with.
 	readSum atomic.Pointer[[32]byte]
+	// keyIDs are the kids of the signing keys loaded from
+	// signing_key_file at the start; nil when Options.Keys gave them.
+	// The file is read only then, so a reload refuses a file whose keys
+	// differ now (keyFileChanged).
+	keyIDs []string
 
 	oa      wechat.App // the official account; AppID empty when not configured
 	website wechat.App // the website app (QR login); AppID empty when not configured
@@ -188,6 +193,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 			log.Warn("generated a new signing key; keep this file, and give every replica the same one",
 				"file", cfg.Tokens.SigningKeyFile, "alg", keys.Algorithm())
 		}
+		s.keyIDs = keys.IDs()
 	}
 	// The store comes last of what can fail: loading the memory store's
 	// snapshot consumes it, so from here on only Shutdown (which writes it

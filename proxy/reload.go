@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/wxgate/wxgate/policies"
+	"github.com/wxgate/wxgate/session"
 )
 
 // live is the part of a gateway a reload replaces, all at once: the routes
@@ -119,10 +121,35 @@ func (s *Server) readAgain() (cfg *Config, src []byte, err error) {
 	if err := errors.Join(cfg.Provision(), cfg.Validate()); err != nil {
 		return nil, src, err
 	}
-	if err := restartOnly(s.cfg, cfg); err != nil {
+	if err := errors.Join(restartOnly(s.cfg, cfg), s.keyFileChanged(cfg)); err != nil {
 		return nil, src, err
 	}
 	return cfg, src, nil
+}
+
+// keyFileChanged reports a signing key file whose keys are no longer the
+// ones the gateway started with: a key appended or moved first for a
+// rotation, or a file gone. The keys are read only at the start, so a
+// reload that went on would report success with the old keys still
+// signing and published.
+func (s *Server) keyFileChanged(cur *Config) error {
+	if s.keyIDs == nil || cur.Tokens.SigningKeyFile != s.cfg.Tokens.SigningKeyFile {
+		// Keys from Options, or a path restartOnly already names.
+		return nil
+	}
+	b, err := os.ReadFile(cur.Tokens.SigningKeyFile)
+	if err != nil {
+		return fmt.Errorf("tokens.signing_key_file: %w; the running keys stay until a restart", err)
+	}
+	ids, err := session.KeyIDs(b)
+	if err != nil {
+		return fmt.Errorf("tokens.signing_key_file: %w; the running keys stay until a restart", err)
+	}
+	if !slices.Equal(ids, s.keyIDs) {
+		return fmt.Errorf("tokens.signing_key_file: its keys changed (kids %s, running %s); that takes a restart",
+			strings.Join(ids, ", "), strings.Join(s.keyIDs, ", "))
+	}
+	return nil
 }
 
 // restartOnly names every key whose value differs between the running

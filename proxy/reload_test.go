@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/wxgate/wxgate/internal/syncbuf"
+	"github.com/wxgate/wxgate/session"
 )
 
 // Reloading gateway.toml (issue 11 item 7): SIGHUP and [server]
@@ -229,6 +231,31 @@ func TestReloadRefusesRestartOnlyKeys(t *testing.T) {
 		t.Fatalf("a secret in the error or the log: %v\n%s", err, log.String())
 	}
 	t.Setenv("WXGATE_TEST_OA_SECRET", oaSecret)
+
+	// A key appended to the signing key file (step 1 of a rotation) is
+	// read only at a start: the reload says so instead of succeeding
+	// with the old keys still published.
+	keys, err := os.ReadFile(e.keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	extra, err := session.GenerateKey(session.ES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.keyFile, append(slices.Clone(keys), extra...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = e.gw.Reload()
+	if err == nil || !strings.Contains(err.Error(), "tokens.signing_key_file: its keys changed") {
+		t.Fatalf("Reload with a key appended to the signing key file: %v", err)
+	}
+	if strings.Contains(err.Error(), "PRIVATE KEY") || strings.Contains(log.String(), "PRIVATE KEY") {
+		t.Fatalf("key material in the error or the log: %v", err)
+	}
+	if err := os.WriteFile(e.keyFile, keys, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if err := e.gw.Reload(); err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
@@ -292,6 +293,9 @@ func (ks *KeySet) PseudonymKey() []byte { return ks.pseudonymKey }
 
 // Algorithm is the signing key's algorithm.
 func (ks *KeySet) Algorithm() string { return ks.alg.String() }
+
+// IDs lists the keys' kids, in file order: the first signs.
+func (ks *KeySet) IDs() []string { return slices.Clone(ks.kids) }
 
 // Sign signs a token with the first key.
 func (ks *KeySet) Sign(t jwt.Token) (string, error) {
