@@ -189,7 +189,11 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("tokens.signing_key_file: %w", err)
 		}
-		if created {
+		switch {
+		case created && s.origin == session.OriginDev:
+			// Marked dev: serve refuses it, so there is nothing to keep.
+			log.Info("generated a signing key for wxgate dev", "file", cfg.Tokens.SigningKeyFile, "alg", keys.Algorithm())
+		case created:
 			log.Warn("generated a new signing key; keep this file, and give every replica the same one",
 				"file", cfg.Tokens.SigningKeyFile, "alg", keys.Algorithm())
 		}

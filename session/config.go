@@ -208,8 +208,15 @@ func (c *Config) Validate() error {
 	var errs []error
 	switch c.Store {
 	case "memory":
-		if c.Redis.Addrs != nil || c.EncryptionKeyEnv != "" || c.EncryptionKeyFile != "" {
+		// Each names its own key, so that check places it on its line.
+		if c.Redis.Addrs != nil {
 			errs = append(errs, fmt.Errorf("session.redis: set, but store is \"memory\""))
+		}
+		if c.EncryptionKeyEnv != "" {
+			errs = append(errs, fmt.Errorf("session.encryption_key_env: set, but store is \"memory\" (only Redis values are sealed)"))
+		}
+		if c.EncryptionKeyFile != "" {
+			errs = append(errs, fmt.Errorf("session.encryption_key_file: set, but store is \"memory\" (only Redis values are sealed)"))
 		}
 	case "redis":
 		if c.EncryptionKeyEnv == "" && c.EncryptionKeyFile == "" {

@@ -39,7 +39,7 @@ func TestConfigProvision(t *testing.T) {
 	}{
 		{"env", Config{Store: "redis", EncryptionKeyEnv: "WXGATE_TEST_KEY", Redis: RedisConfig{PasswordEnv: "WXGATE_TEST_PW"}}, "", ""},
 		{"file", Config{Store: "redis", EncryptionKeyFile: keyFile}, "", ""},
-		{"memory reads nothing", Config{Store: "memory", EncryptionKeyEnv: "WXGATE_TEST_UNSET"}, "", "session.redis"},
+		{"memory reads nothing", Config{Store: "memory", EncryptionKeyEnv: "WXGATE_TEST_UNSET"}, "", "session.encryption_key_env: set, but store is \"memory\""},
 		{"no source", Config{Store: "redis"}, "", "session.encryption_key_env: required"},
 		{"env unset", Config{Store: "redis", EncryptionKeyEnv: "WXGATE_TEST_UNSET"},
 			"session.encryption_key_env: environment variable WXGATE_TEST_UNSET is empty or unset", ""},
