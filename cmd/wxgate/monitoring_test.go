@@ -508,6 +508,8 @@ func ruleExprs(t *testing.T) []string {
 		if out, err := exec.Command(promtool, "check", "rules", rulesFile).CombinedOutput(); err != nil {
 			t.Errorf("promtool check rules: %v\n%s", err, out)
 		}
+	} else if os.Getenv("WXGATE_REQUIRE_PROMTOOL") != "" {
+		t.Error("promtool is not on PATH and WXGATE_REQUIRE_PROMTOOL is set")
 	} else {
 		t.Log("promtool not on PATH: rules checked by this test's parser only")
 	}
