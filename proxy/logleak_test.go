@@ -1,0 +1,74 @@
+package proxy_test
+
+import (
+	"bufio"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+)
+
+// A head fasthttp cannot parse makes an error that, by default, quotes the
+// head it read: a client's Authorization and Cookie headers, an upstream's
+// Set-Cookie. The gateway logs the error's cause (at debug for a client's
+// 400, at warn for an upstream's 502), so none of those may be in it.
+func TestUnparsableHeadsKeepTheirSecretsOutOfTheLog(t *testing.T) {
+	const (
+		bearer   = "eyJhbGciOiJFUzI1NiJ9.bearer-secret-payload.signature"
+		cookie   = "client-session-cookie-secret"
+		upCookie = "upstream-app-session-secret"
+	)
+	up, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { up.Close() })
+	go func() {
+		for {
+			c, err := up.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil || line == "\r\n" {
+						break
+					}
+				}
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nSet-Cookie: app="+upCookie+"\r\nBad\x01Header: x\r\nContent-Length: 2\r\n\r\nok")
+			}()
+		}
+	}()
+	var log lockedBuffer
+	e := newEnvOpts(t, envOptions{log: &log, logLevel: slog.LevelDebug, appUpstream: "http://" + up.Addr().String()})
+
+	for _, tc := range []struct {
+		name, raw string
+		status    int
+	}{
+		{"a client's malformed header", "GET /public/x HTTP/1.1\r\nHost: " + strings.TrimPrefix(e.url, "http://") +
+			"\r\nAuthorization: Bearer " + bearer + "\r\nCookie: wxgate_session=" + cookie + "\r\nBad: a\x01b\r\n\r\n", 400},
+		{"an upstream's malformed header", "GET /public/x HTTP/1.1\r\nHost: " + strings.TrimPrefix(e.url, "http://") +
+			"\r\nConnection: close\r\n\r\n", 502},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, _ := e.dial().send(tc.raw)
+			if resp == nil || resp.StatusCode != tc.status {
+				t.Fatalf("got %v, want %d", resp, tc.status)
+			}
+		})
+	}
+	out := log.String()
+	if !strings.Contains(out, "error when reading") {
+		t.Fatalf("the parse errors were not logged at all:\n%s", out)
+	}
+	for _, s := range []string{bearer, cookie, upCookie} {
+		if strings.Contains(out, s) {
+			t.Errorf("the log holds %q:\n%s", s, out)
+		}
+	}
+}
