@@ -1,12 +1,16 @@
 package proxy_test
 
 import (
+	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/wxgate/wxgate/proxy"
+	"github.com/wxgate/wxgate/session"
 )
 
 const checkConf = `[server]
@@ -134,5 +138,69 @@ func TestCheckUnsetSecrets(t *testing.T) {
 	cfg, problems := proxy.Check(path, proxy.CheckOptions{UnsetSecretsWarn: true})
 	if cfg != nil || len(problems) != 3 {
 		t.Errorf("unset admin token: accepted %v, %v", cfg != nil, problems)
+	}
+}
+
+// TestCheckRefusesWhatNewRefuses: the signing key file and the memory
+// store's snapshot are read only when the gateway starts; a config whose
+// existing file New would refuse is refused by Check too, on the key's
+// line, and Check neither creates a missing file nor consumes a snapshot.
+func TestCheckRefusesWhatNewRefuses(t *testing.T) {
+	devKey, err := session.GenerateKey(session.ES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	devKey = bytes.Replace(devKey, []byte("-----BEGIN PRIVATE KEY-----\n"), []byte("-----BEGIN PRIVATE KEY-----\n"+session.OriginHeader+": dev\n"), 1)
+	for _, tc := range []struct {
+		name      string
+		key, snap any // file contents ([]byte), a directory (true), or none (nil)
+		want      string
+	}{
+		{"no files yet", nil, nil, ""},
+		{"a key file that holds no key", []byte("not a key\n"), nil, "tokens.signing_key_file: "},
+		{"a key file that is a directory", true, nil, "tokens.signing_key_file: "},
+		{"a key wxgate dev generated", devKey, nil, "tokens.signing_key_file: "},
+		{"a snapshot that is not JSON", nil, []byte("{garbage"), "session.snapshot_file: "},
+		{"a snapshot wxgate dev wrote", nil, []byte(`{"format":"wxgate-snapshot/2","origin":"dev","written":"2026-11-23T16:00:00Z","entries":{}}`), "session.snapshot_file: "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			keyFile, snapFile := filepath.Join(dir, "keys.pem"), filepath.Join(dir, "sessions.snapshot")
+			for _, f := range []struct {
+				path string
+				v    any
+			}{{keyFile, tc.key}, {snapFile, tc.snap}} {
+				switch v := f.v.(type) {
+				case []byte:
+					if err := os.WriteFile(f.path, v, 0o600); err != nil {
+						t.Fatal(err)
+					}
+				case bool:
+					if err := os.Mkdir(f.path, 0o700); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			conf := strings.Replace(checkConf, "[wechat.official_account]",
+				fmt.Sprintf("[session]\nsnapshot_file = %q\n\n[tokens]\nsigning_key_file = %q\n\n[wechat.official_account]", snapFile, keyFile), 1)
+			lines, ok := check(t, conf)
+			if tc.want == "" {
+				if !ok {
+					t.Fatalf("refused: %q", lines)
+				}
+				if _, err := os.Stat(keyFile); err == nil {
+					t.Error("check created the signing key file")
+				}
+				return
+			}
+			if ok || len(lines) != 1 || !regexp.MustCompile(`^:\d+: `+tc.want).MatchString(lines[0]) {
+				t.Fatalf("got %q (accepted %v), want one problem on a line, %q...", lines, ok, tc.want)
+			}
+			if b, ok := tc.snap.([]byte); ok {
+				if got, err := os.ReadFile(snapFile); err != nil || !bytes.Equal(got, b) {
+					t.Errorf("the snapshot changed: %q, %v", got, err)
+				}
+			}
+		})
 	}
 }
