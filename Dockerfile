@@ -23,4 +23,8 @@ USER 65532:65532
 # 8080: the public listener; 9090: the admin listener (/healthz, /readyz,
 # /metrics), which the config must bind beyond loopback for probes.
 EXPOSE 8080 9090
-ENTRYPOINT ["/wxgate", "serve", "--config", "/etc/wxgate/gateway.toml"]
+# The command is CMD, not part of ENTRYPOINT: arguments (docker run IMAGE
+# check --config ..., Kubernetes args) replace it rather than being
+# appended after it, which wxgate refuses.
+ENTRYPOINT ["/wxgate"]
+CMD ["serve", "--config", "/etc/wxgate/gateway.toml"]

@@ -81,7 +81,7 @@ func checkImage(stages []instructions.Stage) []string {
 			bad = append(bad, "go build without -trimpath and the version stamp: "+b)
 		}
 	}
-	var user, entry string
+	var user, entry, cmd string
 	copiedBinary, copiedConfig := false, false
 	for _, c := range final.Commands {
 		switch c := c.(type) {
@@ -92,6 +92,11 @@ func checkImage(stages []instructions.Stage) []string {
 				bad = append(bad, "ENTRYPOINT in shell form: no shell in the image, and signals would not reach wxgate")
 			}
 			entry = strings.Join(c.CmdLine, " ")
+		case *instructions.CmdCommand:
+			if c.PrependShell {
+				bad = append(bad, "CMD in shell form: no shell in the image, and signals would not reach wxgate")
+			}
+			cmd = strings.Join(c.CmdLine, " ")
 		case *instructions.CopyCommand:
 			if c.From != "" && c.DestPath == "/wxgate" {
 				copiedBinary = true
@@ -118,8 +123,13 @@ func checkImage(stages []instructions.Stage) []string {
 	if n, err := strconv.Atoi(uid); err != nil || n == 0 {
 		bad = append(bad, "USER "+strconv.Quote(user)+": not a numeric non-root user (Kubernetes' runAsNonRoot needs a number)")
 	}
-	if entry != "/wxgate serve --config /etc/wxgate/gateway.toml" {
-		bad = append(bad, "ENTRYPOINT "+strconv.Quote(entry)+": not the serve command")
+	if entry != "/wxgate" {
+		// Arguments given to the container (Kubernetes args) replace CMD
+		// but are appended to ENTRYPOINT, after a command that takes none.
+		bad = append(bad, "ENTRYPOINT "+strconv.Quote(entry)+": not just /wxgate, the command and its flags belong in CMD")
+	}
+	if cmd != "serve --config /etc/wxgate/gateway.toml" {
+		bad = append(bad, "CMD "+strconv.Quote(cmd)+": not the serve command")
 	}
 	if !copiedBinary {
 		bad = append(bad, "the binary is not copied from the builder to /wxgate")
@@ -163,7 +173,9 @@ func TestDockerfileChecksFail(t *testing.T) {
 		{"no user", "USER 65532:65532\n", "", "not a numeric non-root"},
 		{"fat base", "FROM gcr.io/distroless/static-debian12:nonroot", "FROM debian:bookworm", "not a minimal base"},
 		{"cgo", "ENV CGO_ENABLED=0 ", "ENV CGO_ENABLED=1 ", "not be static"},
-		{"shell entrypoint", `ENTRYPOINT ["/wxgate", "serve", "--config", "/etc/wxgate/gateway.toml"]`, "ENTRYPOINT /wxgate serve --config /etc/wxgate/gateway.toml", "shell form"},
+		{"shell entrypoint", `ENTRYPOINT ["/wxgate"]`, "ENTRYPOINT /wxgate", "shell form"},
+		{"shell cmd", `CMD ["serve", "--config", "/etc/wxgate/gateway.toml"]`, "CMD /wxgate serve --config /etc/wxgate/gateway.toml", "shell form"},
+		{"command in the entrypoint", "ENTRYPOINT [\"/wxgate\"]\nCMD [", "ENTRYPOINT [\"/wxgate\", ", "not just /wxgate"},
 		{"dev entrypoint", `"serve", "--config"`, `"dev", "--config"`, "not the serve command"},
 		{"baked secret", "ARG VERSION=dev\n", "ARG VERSION=dev\nENV WXGATE_OA_SECRET=abc\n", "secret baked"},
 		{"no example config", "COPY gateway.toml /etc/wxgate/gateway.toml.example\n", "", "gateway.toml.example"},
