@@ -320,6 +320,26 @@ func classify(err error) *Error {
 // with the request ID and sends a generic page or JSON carrying that ID.
 // It replaces fiber's DefaultErrorHandler, which echoes err.Error().
 func (s *Server) handleError(c *fiber.Ctx, err error) error {
+	if c.Locals(requestKey) != nil || c.App() != s.app {
+		return s.answerError(c, err)
+	}
+	// A head fasthttp could not parse (or read in time) comes here alone,
+	// before any middleware: it gets a request ID, and after its answer
+	// the access line and count every request has, route "invalid".
+	r := &request{scheme: "http", client: remoteAddr(c), route: "invalid"}
+	r.newID()
+	c.Locals(requestKey, r)
+	herr := s.answerError(c, err)
+	status := c.Response().StatusCode()
+	s.metrics.Request(r.route, status, 0)
+	if s.log.Enabled(c.UserContext(), slog.LevelInfo) {
+		s.accessLine(c, r, r.route, status, 0)
+	}
+	return herr
+}
+
+// answerError is handleError's answer to a request the middleware saw.
+func (s *Server) answerError(c *fiber.Ctx, err error) error {
 	e := classify(err)
 	p := &problems[e.problem]
 	r := requestOf(c)

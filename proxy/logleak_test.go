@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bufio"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -70,5 +71,58 @@ func TestUnparsableHeadsKeepTheirSecretsOutOfTheLog(t *testing.T) {
 		if strings.Contains(out, s) {
 			t.Errorf("the log holds %q:\n%s", s, out)
 		}
+	}
+}
+
+// TestUnparsableRequestsHaveAnAccessLine: a request whose head fasthttp
+// refuses still gets its one access line (route "invalid"), with the
+// request ID its answer carries: at info, malformed traffic was invisible.
+func TestUnparsableRequestsHaveAnAccessLine(t *testing.T) {
+	var log lockedBuffer
+	e := newEnvOpts(t, envOptions{log: &log, logTOML: `format = "json"`})
+	host := strings.TrimPrefix(e.url, "http://")
+	for _, tc := range []struct {
+		name, raw string
+		status    int
+	}{
+		{"a control character in a header", "GET /public/x HTTP/1.1\r\nHost: " + host + "\r\nBad: a\x01b\r\n\r\n", 400},
+		{"a header line without a colon", "GET /public/y HTTP/1.1\r\nHost: " + host + "\r\nno colon here\r\n\r\n", 400},
+		{"headers beyond the read buffer", "GET /public/z HTTP/1.1\r\nHost: " + host + "\r\nX-Big: " + strings.Repeat("a", 20<<10) + "\r\n\r\n", 431},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, _ := e.dial().send(tc.raw)
+			if resp == nil || resp.StatusCode != tc.status {
+				t.Fatalf("got %v, want %d", resp, tc.status)
+			}
+			rid := resp.Header.Get("X-Request-Id")
+			if rid == "" {
+				t.Fatal("the answer has no X-Request-Id")
+			}
+			var found bool
+			for _, line := range strings.Split(log.String(), "\n") {
+				var l struct {
+					Msg, RequestID, Route, Client string
+					Status                        int
+				}
+				if json.Unmarshal([]byte(line), &struct {
+					Msg       *string `json:"msg"`
+					RequestID *string `json:"request_id"`
+					Route     *string `json:"route"`
+					Client    *string `json:"client"`
+					Status    *int    `json:"status"`
+				}{&l.Msg, &l.RequestID, &l.Route, &l.Client, &l.Status}) != nil {
+					continue
+				}
+				if l.Msg == "request" && l.RequestID == rid {
+					found = l.Route == "invalid" && l.Status == tc.status && l.Client == "127.0.0.1"
+					if !found {
+						t.Errorf("access line %s", line)
+					}
+				}
+			}
+			if !found {
+				t.Errorf("no access line for request %s:\n%s", rid, log.String())
+			}
+		})
 	}
 }
