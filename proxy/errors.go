@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -329,6 +330,12 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	r := &request{scheme: "http", client: remoteAddr(c), route: "invalid"}
 	r.newID()
 	c.Locals(requestKey, r)
+	var fe *fiber.Error
+	if errors.As(err, &fe) {
+		// fasthttp quotes a request line it refuses ("invalid request uri
+		// \"/_wxgate/callback?code=...\""): its query may carry a code.
+		err = &fiber.Error{Code: fe.Code, Message: quotedQuery.ReplaceAllString(fe.Message, "?...")}
+	}
 	herr := s.answerError(c, err)
 	status := c.Response().StatusCode()
 	s.metrics.Request(r.route, status, 0)
@@ -337,6 +344,10 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	}
 	return herr
 }
+
+// quotedQuery is a query inside a Go-quoted string, up to its closing
+// quote.
+var quotedQuery = regexp.MustCompile(`\?(?:\\.|[^"\\])*`)
 
 // answerError is handleError's answer to a request the middleware saw.
 func (s *Server) answerError(c *fiber.Ctx, err error) error {

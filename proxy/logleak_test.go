@@ -12,13 +12,15 @@ import (
 
 // A head fasthttp cannot parse makes an error that, by default, quotes the
 // head it read: a client's Authorization and Cookie headers, an upstream's
-// Set-Cookie. The gateway logs the error's cause (at debug for a client's
+// Set-Cookie; a request line it refuses is quoted with its query, which
+// may carry a login code. The gateway logs the error's cause (at debug for a client's
 // 400, at warn for an upstream's 502), so none of those may be in it.
 func TestUnparsableHeadsKeepTheirSecretsOutOfTheLog(t *testing.T) {
 	const (
 		bearer   = "eyJhbGciOiJFUzI1NiJ9.bearer-secret-payload.signature"
 		cookie   = "client-session-cookie-secret"
 		upCookie = "upstream-app-session-secret"
+		code     = "wechat-login-code-secret"
 	)
 	up, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -53,6 +55,7 @@ func TestUnparsableHeadsKeepTheirSecretsOutOfTheLog(t *testing.T) {
 	}{
 		{"a client's malformed header", "GET /public/x HTTP/1.1\r\nHost: " + strings.TrimPrefix(e.url, "http://") +
 			"\r\nAuthorization: Bearer " + bearer + "\r\nCookie: wxgate_session=" + cookie + "\r\nBad: a\x01b\r\n\r\n", 400},
+		{"a control character in the request line", "GET /_wxgate/callback?code=" + code + "&state=s\x1b HTTP/1.1\r\nHost: " + strings.TrimPrefix(e.url, "http://") + "\r\n\r\n", 400},
 		{"an upstream's malformed header", "GET /public/x HTTP/1.1\r\nHost: " + strings.TrimPrefix(e.url, "http://") +
 			"\r\nConnection: close\r\n\r\n", 502},
 	} {
@@ -67,7 +70,7 @@ func TestUnparsableHeadsKeepTheirSecretsOutOfTheLog(t *testing.T) {
 	if !strings.Contains(out, "error when reading") {
 		t.Fatalf("the parse errors were not logged at all:\n%s", out)
 	}
-	for _, s := range []string{bearer, cookie, upCookie} {
+	for _, s := range []string{bearer, cookie, upCookie, code} {
 		if strings.Contains(out, s) {
 			t.Errorf("the log holds %q:\n%s", s, out)
 		}
