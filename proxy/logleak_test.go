@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -127,5 +128,38 @@ func TestUnparsableRequestsHaveAnAccessLine(t *testing.T) {
 				t.Errorf("no access line for request %s:\n%s", rid, log.String())
 			}
 		})
+	}
+}
+
+// TestForwardAuthRefusalsKeepQueriesOutOfTheLog: a forward-auth question
+// whose original request wxgate refuses names that request in the logged
+// cause by its path only: the query may carry a code or a token.
+func TestForwardAuthRefusalsKeepQueriesOutOfTheLog(t *testing.T) {
+	const secret = "token-in-the-query-secret"
+	var log lockedBuffer
+	e := newEnvOpts(t, envOptions{serverKeys: `trusted_proxies = ["127.0.0.1/32"]`, log: &log, logLevel: slog.LevelDebug})
+	host := strings.TrimPrefix(e.url, "http://")
+	for _, tc := range []struct {
+		name, path string
+		hdr        map[string]string
+	}{
+		{"a fragment", "/_wxgate/auth", map[string]string{"X-Forwarded-Uri": "/app?t=" + secret + "#x", "X-Forwarded-Host": host}},
+		{"not a path", "/_wxgate/auth", map[string]string{"X-Forwarded-Uri": "app?t=" + secret, "X-Forwarded-Host": host}},
+		{"not an absolute URL", "/_wxgate/auth", map[string]string{"X-Original-URL": "ftp://h/app?t=" + secret}},
+		{"named twice", "/_wxgate/auth/app?t=" + secret, map[string]string{"X-Forwarded-Uri": "/app"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, _ := e.browser("traefik").get(tc.path, tc.hdr)
+			if resp.StatusCode != http.StatusBadRequest {
+				t.Fatalf("status %d, want 400", resp.StatusCode)
+			}
+		})
+	}
+	out := log.String()
+	if !strings.Contains(out, "request refused") {
+		t.Fatalf("no refusal logged:\n%s", out)
+	}
+	if strings.Contains(out, secret) {
+		t.Errorf("the log holds the query:\n%s", out)
 	}
 }
