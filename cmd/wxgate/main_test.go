@@ -190,6 +190,9 @@ func TestCheckExplain(t *testing.T) {
 		}, nil},
 		{"encoded delimiter stays encoded", good, "GET https://app.example.com/a%3bb", []string{"normalized path /a;b, forwarded as /a%3Bb"}, nil},
 		{"refused", good, "GET https://app.example.com/..;/admin", []string{"refused with 400", "climb above the root"}, nil},
+		// A browser asks for "/" when the URL has no path.
+		{"no path", good, "GET https://app.example.com", []string{"normalized path /, forwarded as /"}, []string{"refused"}},
+		{"no path, a query", good, "GET https://app.example.com?x=1", []string{"normalized path /, forwarded as /"}, []string{"refused"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
