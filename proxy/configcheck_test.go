@@ -61,6 +61,12 @@ func TestCheckEnv(t *testing.T) {
 		{"named by the config", nil, nil},
 		{"kubernetes service links", []string{"WXGATE_SERVICE_HOST=10.0.0.1", "WXGATE_SERVICE_PORT=8080", "WXGATE_SERVICE_PORT_HTTP=8080", "WXGATE_PORT=tcp://10.0.0.1:8080", "WXGATE_PORT_8080_TCP_ADDR=10.0.0.1", "WXGATE_REQUIRE_REDIS=1", "WXGATE_ARTIFACTS=/tmp"}, nil},
 		{"misspelt", []string{"WXGATE_SERVER_LISTN=:1"}, []string{": WXGATE_SERVER_LISTN: sets no key (did you mean WXGATE_SERVER_LISTEN?)"}},
+		// A Service named wxgate-staging (a kustomize nameSuffix) or
+		// wxgate-redis in the namespace, with a cluster IP.
+		{"kubernetes service links of other wxgate-* services", []string{"WXGATE_STAGING_SERVICE_HOST=10.0.0.2", "WXGATE_STAGING_SERVICE_PORT=8080", "WXGATE_STAGING_SERVICE_PORT_HTTP=8080",
+			"WXGATE_STAGING_PORT=tcp://10.0.0.2:8080", "WXGATE_STAGING_PORT_8080_TCP=tcp://10.0.0.2:8080", "WXGATE_STAGING_PORT_8080_TCP_PROTO=tcp",
+			"WXGATE_STAGING_PORT_8080_TCP_PORT=8080", "WXGATE_STAGING_PORT_8080_TCP_ADDR=10.0.0.2", "WXGATE_REDIS_PORT=tcp://10.0.0.3:6379", "WXGATE_REDIS_SERVICE_PORT_REDIS=6379"}, nil},
+		{"a port that is no service link", []string{"WXGATE_SERVER_PORT=80"}, []string{": WXGATE_SERVER_PORT: sets no key"}},
 		{"nothing near", []string{"WXGATE_FROBNICATE=1"}, []string{": WXGATE_FROBNICATE: sets no key (WXGATE_<SECTION>_<KEY>, as WXGATE_SERVER_LISTEN)"}},
 		{"a secret the config does not name", []string{"WXGATE_WEBSITE_SECRET=x"}, []string{": WXGATE_WEBSITE_SECRET: sets no key"}},
 		{"listen not an address", []string{"WXGATE_SERVER_LISTEN=oops"}, []string{`: server.listen: "oops" is not host:port (":8080", "127.0.0.1:9090") (set by WXGATE_SERVER_LISTEN)`}},
