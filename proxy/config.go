@@ -271,7 +271,7 @@ func loadConfigAll(path string, env []string) (*Config, []byte, []string, error)
 		return nil, src, nil, fmt.Errorf("%s: %w", path, hideSecretValue(err))
 	}
 	var errs []error
-	for _, text := range unknownKeys(md, src, &cfg) {
+	for _, text := range append(unknownKeys(md, src, &cfg), unitlessDurations(src, &cfg)...) {
 		errs = append(errs, fmt.Errorf("%s: %s", path, text))
 	}
 	if err := applyEnv(&cfg, env); err != nil {

@@ -210,3 +210,40 @@ func TestCheckRefusesWhatNewRefuses(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckUnitlessDurations: a duration written as a bare number is
+// refused in the file, as it is from a WXGATE_* variable: the decoder
+// would take "timeout = 5" as 5ns, and every WeChat call would time out.
+// 0 needs no unit.
+func TestCheckUnitlessDurations(t *testing.T) {
+	for _, tc := range []struct {
+		name, from, to string
+		want           []string
+	}{
+		{"wechat timeout", "[wechat.official_account]", "[wechat]\ntimeout = 5\n\n[wechat.official_account]",
+			[]string{`:\d+: wechat.timeout: 5 has no unit`}},
+		{"an upstream's timeout", "url = \"http://127.0.0.1:3000\"\n", "url = \"http://127.0.0.1:3000\"\ntimeout = 30\n",
+			[]string{`:\d+: upstream\[0\] \(app\).timeout: 30 has no unit`}},
+		{"a variable's bare number", "", "", nil},
+		{"zero", "[server]\n", "[server]\nshutdown_delay = 0\n", nil},
+		{"with a unit", "[wechat.official_account]", "[wechat]\ntimeout = \"5s\"\n\n[wechat.official_account]", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conf := strings.Replace(checkConf, tc.from, tc.to, 1)
+			var env []string
+			if tc.name == "a variable's bare number" {
+				env = []string{"WXGATE_WECHAT_TIMEOUT=5"}
+				tc.want = []string{`^: WXGATE_WECHAT_TIMEOUT \(wechat.timeout\): time: missing unit`}
+			}
+			lines, ok := check(t, conf, env...)
+			if ok != (len(tc.want) == 0) || len(lines) != len(tc.want) {
+				t.Fatalf("got %q (accepted %v), want %q", lines, ok, tc.want)
+			}
+			for i, w := range tc.want {
+				if !regexp.MustCompile(w).MatchString(lines[i]) {
+					t.Errorf("line %q, want %q", lines[i], w)
+				}
+			}
+		})
+	}
+}

@@ -194,3 +194,69 @@ func isListenAddr(addr string) bool {
 	_, err = net.LookupPort("tcp", port)
 	return err == nil
 }
+
+// durationKeys lists the dotted keys whose value is a duration
+// ("wechat.timeout", "upstream.timeout"), as configKeys names them.
+func durationKeys() map[string]bool {
+	out := map[string]bool{}
+	var walk func(t reflect.Type, prefix string)
+	walk = func(t reflect.Type, prefix string) {
+		for i := 0; i < t.NumField(); i++ {
+			sf := t.Field(i)
+			tag := strings.Split(sf.Tag.Get("toml"), ",")[0]
+			if tag == "" || tag == "-" || !sf.IsExported() {
+				continue
+			}
+			ft := sf.Type
+			if ft.Kind() == reflect.Slice || ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			switch {
+			case ft == durationType:
+				out[prefix+tag] = true
+			case ft.Kind() == reflect.Struct:
+				walk(ft, prefix+tag+".")
+			}
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "")
+	return out
+}
+
+// unitlessDurations names every duration src writes as a bare number
+// other than 0: the decoder takes it as nanoseconds, so "timeout = 5"
+// would be 5ns and every call would time out, while the same 5 from a
+// WXGATE_* variable is refused for its missing unit.
+func unitlessDurations(src []byte, cfg *Config) []string {
+	var raw map[string]any
+	if _, err := toml.Decode(string(src), &raw); err != nil {
+		return nil
+	}
+	durations := durationKeys()
+	var out []string
+	var walk func(m map[string]any, key, shown string)
+	walk = func(m map[string]any, key, shown string) {
+		names := make([]string, 0, len(m))
+		for n := range m {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			switch v := m[n].(type) {
+			case map[string]any:
+				walk(v, key+n+".", shown+n+".")
+			case []map[string]any:
+				for i, t := range v {
+					walk(t, key+n+".", fmt.Sprintf("%s%s[%d].", shown, n, i))
+				}
+			case int64:
+				if durations[key+n] && v != 0 {
+					out = append(out, fmt.Sprintf("%s: %d has no unit, which makes it %dns; write it with one (\"%ds\", \"%dm\")",
+						withRouteName(shown+n, cfg), v, v, v, v))
+				}
+			}
+		}
+	}
+	walk(raw, "", "")
+	return out
+}
