@@ -247,3 +247,30 @@ func TestCheckUnitlessDurations(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckShowsInvisibleKeyCharacters: a key misspelt with a look-alike
+// or an invisible character (a Cyrillic і, a zero-width space) is shown
+// escaped, on its own line, not as the very key it suggests; a route's
+// own name stays as written.
+func TestCheckShowsInvisibleKeyCharacters(t *testing.T) {
+	conf := strings.Replace(checkConf, "[server]\n", "[server]\n\"l\u0456sten\" = \":1\"\n\"pre\u200bfix\" = \"/x\"\n", 1) +
+		"\n[[route]]\nname = \"订单\"\npath = \"/o/**\"\n\"act\u0456on\" = \"public\"\n"
+	lines, ok := check(t, conf)
+	want := []string{
+		`:2: unknown key server."l\u0456sten" (did you mean server.listen?)`,
+		`:3: unknown key server."pre\u200bfix" (did you mean server.prefix?)`,
+		`:18: unknown key route[0] (订单).act\u0456on (did you mean route.action?)`,
+	}
+	if ok {
+		t.Fatalf("accepted: %q", lines)
+	}
+	for _, w := range want {
+		found := false
+		for _, l := range lines {
+			found = found || strings.Contains(l, w)
+		}
+		if !found {
+			t.Errorf("no line with %q in %q", w, lines)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"net"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -61,9 +62,9 @@ func unknownKeys(md toml.MetaData, src []byte, cfg *Config) []string {
 		if i := strings.LastIndexByte(key, '.'); i > 0 && undecoded[key[:i]] {
 			continue
 		}
-		shown := key
-		if all := indexed[key]; seen[key] < len(all) {
-			shown = withRouteName(all[seen[key]], cfg)
+		shown := asciiKey(key)
+		if all := indexed[dottedKey(key)]; seen[key] < len(all) {
+			shown = withRouteName(asciiKey(all[seen[key]]), cfg)
 		}
 		seen[key]++
 		text := "unknown key " + shown
@@ -73,6 +74,19 @@ func unknownKeys(md toml.MetaData, src []byte, cfg *Config) []string {
 		out = append(out, text)
 	}
 	return out
+}
+
+// asciiKey is key with every rune beyond printable ASCII escaped
+// ("server.\"l\u0456sten\""): a Cyrillic і or a zero-width space would
+// otherwise show a misspelt key as the very key it suggests.
+func asciiKey(key string) string {
+	for _, r := range key {
+		if r < ' ' || r > '~' {
+			q := strconv.QuoteToASCII(key)
+			return strings.ReplaceAll(q[1:len(q)-1], `\"`, `"`)
+		}
+	}
+	return key
 }
 
 // indexedKeys maps each key the file sets inside an array of tables,

@@ -136,12 +136,21 @@ func scanKeyLines(src []byte) keyLines {
 
 var arrayIndex = regexp.MustCompile(`\[\d+\]`)
 
+// escapedRune is a rune as strconv.QuoteToASCII escapes it.
+var escapedRune = regexp.MustCompile(`\\u[0-9a-f]{4}|\\U[0-9a-f]{8}`)
+
 // find returns the line of key, else of its closest enclosing table, else
 // of key without indexes; 0 if none is in the file.
 func (kl keyLines) find(key string) int {
 	if key == "" {
 		return 0
 	}
+	// A key with other than ASCII in it is shown escaped and quoted
+	// (unknownKeys): the file has it raw.
+	key = dottedKey(escapedRune.ReplaceAllStringFunc(key, func(e string) string {
+		r, _ := strconv.ParseUint(e[2:], 16, 32)
+		return string(rune(r))
+	}))
 	for k := key; k != ""; {
 		if n, ok := kl.exact[k]; ok {
 			return n
