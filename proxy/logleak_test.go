@@ -79,8 +79,9 @@ func TestUnparsableHeadsKeepTheirSecretsOutOfTheLog(t *testing.T) {
 }
 
 // TestUnparsableRequestsHaveAnAccessLine: a request whose head fasthttp
-// refuses still gets its one access line (route "invalid"), with the
-// request ID its answer carries: at info, malformed traffic was invisible.
+// refuses, or the edge, still gets its one access line (route "invalid")
+// with its client and the request ID its answer carries: at info,
+// malformed traffic was invisible, or showed no client.
 func TestUnparsableRequestsHaveAnAccessLine(t *testing.T) {
 	var log lockedBuffer
 	e := newEnvOpts(t, envOptions{log: &log, logTOML: `format = "json"`})
@@ -92,6 +93,10 @@ func TestUnparsableRequestsHaveAnAccessLine(t *testing.T) {
 		{"a control character in a header", "GET /public/x HTTP/1.1\r\nHost: " + host + "\r\nBad: a\x01b\r\n\r\n", 400},
 		{"a header line without a colon", "GET /public/y HTTP/1.1\r\nHost: " + host + "\r\nno colon here\r\n\r\n", 400},
 		{"headers beyond the read buffer", "GET /public/z HTTP/1.1\r\nHost: " + host + "\r\nX-Big: " + strings.Repeat("a", 20<<10) + "\r\n\r\n", 431},
+		// Parsed, then refused by the edge: the client must be there too.
+		{"two Content-Length headers", "POST /public/a HTTP/1.1\r\nHost: " + host + "\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx", 400},
+		{"user info in the request target", "GET http://u:p@" + host + "/public/b HTTP/1.1\r\nHost: " + host + "\r\n\r\n", 400},
+		{"CONNECT", "CONNECT " + host + " HTTP/1.1\r\nHost: " + host + "\r\n\r\n", 400},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, _ := e.dial().send(tc.raw)
