@@ -67,6 +67,7 @@ func TestCheckEnv(t *testing.T) {
 			"WXGATE_STAGING_PORT=tcp://10.0.0.2:8080", "WXGATE_STAGING_PORT_8080_TCP=tcp://10.0.0.2:8080", "WXGATE_STAGING_PORT_8080_TCP_PROTO=tcp",
 			"WXGATE_STAGING_PORT_8080_TCP_PORT=8080", "WXGATE_STAGING_PORT_8080_TCP_ADDR=10.0.0.2", "WXGATE_REDIS_PORT=tcp://10.0.0.3:6379", "WXGATE_REDIS_SERVICE_PORT_REDIS=6379"}, nil},
 		{"a port that is no service link", []string{"WXGATE_SERVER_PORT=80"}, []string{": WXGATE_SERVER_PORT: sets no key"}},
+		{"a section left out", []string{"WXGATE_LOG_LEVEL=debug"}, []string{": WXGATE_LOG_LEVEL: sets no key (did you mean WXGATE_SERVER_LOG_LEVEL?)"}},
 		{"nothing near", []string{"WXGATE_FROBNICATE=1"}, []string{": WXGATE_FROBNICATE: sets no key (WXGATE_<SECTION>_<KEY>, as WXGATE_SERVER_LISTEN)"}},
 		{"a secret the config does not name", []string{"WXGATE_WEBSITE_SECRET=x"}, []string{": WXGATE_WEBSITE_SECRET: sets no key"}},
 		{"listen not an address", []string{"WXGATE_SERVER_LISTEN=oops"}, []string{`: server.listen: "oops" is not host:port (":8080", "127.0.0.1:9090") (set by WXGATE_SERVER_LISTEN)`}},
@@ -104,6 +105,8 @@ func TestCheckSuggests(t *testing.T) {
 		{"[sesion]\nttl = \"1h\"\n", ":13: unknown key sesion (did you mean session?)"},
 		{"[[route]]\nname = \"a\"\npath = \"/a\"\nupstrem = \"app\"\n", ":16: unknown key route[0] (a).upstrem (did you mean upstream?)"},
 		{"[session]\nzzzzzzzz = 1\n", ":14: unknown key session.zzzzzzzz\n"},
+		// [log] has no level: the key it ends is [server]'s.
+		{"[log]\nlevel = \"debug\"\n", ":14: unknown key log.level (did you mean server.log_level?)"},
 	} {
 		lines, ok := check(t, checkConf+"\n"+tc.add)
 		if ok || len(lines) != 1 || lines[0]+"\n" != tc.want && lines[0] != tc.want {

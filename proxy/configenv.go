@@ -76,6 +76,9 @@ func unknownEnv(cfg *Config, vars map[string]string, known map[string]bool) []er
 				best, bestD = n, d
 			}
 		}
+		if best == "" {
+			best = endsWith(strings.TrimPrefix(v, EnvPrefix), names, "_")
+		}
 		if best != "" {
 			errs = append(errs, fmt.Errorf("%s: sets no key (did you mean %s?)", v, best))
 		} else {

@@ -159,7 +159,28 @@ func nearestKey(key string, known []string) string {
 			best, bestD = k, d
 		}
 	}
+	if best == "" {
+		best = endsWith(key, known, ".")
+	}
 	return best
+}
+
+// endsWith is the one name of known that ends with name, once both are
+// read with sep as "_": "server.log_level" for "log.level" ([log] has no
+// level), WXGATE_SERVER_LOG_LEVEL for WXGATE_LOG_LEVEL; "" for none or
+// several.
+func endsWith(name string, known []string, sep string) string {
+	tail := "_" + strings.ReplaceAll(name, sep, "_")
+	found := ""
+	for _, k := range known {
+		if strings.HasSuffix(strings.ReplaceAll(k, sep, "_"), tail) {
+			if found != "" {
+				return ""
+			}
+			found = k
+		}
+	}
+	return found
 }
 
 func splitKey(k string) (parent, leaf string) {
