@@ -277,3 +277,18 @@ func TestCheckShowsInvisibleKeyCharacters(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckPlacesTypeErrors: a value of the wrong type is a problem like
+// the others, "FILE:LINE: KEY: ...", not the decoder's own line format.
+func TestCheckPlacesTypeErrors(t *testing.T) {
+	for _, tc := range []struct{ value, want string }{
+		{"1.5", `^:\d+: wechat.timeout: incompatible types: TOML value has type float64`},
+		{"00:00:05", `^:\d+: wechat.timeout: incompatible types`},
+	} {
+		conf := strings.Replace(checkConf, "[wechat.official_account]", "[wechat]\ntimeout = "+tc.value+"\n\n[wechat.official_account]", 1)
+		lines, ok := check(t, conf)
+		if ok || len(lines) != 1 || !regexp.MustCompile(tc.want).MatchString(lines[0]) {
+			t.Errorf("timeout = %s: %q (accepted %v), want %q", tc.value, lines, ok, tc.want)
+		}
+	}
+}

@@ -45,10 +45,24 @@ func place(path string, src []byte, err error) []problemLine {
 	var out []problemLine
 	for _, text := range strings.Split(err.Error(), "\n") {
 		text = strings.TrimPrefix(text, path+": ")
+		if m := decodeError.FindStringSubmatch(text); m != nil {
+			// A value of the wrong type ("timeout = 1.5"): placed by the
+			// decoder, named by its key like every other problem.
+			n, _ := strconv.Atoi(m[1])
+			if key, err := strconv.Unquote(m[2]); err == nil {
+				out = append(out, problemLine{line: n, text: key + ": " + m[3]})
+				continue
+			}
+		}
 		out = append(out, problemLine{line: lines.find(problemKey(text)), text: text})
 	}
 	return out
 }
+
+// decodeError is the decoder's error for a value it cannot store in its
+// key's type: `toml: line 12 (last key "wechat.timeout"): incompatible
+// types: ...`.
+var decodeError = regexp.MustCompile(`^toml: line (\d+) \(last key ("(?:[^"\\]|\\.)*")\): (.*)$`)
 
 // routeName is the " (name)" Provision adds after a route's index.
 var routeName = regexp.MustCompile(` \([^)]*\)`)
