@@ -294,6 +294,13 @@ func hideSecretValue(err error) error {
 	return pe
 }
 
+// plainPrefix is a [server] prefix the router takes literally and no
+// normalization changes: ":" "*" "+" "?" are the router's parameters and
+// wildcards ("/:tenant" would make every /x/callback the gateway's), and
+// a space, "#", "%", an empty, "." or ".." segment would leave the
+// gateway's own endpoints unreachable or readable two ways.
+var plainPrefix = regexp.MustCompile(`^(/[A-Za-z0-9_~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*|/\.[A-Za-z0-9_~-][A-Za-z0-9._~-]*|/\.\.[A-Za-z0-9._~-]+)+$`)
+
 // SetDefaults fills zero fields with their defaults.
 func (c *Config) SetDefaults() {
 	s := &c.Server
@@ -464,6 +471,8 @@ func (c *Config) Validate() error {
 	}
 	if !strings.HasPrefix(s.Prefix, "/") || strings.HasSuffix(s.Prefix, "/") || len(s.Prefix) < 2 {
 		add("server.prefix: %q must start with / and not end with /", s.Prefix)
+	} else if !plainPrefix.MatchString(s.Prefix) {
+		add("server.prefix: %q: each segment may hold only letters, digits and - . _ ~ (and is not . or ..)", s.Prefix)
 	}
 	for _, l := range []struct{ key, addr string }{{"server.listen", s.Listen}, {"server.admin_listen", s.AdminListen}} {
 		if !isListenAddr(l.addr) {

@@ -292,3 +292,31 @@ func TestCheckPlacesTypeErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckPrefixIsPlain: [server] prefix is a literal path the router and
+// the policy engine read the same way: router syntax (":tenant", "*", "?")
+// and what normalization changes are refused.
+func TestCheckPrefixIsPlain(t *testing.T) {
+	for _, tc := range []struct {
+		prefix string
+		ok     bool
+	}{
+		{"/_wxgate", true},
+		{"/.well-known/wxgate", true},
+		{"/auth-v2/x_y~z", true},
+		{"/:tenant", false},
+		{"/_wx*", false},
+		{"/_wx?gate", false},
+		{"/_wx gate", false},
+		{"/a//b", false},
+		{"/a/../b", false},
+		{"/a/./b", false},
+		{"/%2e%2e", false},
+	} {
+		conf := strings.Replace(checkConf, "[server]\n", fmt.Sprintf("[server]\nprefix = %q\n", tc.prefix), 1)
+		lines, ok := check(t, conf)
+		if ok != tc.ok || !ok && (len(lines) != 1 || !strings.Contains(lines[0], "server.prefix: ")) {
+			t.Errorf("prefix %q: accepted %v, %q; want accepted %v", tc.prefix, ok, lines, tc.ok)
+		}
+	}
+}
