@@ -321,12 +321,14 @@ func classify(err error) *Error {
 // with the request ID and sends a generic page or JSON carrying that ID.
 // It replaces fiber's DefaultErrorHandler, which echoes err.Error().
 func (s *Server) handleError(c *fiber.Ctx, err error) error {
-	if c.Locals(requestKey) != nil || c.App() != s.app {
+	// A connection on which no head arrived in time is no request: a
+	// browser's idle pre-connection ends that way.
+	if c.Locals(requestKey) != nil || c.App() != s.app || errors.Is(err, fiber.ErrRequestTimeout) {
 		return s.answerError(c, err)
 	}
-	// A head fasthttp could not parse (or read in time) comes here alone,
-	// before any middleware: it gets a request ID, and after its answer
-	// the access line and count every request has, route "invalid".
+	// A head fasthttp could not parse comes here alone, before any
+	// middleware: it gets a request ID, and after its answer the access
+	// line and count every request has, route "invalid".
 	r := &request{scheme: "http", client: remoteAddr(c), route: "invalid"}
 	r.newID()
 	c.Locals(requestKey, r)
