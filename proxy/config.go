@@ -365,6 +365,11 @@ func (c *Config) warnings() []string {
 			w = append(w, name+".secret: a literal secret in the config file; prefer secret_env or secret_file")
 		}
 	}
+	for _, p := range c.Server.TrustedProxies {
+		if n, err := netip.ParsePrefix(strings.TrimSpace(p)); err == nil && n.Bits() == 0 {
+			w = append(w, fmt.Sprintf("server.trusted_proxies: %q trusts every address: any client sets its own address (and so escapes the per-client limits), host and scheme with X-Forwarded-*; list only your proxies", p))
+		}
+	}
 	return w
 }
 

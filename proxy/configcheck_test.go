@@ -320,3 +320,24 @@ func TestCheckPrefixIsPlain(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckWarnsTrustAll: trusted_proxies that trusts every address is
+// accepted with a warning on its line: any client could then set the
+// address the per-client limits and the logs go by.
+func TestCheckWarnsTrustAll(t *testing.T) {
+	for _, tc := range []struct {
+		list string
+		warn bool
+	}{
+		{`["10.0.0.0/8"]`, false},
+		{`["10.0.0.0/8", "0.0.0.0/0"]`, true},
+		{`["::/0"]`, true},
+	} {
+		conf := strings.Replace(checkConf, "[server]\n", "[server]\ntrusted_proxies = "+tc.list+"\n", 1)
+		lines, ok := check(t, conf)
+		warned := len(lines) == 1 && regexp.MustCompile(`^:2: warning: server.trusted_proxies: ".*/0" trusts every address`).MatchString(lines[0])
+		if !ok || warned != tc.warn || !tc.warn && len(lines) != 0 {
+			t.Errorf("trusted_proxies = %s: %q (accepted %v), want a warning: %v", tc.list, lines, ok, tc.warn)
+		}
+	}
+}
