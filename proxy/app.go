@@ -237,6 +237,9 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		// A response sent while stopping says so, so that its client does
 		// not send another request on a connection about to close.
 		srv.CloseOnShutdown = true
+		// A head that does not parse would otherwise be quoted whole in
+		// the error the gateway logs: its Authorization and Cookie too.
+		srv.SecureErrorLogMessage = true
 	}
 	return s, nil
 }

@@ -3,11 +3,13 @@ package proxy
 import (
 	"cmp"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
 
 	"github.com/wxgate/wxgate/internal/secret"
+	"github.com/wxgate/wxgate/session"
 )
 
 // Problem is one line of a config's report: a problem, or a warning about
@@ -83,7 +85,7 @@ func Check(path string, o CheckOptions) (*Config, []Problem) {
 		add(errors.New(w), true)
 	}
 	// Both, so that one run names every problem.
-	for _, e := range leaves(errors.Join(cfg.Provision(), cfg.Validate())) {
+	for _, e := range leaves(errors.Join(cfg.Provision(), cfg.Validate(), startFiles(cfg))) {
 		var unset *secret.UnsetError
 		warn := o.UnsetSecretsWarn && errors.As(e, &unset)
 		failed = failed || !warn
@@ -134,4 +136,27 @@ func leaves(err error) []error {
 		return []error{err}
 	}
 	return out
+}
+
+// startFiles reports what New would refuse in the files it reads at the
+// start, the signing keys and the memory store's snapshot, without
+// creating, restoring or removing either: otherwise a config check passes
+// and every replica then fails to start on the file.
+func startFiles(cfg *Config) error {
+	as := session.OriginServe
+	if cfg.Server.Dev {
+		as = session.OriginDev
+	}
+	var errs []error
+	if f := cfg.Tokens.SigningKeyFile; f != "" {
+		if err := session.CheckKeys(f, as); err != nil {
+			errs = append(errs, fmt.Errorf("tokens.signing_key_file: %w", err))
+		}
+	}
+	if f := cfg.Session.SnapshotFile; f != "" && cfg.Session.Store != "redis" {
+		if err := session.CheckSnapshot(f, as); err != nil {
+			errs = append(errs, fmt.Errorf("session.snapshot_file: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -312,7 +312,7 @@ func loadConfigAll(path string, env []string) (*Config, []byte, []string, error)
 		return nil, src, nil, fmt.Errorf("%s: %w", path, hideSecretValue(err))
 	}
 	var errs []error
-	for _, text := range unknownKeys(md, src, &cfg) {
+	for _, text := range append(unknownKeys(md, src, &cfg), unitlessDurations(src, &cfg)...) {
 		errs = append(errs, fmt.Errorf("%s: %s", path, text))
 	}
 	if err := applyEnv(&cfg, env); err != nil {
@@ -334,6 +334,13 @@ func hideSecretValue(err error) error {
 	pe.Message = "the value is not valid TOML (a quoted string?); not shown, since it is a secret"
 	return pe
 }
+
+// plainPrefix is a [server] prefix the router takes literally and no
+// normalization changes: ":" "*" "+" "?" are the router's parameters and
+// wildcards ("/:tenant" would make every /x/callback the gateway's), and
+// a space, "#", "%", an empty, "." or ".." segment would leave the
+// gateway's own endpoints unreachable or readable two ways.
+var plainPrefix = regexp.MustCompile(`^(/[A-Za-z0-9_~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*|/\.[A-Za-z0-9_~-][A-Za-z0-9._~-]*|/\.\.[A-Za-z0-9._~-]+)+$`)
 
 // SetDefaults fills zero fields with their defaults.
 func (c *Config) SetDefaults() {
@@ -406,6 +413,11 @@ func (c *Config) warnings() []string {
 		name, a := na.key, na.app
 		if a.Secret != "" && a.SecretEnv == "" && a.SecretFile == "" {
 			w = append(w, name+".secret: a literal secret in the config file; prefer secret_env or secret_file")
+		}
+	}
+	for _, p := range c.Server.TrustedProxies {
+		if n, err := netip.ParsePrefix(strings.TrimSpace(p)); err == nil && n.Bits() == 0 {
+			w = append(w, fmt.Sprintf("server.trusted_proxies: %q trusts every address: any client sets its own address (and so escapes the per-client limits), host and scheme with X-Forwarded-*; list only your proxies", p))
 		}
 	}
 	return w
@@ -514,6 +526,8 @@ func (c *Config) Validate() error {
 	}
 	if !strings.HasPrefix(s.Prefix, "/") || strings.HasSuffix(s.Prefix, "/") || len(s.Prefix) < 2 {
 		add("server.prefix: %q must start with / and not end with /", s.Prefix)
+	} else if !plainPrefix.MatchString(s.Prefix) {
+		add("server.prefix: %q: each segment may hold only letters, digits and - . _ ~ (and is not . or ..)", s.Prefix)
 	}
 	for _, l := range []struct{ key, addr string }{{"server.listen", s.Listen}, {"server.admin_listen", s.AdminListen}} {
 		if !isListenAddr(l.addr) {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -61,9 +62,9 @@ func unknownKeys(md toml.MetaData, src []byte, cfg *Config) []string {
 		if i := strings.LastIndexByte(key, '.'); i > 0 && undecoded[key[:i]] {
 			continue
 		}
-		shown := key
-		if all := indexed[key]; seen[key] < len(all) {
-			shown = withRouteName(all[seen[key]], cfg)
+		shown := asciiKey(key)
+		if all := indexed[dottedKey(key)]; seen[key] < len(all) {
+			shown = withRouteName(asciiKey(all[seen[key]]), cfg)
 		}
 		seen[key]++
 		text := "unknown key " + shown
@@ -73,6 +74,19 @@ func unknownKeys(md toml.MetaData, src []byte, cfg *Config) []string {
 		out = append(out, text)
 	}
 	return out
+}
+
+// asciiKey is key with every rune beyond printable ASCII escaped
+// ("server.\"l\u0456sten\""): a Cyrillic і or a zero-width space would
+// otherwise show a misspelt key as the very key it suggests.
+func asciiKey(key string) string {
+	for _, r := range key {
+		if r < ' ' || r > '~' {
+			q := strconv.QuoteToASCII(key)
+			return strings.ReplaceAll(q[1:len(q)-1], `\"`, `"`)
+		}
+	}
+	return key
 }
 
 // indexedKeys maps each key the file sets inside an array of tables,
@@ -145,7 +159,28 @@ func nearestKey(key string, known []string) string {
 			best, bestD = k, d
 		}
 	}
+	if best == "" {
+		best = endsWith(key, known, ".")
+	}
 	return best
+}
+
+// endsWith is the one name of known that ends with name, once both are
+// read with sep as "_": "server.log_level" for "log.level" ([log] has no
+// level), WXGATE_SERVER_LOG_LEVEL for WXGATE_LOG_LEVEL; "" for none or
+// several.
+func endsWith(name string, known []string, sep string) string {
+	tail := "_" + strings.ReplaceAll(name, sep, "_")
+	found := ""
+	for _, k := range known {
+		if strings.HasSuffix(strings.ReplaceAll(k, sep, "_"), tail) {
+			if found != "" {
+				return ""
+			}
+			found = k
+		}
+	}
+	return found
 }
 
 func splitKey(k string) (parent, leaf string) {
@@ -193,4 +228,70 @@ func isListenAddr(addr string) bool {
 	}
 	_, err = net.LookupPort("tcp", port)
 	return err == nil
+}
+
+// durationKeys lists the dotted keys whose value is a duration
+// ("wechat.timeout", "upstream.timeout"), as configKeys names them.
+func durationKeys() map[string]bool {
+	out := map[string]bool{}
+	var walk func(t reflect.Type, prefix string)
+	walk = func(t reflect.Type, prefix string) {
+		for i := 0; i < t.NumField(); i++ {
+			sf := t.Field(i)
+			tag := strings.Split(sf.Tag.Get("toml"), ",")[0]
+			if tag == "" || tag == "-" || !sf.IsExported() {
+				continue
+			}
+			ft := sf.Type
+			if ft.Kind() == reflect.Slice || ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			switch {
+			case ft == durationType:
+				out[prefix+tag] = true
+			case ft.Kind() == reflect.Struct:
+				walk(ft, prefix+tag+".")
+			}
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "")
+	return out
+}
+
+// unitlessDurations names every duration src writes as a bare number
+// other than 0: the decoder takes it as nanoseconds, so "timeout = 5"
+// would be 5ns and every call would time out, while the same 5 from a
+// WXGATE_* variable is refused for its missing unit.
+func unitlessDurations(src []byte, cfg *Config) []string {
+	var raw map[string]any
+	if _, err := toml.Decode(string(src), &raw); err != nil {
+		return nil
+	}
+	durations := durationKeys()
+	var out []string
+	var walk func(m map[string]any, key, shown string)
+	walk = func(m map[string]any, key, shown string) {
+		names := make([]string, 0, len(m))
+		for n := range m {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			switch v := m[n].(type) {
+			case map[string]any:
+				walk(v, key+n+".", shown+n+".")
+			case []map[string]any:
+				for i, t := range v {
+					walk(t, key+n+".", fmt.Sprintf("%s%s[%d].", shown, n, i))
+				}
+			case int64:
+				if durations[key+n] && v != 0 {
+					out = append(out, fmt.Sprintf("%s: %d has no unit, which makes it %dns; write it with one (\"%ds\", \"%dm\")",
+						withRouteName(shown+n, cfg), v, v, v, v))
+				}
+			}
+		}
+	}
+	walk(raw, "", "")
+	return out
 }

@@ -119,6 +119,9 @@ func requestOf(c *fiber.Ctx) *request {
 // readRequest checks the head of c and records what it says in r, whose
 // trusted requestIDMiddleware set.
 func (s *Server) readRequest(c *fiber.Ctx, r *request) error {
+	// First: a request refused below still has its client in the access
+	// line, and those are the ones worth tracing.
+	r.client = s.clientAddr(c, r.trusted)
 	h := &c.Request().Header
 	if h.IsConnect() {
 		return headError("CONNECT is not proxied")
@@ -156,7 +159,6 @@ func (s *Server) readRequest(c *fiber.Ctx, r *request) error {
 			r.scheme = "http"
 		}
 	}
-	r.client = s.clientAddr(c, r.trusted)
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -335,6 +336,38 @@ func classify(err error) *Error {
 // with the request ID and sends a generic page or JSON carrying that ID.
 // It replaces fiber's DefaultErrorHandler, which echoes err.Error().
 func (s *Server) handleError(c *fiber.Ctx, err error) error {
+	// A connection on which no head arrived in time is no request: a
+	// browser's idle pre-connection ends that way.
+	if c.Locals(requestKey) != nil || c.App() != s.app || errors.Is(err, fiber.ErrRequestTimeout) {
+		return s.answerError(c, err)
+	}
+	// A head fasthttp could not parse comes here alone, before any
+	// middleware: it gets a request ID, and after its answer the access
+	// line and count every request has, route "invalid".
+	r := &request{scheme: "http", client: remoteAddr(c), route: "invalid"}
+	r.newID()
+	c.Locals(requestKey, r)
+	var fe *fiber.Error
+	if errors.As(err, &fe) {
+		// fasthttp quotes a request line it refuses ("invalid request uri
+		// \"/_wxgate/callback?code=...\""): its query may carry a code.
+		err = &fiber.Error{Code: fe.Code, Message: quotedQuery.ReplaceAllString(fe.Message, "?...")}
+	}
+	herr := s.answerError(c, err)
+	status := c.Response().StatusCode()
+	s.metrics.Request(r.route, status, 0)
+	if s.log.Enabled(c.UserContext(), slog.LevelInfo) {
+		s.accessLine(c, r, r.route, status, 0)
+	}
+	return herr
+}
+
+// quotedQuery is a query inside a Go-quoted string, up to its closing
+// quote.
+var quotedQuery = regexp.MustCompile(`\?(?:\\.|[^"\\])*`)
+
+// answerError is handleError's answer to a request the middleware saw.
+func (s *Server) answerError(c *fiber.Ctx, err error) error {
 	e := classify(err)
 	p := &problems[e.problem]
 	r := requestOf(c)

@@ -87,16 +87,16 @@ func readPathForm(h *fasthttp.RequestHeader, r *request, uri, prefix string) (or
 		rest, ok = strings.CutPrefix(rest, "/auth")
 	}
 	if !ok || !strings.HasPrefix(rest, "/") {
-		return original{}, fmt.Errorf("URI %q: not %s/auth followed by the original path", uri, prefix)
+		return original{}, fmt.Errorf("URI %q: not %s/auth followed by the original path", withoutQuery(uri), prefix)
 	}
 	if strings.ContainsRune(rest, '#') {
-		return original{}, fmt.Errorf("URI %q: a fragment", rest)
+		return original{}, fmt.Errorf("URI %q: a fragment", withoutQuery(rest))
 	}
 	// A proxy that names the request in headers, asking with a trailing
 	// slash, would otherwise have every request decided as "/".
 	for _, name := range []string{"X-Forwarded-Uri", "X-Original-URL", "X-Forwarded-Method"} {
 		if len(h.Peek(name)) > 0 {
-			return original{}, fmt.Errorf("URI %q names the request, and so does %s", uri, name)
+			return original{}, fmt.Errorf("URI %q names the request, and so does %s", withoutQuery(uri), name)
 		}
 	}
 	o := original{method: string(h.Method()), scheme: r.scheme, host: r.host, authority: r.authority}
@@ -222,13 +222,22 @@ func readOriginal(h *fasthttp.RequestHeader, r *request) (original, error) {
 		return o, errors.New("neither X-Forwarded-Uri nor X-Original-URL names the request")
 	}
 	if !strings.HasPrefix(uri, "/") {
-		return o, fmt.Errorf("URI %q: not a path", uri)
+		return o, fmt.Errorf("URI %q: not a path", withoutQuery(uri))
 	}
 	if strings.ContainsRune(uri, '#') {
-		return o, fmt.Errorf("URI %q: a fragment", uri)
+		return o, fmt.Errorf("URI %q: a fragment", withoutQuery(uri))
 	}
 	o.path, o.query, _ = strings.Cut(uri, "?")
 	return o, nil
+}
+
+// withoutQuery is uri for an error message, which is logged: its query
+// (and fragment) may carry a code or a token, as the access line knows.
+func withoutQuery(uri string) string {
+	if i := strings.IndexAny(uri, "?#"); i >= 0 {
+		return uri[:i] + "?..."
+	}
+	return uri
 }
 
 // splitAbsolute splits an absolute http(s) URL into scheme, host (through
@@ -237,7 +246,7 @@ func readOriginal(h *fasthttp.RequestHeader, r *request) (original, error) {
 func splitAbsolute(v string) (scheme, host, authority, uri string, err error) {
 	scheme, rest, ok := strings.Cut(v, "://")
 	if !ok || (scheme != "http" && scheme != "https") {
-		return "", "", "", "", fmt.Errorf("%q: not an absolute http(s) URL", v)
+		return "", "", "", "", fmt.Errorf("%q: not an absolute http(s) URL", withoutQuery(v))
 	}
 	end := strings.IndexAny(rest, "/?#")
 	if end < 0 {

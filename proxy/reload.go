@@ -174,7 +174,9 @@ func restartOnly(running, cur *Config) error {
 // and without what Provision made outside them.
 func reloadFree(c *Config) Config {
 	return Config{
-		Server:  func(s ServerConfig) ServerConfig { s.AllowedRedirectHosts = nil; return s }(c.Server),
+		Server: func(s ServerConfig) ServerConfig { s.AllowedRedirectHosts = nil; return s }(c.Server),
+		// The logger and how it shows users are made once, by New.
+		Log:     c.Log,
 		Session: c.Session,
 		Tokens:  c.Tokens,
 		WeChat:  c.WeChat,

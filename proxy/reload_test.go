@@ -264,6 +264,27 @@ func TestReloadRefusesRestartOnlyKeys(t *testing.T) {
 	}
 }
 
+// TestReloadRefusesLogChanges: [log] is read once, when the gateway
+// starts; a reload that changes it (users = "none", for privacy) is
+// refused, not reported as reloaded while the access lines still show
+// users.
+func TestReloadRefusesLogChanges(t *testing.T) {
+	var log syncbuf.Buffer
+	e := newEnvOpts(t, envOptions{log: &log, logTOML: "users = \"plain\""})
+	for _, tc := range []struct{ old, new, key string }{
+		{`users = "plain"`, `users = "none"`, "log.users"},
+		{`users = "plain"`, "users = \"plain\"\nformat = \"text\"", "log.format"},
+	} {
+		good := e.config()
+		e.editConfig(tc.old, tc.new)
+		err := e.gw.Reload()
+		if err == nil || !strings.Contains(err.Error(), tc.key+": changed; that takes a restart") {
+			t.Errorf("Reload with %s changed: %v, want it refused naming %s", tc.key, err, tc.key)
+		}
+		e.writeConfig(good)
+	}
+}
+
 // TestReloadKeepsSessionsAndConnections: a reload that moves an upstream
 // to another address lets the request in flight to the old one finish,
 // sends new requests to the new one, keeps the client's keep-alive

@@ -45,10 +45,24 @@ func place(path string, src []byte, err error) []problemLine {
 	var out []problemLine
 	for _, text := range strings.Split(err.Error(), "\n") {
 		text = strings.TrimPrefix(text, path+": ")
+		if m := decodeError.FindStringSubmatch(text); m != nil {
+			// A value of the wrong type ("timeout = 1.5"): placed by the
+			// decoder, named by its key like every other problem.
+			n, _ := strconv.Atoi(m[1])
+			if key, err := strconv.Unquote(m[2]); err == nil {
+				out = append(out, problemLine{line: n, text: lines.indexed(key, n) + ": " + m[3]})
+				continue
+			}
+		}
 		out = append(out, problemLine{line: lines.find(problemKey(text)), text: text})
 	}
 	return out
 }
+
+// decodeError is the decoder's error for a value it cannot store in its
+// key's type: `toml: line 12 (last key "wechat.timeout"): incompatible
+// types: ...`.
+var decodeError = regexp.MustCompile(`^toml: line (\d+) \(last key ("(?:[^"\\]|\\.)*")\): (.*)$`)
 
 // routeName is the " (name)" Provision adds after a route's index.
 var routeName = regexp.MustCompile(` \([^)]*\)`)
@@ -177,12 +191,21 @@ func (kl keyLines) indexed(key string, line int) string {
 	return in + "." + rest
 }
 
+// escapedRune is a rune as strconv.QuoteToASCII escapes it.
+var escapedRune = regexp.MustCompile(`\\u[0-9a-f]{4}|\\U[0-9a-f]{8}`)
+
 // find returns the line of key, else of its closest enclosing table, else
 // of key without indexes; 0 if none is in the file.
 func (kl keyLines) find(key string) int {
 	if key == "" {
 		return 0
 	}
+	// A key with other than ASCII in it is shown escaped and quoted
+	// (unknownKeys): the file has it raw.
+	key = dottedKey(escapedRune.ReplaceAllStringFunc(key, func(e string) string {
+		r, _ := strconv.ParseUint(e[2:], 16, 32)
+		return string(rune(r))
+	}))
 	for k := key; k != ""; {
 		if n, ok := kl.exact[k]; ok {
 			return n

@@ -119,6 +119,9 @@ func (u *upstream) client(addr string) *fasthttp.HostClient {
 		// pool still offers.
 		MaxIdleConnDuration: u.idle,
 		MaxConns:            4096,
+		// An answer's head that does not parse would otherwise be quoted
+		// in the error the gateway logs, its Set-Cookie included.
+		SecureErrorLogMessage: true,
 	}
 }
 

@@ -152,6 +152,14 @@ func TestRedisModeValidation(t *testing.T) {
 		{"wait on cluster", RedisConfig{Addrs: []string{"a:1", "b:1"}, WaitReplicas: 1}, "session.redis.wait_replicas"},
 		{"wait negative", RedisConfig{Addrs: []string{"a:1"}, WaitReplicas: -1}, "session.redis.wait_replicas"},
 		{"wait longer than a call", RedisConfig{Addrs: []string{"a:1"}, WaitReplicas: 1, WaitTimeout: time.Second}, "session.redis.wait_timeout"},
+		{"ipv6 address", RedisConfig{Addrs: []string{"[::1]:6379"}}, ""},
+		// go-redis dials these as they are, fails, and logs the address:
+		// the password with it, on every attempt.
+		{"a redis URL", RedisConfig{Addrs: []string{"redis://:hunter2@redis:6379"}}, "session.redis.addrs: entry 1: a URL"},
+		{"a rediss URL, second", RedisConfig{Addrs: []string{"a:1", "rediss://u:hunter2@redis:6380/0"}}, "session.redis.addrs: entry 2: a URL"},
+		{"user info without a scheme", RedisConfig{Addrs: []string{"default:hunter2@redis:6379"}}, "session.redis.addrs: entry 1: a URL"},
+		{"no port", RedisConfig{Addrs: []string{"redis"}}, "session.redis.addrs: entry 1: \"redis\" is not host:port"},
+		{"port out of range", RedisConfig{Addrs: []string{"redis:70000"}}, "session.redis.addrs"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("WXGATE_TEST_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
@@ -163,6 +171,8 @@ func TestRedisModeValidation(t *testing.T) {
 				t.Errorf("Validate = %v, want nil", err)
 			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 				t.Errorf("Validate = %v, want an error about %s", err, tc.want)
+			case err != nil && strings.Contains(err.Error(), "hunter2"):
+				t.Errorf("Validate = %v, shows the password", err)
 			}
 		})
 	}

@@ -3,7 +3,9 @@ package session
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -340,6 +342,11 @@ func (c *RedisConfig) isCluster() bool {
 // validate reports the section's problems; c has its defaults set.
 func (c *RedisConfig) validate() []error {
 	var errs []error
+	for i, a := range c.Addrs {
+		if err := checkRedisAddr(a); err != nil {
+			errs = append(errs, fmt.Errorf("session.redis.addrs: entry %d: %w", i+1, err))
+		}
+	}
 	if c.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("session.redis.timeout: must not be negative"))
 	}
@@ -366,6 +373,21 @@ func (c *RedisConfig) validate() []error {
 		errs = append(errs, fmt.Errorf("session.redis.db: %d, but a Cluster (several addrs, or cluster = true) has only database 0", c.DB))
 	}
 	return errs
+}
+
+// checkRedisAddr refuses an address the client could not dial. A URL
+// ("redis://:password@host:6379", the form most Redis clients take) is
+// not shown: the client's dial errors would log it, password and all, on
+// every attempt.
+func checkRedisAddr(a string) error {
+	if strings.Contains(a, "://") || strings.Contains(a, "@") {
+		return errors.New("a URL, not host:port (not shown, since it may hold a password: set it with password_env or password_file)")
+	}
+	host, port, err := net.SplitHostPort(a)
+	if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q is not host:port (\"redis:6379\")", a)
+	}
+	return nil
 }
 
 // provision reads the passwords from their sources and reports those it

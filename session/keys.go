@@ -98,14 +98,42 @@ func LoadKeys(path string, as Origin) (ks *KeySet, created bool, err error) {
 	if ks, err = ParseKeys(b); err != nil {
 		return nil, false, err
 	}
-	if as != OriginDev {
-		for i, o := range ks.origins {
-			if o == OriginDev {
-				return nil, false, &OriginError{Path: path, Item: fmt.Sprintf("signing key %d", i+1), Origin: o}
-			}
-		}
+	if err := ks.suits(path, as); err != nil {
+		return nil, false, err
 	}
 	return ks, created, nil
+}
+
+// suits refuses, for any gateway but dev's, a key set holding a key that
+// wxgate dev generated.
+func (ks *KeySet) suits(path string, as Origin) error {
+	if as == OriginDev {
+		return nil
+	}
+	for i, o := range ks.origins {
+		if o == OriginDev {
+			return &OriginError{Path: path, Item: fmt.Sprintf("signing key %d", i+1), Origin: o}
+		}
+	}
+	return nil
+}
+
+// CheckKeys reports what LoadKeys would refuse in the signing keys at
+// path, for a gateway started as as, and changes nothing: a missing file
+// is no problem (LoadKeys creates it).
+func CheckKeys(path string, as Origin) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading signing keys: %w", err)
+	}
+	ks, err := ParseKeys(b)
+	if err != nil {
+		return err
+	}
+	return ks.suits(path, as)
 }
 
 // GenerateKey returns a new private key in PEM (PKCS#8) for alg: ES256

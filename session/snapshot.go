@@ -104,6 +104,21 @@ func (m *Memory) SaveSnapshot(path string, origin Origin) (int, error) {
 	return len(out.Entries), nil
 }
 
+// CheckSnapshot reports what LoadSnapshot would refuse in the snapshot at
+// path, for a gateway started as as, and neither restores nor removes it:
+// a missing file is no problem.
+func CheckSnapshot(path string, as Origin) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading snapshot: %w", err)
+	}
+	_, err = decodeSnapshot(path, b, as)
+	return err
+}
+
 // LoadSnapshot reads a snapshot written by SaveSnapshot into m, dropping
 // entries that expired meanwhile, and removes the file. A missing file
 // loads nothing and is not an error.

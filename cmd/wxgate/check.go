@@ -52,7 +52,12 @@ func check(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	engine := cfg.Engine()
-	p, err := policies.ParsePath(u.EscapedPath())
+	target := u.EscapedPath()
+	if target == "" {
+		// What a client sends for a URL without a path.
+		target = "/"
+	}
+	p, err := policies.ParsePath(target)
 	if err != nil {
 		fmt.Fprintf(stdout, "%s %s: refused with 400: %v\n", method, u, err)
 		return 0

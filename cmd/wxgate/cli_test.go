@@ -120,3 +120,33 @@ func TestShippedConfigWithoutSecrets(t *testing.T) {
 		t.Errorf("simulate: %d warnings, want 4:\n%s", n, errb.String())
 	}
 }
+
+// TestStrayArgumentsRefused: an argument that is not a flag is an error
+// (exit 2, the usage on stderr), not ignored: "wxgate check prod.toml"
+// used to check gateway.toml instead, drop the flags after the file name
+// and say ok; "wxgate serve prod.toml" started on gateway.toml.
+func TestStrayArgumentsRefused(t *testing.T) {
+	dir := t.TempDir()
+	bad := dir + "/prod.toml"
+	if err := os.WriteFile(bad, []byte("[server]\nlistn = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"check", bad},
+		{"check", "--config", "../../gateway.toml", bad},
+		{"check", bad, "--strict"},
+		{"serve", bad},
+		{"dev", bad},
+		{"simulate", bad},
+		{"keygen", "--out", dir + "/k.pem", "extra"},
+		{"version", "extra"},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != 2 || !strings.Contains(errb.String(), "unexpected argument") {
+			t.Errorf("wxgate %q: exit %d, stdout %q, stderr %q; want 2 naming the argument", args, code, out.String(), errb.String())
+		}
+	}
+	if _, err := os.Stat(dir + "/k.pem"); err == nil {
+		t.Error("keygen wrote a key despite the stray argument")
+	}
+}

@@ -55,11 +55,20 @@ Next: 1. restart every replica with the file: the new key verifies everywhere;
 }
 
 // appendKey appends pemKey to the key set at path, creating it, and
-// returns how many keys it held before (0 for a new or empty file).
+// returns how many keys it held before (0 for a new or empty file). It
+// refuses a file others may read, which would expose the new private key,
+// and checks that the keys already there and the new one all parse
+// together: a file whose last line has no newline would otherwise glue
+// the new key's BEGIN line to it, and the gateway would refuse the file.
 func appendKey(path string, pemKey []byte) (int, error) {
 	existing, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return 0, err
+	}
+	if err == nil {
+		if err := private(path); err != nil {
+			return 0, err
+		}
 	}
 	n := 0
 	if len(existing) > 0 {
@@ -69,13 +78,32 @@ func appendKey(path string, pemKey []byte) (int, error) {
 		}
 		n = len(kids)
 	}
+	add := pemKey
+	if len(existing) > 0 && existing[len(existing)-1] != '\n' {
+		add = append([]byte("\n"), pemKey...)
+	}
+	if kids, err := session.KeyIDs(append(existing[:len(existing):len(existing)], add...)); err != nil || len(kids) != n+1 {
+		return 0, fmt.Errorf("%s: the new key would not read back after its %d keys (%v); add it by hand", path, n, err)
+	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return 0, err
 	}
-	if _, err := f.Write(pemKey); err != nil {
+	if _, err := f.Write(add); err != nil {
 		f.Close()
 		return 0, err
 	}
 	return n, f.Close()
+}
+
+// private fails for a file that anyone but its owner may read or write.
+func private(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("%s has mode %04o, open to others; a private key goes in it: chmod 600 %s first", path, perm, path)
+	}
+	return nil
 }

@@ -86,21 +86,23 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 
 // parseFlags parses args into fs and returns the exit code to stop with,
 // or -1 to go on: --help (or -h) prints the command's usage to stdout and
-// stops with 0, as a request answered; a bad flag, 2. No command takes a
-// positional argument, and flag parsing stops at the first one: a word
-// left over would silently drop every flag after it ("wxgate serve serve
-// --config x" reads gateway.toml), so it is an error too.
+// stops with 0, as a request answered; a bad flag, 2. No command takes an
+// argument that is not a flag: "wxgate check prod.toml" would otherwise
+// check gateway.toml, ignoring every flag after the file name, and say ok.
 func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) int {
 	err := fs.Parse(args)
 	if err == nil && fs.NArg() == 0 {
 		return -1
 	}
-	if err == nil {
-		err = fmt.Errorf("unexpected argument %q: every option is a flag, after the command", fs.Arg(0))
-		fmt.Fprintf(fs.Output(), "%s: %v\n", fs.Name(), err)
-	}
 	code := 2
-	if errors.Is(err, flag.ErrHelp) {
+	switch {
+	case err == nil:
+		hint := ""
+		if fs.Lookup("config") != nil {
+			hint = " (a config file is --config FILE)"
+		}
+		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q%s\n", fs.Name(), fs.Arg(0), hint)
+	case errors.Is(err, flag.ErrHelp):
 		code = 0
 		fs.SetOutput(stdout)
 	}

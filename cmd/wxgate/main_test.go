@@ -190,6 +190,9 @@ func TestCheckExplain(t *testing.T) {
 		}, nil},
 		{"encoded delimiter stays encoded", good, "GET https://app.example.com/a%3bb", []string{"normalized path /a;b, forwarded as /a%3Bb"}, nil},
 		{"refused", good, "GET https://app.example.com/..;/admin", []string{"refused with 400", "climb above the root"}, nil},
+		// A browser asks for "/" when the URL has no path.
+		{"no path", good, "GET https://app.example.com", []string{"normalized path /, forwarded as /"}, []string{"refused"}},
+		{"no path, a query", good, "GET https://app.example.com?x=1", []string{"normalized path /, forwarded as /"}, []string{"refused"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -309,5 +312,59 @@ func TestKeygen(t *testing.T) {
 	}
 	if code := run([]string{"keygen", "--alg", "HS256"}, &out, &errb); code != 2 {
 		t.Errorf("keygen --alg HS256: exit %d, want 2", code)
+	}
+}
+
+// An existing key file that an editor or a secret store left without its
+// last newline, or with a note after the key, still reads as the old keys
+// plus the new one after keygen --out; and keygen puts no private key in a
+// file others can read.
+func TestKeygenAppendKeepsTheFileValid(t *testing.T) {
+	first, err := session.GenerateKey(session.ES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trimmed := bytes.TrimRight(first, "\n")
+	for _, tc := range []struct {
+		name     string
+		existing []byte
+		mode     os.FileMode
+		wantCode int
+		wantKeys int
+	}{
+		{"ends with a newline", first, 0o600, 0, 2},
+		{"no newline at the end", trimmed, 0o600, 0, 2},
+		{"a note after the key, no newline", append(append([]byte{}, first...), "# rotated in May"...), 0o600, 0, 2},
+		{"readable by others", first, 0o644, 1, 1},
+		{"empty, readable by the group", nil, 0o640, 1, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "keys.pem")
+			if err := os.WriteFile(path, tc.existing, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(path, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			var out, errb bytes.Buffer
+			if code := run([]string{"keygen", "--out", path}, &out, &errb); code != tc.wantCode {
+				t.Fatalf("exit %d, want %d: %s", code, tc.wantCode, errb.String())
+			}
+			b, _ := os.ReadFile(path)
+			if tc.wantKeys == 0 {
+				if len(b) != 0 {
+					t.Fatalf("a private key went into a file others can read:\n%s", b)
+				}
+				return
+			}
+			kids, err := session.KeyIDs(b)
+			if err != nil || len(kids) != tc.wantKeys {
+				t.Fatalf("after keygen the file holds %d keys (%v), want %d:\n%s", len(kids), err, tc.wantKeys, b)
+			}
+			want, _ := session.KeyIDs(first)
+			if kids[0] != want[0] {
+				t.Errorf("the signing key changed: %s, want %s", kids[0], want[0])
+			}
+		})
 	}
 }
