@@ -175,9 +175,11 @@ type ServerConfig struct {
 	// and 100.
 	MaxWebSockets          int `toml:"max_websockets"`
 	MaxWebSocketsPerClient int `toml:"max_websockets_per_client"`
-	// WebSocketWriteTimeout is how long one write to either side of a
-	// WebSocket may block: a peer that stops reading while the other side
-	// sends ends the WebSocket then, instead of holding it open for ever.
+	// WebSocketWriteTimeout is how long a write to either side of a
+	// WebSocket may wait with the peer taking no byte: a peer that stops
+	// reading while the other side sends ends the WebSocket then (within
+	// twice that), instead of holding it open for ever; a slow reader
+	// keeps it.
 	// 1s..10m. Default: 60s (nginx's proxy_send_timeout).
 	WebSocketWriteTimeout time.Duration `toml:"websocket_write_timeout"`
 

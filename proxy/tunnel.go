@@ -41,8 +41,8 @@ type tunnelSet struct {
 	metrics *metrics.Metrics
 	// max and perClient bound the tunnels open and reserved, in all and
 	// per clientKey ([server] max_websockets, max_websockets_per_client);
-	// writeTimeout bounds each write to either side
-	// (websocket_write_timeout).
+	// writeTimeout bounds how long a write to either side waits with the
+	// peer taking nothing (websocket_write_timeout).
 	max, perClient int
 	writeTimeout   time.Duration
 
@@ -173,25 +173,42 @@ func (t *tunnel) end() {
 	close(t.done)
 }
 
-// copyTimed copies src to dst until either fails, giving each write to
-// dst at most timeout: a peer that stops reading must not hold a tunnel,
-// its goroutines and the upstream's connection, for ever. Reads wait as
-// long as they like: a WebSocket may be quiet for hours.
+// copyTimed copies src to dst until either fails, or dst accepts nothing
+// for timeout (writeTimed): a peer that stops reading must not hold a
+// tunnel, its goroutines and the upstream's connection, for ever. Reads
+// wait as long as they like: a WebSocket may be quiet for hours.
 func copyTimed(dst net.Conn, src io.Reader, timeout time.Duration) error {
 	buf := make([]byte, 32<<10)
 	for {
 		n, rerr := src.Read(buf)
 		if n > 0 {
-			if err := dst.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
-				return err
-			}
-			if _, err := dst.Write(buf[:n]); err != nil {
+			if err := writeTimed(dst, buf[:n], timeout); err != nil {
 				return err
 			}
 		}
 		if rerr != nil {
 			return rerr
 		}
+	}
+}
+
+// writeTimed writes p to dst, failing when dst accepts no byte for
+// timeout. A deadline on the whole write would cut a peer that reads
+// steadily but slowly: the kernel wakes a blocked writer only once a
+// third of its send buffer (up to megabytes) is free, so one write of
+// 32 KiB to a client reading 400 KB/s could wait seconds.
+func writeTimed(dst net.Conn, p []byte, timeout time.Duration) error {
+	for {
+		if err := dst.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+			return err
+		}
+		n, err := dst.Write(p)
+		p = p[n:]
+		if err == nil || n == 0 || !isTimeout(err) {
+			return err
+		}
+		// Bytes went out before the deadline: the peer reads. (A TLS
+		// connection fails every write after a timeout, and ends here.)
 	}
 }
 
