@@ -653,7 +653,7 @@ func (c *Config) Validate() error {
 	}
 	for i, r := range c.Routes {
 		if r.Upstream != "" && !names[r.Upstream] {
-			add("route[%d] (%s).upstream: no [[upstream]] named %q", i, r.Name, r.Upstream)
+			add("%s.upstream: no [[upstream]] named %q", withName(fmt.Sprintf("route[%d]", i), r.Name), r.Upstream)
 		}
 	}
 	return errors.Join(errs...)

@@ -172,7 +172,7 @@ func (kl keyLines) indexed(key string, line int) string {
 		return key
 	}
 	if name, ok := kl.names[in]; ok {
-		return in + " (" + name + ")." + rest
+		return withName(in, name) + "." + rest
 	}
 	return in + "." + rest
 }
@@ -194,6 +194,17 @@ func (kl keyLines) find(key string) int {
 		k = k[:i]
 	}
 	return kl.bare[arrayIndex.ReplaceAllString(key, "")]
+}
+
+// withName is an array element's key with its name, as problems show it:
+// "route[2] (orders)". A name a terminal would not print as written (a
+// line break, an escape sequence) is quoted, so that it cannot pass for
+// more lines of the report.
+func withName(key, name string) string {
+	if q := strconv.Quote(name); q[1:len(q)-1] != name {
+		name = q
+	}
+	return key + " (" + name + ")"
 }
 
 // tomlString is the one-line string value v (after its "="), basic or
