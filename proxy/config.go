@@ -170,9 +170,10 @@ type ServerConfig struct {
 	// MaxWebSocketsPerClient those of one client (an IPv4 address or an
 	// IPv6 /64): each holds a connection to the upstream for as long as
 	// the client likes, so without a bound one client could take them
-	// all. A handshake past either is refused (429 for the client's, 503
-	// for the replica's) before the upstream is asked. Defaults: 10000
-	// and 100.
+	// all. A network (IPv4 /24, IPv6 /48) holds at most a tenth of
+	// MaxWebSockets (at least MaxWebSocketsPerClient). A handshake past
+	// a bound is refused (429 for the client's or network's, 503 for the
+	// replica's) before the upstream is asked. Defaults: 10000 and 100.
 	MaxWebSockets          int `toml:"max_websockets"`
 	MaxWebSocketsPerClient int `toml:"max_websockets_per_client"`
 	// WebSocketWriteTimeout is how long a write to either side of a

@@ -24,7 +24,7 @@ import (
 type tunnel struct {
 	set      *tunnelSet
 	upstream string
-	client   netip.Prefix // clientKey of the client's address
+	place    tunnelPlace // what reserve held for it
 	up       net.Conn
 	upr      *bufio.Reader // up, with what the upstream sent after its 101
 	done     chan struct{}
@@ -41,63 +41,75 @@ type tunnelSet struct {
 	metrics *metrics.Metrics
 	// max and perClient bound the tunnels open and reserved, in all and
 	// per clientKey ([server] max_websockets, max_websockets_per_client);
+	// perNetwork, per networkKey, is a tenth of max (at least perClient),
+	// as the login starts' share (startLimiter): one IPv6 /48, or a /56
+	// as many providers hand out, spread over its /64s would otherwise
+	// take every WebSocket of the replica.
 	// writeTimeout bounds how long a write to either side waits with the
 	// peer taking nothing (websocket_write_timeout).
-	max, perClient int
-	writeTimeout   time.Duration
+	max, perClient, perNetwork int
+	writeTimeout               time.Duration
 
 	mu  sync.Mutex
 	set map[*tunnel]struct{}
-	// held counts each client's tunnels, reserved or open, and total all
-	// of them; an entry goes at zero, so the map is as big as what is
-	// open.
+	// held counts each client's and each network's tunnels, reserved or
+	// open (a /32 or /64 never equals a /24 or /48), and total all of
+	// them; an entry goes at zero, so the map is as big as what is open.
 	held  map[netip.Prefix]int
 	total int
 }
 
-func newTunnelSet(m *metrics.Metrics, max, perClient int, writeTimeout time.Duration) *tunnelSet {
+func newTunnelSet(m *metrics.Metrics, total, perClient int, writeTimeout time.Duration) *tunnelSet {
 	return &tunnelSet{
-		metrics: m, max: max, perClient: perClient, writeTimeout: writeTimeout,
+		metrics: m, max: total, perClient: perClient, perNetwork: max(perClient, total/10), writeTimeout: writeTimeout,
 		set: map[*tunnel]struct{}{}, held: map[netip.Prefix]int{},
 	}
 }
 
 // Errors of reserve.
 var (
-	errTunnelsOfClient = errors.New("proxy: this client has max_websockets_per_client WebSockets open")
-	errTunnelsFull     = errors.New("proxy: max_websockets WebSockets are open")
+	errTunnelsOfClient  = errors.New("proxy: this client has max_websockets_per_client WebSockets open")
+	errTunnelsOfNetwork = errors.New("proxy: this client's network (IPv4 /24, IPv6 /48) has a tenth of max_websockets open")
+	errTunnelsFull      = errors.New("proxy: max_websockets WebSockets are open")
 )
+
+// A tunnelPlace is a tunnel's share of its client's and its network's bounds.
+type tunnelPlace struct{ client, network netip.Prefix }
 
 // reserve holds a place for a tunnel of client before the upstream is
 // asked, so that a handshake past the bounds costs the upstream nothing.
 // The place is open's to take, or release's to give back.
-func (s *tunnelSet) reserve(client netip.Addr) (netip.Prefix, error) {
-	key := clientKey(client)
+func (s *tunnelSet) reserve(client netip.Addr) (tunnelPlace, error) {
+	p := tunnelPlace{clientKey(client), networkKey(client)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
-	case s.held[key] >= s.perClient:
-		return key, errTunnelsOfClient
+	case s.held[p.client] >= s.perClient:
+		return p, errTunnelsOfClient
+	case s.held[p.network] >= s.perNetwork:
+		return p, errTunnelsOfNetwork
 	case s.total >= s.max:
-		return key, errTunnelsFull
+		return p, errTunnelsFull
 	}
-	s.held[key]++
+	s.held[p.client]++
+	s.held[p.network]++
 	s.total++
-	return key, nil
+	return p, nil
 }
 
-// release gives back a place reserve held for client.
-func (s *tunnelSet) release(client netip.Prefix) {
+// release gives back a place reserve held.
+func (s *tunnelSet) release(p tunnelPlace) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	decrement(s.held, client)
+	decrement(s.held, p.client)
+	decrement(s.held, p.network)
 	s.total--
 }
 
-// open records a tunnel to upstream over up, in the place reserved for
-// client, before fasthttp hands over the client's connection.
-func (s *tunnelSet) open(upstream string, client netip.Prefix, up net.Conn, upr *bufio.Reader) *tunnel {
-	t := &tunnel{set: s, upstream: upstream, client: client, up: up, upr: upr, done: make(chan struct{})}
+// open records a tunnel to upstream over up, in the place reserve held,
+// before fasthttp hands over the client's connection.
+func (s *tunnelSet) open(upstream string, p tunnelPlace, up net.Conn, upr *bufio.Reader) *tunnel {
+	t := &tunnel{set: s, upstream: upstream, place: p, up: up, upr: upr, done: make(chan struct{})}
 	s.mu.Lock()
 	s.set[t] = struct{}{}
 	s.mu.Unlock()
@@ -168,7 +180,7 @@ func (t *tunnel) end() {
 	s.mu.Lock()
 	delete(s.set, t)
 	s.mu.Unlock()
-	s.release(t.client)
+	s.release(t.place)
 	s.metrics.WebSocketClosed(t.upstream)
 	close(t.done)
 }
