@@ -123,9 +123,10 @@ func TestFullRedisTouchPause(t *testing.T) {
 	for range n {
 		get()
 	}
-	// One INFO, and a read when the cache's window turns.
-	if used := commands() - before - 1; used > 2 {
-		t.Errorf("%d Gets of a session due for a touch sent %d commands to the full Redis, want at most 2", n, used)
+	// One INFO, and at most a read per Get (the cache's windows turn
+	// with the wall clock); a touch tried costs seven.
+	if used := commands() - before - 1; used > n {
+		t.Errorf("%d Gets of a session due for a touch sent %d commands to the full Redis, want at most one each", n, used)
 	}
 	// Room again, and the pause over: the touch lands.
 	if err := c.Del(ctx, fillers...).Err(); err != nil {
