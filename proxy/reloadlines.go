@@ -231,13 +231,28 @@ func dottedKey(k string) string {
 	return strings.Join(parts, ".")
 }
 
+// closingQuotes is where in s the delimiter q closes a multi-line string,
+// -1 if s holds none. In a basic one (""") an escaped quote closes
+// nothing: """a\""" goes on to the next line.
+func closingQuotes(s, q string) int {
+	for i := 0; i < len(s); i++ {
+		switch {
+		case q == `"""` && s[i] == '\\':
+			i++
+		case strings.HasPrefix(s[i:], q):
+			return i
+		}
+	}
+	return -1
+}
+
 // scanValue reads one line of a value and returns how many brackets are
 // still open after it and the delimiter of a multi-line string still
 // open ("" if none); depth and multi are what was open before it.
 func scanValue(s string, depth int, multi string) (int, string) {
 	for i := 0; i < len(s); i++ {
 		if multi != "" {
-			end := strings.Index(s[i:], multi)
+			end := closingQuotes(s[i:], multi)
 			if end < 0 {
 				return depth, multi
 			}

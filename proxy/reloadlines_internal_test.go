@@ -134,3 +134,22 @@ api = "no"
 		}
 	}
 }
+
+// TestScanEscapedQuotes: an escaped quote in a multi-line basic string
+// closes nothing, so a table header inside the string is no table: the
+// scanner took """a\""" for a whole string and named the decoder's
+// refusal after the line below as an element that does not exist.
+func TestScanEscapedQuotes(t *testing.T) {
+	src := []byte(`[[upstream]]
+name = "app"
+url = "http://127.0.0.1:3000"
+notes = """says \"""
+[[upstream]]
+name = "ghost"
+"""
+timeout = "soon"
+`)
+	if got, want := scanKeyLines(src).indexed("upstream.timeout", 8), "upstream[0] (app).timeout"; got != want {
+		t.Errorf("indexed = %q, want %q", got, want)
+	}
+}
