@@ -217,9 +217,20 @@ func tomlString(v string) (string, bool) {
 		}
 		return "", false
 	}
-	v = strings.TrimSpace(strings.SplitN(v, "#", 2)[0])
-	s, err := strconv.Unquote(v)
-	return s, err == nil && strings.HasPrefix(v, `"`)
+	if len(v) < 2 || v[0] != '"' || strings.HasPrefix(v, `"""`) {
+		return "", false
+	}
+	// Up to the closing quote, past escapes: a '#' inside is no comment.
+	for i := 1; i < len(v); i++ {
+		switch v[i] {
+		case '\\':
+			i++
+		case '"':
+			s, err := strconv.Unquote(v[:i+1])
+			return s, err == nil
+		}
+	}
+	return "", false
 }
 
 // dottedKey normalizes a TOML key as written (` a . "b" `) to "a.b".

@@ -153,3 +153,24 @@ timeout = "soon"
 		t.Errorf("indexed = %q, want %q", got, want)
 	}
 }
+
+// TestTomlStringName: a name's '#' or escaped quote is part of it; the
+// comment after it is not. A name with '#' was dropped from problems.
+func TestTomlStringName(t *testing.T) {
+	for _, tc := range []struct {
+		v, want string
+		ok      bool
+	}{
+		{` "vip#1" # the VIP route`, "vip#1", true},
+		{` 'vip#1' # the VIP route`, "vip#1", true},
+		{` "say \"hi\" #2"`, `say "hi" #2`, true},
+		{` "app"`, "app", true},
+		{` """app"""`, "", false},
+		{` "unclosed`, "", false},
+		{` 42`, "", false},
+	} {
+		if got, ok := tomlString(tc.v); got != tc.want || ok != tc.ok {
+			t.Errorf("tomlString(%q) = %q, %v; want %q, %v", tc.v, got, ok, tc.want, tc.ok)
+		}
+	}
+}
