@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -231,7 +232,14 @@ func New(rules []Rule, cfg Config) (*Engine, error) {
 		r := rules[i]
 		where := fmt.Sprintf("route[%d]", i)
 		if r.Name != "" {
-			where = fmt.Sprintf("route[%d] (%s)", i, r.Name)
+			name := r.Name
+			// Quoted if a terminal would not print it as written: a line
+			// break in it could pass for another line of wxgate check's
+			// report.
+			if q := strconv.Quote(name); q[1:len(q)-1] != name {
+				name = q
+			}
+			where = fmt.Sprintf("route[%d] (%s)", i, name)
 		}
 		if r.Name == "" {
 			errs = append(errs, fmt.Errorf("%s.name: required", where))

@@ -170,14 +170,17 @@ type ServerConfig struct {
 	// MaxWebSocketsPerClient those of one client (an IPv4 address or an
 	// IPv6 /64): each holds a connection to the upstream for as long as
 	// the client likes, so without a bound one client could take them
-	// all. A handshake past either is refused (429 for the client's, 503
-	// for the replica's) before the upstream is asked. Defaults: 10000
-	// and 100.
+	// all. A network (IPv4 /24, IPv6 /48) holds at most a tenth of
+	// MaxWebSockets (at least MaxWebSocketsPerClient). A handshake past
+	// a bound is refused (429 for the client's or network's, 503 for the
+	// replica's) before the upstream is asked. Defaults: 10000 and 100.
 	MaxWebSockets          int `toml:"max_websockets"`
 	MaxWebSocketsPerClient int `toml:"max_websockets_per_client"`
-	// WebSocketWriteTimeout is how long one write to either side of a
-	// WebSocket may block: a peer that stops reading while the other side
-	// sends ends the WebSocket then, instead of holding it open for ever.
+	// WebSocketWriteTimeout is how long a write to either side of a
+	// WebSocket may wait with the peer taking no byte: a peer that stops
+	// reading while the other side sends ends the WebSocket then (within
+	// twice that), instead of holding it open for ever; a slow reader
+	// keeps it.
 	// 1s..10m. Default: 60s (nginx's proxy_send_timeout).
 	WebSocketWriteTimeout time.Duration `toml:"websocket_write_timeout"`
 
@@ -665,7 +668,7 @@ func (c *Config) Validate() error {
 	}
 	for i, r := range c.Routes {
 		if r.Upstream != "" && !names[r.Upstream] {
-			add("route[%d] (%s).upstream: no [[upstream]] named %q", i, r.Name, r.Upstream)
+			add("%s.upstream: no [[upstream]] named %q", withName(fmt.Sprintf("route[%d]", i), r.Name), r.Upstream)
 		}
 	}
 	return errors.Join(errs...)

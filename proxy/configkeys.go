@@ -127,7 +127,8 @@ func withRouteName(key string, cfg *Config) string {
 	if !ok {
 		return key
 	}
-	return strings.Replace(key, "]", "] ("+name+")", 1)
+	head, rest, _ := strings.Cut(key, "]")
+	return withName(head+"]", name) + rest
 }
 
 // nearestKey is the known key closest to key, as a suggestion: within the

@@ -186,7 +186,7 @@ func (kl keyLines) indexed(key string, line int) string {
 		return key
 	}
 	if name, ok := kl.names[in]; ok {
-		return in + " (" + name + ")." + rest
+		return withName(in, name) + "." + rest
 	}
 	return in + "." + rest
 }
@@ -219,6 +219,17 @@ func (kl keyLines) find(key string) int {
 	return kl.bare[arrayIndex.ReplaceAllString(key, "")]
 }
 
+// withName is an array element's key with its name, as problems show it:
+// "route[2] (orders)". A name a terminal would not print as written (a
+// line break, an escape sequence) is quoted, so that it cannot pass for
+// more lines of the report.
+func withName(key, name string) string {
+	if q := strconv.Quote(name); q[1:len(q)-1] != name {
+		name = q
+	}
+	return key + " (" + name + ")"
+}
+
 // tomlString is the one-line string value v (after its "="), basic or
 // literal, with a comment after it; ok is false for anything else.
 func tomlString(v string) (string, bool) {
@@ -229,9 +240,20 @@ func tomlString(v string) (string, bool) {
 		}
 		return "", false
 	}
-	v = strings.TrimSpace(strings.SplitN(v, "#", 2)[0])
-	s, err := strconv.Unquote(v)
-	return s, err == nil && strings.HasPrefix(v, `"`)
+	if len(v) < 2 || v[0] != '"' || strings.HasPrefix(v, `"""`) {
+		return "", false
+	}
+	// Up to the closing quote, past escapes: a '#' inside is no comment.
+	for i := 1; i < len(v); i++ {
+		switch v[i] {
+		case '\\':
+			i++
+		case '"':
+			s, err := strconv.Unquote(v[:i+1])
+			return s, err == nil
+		}
+	}
+	return "", false
 }
 
 // dottedKey normalizes a TOML key as written (` a . "b" `) to "a.b".
@@ -243,13 +265,28 @@ func dottedKey(k string) string {
 	return strings.Join(parts, ".")
 }
 
+// closingQuotes is where in s the delimiter q closes a multi-line string,
+// -1 if s holds none. In a basic one (""") an escaped quote closes
+// nothing: """a\""" goes on to the next line.
+func closingQuotes(s, q string) int {
+	for i := 0; i < len(s); i++ {
+		switch {
+		case q == `"""` && s[i] == '\\':
+			i++
+		case strings.HasPrefix(s[i:], q):
+			return i
+		}
+	}
+	return -1
+}
+
 // scanValue reads one line of a value and returns how many brackets are
 // still open after it and the delimiter of a multi-line string still
 // open ("" if none); depth and multi are what was open before it.
 func scanValue(s string, depth int, multi string) (int, string) {
 	for i := 0; i < len(s); i++ {
 		if multi != "" {
-			end := strings.Index(s[i:], multi)
+			end := closingQuotes(s[i:], multi)
 			if end < 0 {
 				return depth, multi
 			}

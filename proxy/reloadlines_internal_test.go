@@ -134,3 +134,43 @@ api = "no"
 		}
 	}
 }
+
+// TestScanEscapedQuotes: an escaped quote in a multi-line basic string
+// closes nothing, so a table header inside the string is no table: the
+// scanner took """a\""" for a whole string and named the decoder's
+// refusal after the line below as an element that does not exist.
+func TestScanEscapedQuotes(t *testing.T) {
+	src := []byte(`[[upstream]]
+name = "app"
+url = "http://127.0.0.1:3000"
+notes = """says \"""
+[[upstream]]
+name = "ghost"
+"""
+timeout = "soon"
+`)
+	if got, want := scanKeyLines(src).indexed("upstream.timeout", 8), "upstream[0] (app).timeout"; got != want {
+		t.Errorf("indexed = %q, want %q", got, want)
+	}
+}
+
+// TestTomlStringName: a name's '#' or escaped quote is part of it; the
+// comment after it is not. A name with '#' was dropped from problems.
+func TestTomlStringName(t *testing.T) {
+	for _, tc := range []struct {
+		v, want string
+		ok      bool
+	}{
+		{` "vip#1" # the VIP route`, "vip#1", true},
+		{` 'vip#1' # the VIP route`, "vip#1", true},
+		{` "say \"hi\" #2"`, `say "hi" #2`, true},
+		{` "app"`, "app", true},
+		{` """app"""`, "", false},
+		{` "unclosed`, "", false},
+		{` 42`, "", false},
+	} {
+		if got, ok := tomlString(tc.v); got != tc.want || ok != tc.ok {
+			t.Errorf("tomlString(%q) = %q, %v; want %q, %v", tc.v, got, ok, tc.want, tc.ok)
+		}
+	}
+}

@@ -24,7 +24,7 @@ import (
 type tunnel struct {
 	set      *tunnelSet
 	upstream string
-	client   netip.Prefix // clientKey of the client's address
+	place    tunnelPlace // what reserve held for it
 	up       net.Conn
 	upr      *bufio.Reader // up, with what the upstream sent after its 101
 	done     chan struct{}
@@ -41,63 +41,75 @@ type tunnelSet struct {
 	metrics *metrics.Metrics
 	// max and perClient bound the tunnels open and reserved, in all and
 	// per clientKey ([server] max_websockets, max_websockets_per_client);
-	// writeTimeout bounds each write to either side
-	// (websocket_write_timeout).
-	max, perClient int
-	writeTimeout   time.Duration
+	// perNetwork, per networkKey, is a tenth of max (at least perClient),
+	// as the login starts' share (startLimiter): one IPv6 /48, or a /56
+	// as many providers hand out, spread over its /64s would otherwise
+	// take every WebSocket of the replica.
+	// writeTimeout bounds how long a write to either side waits with the
+	// peer taking nothing (websocket_write_timeout).
+	max, perClient, perNetwork int
+	writeTimeout               time.Duration
 
 	mu  sync.Mutex
 	set map[*tunnel]struct{}
-	// held counts each client's tunnels, reserved or open, and total all
-	// of them; an entry goes at zero, so the map is as big as what is
-	// open.
+	// held counts each client's and each network's tunnels, reserved or
+	// open (a /32 or /64 never equals a /24 or /48), and total all of
+	// them; an entry goes at zero, so the map is as big as what is open.
 	held  map[netip.Prefix]int
 	total int
 }
 
-func newTunnelSet(m *metrics.Metrics, max, perClient int, writeTimeout time.Duration) *tunnelSet {
+func newTunnelSet(m *metrics.Metrics, total, perClient int, writeTimeout time.Duration) *tunnelSet {
 	return &tunnelSet{
-		metrics: m, max: max, perClient: perClient, writeTimeout: writeTimeout,
+		metrics: m, max: total, perClient: perClient, perNetwork: max(perClient, total/10), writeTimeout: writeTimeout,
 		set: map[*tunnel]struct{}{}, held: map[netip.Prefix]int{},
 	}
 }
 
 // Errors of reserve.
 var (
-	errTunnelsOfClient = errors.New("proxy: this client has max_websockets_per_client WebSockets open")
-	errTunnelsFull     = errors.New("proxy: max_websockets WebSockets are open")
+	errTunnelsOfClient  = errors.New("proxy: this client has max_websockets_per_client WebSockets open")
+	errTunnelsOfNetwork = errors.New("proxy: this client's network (IPv4 /24, IPv6 /48) has a tenth of max_websockets open")
+	errTunnelsFull      = errors.New("proxy: max_websockets WebSockets are open")
 )
+
+// A tunnelPlace is a tunnel's share of its client's and its network's bounds.
+type tunnelPlace struct{ client, network netip.Prefix }
 
 // reserve holds a place for a tunnel of client before the upstream is
 // asked, so that a handshake past the bounds costs the upstream nothing.
 // The place is open's to take, or release's to give back.
-func (s *tunnelSet) reserve(client netip.Addr) (netip.Prefix, error) {
-	key := clientKey(client)
+func (s *tunnelSet) reserve(client netip.Addr) (tunnelPlace, error) {
+	p := tunnelPlace{clientKey(client), networkKey(client)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
-	case s.held[key] >= s.perClient:
-		return key, errTunnelsOfClient
+	case s.held[p.client] >= s.perClient:
+		return p, errTunnelsOfClient
+	case s.held[p.network] >= s.perNetwork:
+		return p, errTunnelsOfNetwork
 	case s.total >= s.max:
-		return key, errTunnelsFull
+		return p, errTunnelsFull
 	}
-	s.held[key]++
+	s.held[p.client]++
+	s.held[p.network]++
 	s.total++
-	return key, nil
+	return p, nil
 }
 
-// release gives back a place reserve held for client.
-func (s *tunnelSet) release(client netip.Prefix) {
+// release gives back a place reserve held.
+func (s *tunnelSet) release(p tunnelPlace) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	decrement(s.held, client)
+	decrement(s.held, p.client)
+	decrement(s.held, p.network)
 	s.total--
 }
 
-// open records a tunnel to upstream over up, in the place reserved for
-// client, before fasthttp hands over the client's connection.
-func (s *tunnelSet) open(upstream string, client netip.Prefix, up net.Conn, upr *bufio.Reader) *tunnel {
-	t := &tunnel{set: s, upstream: upstream, client: client, up: up, upr: upr, done: make(chan struct{})}
+// open records a tunnel to upstream over up, in the place reserve held,
+// before fasthttp hands over the client's connection.
+func (s *tunnelSet) open(upstream string, p tunnelPlace, up net.Conn, upr *bufio.Reader) *tunnel {
+	t := &tunnel{set: s, upstream: upstream, place: p, up: up, upr: upr, done: make(chan struct{})}
 	s.mu.Lock()
 	s.set[t] = struct{}{}
 	s.mu.Unlock()
@@ -168,30 +180,47 @@ func (t *tunnel) end() {
 	s.mu.Lock()
 	delete(s.set, t)
 	s.mu.Unlock()
-	s.release(t.client)
+	s.release(t.place)
 	s.metrics.WebSocketClosed(t.upstream)
 	close(t.done)
 }
 
-// copyTimed copies src to dst until either fails, giving each write to
-// dst at most timeout: a peer that stops reading must not hold a tunnel,
-// its goroutines and the upstream's connection, for ever. Reads wait as
-// long as they like: a WebSocket may be quiet for hours.
+// copyTimed copies src to dst until either fails, or dst accepts nothing
+// for timeout (writeTimed): a peer that stops reading must not hold a
+// tunnel, its goroutines and the upstream's connection, for ever. Reads
+// wait as long as they like: a WebSocket may be quiet for hours.
 func copyTimed(dst net.Conn, src io.Reader, timeout time.Duration) error {
 	buf := make([]byte, 32<<10)
 	for {
 		n, rerr := src.Read(buf)
 		if n > 0 {
-			if err := dst.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
-				return err
-			}
-			if _, err := dst.Write(buf[:n]); err != nil {
+			if err := writeTimed(dst, buf[:n], timeout); err != nil {
 				return err
 			}
 		}
 		if rerr != nil {
 			return rerr
 		}
+	}
+}
+
+// writeTimed writes p to dst, failing when dst accepts no byte for
+// timeout. A deadline on the whole write would cut a peer that reads
+// steadily but slowly: the kernel wakes a blocked writer only once a
+// third of its send buffer (up to megabytes) is free, so one write of
+// 32 KiB to a client reading 400 KB/s could wait seconds.
+func writeTimed(dst net.Conn, p []byte, timeout time.Duration) error {
+	for {
+		if err := dst.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+			return err
+		}
+		n, err := dst.Write(p)
+		p = p[n:]
+		if err == nil || n == 0 || !isTimeout(err) {
+			return err
+		}
+		// Bytes went out before the deadline: the peer reads. (A TLS
+		// connection fails every write after a timeout, and ends here.)
 	}
 }
 

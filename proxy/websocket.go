@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"net/url"
 	"time"
 
@@ -130,7 +129,7 @@ func (s *Server) webSocketOrigin(c *fiber.Ctx) bool {
 func (s *Server) tunnelTo(c *fiber.Ctx, up *upstream) error {
 	client, err := s.tunnels.reserve(requestOf(c).client)
 	switch {
-	case errors.Is(err, errTunnelsOfClient):
+	case errors.Is(err, errTunnelsOfClient), errors.Is(err, errTunnelsOfNetwork):
 		return tooManyWebSockets(err)
 	case err != nil:
 		return webSocketsFull(err)
@@ -197,7 +196,7 @@ func handshake(conn net.Conn, req *fasthttp.Request, resp *fasthttp.Response, ti
 // response. A 101 to websocket hijacks the client's connection: its head
 // is written by the tunnel, before the first byte either way. It reports
 // whether a tunnel opened in client's reserved place.
-func (s *Server) answerHandshake(c *fiber.Ctx, up *upstream, client netip.Prefix, conn net.Conn, br *bufio.Reader) (bool, error) {
+func (s *Server) answerHandshake(c *fiber.Ctx, up *upstream, client tunnelPlace, conn net.Conn, br *bufio.Reader) (bool, error) {
 	resp := c.Response()
 	if resp.StatusCode() != fasthttp.StatusSwitchingProtocols {
 		removeHopByHop(&resp.Header)

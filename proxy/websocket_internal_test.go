@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -109,5 +110,57 @@ func TestTunnelEndsWhenFasthttpClosesInstead(t *testing.T) {
 	// Its place is free again: the client's one allowed tunnel.
 	if _, err := set.reserve(netip.MustParseAddr("192.0.2.1")); err != nil {
 		t.Errorf("reserve after the tunnel ended: %v", err)
+	}
+}
+
+// trickleConn is a peer that takes per bytes of each write before the
+// write's deadline passes: a client reading slowly (per > 0) or not at
+// all (per == 0).
+type trickleConn struct {
+	net.Conn // unused: only writes are made
+	per      int
+	got      bytes.Buffer
+}
+
+func (c *trickleConn) SetWriteDeadline(time.Time) error { return nil }
+
+func (c *trickleConn) Write(p []byte) (int, error) {
+	n := min(len(p), c.per)
+	c.got.Write(p[:n])
+	if n < len(p) {
+		return n, os.ErrDeadlineExceeded
+	}
+	return n, nil
+}
+
+// TestCopyTimedSlowReader: websocket_write_timeout ends a tunnel whose
+// peer takes nothing for that long, not one whose peer reads slowly. The
+// kernel wakes a blocked write only when a third of the send buffer is
+// free, so one write to a client reading 400 KB/s outlasted a 1s timeout
+// over loopback and cut the message short.
+func TestCopyTimedSlowReader(t *testing.T) {
+	msg := bytes.Repeat([]byte("0123456789abcdef"), 8<<10) // 128 KiB
+	for _, tc := range []struct {
+		name    string
+		per     int
+		wantErr bool
+	}{
+		{"slow reader", 1000, false},
+		{"fast reader", len(msg), false},
+		{"stalled", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dst := &trickleConn{per: tc.per}
+			err := copyTimed(dst, bytes.NewReader(msg), time.Second)
+			if err == io.EOF {
+				err = nil
+			}
+			if gotErr := err != nil; gotErr != tc.wantErr {
+				t.Fatalf("copyTimed: %v (after %d of %d bytes), want an error: %v", err, dst.got.Len(), len(msg), tc.wantErr)
+			}
+			if !tc.wantErr && !bytes.Equal(dst.got.Bytes(), msg) {
+				t.Errorf("the peer got %d of %d bytes", dst.got.Len(), len(msg))
+			}
+		})
 	}
 }

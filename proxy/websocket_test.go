@@ -629,7 +629,7 @@ max_websockets_per_client = 2`})
 	from := func(ip string) http.Header { return http.Header{"X-Forwarded-For": {ip}} }
 	a1, _, _ := wsDial(t, e, "/public/ws", from("192.0.2.1"))
 	a2, _, _ := wsDial(t, e, "/public/ws", from("192.0.2.1"))
-	b1, _, _ := wsDial(t, e, "/public/ws", from("192.0.2.2"))
+	b1, _, _ := wsDial(t, e, "/public/ws", from("198.51.100.2")) // another /24
 	if a1 == nil || a2 == nil || b1 == nil {
 		t.Fatal("the first three WebSockets were refused")
 	}
@@ -639,7 +639,7 @@ max_websockets_per_client = 2`})
 		t.Errorf("a client's third WebSocket: %v %q, want 429 with Retry-After", resp.Status, body)
 	}
 	// The replica holds three: a fourth client is refused too.
-	if conn, resp, body := wsDial(t, e, "/public/ws", from("198.51.100.7")); conn != nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+	if conn, resp, body := wsDial(t, e, "/public/ws", from("203.0.113.7")); conn != nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("a WebSocket past max_websockets: %v %q, want 503 with Retry-After", resp.Status, body)
 	}
 	if n := up.handshakes.Load(); n != asked {
@@ -654,6 +654,36 @@ max_websockets_per_client = 2`})
 		return again != nil
 	})
 	echoes(t, again)
+}
+
+// TestWebSocketsNotExhaustedByOneIPv6Customer: one customer with an IPv6
+// /48 (a /56 is what many providers hand a home) opens WebSockets from
+// many /64s, each under max_websockets_per_client. Its network may hold a
+// tenth of max_websockets (at least the per-client bound): before, 20
+// /64s took every WebSocket of the replica and everyone else got 503.
+func TestWebSocketsNotExhaustedByOneIPv6Customer(t *testing.T) {
+	up := newWSUpstream(t)
+	e := newEnvOpts(t, envOptions{appUpstream: up.URL, serverKeys: `
+trusted_proxies = ["127.0.0.1"]
+max_websockets = 20
+max_websockets_per_client = 1`})
+	from := func(ip string) http.Header { return http.Header{"X-Forwarded-For": {ip}} }
+	admitted := 0
+	for n := 0; n < 20; n++ {
+		conn, resp, _ := wsDial(t, e, "/public/ws", from(fmt.Sprintf("2001:db8:1:%x::1", n)))
+		switch {
+		case conn != nil:
+			admitted++
+		case resp.StatusCode != http.StatusTooManyRequests:
+			t.Fatalf("a WebSocket past the network's share: %v, want 429", resp.Status)
+		}
+	}
+	if admitted != 2 {
+		t.Errorf("one /48 opened %d WebSockets, want 2 (a tenth of max_websockets)", admitted)
+	}
+	if conn, resp, body := wsDial(t, e, "/public/ws", from("198.51.100.7")); conn == nil {
+		t.Errorf("another client's WebSocket: %v %q: one IPv6 /48 took them all", resp.Status, body)
+	}
 }
 
 // TestWebSocketStalledPeer: a client that stops reading while the

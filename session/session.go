@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/wxgate/wxgate/internal/secret"
@@ -96,6 +97,9 @@ type Manager struct {
 	OnCapped func(kind string)
 	// Now is the clock; tests replace it. Default: time.Now.
 	Now func() time.Time
+	// touchesFrom is when touches may be tried again (Unix nanoseconds,
+	// by Now) after one failed: see touchPause.
+	touchesFrom atomic.Int64
 }
 
 // NewManager returns a Manager over store. cfg must have its defaults set.
@@ -119,6 +123,13 @@ const (
 // touchEvery bounds how often a session's last-seen time is written back, so
 // a busy session does not cost a store write per request.
 const touchEvery = time.Minute
+
+// touchPause is how long no session is touched after a touch failed. A
+// store that refuses writes (a full Redis) refuses them all, and a touch
+// tried on every request would cost each one a failed transaction and
+// a message to every replica, which also empties their caches: seven
+// Redis commands a request instead of none, on the Redis in trouble.
+const touchPause = 5 * time.Second
 
 // Create stores a new session for id with a fresh ID (no fixation), and
 // indexes it by user (for revocation) and, with tokens, for the sweeper.
@@ -255,12 +266,14 @@ func (m *Manager) Get(ctx context.Context, rawID string) (*Session, error) {
 	if !now.Before(m.end(&s)) || !now.Before(s.LastSeen.Add(m.idle)) {
 		return nil, ErrNotFound
 	}
-	if now.Sub(s.LastSeen) >= touchEvery {
+	if now.Sub(s.LastSeen) >= touchEvery && now.UnixNano() >= m.touchesFrom.Load() {
 		// A store that reads but refuses writes (a full Redis under
 		// noeviction, a master demoted mid-failover) fails the touch: the
 		// session stays valid as read, and only its idle end does not move.
 		// The store's metrics count the failure.
-		_ = m.touch(ctx, key, b, &s, now)
+		if err := m.touch(ctx, key, b, &s, now); err != nil {
+			m.touchesFrom.Store(now.Add(touchPause).UnixNano())
+		}
 	}
 	return &s, nil
 }
