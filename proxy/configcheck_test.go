@@ -209,36 +209,6 @@ func TestCheckRefusesWhatNewRefuses(t *testing.T) {
 				if got, err := os.ReadFile(snapFile); err != nil || !bytes.Equal(got, b) {
 					t.Errorf("the snapshot changed: %q, %v", got, err)
 				}
-// TestCheckNamesOnOneLine: a route's or upstream's name with a line break
-// or an escape sequence is quoted wherever a problem names its element,
-// so that it cannot pass for another problem of the report (a line break
-// in it printed a second line, which check then placed on a wrong line).
-func TestCheckNamesOnOneLine(t *testing.T) {
-	const forged = `ok\nroute[9] (fake).path: forged\u001b[2K`
-	for _, tc := range []struct{ name, add, want string }{
-		{"unknown upstream", "[[route]]\nname = \"" + forged + "\"\npath = \"/a/**\"\nupstream = \"nope\"\n",
-			`route[0] ("ok\nroute[9] (fake).path: forged\x1b[2K").upstream: no [[upstream]] named "nope"`},
-		{"decoder's refusal", "[[upstream]]\nname = \"" + forged + "\"\nurl = \"http://127.0.0.1:1\"\ntimeout = \"soon\"\n",
-			`upstream[1] ("ok\nroute[9] (fake).path: forged\x1b[2K").timeout: `},
-		{"unknown key", "[[route]]\nname = \"" + forged + "\"\npath = \"/a/**\"\nupstrem = \"app\"\n",
-			`unknown key route[0] ("ok\nroute[9] (fake).path: forged\x1b[2K").upstrem`},
-		{"policies' refusal", "[[route]]\nname = \"" + forged + "\"\npath = \"/a/**\"\naction = \"sideways\"\n",
-			`route[0] ("ok\nroute[9] (fake).path: forged\x1b[2K")`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			lines, ok := check(t, checkConf+"\n"+tc.add)
-			if ok {
-				t.Fatalf("accepted: %q", lines)
-			}
-			found := false
-			for _, l := range lines {
-				if strings.ContainsAny(l, "\n\x1b") {
-					t.Errorf("a problem spans lines or holds an escape: %q", l)
-				}
-				found = found || strings.Contains(l, tc.want)
-			}
-			if !found {
-				t.Errorf("problems %q, want one with %q", lines, tc.want)
 			}
 		})
 	}
@@ -369,5 +339,40 @@ func TestCheckWarnsTrustAll(t *testing.T) {
 		if !ok || warned != tc.warn || !tc.warn && len(lines) != 0 {
 			t.Errorf("trusted_proxies = %s: %q (accepted %v), want a warning: %v", tc.list, lines, ok, tc.warn)
 		}
+	}
+}
+
+// TestCheckNamesOnOneLine: a route's or upstream's name with a line break
+// or an escape sequence is quoted wherever a problem names its element,
+// so that it cannot pass for another problem of the report (a line break
+// in it printed a second line, which check then placed on a wrong line).
+func TestCheckNamesOnOneLine(t *testing.T) {
+	const forged = `ok\nroute[9] (fake).path: forged\u001b[2K`
+	for _, tc := range []struct{ name, add, want string }{
+		{"unknown upstream", "[[route]]\nname = \"" + forged + "\"\npath = \"/a/**\"\nupstream = \"nope\"\n",
+			`route[0] ("ok\nroute[9] (fake).path: forged\x1b[2K").upstream: no [[upstream]] named "nope"`},
+		{"decoder's refusal", "[[upstream]]\nname = \"" + forged + "\"\nurl = \"http://127.0.0.1:1\"\ntimeout = \"soon\"\n",
+			`upstream[1] ("ok\nroute[9] (fake).path: forged\x1b[2K").timeout: `},
+		{"unknown key", "[[route]]\nname = \"" + forged + "\"\npath = \"/a/**\"\nupstrem = \"app\"\n",
+			`unknown key route[0] ("ok\nroute[9] (fake).path: forged\x1b[2K").upstrem`},
+		{"policies' refusal", "[[route]]\nname = \"" + forged + "\"\npath = \"/a/**\"\naction = \"sideways\"\n",
+			`route[0] ("ok\nroute[9] (fake).path: forged\x1b[2K")`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lines, ok := check(t, checkConf+"\n"+tc.add)
+			if ok {
+				t.Fatalf("accepted: %q", lines)
+			}
+			found := false
+			for _, l := range lines {
+				if strings.ContainsAny(l, "\n\x1b") {
+					t.Errorf("a problem spans lines or holds an escape: %q", l)
+				}
+				found = found || strings.Contains(l, tc.want)
+			}
+			if !found {
+				t.Errorf("problems %q, want one with %q", lines, tc.want)
+			}
+		})
 	}
 }
