@@ -17,42 +17,17 @@ import (
 // an error (a 503 to the browser), but a session already made keeps
 // working, its touch included: reading it needs no write.
 func TestFullRedis(t *testing.T) {
-	srv := redistest.Start(t, "--maxmemory", "4mb", "--maxmemory-policy", "noeviction")
-	store, err := NewRedis(RedisConfig{Addrs: []string{srv.Addr}, KeyPrefix: "full:", Timeout: 5 * time.Second}, make([]byte, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	cfg := Config{}
-	cfg.SetDefaults()
-	m := NewManager(store, cfg)
-	now := time.Now()
-	m.Now = func() time.Time { return now }
+	m, now, c := fullRedisManager(t)
 	ctx := context.Background()
 	s, err := m.Create(ctx, Identity{OpenID: "o-before-full", Scope: "snsapi_base"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Fill Redis until it refuses.
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	defer c.Close()
-	filler := strings.Repeat("x", 512)
-	for i := 0; ; i++ {
-		err := c.Set(ctx, "filler:"+strconv.Itoa(i), filler, 0).Err()
-		if err != nil {
-			if !strings.Contains(err.Error(), "OOM") {
-				t.Fatalf("filling Redis: %v", err)
-			}
-			break
-		}
-		if i > 100000 {
-			t.Fatal("Redis never filled up")
-		}
-	}
+	fill(t, c)
 	if _, err := m.Create(ctx, Identity{OpenID: "o-after-full", Scope: "snsapi_base"}, nil); err == nil || errors.Is(err, ErrNotFound) {
 		t.Errorf("Create in a full Redis = %v, want a store error", err)
 	}
-	now = now.Add(2 * touchEvery) // due for a touch
+	*now = now.Add(2 * touchEvery) // due for a touch
 	got, err := m.Get(ctx, s.ID)
 	if err != nil || got.Identity.OpenID != "o-before-full" {
 		t.Fatalf("Get of a session made before Redis filled = %v, %v; want it served", got, err)
@@ -66,24 +41,12 @@ func TestFullRedis(t *testing.T) {
 // request, and the replicas' caches emptied). Once the pause is over a
 // touch is tried again, and lands when Redis has room.
 func TestFullRedisTouchPause(t *testing.T) {
-	srv := redistest.Start(t, "--maxmemory", "4mb", "--maxmemory-policy", "noeviction")
-	store, err := NewRedis(RedisConfig{Addrs: []string{srv.Addr}, KeyPrefix: "full:", Timeout: 5 * time.Second}, make([]byte, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	cfg := Config{}
-	cfg.SetDefaults()
-	m := NewManager(store, cfg)
-	now := time.Now()
-	m.Now = func() time.Time { return now }
+	m, now, c := fullRedisManager(t)
 	ctx := context.Background()
 	s, err := m.Create(ctx, Identity{OpenID: "o-paused", Scope: "snsapi_base"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	defer c.Close()
 	commands := func() int {
 		t.Helper()
 		info, err := c.Info(ctx, "stats").Result()
@@ -99,16 +62,8 @@ func TestFullRedisTouchPause(t *testing.T) {
 		t.Fatal("no total_commands_processed in INFO stats")
 		return 0
 	}
-	filler := strings.Repeat("x", 512)
-	var fillers []string
-	for i := 0; ; i++ {
-		k := "filler:" + strconv.Itoa(i)
-		if err := c.Set(ctx, k, filler, 0).Err(); err != nil {
-			break
-		}
-		fillers = append(fillers, k)
-	}
-	now = now.Add(2 * touchEvery)
+	fillers := fill(t, c)
+	*now = now.Add(2 * touchEvery)
 	get := func() *Session {
 		t.Helper()
 		got, err := m.Get(ctx, s.ID)
@@ -132,8 +87,51 @@ func TestFullRedisTouchPause(t *testing.T) {
 	if err := c.Del(ctx, fillers...).Err(); err != nil {
 		t.Fatal(err)
 	}
-	now = now.Add(touchPause)
-	if got := get(); !got.LastSeen.Equal(now) {
-		t.Errorf("after the pause, LastSeen = %v, want the touch at %v", got.LastSeen, now)
+	*now = now.Add(touchPause)
+	if got := get(); !got.LastSeen.Equal(*now) {
+		t.Errorf("after the pause, LastSeen = %v, want the touch at %v", got.LastSeen, *now)
+	}
+}
+
+// fullRedisManager is a Manager, on its own clock, over a redis-server
+// with 4 MB of memory under noeviction, and a plain client of that
+// server.
+func fullRedisManager(t *testing.T) (*Manager, *time.Time, *redis.Client) {
+	t.Helper()
+	srv := redistest.Start(t, "--maxmemory", "4mb", "--maxmemory-policy", "noeviction")
+	store, err := NewRedis(RedisConfig{Addrs: []string{srv.Addr}, KeyPrefix: "full:", Timeout: 5 * time.Second}, make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	cfg := Config{}
+	cfg.SetDefaults()
+	m := NewManager(store, cfg)
+	now := time.Now()
+	m.Now = func() time.Time { return now }
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { c.Close() })
+	return m, &now, c
+}
+
+// fill writes 512-byte values to c until Redis refuses one for its
+// memory, and returns their keys.
+func fill(t *testing.T, c *redis.Client) []string {
+	t.Helper()
+	filler := strings.Repeat("x", 512)
+	var keys []string
+	for i := 0; ; i++ {
+		k := "filler:" + strconv.Itoa(i)
+		err := c.Set(context.Background(), k, filler, 0).Err()
+		if err != nil {
+			if !strings.Contains(err.Error(), "OOM") {
+				t.Fatalf("filling Redis: %v", err)
+			}
+			return keys
+		}
+		if i > 100000 {
+			t.Fatal("Redis never filled up")
+		}
+		keys = append(keys, k)
 	}
 }
