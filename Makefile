@@ -27,7 +27,7 @@ deploytest:
 # packing (every value unpacks to itself). FUZZTIME=1m for longer.
 FUZZTIME ?= 5s
 FUZZ = ./policies:FuzzParsePath \
-	./proxy:FuzzParseHost ./proxy:FuzzCheckHead ./proxy:FuzzSafeRedirect ./proxy:FuzzSpoofable ./proxy:FuzzBearer \
+	./proxy:FuzzParseHost ./proxy:FuzzCheckHead ./proxy:FuzzSafeRedirect ./proxy:FuzzSpoofable ./proxy:FuzzBearer ./proxy:FuzzConfigCheck \
 	./session:FuzzSessionCookie ./session:FuzzPendingRecord ./session:FuzzPack ./session:FuzzMemoryModel \
 	./wechat:FuzzDecrypt
 
