@@ -558,44 +558,9 @@ func TestWebSocketOrigin(t *testing.T) {
 // the tunnel runs on after it, holding the client's connection for as
 // long as the client stays silent.
 func TestWebSocketShutdownStalledClient(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	flooding := make(chan struct{}, 1)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				h := sha1.Sum([]byte(req.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-				fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", base64.StdEncoding.EncodeToString(h[:]))
-				frame := append([]byte{0x82, 126, 0xff, 0xff}, make([]byte, 0xffff)...)
-				for i := 0; ; i++ {
-					if i == 1024 {
-						// 64 MiB written: past what the sockets' buffers on
-						// the way hold.
-						flooding <- struct{}{}
-					}
-					if _, err := c.Write(frame); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	e := newEnvOpts(t, envOptions{appUpstream: "http://" + ln.Addr().String()})
-	c := dialRaw(t, strings.TrimPrefix(e.url, "http://"))
-	fmt.Fprint(c, "GET /public/ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	addr, flooding, _ := floodingUpstream(t)
+	e := newEnvOpts(t, envOptions{appUpstream: "http://" + addr})
+	silentHandshake(t, e)
 	select {
 	case <-flooding:
 		t.Fatal("the upstream wrote 64 MiB to a client that reads nothing: the gateway buffers them")
@@ -610,10 +575,7 @@ func TestWebSocketShutdownStalledClient(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("Shutdown took %s; its deadline was 300ms", d)
 	}
-	waitUntil(t, "the tunnel to stop running", func() bool {
-		buf := make([]byte, 1<<20)
-		return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "proxy.(*tunnel).run")
-	})
+	waitTunnelsStopped(t)
 }
 
 // TestWebSocketLimits: past max_websockets_per_client a client's handshake
@@ -690,37 +652,9 @@ max_websockets_per_client = 1`})
 // upstream keeps sending ends its WebSocket after websocket_write_timeout,
 // upstream connection and all, instead of holding it for ever.
 func TestWebSocketStalledPeer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	upstreamDone := make(chan error, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		req, err := http.ReadRequest(bufio.NewReader(c))
-		if err != nil {
-			upstreamDone <- err
-			return
-		}
-		h := sha1.Sum([]byte(req.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-		fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", base64.StdEncoding.EncodeToString(h[:]))
-		frame := append([]byte{0x82, 126, 0xff, 0xff}, make([]byte, 0xffff)...)
-		for {
-			if _, err := c.Write(frame); err != nil {
-				upstreamDone <- err
-				return
-			}
-		}
-	}()
-	e := newEnvOpts(t, envOptions{appUpstream: "http://" + ln.Addr().String(), serverKeys: `websocket_write_timeout = "1s"`})
-	c := dialRaw(t, strings.TrimPrefix(e.url, "http://"))
-	fmt.Fprint(c, "GET /public/ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	addr, _, upstreamDone := floodingUpstream(t)
+	e := newEnvOpts(t, envOptions{appUpstream: "http://" + addr, serverKeys: `websocket_write_timeout = "1s"`})
+	silentHandshake(t, e)
 	// The client reads nothing. Once the buffers on the way are full the
 	// gateway's write to it blocks, and a second later the tunnel ends:
 	// the upstream's write fails.
@@ -732,6 +666,70 @@ func TestWebSocketStalledPeer(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the tunnel to a client that reads nothing is still open after 30s (websocket_write_timeout 1s)")
 	}
+	waitTunnelsStopped(t)
+}
+
+// floodingUpstream is a WebSocket upstream that, once a handshake is
+// done, writes 64 KiB frames as fast as it may. flooding gets a value
+// once 64 MiB are written (past what the sockets' buffers on the way
+// hold); done gets the error that ended the writing.
+func floodingUpstream(t *testing.T) (addr string, flooding <-chan struct{}, done <-chan error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	fl, dn := make(chan struct{}, 1), make(chan error, 1)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				h := sha1.Sum([]byte(req.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+				fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", base64.StdEncoding.EncodeToString(h[:]))
+				frame := append([]byte{0x82, 126, 0xff, 0xff}, make([]byte, 0xffff)...)
+				for i := 0; ; i++ {
+					if i == 1024 {
+						select {
+						case fl <- struct{}{}:
+						default:
+						}
+					}
+					if _, err := c.Write(frame); err != nil {
+						select {
+						case dn <- err:
+						default:
+						}
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String(), fl, dn
+}
+
+// silentHandshake opens a WebSocket on /public/ws through e on a raw
+// connection that then reads nothing.
+func silentHandshake(t *testing.T, e *env) {
+	t.Helper()
+	c := dialRaw(t, strings.TrimPrefix(e.url, "http://"))
+	fmt.Fprint(c, "GET /public/ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+}
+
+// waitTunnelsStopped waits until no goroutine runs a tunnel: nothing of
+// one runs on after it ended.
+func waitTunnelsStopped(t *testing.T) {
+	t.Helper()
 	waitUntil(t, "the tunnel to stop running", func() bool {
 		buf := make([]byte, 1<<20)
 		return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "proxy.(*tunnel).run")
