@@ -379,7 +379,11 @@ func (h *Holder) keep(ctx context.Context, now time.Time, cur, t *AppToken, forc
 }
 
 // awaitShared waits until the replica holding the lease shares a valid
-// token other than stale, and gives up as soon as its fetch fails.
+// token other than stale, and gives up as soon as its fetch fails: a pause
+// in force, or the lease released with neither a token nor a pause this
+// replica's clock still sees (the holder's clock was behind, or its pause
+// was written before this one moved on). Without the last, such a waiter
+// waited its whole deadline for a fetch that had ended.
 func (h *Holder) awaitShared(ctx context.Context, deadline <-chan time.Time, stale Secret) (*AppToken, error) {
 	tick := time.NewTicker(pollEvery)
 	defer tick.Stop()
@@ -390,6 +394,13 @@ func (h *Holder) awaitShared(ctx context.Context, deadline <-chan time.Time, sta
 		case <-ctx.Done():
 			return nil, fmt.Errorf("waiting for the app token of %s: %w", h.app.AppID, ctx.Err())
 		case <-tick.C:
+		}
+		// Read before the token and the pause: the holder writes those
+		// before it releases the lease, so a lease found gone means they
+		// are there to read.
+		held, err := h.leaseHeld(ctx)
+		if err != nil {
+			return nil, err
 		}
 		t, err := h.current(ctx)
 		if err != nil {
@@ -402,6 +413,22 @@ func (h *Holder) awaitShared(ctx context.Context, deadline <-chan time.Time, sta
 		if err := h.sharedPause(ctx, now); err != nil {
 			return nil, err
 		}
+		if !held {
+			return nil, fmt.Errorf("%w: another replica's fetch of the app token of %s ended without one", ErrUnavailable, h.app.AppID)
+		}
+	}
+}
+
+// leaseHeld reports whether a replica holds the fetch lease.
+func (h *Holder) leaseHeld(ctx context.Context) (bool, error) {
+	_, err := h.store.Get(ctx, h.key("lease"))
+	switch {
+	case err == nil:
+		return true, nil
+	case h.cfg.IsNotFound(err):
+		return false, nil
+	default:
+		return false, fmt.Errorf("reading the app token lease: %w", err)
 	}
 }
 

@@ -432,3 +432,43 @@ func TestHolderBurstAtExpiry(t *testing.T) {
 		t.Errorf("%d callers read the shared token %d times, want fewer than %d", len(gots), n, len(gots)/4)
 	}
 }
+
+// TestHolderWaitEndsWithTheOthersFetch: a replica waiting for another
+// replica's fetch stops waiting once that fetch has ended (its lease gone)
+// with neither a token nor a pause in force by this replica's clock, which
+// is what a holder whose clock runs behind leaves (its pause is already
+// over here). Before, such a caller waited its whole Wait: every caller on
+// a replica with a clock ahead of the holder's waited 2 s for a 503.
+func TestHolderWaitEndsWithTheOthersFetch(t *testing.T) {
+	sim := wechatsim.New(wechatsim.App{AppID: oaID, Secret: oaSecret, Type: wechatsim.OfficialAccount})
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	store := session.NewMemory(0)
+	h := wechat.NewHolder(wechat.New(wechat.Config{APIBase: srv.URL}), wechat.App{AppID: oaID, Secret: oaSecret},
+		store, wechat.HolderConfig{
+			IsNotFound: func(err error) bool { return errors.Is(err, session.ErrNotFound) },
+			Wait:       time.Minute,
+		})
+	ctx := context.Background()
+	// Another replica holds the lease; it ends in a second, leaving no
+	// token and no pause.
+	if ok, err := store.SetNX(ctx, "apptoken:lease:"+oaID, []byte{1}, time.Second); !ok || err != nil {
+		t.Fatalf("taking the lease: %v, %v", ok, err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.Get(ctx)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, wechat.ErrUnavailable) {
+			t.Errorf("Get once the other fetch ended = %v, want ErrUnavailable", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Get still waits 20 s after the other replica's lease ended (Wait is 1 minute)")
+	}
+	if n := sim.Calls()["/cgi-bin/stable_token"]; n != 0 {
+		t.Errorf("stable_token calls = %d: the caller fetched instead of waiting for the lease holder", n)
+	}
+}
