@@ -17,6 +17,14 @@ import (
 // misspelt key is compared to.
 func configKeys() []string {
 	var keys []string
+	walkConfigKeys(func(key string, _ reflect.Type) { keys = append(keys, key) })
+	return keys
+}
+
+// walkConfigKeys calls visit with every key of Config, in struct order
+// (a table before its keys), and the type of its value: the element of a
+// slice or pointer.
+func walkConfigKeys(visit func(key string, t reflect.Type)) {
 	var walk func(t reflect.Type, prefix string)
 	walk = func(t reflect.Type, prefix string) {
 		for i := 0; i < t.NumField(); i++ {
@@ -25,19 +33,17 @@ func configKeys() []string {
 			if tag == "" || tag == "-" || !sf.IsExported() {
 				continue
 			}
-			key := prefix + tag
-			keys = append(keys, key)
-			ft := sf.Type
-			if ft.Kind() == reflect.Slice {
+			key, ft := prefix+tag, sf.Type
+			if ft.Kind() == reflect.Slice || ft.Kind() == reflect.Pointer {
 				ft = ft.Elem()
 			}
-			if ft.Kind() == reflect.Struct && ft != durationType {
+			visit(key, ft)
+			if ft.Kind() == reflect.Struct {
 				walk(ft, key+".")
 			}
 		}
 	}
 	walk(reflect.TypeOf(Config{}), "")
-	return keys
 }
 
 // unknownKeys is the decoder's undecoded keys as problems, each with the
@@ -235,27 +241,11 @@ func isListenAddr(addr string) bool {
 // ("wechat.timeout", "upstream.timeout"), as configKeys names them.
 func durationKeys() map[string]bool {
 	out := map[string]bool{}
-	var walk func(t reflect.Type, prefix string)
-	walk = func(t reflect.Type, prefix string) {
-		for i := 0; i < t.NumField(); i++ {
-			sf := t.Field(i)
-			tag := strings.Split(sf.Tag.Get("toml"), ",")[0]
-			if tag == "" || tag == "-" || !sf.IsExported() {
-				continue
-			}
-			ft := sf.Type
-			if ft.Kind() == reflect.Slice || ft.Kind() == reflect.Pointer {
-				ft = ft.Elem()
-			}
-			switch {
-			case ft == durationType:
-				out[prefix+tag] = true
-			case ft.Kind() == reflect.Struct:
-				walk(ft, prefix+tag+".")
-			}
+	walkConfigKeys(func(key string, t reflect.Type) {
+		if t == durationType {
+			out[key] = true
 		}
-	}
-	walk(reflect.TypeOf(Config{}), "")
+	})
 	return out
 }
 
