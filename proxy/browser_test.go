@@ -21,6 +21,23 @@ func chromium(t *testing.T, userAgent, acceptLang string) context.Context {
 	return browsertest.Chromium(t, userAgent, acceptLang)
 }
 
+// loginInBrowser opens url in ctx's browser, answers the simulator's
+// consent page as user, and waits for the upstream's page with the
+// identity headers it received.
+func loginInBrowser(t *testing.T, ctx context.Context, url, user string) {
+	t.Helper()
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(url),
+		chromedp.WaitVisible(chromedp.CSS(`button[value="allow"]`)),
+		chromedp.Click(chromedp.CSS(`input[name="sim_user"][value="`+user+`"]`)),
+		chromedp.Click(chromedp.CSS(`button[value="allow"]`)),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, `document.body !== null && document.body.innerText.includes("X-Wechat-Openid")`)
+}
+
 // waitFor evaluates a JavaScript predicate until it holds. Evaluations that
 // fail because the page is navigating are retried; the context's deadline
 // bounds the wait.
@@ -51,18 +68,7 @@ func TestBrowserLogin(t *testing.T) {
 	e := newEnv(t)
 	ctx := chromium(t, weChatUA, "zh-CN")
 	bob := e.user("bob")
-
-	err := chromedp.Do(ctx,
-		chromedp.Navigate(e.url+"/profile/settings?tab=1"),
-		// The simulator's consent page.
-		chromedp.WaitVisible(chromedp.CSS(`button[value="allow"]`)),
-		chromedp.Click(chromedp.CSS(`input[name="sim_user"][value="bob"]`)),
-		chromedp.Click(chromedp.CSS(`button[value="allow"]`)),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, ctx, `document.body !== null && document.body.innerText.includes("X-Wechat-Openid")`)
+	loginInBrowser(t, ctx, e.url+"/profile/settings?tab=1", "bob")
 	location, err := chromedp.Run(ctx, chromedp.Location())
 	if err != nil {
 		t.Fatal(err)

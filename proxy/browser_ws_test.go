@@ -32,16 +32,7 @@ func TestBrowserWebSocket(t *testing.T) {
 	e := newEnvOpts(t, envOptions{appUpstream: up.URL})
 	ctx := chromium(t, weChatUA, "zh-CN")
 	bob := e.user("bob")
-	err := chromedp.Do(ctx,
-		chromedp.Navigate(e.url+"/profile/page"),
-		chromedp.WaitVisible(chromedp.CSS(`button[value="allow"]`)),
-		chromedp.Click(chromedp.CSS(`input[name="sim_user"][value="bob"]`)),
-		chromedp.Click(chromedp.CSS(`button[value="allow"]`)),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, ctx, `document.body !== null && document.body.innerText.includes("X-Wechat-Openid")`)
+	loginInBrowser(t, ctx, e.url+"/profile/page", "bob")
 
 	wsURL := "ws" + strings.TrimPrefix(e.url, "http") + "/profile/ws/headers"
 	result := func() map[string]any {
